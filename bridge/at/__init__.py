@@ -1,0 +1,1 @@
+"""The AT engine: the one owner of the UART (framing, commands, URCs)."""

@@ -1,0 +1,1 @@
+"""The module: bring-up, stack state, socket slots and links."""
