@@ -1,0 +1,36 @@
+"""Named event counters for state transitions (link_dead, pdp_lost, module_reset, port_lost, recovered).
+
+Every transition is both logged and counted, so a metrics exporter added later can publish the
+counts without touching the code that detects the transitions. Deliberately tiny: no dependency,
+no metric types other than a monotonically increasing count.
+"""
+
+from typing import Dict, Tuple
+
+LabelSet = Tuple[Tuple[str, str], ...]
+CounterKey = Tuple[str, LabelSet]
+
+
+def _labelset(labels: Dict[str, object]) -> LabelSet:
+    """Sorted (name, str(value)) pairs, so that label order never creates a second series."""
+    return tuple(sorted((key, str(value)) for key, value in labels.items()))
+
+
+class Counters:
+    """A registry of counts, one series per (name, labels), like a Prometheus counter family."""
+
+    def __init__(self) -> None:
+        self._counts: Dict[CounterKey, int] = {}
+
+    def incr(self, name: str, amount: int = 1, **labels: object) -> None:
+        """Add ``amount`` (default 1) to the series ``name`` with these labels."""
+        key = (name, _labelset(labels))
+        self._counts[key] = self._counts.get(key, 0) + amount
+
+    def get(self, name: str, **labels: object) -> int:
+        """The count of exactly this series (0 if it never happened)."""
+        return self._counts.get((name, _labelset(labels)), 0)
+
+    def snapshot(self) -> Dict[CounterKey, int]:
+        """A copy of every series: ``{(name, ((label, value), ...)): count}``."""
+        return dict(self._counts)
