@@ -1,0 +1,707 @@
+"""The cellbridge INI file -> validated, frozen dataclasses. No other module reads the INI.
+
+Syntax rules, decided once (twisted-notes §4.2):
+
+- Comments are whole lines starting with ``;`` or ``#``. A value runs verbatim to the end of its
+  line (leading/trailing blanks stripped): ``password = a ;b`` is the password ``a ;b``.
+- No interpolation (``%`` is an ordinary character), no multi-line values, no ``[DEFAULT]`` magic
+  (it is an unknown section like any other), duplicate sections and keys are errors.
+- Unknown sections and keys are errors with a "did you mean"; every problem in the file is reported,
+  one line each: ``FILE: [section] key: what is wrong (got 'value')``. Secret values are not echoed.
+
+Every key, its default and its meaning are in :data:`SCHEMA`; the defaults themselves live on the
+dataclasses below (one source of truth). :func:`reference_markdown` renders the table for the README.
+"""
+
+import ast
+import configparser
+import dataclasses
+import difflib
+import ipaddress
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from twisted.internet.endpoints import _parse, serverFromString
+from twisted.internet.testing import MemoryReactor
+
+from bridge.errors import ConfigError
+
+__all__ = [
+    "Config", "General", "ModemConfig", "ProfileConfig", "ServerConfig", "Listen", "Remote",
+    "ConfigError", "load_config", "config_warnings", "SCHEMA", "reference_markdown",
+]
+
+DEFAULT_INTERFACE = "127.0.0.1"
+"""A listener without ``interface=`` binds loopback: a gateway must not expose a bridge by accident."""
+
+BAUDRATES = (1200, 2400, 4800, 9600, 14400, 19200, 28800, 38400, 57600, 115200, 230400, 460800)
+"""Fixed rates of the M95-class UART (AT+IPR); autobaud (0) is not offered: we need a known rate."""
+
+MAX_MODULE_SOCKETS = 6  # AT+QIMUX=1 gives sockets 0..5
+MAX_SEND_WINDOW = 7300  # the module's per-socket send buffer (quectel-at.md §4.4-4.5)
+
+
+@dataclass(frozen=True)
+class Listen:
+    """Where a profile accepts local clients.
+
+    ``endpoint`` is a Twisted server endpoint string for ``tcp`` (stream) listeners, with
+    ``interface=`` filled in; for ``udp`` it is the original text. ``port`` is 0 and ``interface``
+    empty for stream endpoints that have neither (``unix:``, ``systemd:``).
+    """
+
+    kind: str  # "tcp" | "udp"
+    endpoint: str
+    port: int
+    interface: str
+
+
+@dataclass(frozen=True)
+class Remote:
+    """What the module connects to for a profile (AT+QIOPEN's protocol, host and port)."""
+
+    proto: str  # "TCP" | "UDP"
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class General:
+    control: Optional[str] = None
+    log_level: str = "info"
+    state_dir: str = "/var/lib/cellbridge"
+
+
+@dataclass(frozen=True)
+class ModemConfig:
+    name: str
+    port: str  # device path | "tcp:HOST:PORT" | "sim"
+    baudrate: int = 115200
+    rtscts: bool = False
+    apn: str = ""
+    username: str = ""
+    password: str = field(default="", repr=False)
+    pin: Optional[str] = field(default=None, repr=False)
+    mode: str = "mux"  # "mux" | "transparent"
+    receive: str = "pull"  # "pull" | "push"
+    keepalive_first: float = 5.0
+    keepalive_interval: float = 10.0
+    keepalive_retries: int = 12
+    keepalive_idle: float = 480.0
+    sleep: bool = False
+    reset_command: Optional[str] = None
+    send_window: int = 5840
+    sim_args: tuple = ()
+    registration_timeout: float = 180.0
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    name: str
+    listen: Listen
+    remote: Remote
+    modem: str = ""  # resolved by load_config: never empty in a loaded Config
+    max_links: int = MAX_MODULE_SOCKETS
+    queue: int = 16
+    queue_timeout: float = 30.0
+    linger: float = 2.0
+    probe: bytes = b""
+    reopen: bool = False
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    name: str
+    port: int
+    forward: str  # "tcp|udp:HOST:PORT", the local service the module's clients reach
+    modem: str = ""  # resolved by load_config
+    protocol: str = "tcp"  # "tcp" | "udp"
+    max_clients: int = 1
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    general: General
+    modems: dict
+    profiles: dict
+    servers: dict
+
+
+class Invalid(ValueError):
+    """Raised by a value parser; its text is the 'what is wrong' part of the problem line."""
+
+
+# -- value parsers: str -> value, or Invalid ---------------------------------------------------
+
+def _boolean(text):
+    value = configparser.ConfigParser.BOOLEAN_STATES.get(text.lower())
+    if value is None:
+        raise Invalid("not a boolean (use yes or no)")
+    return value
+
+
+def _number(text, minimum, integer, minimum_included=True):
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        raise Invalid("not a whole number" if integer else "not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise Invalid("not a finite number")
+    if value < minimum or (value == minimum and not minimum_included):
+        raise Invalid(f"must be {'at least' if minimum_included else 'more than'} {minimum}")
+    return value
+
+
+def seconds(text):
+    """A positive duration in seconds; fractions allowed."""
+    return _number(text, 0, integer=False, minimum_included=False)
+
+
+def seconds_or_zero(text):
+    return _number(text, 0, integer=False)
+
+
+def count(minimum, maximum=None):
+    def parse(text):
+        value = _number(text, minimum, integer=True)
+        if maximum is not None and value > maximum:
+            raise Invalid(f"must be at most {maximum}")
+        return value
+    return parse
+
+
+def choice(*options):
+    def parse(text):
+        if text not in options:
+            raise Invalid(f"must be one of {', '.join(options)}")
+        return text
+    return parse
+
+
+def _baudrate(text):
+    value = _number(text, 1, integer=True)
+    if value not in BAUDRATES:
+        raise Invalid(f"not a rate the module supports ({', '.join(map(str, BAUDRATES))})")
+    return value
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def at_text(text):
+    """Text that ends up inside an AT command string: a quote or line break would end the command
+    early and let the rest be read as another command (AT injection)."""
+    if "\r" in text or "\n" in text:
+        raise Invalid("contains a CR or LF, which would end the AT command early")
+    if _CONTROL.search(text):
+        raise Invalid("contains a control character, which cannot go into an AT command")
+    if '"' in text or "'" in text:
+        raise Invalid("contains a quote, which would end the AT command's string early")
+    if not text.isascii():
+        raise Invalid("contains non-ASCII characters, which the module's character set lacks")
+    return text
+
+
+def _pin(text):
+    if not text:
+        return None
+    at_text(text)
+    if not (text.isdigit() and 4 <= len(text) <= 8):
+        raise Invalid("a PIN is 4 to 8 digits")
+    return text
+
+
+_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def host(text):
+    """A dotted IPv4 address or a host name of letters, digits and hyphens (the module resolves it)."""
+    at_text(text)
+    if not text:
+        raise Invalid("no host given")
+    labels = text.split(".")
+    if labels[-1].isdigit():
+        try:
+            ipaddress.IPv4Address(text)
+        except ValueError:
+            raise Invalid("not a valid dotted IPv4 address") from None
+        return text
+    if len(text) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise Invalid("not a valid host name (letters, digits, hyphens; dot-separated labels)")
+    return text
+
+
+def _port_number(text, allow_zero=False):
+    try:
+        value = int(text)
+    except ValueError:
+        raise Invalid(f"port {text!r} is not a number") from None
+    if not (0 if allow_zero else 1) <= value <= 65535:
+        raise Invalid(f"port {value} is out of range")
+    return value
+
+
+def ip_port(text):
+    return _port_number(text)
+
+
+def _host_port(text, what):
+    hostname, sep, port = text.rpartition(":")
+    if not sep:
+        raise Invalid(f"expected {what}")
+    return host(hostname), _port_number(port)
+
+
+def remote(text):
+    """``tcp:HOST:PORT`` or ``udp:HOST:PORT``."""
+    at_text(text)
+    proto, sep, rest = text.partition(":")
+    if proto not in ("tcp", "udp") or not sep:
+        raise Invalid("expected tcp:HOST:PORT or udp:HOST:PORT")
+    hostname, port = _host_port(rest, "tcp:HOST:PORT or udp:HOST:PORT")
+    return Remote(proto.upper(), hostname, port)
+
+
+def forward(text):
+    remote(text)
+    return text
+
+
+def serial_port(text):
+    """``sim``, ``tcp:HOST:PORT`` (a raw TCP serial export such as ser2net) or a device path."""
+    if text == "sim":
+        return text
+    if text.startswith("tcp:"):
+        _host_port(text[4:], "tcp:HOST:PORT")
+        return text
+    if not text.startswith("/") or _CONTROL.search(text):
+        raise Invalid("expected a device path (/dev/...), tcp:HOST:PORT or sim")
+    return text
+
+
+def _interface(kind, text):
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise Invalid(f"interface {text!r} is not an IP address") from None
+    if (kind == "tcp6") != (address.version == 6):
+        raise Invalid(f"interface {text!r} is not an IPv{6 if kind == 'tcp6' else 4} address")
+
+
+_DEFAULT_INTERFACES = {"tcp": DEFAULT_INTERFACE, "ssl": DEFAULT_INTERFACE, "tcp6": r"\:\:1"}
+
+
+def listen(text):
+    """``udp:PORT[:interface=ADDR]`` (ours) or any Twisted server endpoint string; a tcp/ssl/tcp6
+    endpoint without ``interface=`` is bound to loopback."""
+    if text.startswith("udp:"):
+        return _udp_listen(text)
+    try:
+        args, options = _parse(text)
+    except Exception as error:  # Twisted's tokenizer raises assorted types on bad input
+        raise Invalid(f"not a server endpoint string: {error}") from None
+    kind = args[0] if args else ""
+    if kind in _DEFAULT_INTERFACES and "interface" not in options:
+        text = f"{text}:interface={_DEFAULT_INTERFACES[kind]}"
+        options["interface"] = _parse(text)[1]["interface"]
+    try:
+        serverFromString(MemoryReactor(), text)
+    except Exception as error:  # TypeError/ValueError/IndexError/OSError, depending on the parser
+        raise Invalid(f"not a valid server endpoint ({type(error).__name__}: {error})") from None
+    if kind not in _DEFAULT_INTERFACES:
+        return Listen("tcp", text, 0, "")
+    _interface(kind, options["interface"])
+    return Listen("tcp", text, _port_number(args[1], allow_zero=True), options["interface"])
+
+
+def _udp_listen(text):
+    args, options = _parse(text)
+    if len(args) != 2 or set(options) - {"interface"}:
+        raise Invalid("expected udp:PORT or udp:PORT:interface=ADDR")
+    interface = options.get("interface", DEFAULT_INTERFACE)
+    _interface("udp", interface)
+    return Listen("udp", text, _port_number(args[1], allow_zero=True), interface)
+
+
+def control_endpoint(text):
+    if not text:
+        return None
+    try:
+        serverFromString(MemoryReactor(), text)
+    except Exception as error:
+        raise Invalid(f"not a valid server endpoint ({type(error).__name__}: {error})") from None
+    return text
+
+
+_ESCAPES = {"n": b"\n", "r": b"\r", "t": b"\t", "0": b"\0", "\\": b"\\"}
+
+
+def probe_bytes(text):
+    r"""Printable ASCII, plus the escapes \n \r \t \0 \\ and \xHH."""
+    out, i = bytearray(), 0
+    while i < len(text):
+        char = text[i]
+        if char != "\\":
+            if not (char.isascii() and char.isprintable()):
+                raise Invalid(f"character {char!r} must be written as a \\xHH escape")
+            out += char.encode("ascii")
+            i += 1
+        elif text[i + 1:i + 2] in _ESCAPES:
+            out += _ESCAPES[text[i + 1]]
+            i += 2
+        elif text[i + 1:i + 2] == "x" and re.fullmatch(r"[0-9A-Fa-f]{2}", text[i + 2:i + 4]):
+            out.append(int(text[i + 2:i + 4], 16))
+            i += 4
+        else:
+            raise Invalid(r"bad escape (use \n \r \t \0 \\ or \xHH)")
+    return bytes(out)
+
+
+def shell_words(text):
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as error:
+        raise Invalid(f"cannot split into words: {error}") from None
+
+
+def command_line(text):
+    if not text:
+        return None
+    if not shell_words(plain_text(text)):
+        raise Invalid("empty command")
+    return text
+
+
+def directory(text):
+    if not text:
+        raise Invalid("empty path")
+    return plain_text(text)
+
+
+def log_level(text):
+    return choice("debug", "info", "warn", "error", "critical")(text)
+
+
+def plain_text(text):
+    if _CONTROL.search(text):
+        raise Invalid("contains a control character")
+    return text
+
+
+# -- the schema ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Key:
+    parse: Callable
+    doc: str
+    secret: bool = False
+
+
+SECTION_TYPES = {"cellbridge": General, "modem": ModemConfig, "profile": ProfileConfig,
+                 "server": ServerConfig}
+
+SCHEMA = {
+    "cellbridge": {
+        "control": Key(control_endpoint, "server endpoint for later status tooling, e.g. "
+                       "unix:/run/cellbridge/control.sock; empty = none"),
+        "log_level": Key(log_level, "debug, info, warn, error or critical"),
+        "state_dir": Key(directory, "directory for state that must survive restarts (a rejected "
+                         "PIN); relative paths are relative to the config file"),
+    },
+    "modem": {
+        "port": Key(serial_port, "device path (prefer /dev/serial/by-id/...), tcp:HOST:PORT for a "
+                    "raw TCP serial export (ser2net), or sim for the built-in simulator"),
+        "baudrate": Key(_baudrate, "UART rate, one of " + ", ".join(map(str, BAUDRATES))),
+        "rtscts": Key(_boolean, "hardware flow control on both ends (AT+IFC=2,2)"),
+        "apn": Key(at_text, "access point name (AT+QICSGP)"),
+        "username": Key(at_text, "APN user name (AT+QICSGP)"),
+        "password": Key(at_text, "APN password (AT+QICSGP)", secret=True),
+        "pin": Key(_pin, "SIM PIN, 4-8 digits; empty = the SIM needs none. A rejected PIN is "
+                   "never sent again until this value changes", secret=True),
+        "mode": Key(choice("mux", "transparent"), "mux (AT+QIMUX=1, six sockets) or transparent "
+                    "(AT+QIMODE=1, one session)"),
+        "receive": Key(choice("pull", "push"), "pull (AT+QINDI=1 + AT+QIRD; back-pressure) or "
+                       "push (+RECEIVE)"),
+        "keepalive_first": Key(seconds, "seconds from SEND OK to the first AT+QISACK check"),
+        "keepalive_interval": Key(seconds, "seconds between AT+QISACK checks while bytes are unacked"),
+        "keepalive_retries": Key(count(0), "checks after the first before a link without ack "
+                                 "progress is dead"),
+        "keepalive_idle": Key(seconds, "seconds without traffic before a profile's probe is sent"),
+        "sleep": Key(_boolean, "AT+QSCLK=1 and DTR sleep control while no link is open (needs a "
+                     "real serial port)"),
+        "reset_command": Key(command_line, "external program that power-cycles the module, last "
+                             "step of the recovery ladder; empty = none"),
+        "send_window": Key(count(0, MAX_SEND_WINDOW), "bytes sent but not yet acked per link "
+                           "(AT+QISACK); 0 = stop-and-wait"),
+        "sim_args": Key(shell_words, "extra simulator options when port = sim, e.g. --baud 115200"),
+        "registration_timeout": Key(seconds, "seconds to wait for network registration"),
+    },
+    "profile": {
+        "listen": Key(listen, "tcp:PORT[:interface=ADDR] or any Twisted server endpoint string; "
+                      "udp:PORT[:interface=ADDR]. No interface = 127.0.0.1"),
+        "remote": Key(remote, "tcp:HOST:PORT or udp:HOST:PORT the module connects to"),
+        "modem": Key(plain_text, "name of the [modem:NAME] to use; optional with one modem"),
+        "max_links": Key(count(1, MAX_MODULE_SOCKETS), "module sockets this profile may hold at once"),
+        "queue": Key(count(0), "local connections that may wait for a free module socket"),
+        "queue_timeout": Key(seconds, "seconds a local connection may wait in the queue"),
+        "linger": Key(seconds_or_zero, "seconds a half-closed link stays open without traffic"),
+        "probe": Key(probe_bytes, r"bytes sent on a link idle for keepalive_idle (escapes \n \r "
+                     r"\t \0 \\ \xHH); empty = never inject"),
+        "reopen": Key(_boolean, "reopen a dead link with backoff (UDP sessions, persistent links)"),
+    },
+    "server": {
+        "modem": Key(plain_text, "name of the [modem:NAME] to use; optional with one modem"),
+        "protocol": Key(choice("tcp", "udp"), "tcp or udp"),
+        "port": Key(ip_port, "port the module listens on (AT+QISERVER)"),
+        "forward": Key(forward, "tcp:HOST:PORT or udp:HOST:PORT of the local service"),
+        "max_clients": Key(count(1, MAX_MODULE_SOCKETS - 1), "module-side clients accepted at once"),
+    },
+}
+
+
+def _default(kind, key):
+    for f in dataclasses.fields(SECTION_TYPES[kind]):
+        if f.name == key:
+            return f.default
+    raise KeyError(key)
+
+
+def _required(kind):
+    return [key for key in SCHEMA[kind] if _default(kind, key) is dataclasses.MISSING]
+
+
+def _show_default(value):
+    if value is dataclasses.MISSING:
+        return "(required)"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value in (None, "", b"", ()):
+        return "(empty)"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def reference_markdown():
+    """The config reference table (README), straight from :data:`SCHEMA` and the defaults."""
+    rows = ["| section | key | default | meaning |", "|---|---|---|---|"]
+    for kind, keys in SCHEMA.items():
+        section = "[cellbridge]" if kind == "cellbridge" else f"[{kind}:NAME]"
+        for key, spec in keys.items():
+            default = _show_default(_default(kind, key))
+            rows.append(f"| `{section}` | `{key}` | {default} | {spec.doc} |")
+    return "\n".join(rows)
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NO_DEFAULT_SECTION = "\0cellbridge: [DEFAULT] is an ordinary (unknown) section"
+
+
+class _Problems:
+    """Collects problem lines for one file, in the contract's format."""
+
+    def __init__(self, path):
+        self.path = path
+        self.lines = []
+
+    def add(self, section, key, what, value=None, secret=False):
+        where = f"[{section}] {key}" if key else f"[{section}]"
+        got = "" if value is None else " (value hidden)" if secret else f" (got {value!r})"
+        self.lines.append(f"{self.path}: {where}: {what}{got}")
+
+    def add_file(self, what):
+        self.lines.append(f"{self.path}: {what}")
+
+
+def _read(path, problems):
+    parser = configparser.ConfigParser(
+        interpolation=None, inline_comment_prefixes=None, comment_prefixes=("#", ";"),
+        strict=True, empty_lines_in_values=False, default_section=_NO_DEFAULT_SECTION)
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            text = handle.read()
+        # Only LF ends a line: a stray CR inside a value must reach validation (AT injection),
+        # not silently start a new line. CRLF files still work: values are stripped.
+        parser.read_file((line + "\n" for line in text.split("\n")), source=path)
+    except (OSError, UnicodeDecodeError) as error:
+        problems.add_file(f"cannot read the config file: {getattr(error, 'strerror', None) or error}")
+    except configparser.DuplicateSectionError as error:
+        problems.add(error.section, None, f"duplicate section (line {error.lineno})")
+    except configparser.DuplicateOptionError as error:
+        problems.add(error.section, error.option, f"duplicate key (line {error.lineno})")
+    except configparser.MissingSectionHeaderError as error:
+        problems.add_file(f"line {error.lineno}: text before the first [section] "
+                          f"(got {error.line.strip()!r})")
+    except configparser.ParsingError as error:
+        for lineno, quoted_line in error.errors:  # configparser stores repr(line)
+            line = ast.literal_eval(quoted_line).strip()
+            problems.add_file(f"line {lineno}: not a 'key = value' line (got {line!r})")
+    else:
+        return parser
+    return None
+
+
+def _suggest(word, candidates):
+    match = difflib.get_close_matches(word, candidates, n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _section_kind(section, problems):
+    kind, sep, name = section.partition(":")
+    if section == "cellbridge":
+        return kind, None
+    if sep and kind in SCHEMA and kind != "cellbridge":
+        if _NAME.match(name):
+            return kind, name
+        problems.add(section, None, f"bad {kind} name {name!r} (letters, digits, '_', '.', '-')")
+        return None, None
+    hint = ""
+    guess = difflib.get_close_matches(kind, list(SCHEMA), n=1)
+    if guess:
+        hint = f" (did you mean [{guess[0]}{':' + name if sep and guess[0] != 'cellbridge' else ''}]?)"
+    elif section == "DEFAULT":
+        hint = " ([DEFAULT] is not special here: set keys in each section)"
+    problems.add(section, None, "unknown section; expected [cellbridge], [modem:NAME], "
+                 "[profile:NAME] or [server:NAME]" + hint)
+    return None, None
+
+
+def _section_values(parser, section, kind, problems):
+    """Parse every key of one section; returns {key: value} for the keys that parsed."""
+    values, keys = {}, SCHEMA[kind]
+    for key, raw in parser.items(section):
+        spec = keys.get(key)
+        if spec is None:
+            problems.add(section, key, "unknown key" + _suggest(key, list(keys)))
+            continue
+        if "\n" in raw:
+            problems.add(section, key, "a value is one line (an indented line continues the "
+                         "previous value)", raw, spec.secret)
+            continue
+        try:
+            values[key] = spec.parse(raw)
+        except Invalid as error:
+            problems.add(section, key, str(error), raw, spec.secret)
+    for key in _required(kind):
+        if key not in values and not parser.has_option(section, key):
+            problems.add(section, key, "required key is missing")
+    return values
+
+
+def _resolve_modem(section, values, modem_names, problems):
+    """The modem a profile or server uses (explicit, or the only one); None after a problem."""
+    name = values.get("modem") or None
+    if name is None:
+        if len(modem_names) == 1:
+            return modem_names[0]
+        if modem_names:
+            problems.add(section, "modem", "required when there is more than one modem "
+                         f"(one of {', '.join(sorted(modem_names))})")
+        return None
+    if name not in modem_names:
+        problems.add(section, "modem", "no such [modem:NAME] section"
+                     + _suggest(name, modem_names), name)
+        return None
+    return name
+
+
+def _wildcard(interface):
+    return interface in ("", "0.0.0.0", "::")
+
+
+def _check_listen_clashes(profiles, problems):
+    seen = []
+    for section, listen_ in profiles:
+        for other_section, other in seen:
+            same_port = listen_.port and listen_.port == other.port and listen_.kind == other.kind
+            overlapping = (listen_.interface == other.interface or _wildcard(listen_.interface)
+                           or _wildcard(other.interface))
+            same_socket_path = not listen_.interface and listen_.endpoint == other.endpoint
+            if (same_port and overlapping) or same_socket_path:
+                problems.add(section, "listen", f"same {listen_.kind} port as [{other_section}]",
+                             listen_.endpoint)
+        seen.append((section, listen_))
+
+
+def load_config(path):
+    """Read and validate one INI file.
+
+    :param path: the config file; it appears verbatim at the start of each problem line.
+    :returns: a :class:`Config`.
+    :raises ConfigError: listing every problem found.
+    """
+    path = os.fspath(path)
+    problems = _Problems(path)
+    parser = _read(path, problems)
+    if parser is None:
+        raise ConfigError(problems.lines)
+
+    parsed = {"cellbridge": [], "modem": [], "profile": [], "server": []}
+    for section in parser.sections():
+        kind, name = _section_kind(section, problems)
+        if kind is not None:
+            parsed[kind].append((section, name, _section_values(parser, section, kind, problems)))
+
+    general = General(**parsed["cellbridge"][0][2]) if parsed["cellbridge"] else General()
+    if not os.path.isabs(general.state_dir):
+        absolute = os.path.join(os.path.dirname(os.path.abspath(path)), general.state_dir)
+        general = dataclasses.replace(general, state_dir=os.path.normpath(absolute))
+
+    modems, modem_names = {}, [name for _, name, _ in parsed["modem"]]
+    for section, name, values in parsed["modem"]:
+        if "port" in values:
+            modems[name] = ModemConfig(name=name, **values)
+    if not parsed["modem"]:
+        problems.add_file("no [modem:NAME] section: cellbridge needs a modem")
+
+    profiles, listens = {}, []
+    for section, name, values in parsed["profile"]:
+        modem = _resolve_modem(section, values, modem_names, problems)
+        if "listen" in values:
+            listens.append((section, values["listen"]))
+        if "listen" in values and "remote" in values:
+            if values["listen"].kind.upper() != values["remote"].proto:
+                problems.add(section, "remote", f"a {values['listen'].kind} listener needs a "
+                             f"{values['listen'].kind}: remote", parser.get(section, "remote"))
+            elif modem in modems:
+                values["modem"] = modem
+                profiles[name] = ProfileConfig(name=name, **values)
+    _check_listen_clashes(listens, problems)
+
+    servers = {}
+    for section, name, values in parsed["server"]:
+        modem = _resolve_modem(section, values, modem_names, problems)
+        protocol = values.get("protocol", "tcp")
+        if "forward" in values and not values["forward"].startswith(protocol + ":"):
+            problems.add(section, "forward", f"must be {protocol}:HOST:PORT for a {protocol} server",
+                         values["forward"])
+        elif modem in modems and "port" in values and "forward" in values:
+            values["modem"] = modem
+            servers[name] = ServerConfig(name=name, **values)
+
+    if problems.lines:
+        raise ConfigError(problems.lines)
+    return Config(path, general, modems, profiles, servers)
+
+
+def _cannot_drive_dtr(modem):
+    return modem.port == "sim" or modem.port.startswith("tcp:")
+
+
+def config_warnings(config):
+    """Things that load but will not do what the user probably wants, one line each."""
+    warnings = []
+    for modem in config.modems.values():
+        where = f"{config.path}: [modem:{modem.name}]"
+        if modem.sleep and _cannot_drive_dtr(modem):
+            warnings.append(f"{where} sleep: warning: port = {modem.port} cannot drive the DTR "
+                            "line (a pty or a TCP socket has none), so sleep control will not work")
+        if modem.sim_args and modem.port != "sim":
+            warnings.append(f"{where} sim_args: warning: ignored because port is not sim")
+    return warnings

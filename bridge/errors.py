@@ -1,0 +1,40 @@
+"""Exceptions shared by every cellbridge component, and the exit status each one maps to.
+
+The exit statuses are part of the user-facing contract (issue 3): a systemd unit refuses to restart
+into a SIM lock (3) or a broken config (78), so the status must say which of these happened.
+"""
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2  # bad command line (argparse's own status)
+EXIT_SIM_LOCKED = 3  # SIM locked or PIN rejected: restarting would burn the remaining tries
+EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h
+
+
+class CellbridgeError(Exception):
+    """An expected failure: reported as one line on stderr, never as a traceback."""
+
+    exit_status = EXIT_FAILURE
+
+
+class ConfigError(CellbridgeError):
+    """The config file is missing or invalid.
+
+    :param problems: one line per problem, each ``FILE: [section] key: what is wrong (got 'value')``.
+    """
+
+    exit_status = EXIT_CONFIG
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class SimLocked(CellbridgeError):
+    """The SIM wants a PIN we do not have, rejected ours, or wants a PUK: never retry on our own."""
+
+    exit_status = EXIT_SIM_LOCKED
+
+
+class NotSupported(CellbridgeError):
+    """The config asks for a feature this build cannot provide yet; said at start, not later."""

@@ -1,0 +1,435 @@
+"""bridge.config: the INI contract (issue 4), AT-bound values (issue 3), issue 5's keys."""
+
+import pathlib
+import textwrap
+
+import pytest
+
+from bridge.config import (SCHEMA, ConfigError, Listen, ModemConfig, Remote, config_warnings,
+                           load_config, reference_markdown)
+
+CONFIGS = sorted((pathlib.Path(__file__).parent.parent / "configs").glob("*.ini"))
+
+MODEM = "[modem:main]\nport = /dev/ttyUSB0\n"
+
+
+def write(tmp_path, text, name="c.ini"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text), newline="")
+    return str(path)
+
+
+def problems(tmp_path, text):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    prefix = path + ": "
+    assert all(line.startswith(prefix) for line in caught.value.problems)
+    assert str(caught.value) == "\n".join(caught.value.problems)
+    return [line[len(prefix):] for line in caught.value.problems]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    config = load_config(path)
+    assert config.modems and config.profiles
+    for profile in config.profiles.values():
+        assert profile.listen.interface == "127.0.0.1"
+
+
+def test_minimal_config_gets_every_default(tmp_path):
+    config = load_config(write(tmp_path, MODEM + """
+        [profile:web]
+        listen = tcp:8080
+        remote = tcp:example.com:80
+        """))
+    assert config.general.log_level == "info"
+    assert config.general.state_dir == "/var/lib/cellbridge"
+    assert config.general.control is None
+    assert config.modems["main"] == ModemConfig(name="main", port="/dev/ttyUSB0")
+    modem = config.modems["main"]
+    assert (modem.baudrate, modem.rtscts, modem.pin, modem.mode, modem.receive) == (
+        115200, False, None, "mux", "pull")
+    assert (modem.keepalive_first, modem.keepalive_interval, modem.keepalive_retries,
+            modem.keepalive_idle) == (5, 10, 12, 480)
+    assert (modem.sleep, modem.reset_command, modem.send_window, modem.sim_args,
+            modem.registration_timeout) == (False, None, 5840, (), 180)
+    profile = config.profiles["web"]
+    assert profile.listen == Listen("tcp", "tcp:8080:interface=127.0.0.1", 8080, "127.0.0.1")
+    assert profile.remote == Remote("TCP", "example.com", 80)
+    assert (profile.modem, profile.max_links, profile.queue, profile.queue_timeout,
+            profile.linger, profile.probe, profile.reopen) == ("main", 6, 16, 30, 2, b"", False)
+
+
+def test_every_key_set(tmp_path):
+    config = load_config(write(tmp_path, r"""
+        [cellbridge]
+        control = unix:/run/cellbridge/control.sock
+        log_level = debug
+        state_dir = state
+
+        [modem:a]
+        port = tcp:127.0.0.1:2000
+        baudrate = 9600
+        rtscts = yes
+        apn = web.example
+        username = me
+        password = p%ss ;not a comment # either
+        pin = 00001234
+        mode = transparent
+        receive = push
+        keepalive_first = 0.5
+        keepalive_interval = 1.25
+        keepalive_retries = 0
+        keepalive_idle = 60
+        sleep = on
+        reset_command = /usr/local/bin/power-cycle --gpio 17
+        send_window = 0
+        sim_args = --baud 115200 --hosts-file "/tmp/my hosts"
+        registration_timeout = 2.5
+
+        [modem:b]
+        port = sim
+
+        [profile:dns]
+        listen = udp:5353:interface=127.0.0.2
+        remote = udp:192.0.2.1:53
+        modem = b
+        max_links = 1
+        queue = 0
+        queue_timeout = 0.5
+        linger = 0
+        probe = PING\r\n\x00\xff\\
+        reopen = true
+
+        [server:ssh]
+        modem = a
+        protocol = tcp
+        port = 2020
+        forward = tcp:127.0.0.1:22
+        max_clients = 3
+        """))
+    assert config.general.control == "unix:/run/cellbridge/control.sock"
+    assert config.general.state_dir == str(tmp_path / "state")
+    a = config.modems["a"]
+    assert a.password == "p%ss ;not a comment # either"
+    assert "p%ss" not in repr(a) and "00001234" not in repr(a)
+    assert (a.pin, a.mode, a.receive, a.rtscts, a.sleep) == ("00001234", "transparent", "push",
+                                                             True, True)
+    assert (a.keepalive_first, a.keepalive_interval, a.keepalive_retries) == (0.5, 1.25, 0)
+    assert a.sim_args == ("--baud", "115200", "--hosts-file", "/tmp/my hosts")
+    assert a.reset_command == "/usr/local/bin/power-cycle --gpio 17"
+    assert (a.send_window, a.registration_timeout) == (0, 2.5)
+    dns = config.profiles["dns"]
+    assert dns.listen == Listen("udp", "udp:5353:interface=127.0.0.2", 5353, "127.0.0.2")
+    assert dns.remote == Remote("UDP", "192.0.2.1", 53)
+    assert dns.probe == b"PING\r\n\x00\xff\\"
+    assert (dns.modem, dns.max_links, dns.queue, dns.linger, dns.reopen) == ("b", 1, 0, 0, True)
+    ssh = config.servers["ssh"]
+    assert (ssh.modem, ssh.protocol, ssh.port, ssh.forward, ssh.max_clients) == (
+        "a", "tcp", 2020, "tcp:127.0.0.1:22", 3)
+
+
+def test_value_with_semicolon_and_hash_is_kept_verbatim_but_whole_line_comments_go(tmp_path):
+    config = load_config(write(tmp_path, """
+        # a comment
+        [modem:main]
+        ; another comment
+            ; an indented comment line
+        port = /dev/ttyUSB0
+        password = secret ;still the password # and this
+        """))
+    assert config.modems["main"].password == "secret ;still the password # and this"
+
+
+def test_trailing_comment_on_a_validated_value_fails_loudly(tmp_path):
+    assert problems(tmp_path, """
+        [modem:main]
+        port = /dev/ttyUSB0
+        baudrate = 115200   ; fast
+        """) == ["[modem:main] baudrate: not a whole number (got '115200   ; fast')"]
+
+
+def test_unknown_key_suggests_the_closest(tmp_path):
+    assert problems(tmp_path, MODEM + "keepalive_intervall = 3\n") == [
+        "[modem:main] keepalive_intervall: unknown key (did you mean 'keepalive_interval'?)"]
+
+
+def test_unknown_section_suggests_the_closest(tmp_path):
+    assert problems(tmp_path, MODEM + "[profiel:web]\nlisten = tcp:1\n") == [
+        "[profiel:web]: unknown section; expected [cellbridge], [modem:NAME], [profile:NAME] "
+        "or [server:NAME] (did you mean [profile:web]?)"]
+
+
+def test_default_section_is_not_special(tmp_path):
+    assert problems(tmp_path, "[DEFAULT]\nbaudrate = 9600\n" + MODEM) == [
+        "[DEFAULT]: unknown section; expected [cellbridge], [modem:NAME], [profile:NAME] or "
+        "[server:NAME] ([DEFAULT] is not special here: set keys in each section)"]
+
+
+def test_missing_port_and_missing_modem(tmp_path):
+    assert problems(tmp_path, "[modem:main]\nbaudrate = 9600\n") == [
+        "[modem:main] port: required key is missing"]
+    assert problems(tmp_path, "[cellbridge]\n") == [
+        "no [modem:NAME] section: cellbridge needs a modem"]
+
+
+def test_missing_file_names_the_file(tmp_path):
+    path = str(tmp_path / "nope.ini")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.problems == [f"{path}: cannot read the config file: No such file or "
+                                     "directory"]
+    assert caught.value.exit_status == 78
+
+
+@pytest.mark.parametrize("text, message", [
+    ("tcp:80x", "not a valid server endpoint (ValueError: invalid literal for int() with base 10:"
+                " '80x')"),
+    ("tcp:8080:iface=1", "not a valid server endpoint (TypeError: _parseTCP() got an unexpected "
+                         "keyword argument 'iface')"),
+    ("tcp:8080:interface=1.2.3.4.5", "interface '1.2.3.4.5' is not an IP address"),
+    ("tcp:70000", "port 70000 is out of range"),
+    ("tcp6:8080:interface=127.0.0.1", "interface '127.0.0.1' is not an IPv6 address"),
+    ("sctp:80", "not a valid server endpoint (ValueError: Unknown endpoint type: 'sctp')"),
+    ("udp:53:iface=1", "expected udp:PORT or udp:PORT:interface=ADDR"),
+    ("udp:5x", "port '5x' is not a number"),
+])
+def test_bad_listen_endpoint(tmp_path, text, message):
+    assert problems(tmp_path, MODEM + f"[profile:p]\nlisten = {text}\nremote = tcp:h:1\n") == [
+        f"[profile:p] listen: {message} (got {text!r})"]
+
+
+@pytest.mark.parametrize("text, endpoint, interface", [
+    ("tcp:8080", "tcp:8080:interface=127.0.0.1", "127.0.0.1"),
+    ("tcp:8080:interface=0.0.0.0", "tcp:8080:interface=0.0.0.0", "0.0.0.0"),
+    ("tcp6:8080", r"tcp6:8080:interface=\:\:1", "::1"),
+    (r"tcp6:8080:interface=\:\:", r"tcp6:8080:interface=\:\:", "::"),
+])
+def test_listen_binds_loopback_unless_told_otherwise(tmp_path, text, endpoint, interface):
+    config = load_config(write(tmp_path, MODEM + f"[profile:p]\nlisten = {text}\nremote = tcp:h:1\n"))
+    assert config.profiles["p"].listen == Listen("tcp", endpoint, 8080, interface)
+
+
+def test_unix_listen_is_accepted_as_a_stream_endpoint(tmp_path):
+    config = load_config(write(tmp_path, MODEM + "[profile:p]\nlisten = unix:/run/x.sock\n"
+                                                 "remote = tcp:h:1\n"))
+    assert config.profiles["p"].listen == Listen("tcp", "unix:/run/x.sock", 0, "")
+
+
+@pytest.mark.parametrize("value, message", [
+    ('tcp:exa"mple.com:80', "contains a quote, which would end the AT command's string early"),
+    ("tcp:exa'mple.com:80", "contains a quote, which would end the AT command's string early"),
+    ("tcp:example.com\r:80", "contains a CR or LF, which would end the AT command early"),
+    ("tcp:exa\x1bmple.com:80", "contains a control character, which cannot go into an AT command"),
+    ("tcp:exämple.com:80", "contains non-ASCII characters, which the module's character set lacks"),
+    ("tcp:-bad.example:80", "not a valid host name (letters, digits, hyphens; dot-separated labels)"),
+    ("tcp:under_score:80", "not a valid host name (letters, digits, hyphens; dot-separated labels)"),
+    ("tcp:1.2.3.256:80", "not a valid dotted IPv4 address"),
+    ("tcp:example.com", "expected tcp:HOST:PORT or udp:HOST:PORT"),
+    ("tcp:example.com:http", "port 'http' is not a number"),
+    ("tcp:example.com:0", "port 0 is out of range"),
+    ("http:example.com:80", "expected tcp:HOST:PORT or udp:HOST:PORT"),
+])
+def test_bad_remote(tmp_path, value, message):
+    assert problems(tmp_path, MODEM + f"[profile:p]\nlisten = tcp:1\nremote = {value}\n") == [
+        f"[profile:p] remote: {message} (got {value!r})"]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("apn", 'inter"net', "contains a quote, which would end the AT command's string early"),
+    ("username", "me\rAT+CFUN=0", "contains a CR or LF, which would end the AT command early"),
+    ("apn", "a\tb", "contains a control character, which cannot go into an AT command"),
+])
+def test_values_reaching_at_commands_are_checked(tmp_path, key, value, message):
+    assert problems(tmp_path, MODEM + f"{key} = {value}\n") == [
+        f"[modem:main] {key}: {message} (got {value!r})"]
+
+
+def test_secret_values_are_not_echoed(tmp_path):
+    assert problems(tmp_path, MODEM + 'password = my"secret\npin = 12a4\n') == [
+        "[modem:main] password: contains a quote, which would end the AT command's string early "
+        "(value hidden)",
+        "[modem:main] pin: a PIN is 4 to 8 digits (value hidden)"]
+
+
+@pytest.mark.parametrize("pin", ["123", "123456789", "12 4", "+1234"])
+def test_bad_pin(tmp_path, pin):
+    assert problems(tmp_path, MODEM + f"pin = {pin}\n") == [
+        "[modem:main] pin: a PIN is 4 to 8 digits (value hidden)"]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("rtscts", "maybe", "not a boolean (use yes or no)"),
+    ("sleep", "", "not a boolean (use yes or no)"),
+    ("baudrate", "115201", "not a rate the module supports (1200, 2400, 4800, 9600, 14400, "
+                           "19200, 28800, 38400, 57600, 115200, 230400, 460800)"),
+    ("mode", "MUX", "must be one of mux, transparent"),
+    ("receive", "poll", "must be one of pull, push"),
+    ("keepalive_first", "0", "must be more than 0"),
+    ("keepalive_interval", "-1", "must be more than 0"),
+    ("keepalive_idle", "nan", "not a finite number"),
+    ("keepalive_retries", "1.5", "not a whole number"),
+    ("send_window", "7301", "must be at most 7300"),
+    ("registration_timeout", "3m", "not a number"),
+    ("sim_args", '--hosts "x', "cannot split into words: No closing quotation"),
+    ("reset_command", "'", "cannot split into words: No closing quotation"),
+    ("port", "ttyUSB0", "expected a device path (/dev/...), tcp:HOST:PORT or sim"),
+    ("port", "tcp:ser2net.local", "expected tcp:HOST:PORT"),
+])
+def test_bad_modem_values(tmp_path, key, value, message):
+    text = MODEM if key != "port" else "[modem:main]\n"
+    assert problems(tmp_path, text + f"{key} = {value}\n") == [
+        f"[modem:main] {key}: {message} (got {value!r})"]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("max_links", "0", "must be at least 1"),
+    ("max_links", "7", "must be at most 6"),
+    ("queue", "-1", "must be at least 0"),
+    ("queue_timeout", "0", "must be more than 0"),
+    ("linger", "-0.5", "must be at least 0"),
+    ("probe", r"\q", r"bad escape (use \n \r \t \0 \\ or \xHH)"),
+    ("probe", r"\x4", r"bad escape (use \n \r \t \0 \\ or \xHH)"),
+    ("probe", "é", "character 'é' must be written as a \\xHH escape"),
+    ("reopen", "2", "not a boolean (use yes or no)"),
+])
+def test_bad_profile_values(tmp_path, key, value, message):
+    assert problems(tmp_path, MODEM + f"[profile:p]\nlisten = tcp:1\nremote = tcp:h:1\n"
+                                      f"{key} = {value}\n") == [
+        f"[profile:p] {key}: {message} (got {value!r})"]
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    assert problems(tmp_path, """
+        [cellbridge]
+        log_level = verbose
+        [modem:main]
+        port = sim
+        baudrate = fast
+        [profile:p]
+        remote = udp:h:1
+        [server:s]
+        port = 22
+        forward = udp:127.0.0.1:22
+        max_clients = 6
+        """) == [
+        "[cellbridge] log_level: must be one of debug, info, warn, error, critical "
+        "(got 'verbose')",
+        "[modem:main] baudrate: not a whole number (got 'fast')",
+        "[profile:p] listen: required key is missing",
+        "[server:s] max_clients: must be at most 5 (got '6')",
+        "[server:s] forward: must be tcp:HOST:PORT for a tcp server (got 'udp:127.0.0.1:22')",
+    ]
+
+
+def test_duplicate_listen_port(tmp_path):
+    assert problems(tmp_path, MODEM + """
+        [profile:a]
+        listen = tcp:8080
+        remote = tcp:h:1
+        [profile:b]
+        listen = tcp:8080:interface=127.0.0.1
+        remote = tcp:h:2
+        [profile:c]
+        listen = tcp:8080:interface=0.0.0.0
+        remote = tcp:h:3
+        [profile:d]
+        listen = udp:8080
+        remote = udp:h:4
+        [profile:e]
+        listen = tcp:8080:interface=127.0.0.2
+        remote = tcp:h:5
+        """) == [
+        "[profile:b] listen: same tcp port as [profile:a] (got 'tcp:8080:interface=127.0.0.1')",
+        "[profile:c] listen: same tcp port as [profile:a] (got 'tcp:8080:interface=0.0.0.0')",
+        "[profile:c] listen: same tcp port as [profile:b] (got 'tcp:8080:interface=0.0.0.0')",
+        "[profile:e] listen: same tcp port as [profile:c] (got 'tcp:8080:interface=127.0.0.2')",
+    ]
+
+
+def test_port_zero_listeners_do_not_clash(tmp_path):
+    config = load_config(write(tmp_path, MODEM + """
+        [profile:a]
+        listen = tcp:0
+        remote = tcp:h:1
+        [profile:b]
+        listen = tcp:0
+        remote = tcp:h:2
+        """))
+    assert sorted(config.profiles) == ["a", "b"]
+
+
+def test_listen_and_remote_kinds_must_match(tmp_path):
+    assert problems(tmp_path, MODEM + "[profile:p]\nlisten = udp:53\nremote = tcp:h:53\n") == [
+        "[profile:p] remote: a udp listener needs a udp: remote (got 'tcp:h:53')"]
+
+
+def test_profile_modem_must_exist_and_is_needed_with_two_modems(tmp_path):
+    assert problems(tmp_path, """
+        [modem:main]
+        port = sim
+        [modem:spare]
+        port = /dev/ttyUSB1
+        [profile:a]
+        listen = tcp:1
+        remote = tcp:h:1
+        [profile:b]
+        listen = tcp:2
+        remote = tcp:h:1
+        modem = mian
+        """) == [
+        "[profile:a] modem: required when there is more than one modem (one of main, spare)",
+        "[profile:b] modem: no such [modem:NAME] section (did you mean 'main'?) (got 'mian')",
+    ]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("[modem:main]\nport = sim\n[modem:main]\n", "[modem:main]: duplicate section (line 3)"),
+    ("[modem:main]\nport = sim\nPort = x\n", "[modem:main] port: duplicate key (line 3)"),
+    ("port = sim\n", "line 1: text before the first [section] (got 'port = sim')"),
+    ("[modem:main]\nport = sim\njust words\n", "line 3: not a 'key = value' line (got 'just words')"),
+    ("[modem:]\nport = sim\n", "[modem:]: bad modem name '' (letters, digits, '_', '.', '-')"),
+    ("[modem:main]\nport = sim\napn = a\n  b\n",
+     "[modem:main] apn: a value is one line (an indented line continues the previous value) "
+     "(got 'a\\nb')"),
+])
+def test_syntax_errors(tmp_path, text, expected):
+    assert expected in problems(tmp_path, text)
+
+
+def test_crlf_files_load(tmp_path):
+    config = load_config(write(tmp_path, "[modem:main]\r\nport = sim\r\napn = internet\r\n"))
+    assert config.modems["main"].apn == "internet"
+
+
+def test_sleep_warning_for_transports_without_dtr(tmp_path):
+    config = load_config(write(tmp_path, """
+        [modem:pty]
+        port = sim
+        sleep = yes
+        [modem:net]
+        port = tcp:127.0.0.1:2000
+        sleep = yes
+        sim_args = --baud 9600
+        [modem:uart]
+        port = /dev/ttyS0
+        sleep = yes
+        """))
+    path = config.path
+    assert config_warnings(config) == [
+        f"{path}: [modem:pty] sleep: warning: port = sim cannot drive the DTR line (a pty or a "
+        "TCP socket has none), so sleep control will not work",
+        f"{path}: [modem:net] sleep: warning: port = tcp:127.0.0.1:2000 cannot drive the DTR line "
+        "(a pty or a TCP socket has none), so sleep control will not work",
+        f"{path}: [modem:net] sim_args: warning: ignored because port is not sim",
+    ]
+
+
+def test_reference_table_lists_every_key():
+    table = reference_markdown()
+    for kind, keys in SCHEMA.items():
+        for key in keys:
+            assert f"| `{key}` |" in table
+    assert "| `[modem:NAME]` | `send_window` | 5840 |" in table
+    assert "| `[modem:NAME]` | `port` | (required) |" in table
