@@ -1,0 +1,103 @@
+"""The ``cellbridge`` command: run, check, sim, probe.
+
+Exit statuses (issue 3): 0 success; 2 bad command line; 78 bad config; 3 SIM locked or PIN
+rejected; 1 anything else. Expected errors are one line on stderr, never a traceback.
+"""
+
+import argparse
+import sys
+
+from bridge import __version__
+from bridge.config import config_warnings, load_config
+from bridge.errors import EXIT_OK, CellbridgeError, ConfigError
+
+EPILOG = """\
+exit status: 0 success, 2 bad command line, 78 bad config, 3 SIM locked or PIN rejected,
+1 anything else.
+
+The same service tree also runs under twistd:  twistd -n cellbridge -c FILE
+"""
+
+# Commands implemented by other packages: (module with main(argv) -> int, one-line help).
+DELEGATED = {
+    "sim": ("bridge.sim.cli", "run the built-in module simulator (see: cellbridge sim --help)"),
+    "probe": ("bridge.modem.probe", "bring the module up and print what was found "
+              "(see: cellbridge probe --help)"),
+}
+
+
+def command_run(args):
+    """Run the bridge in the foreground until SIGTERM/SIGINT or a fatal error."""
+    from twisted.internet import reactor
+
+    from bridge.logs import start_logging
+    from bridge.service import make_service
+
+    config = load_config(args.config)
+    root = make_service(config, reactor)
+    start_logging(config.general.log_level)
+    root.privilegedStartService()
+    root.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", root.stopService)
+    reactor.run()
+    return root.exit_status
+
+
+def command_check(args):
+    """Validate a config without touching the modem."""
+    config = load_config(args.config)
+    for warning in config_warnings(config):
+        print(warning, file=sys.stderr)
+    print(f"{args.config}: OK ({len(config.modems)} modem(s), {len(config.profiles)} "
+          f"profile(s), {len(config.servers)} server(s))")
+    return EXIT_OK
+
+
+def command_delegated(name, argv):
+    from bridge.service import provided
+
+    module, _ = DELEGATED[name]
+    status = provided(module, "main", f"'cellbridge {name}'")(argv)
+    return EXIT_OK if status is None else status
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="cellbridge", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Bridge local TCP/UDP ports through a Quectel M95-class GSM module's own "
+                    "TCP/IP stack, over one serial line.")
+    parser.add_argument("--version", action="version", version=f"cellbridge {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, handler, summary in (
+            ("run", command_run, "run the bridge in the foreground (SIGTERM stops it cleanly)"),
+            ("check", command_check, "validate a config file: exit 0, or 78 with one line per "
+                                     "problem on stderr")):
+        command = commands.add_parser(name, help=summary, description=summary, epilog=EPILOG,
+                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+        command.add_argument("-c", "--config", required=True, metavar="FILE",
+                             help="the INI config, e.g. /etc/cellbridge/cellbridge.ini")
+        command.set_defaults(handler=handler)
+    for name, (_, summary) in DELEGATED.items():
+        # Listed for --help only: main() hands everything after the name to the other package.
+        commands.add_parser(name, help=summary, add_help=False)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the ``cellbridge`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if argv and argv[0] in DELEGATED:
+            return command_delegated(argv[0], argv[1:])
+        args = build_parser().parse_args(argv)
+        return args.handler(args)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return error.exit_status
+    except CellbridgeError as error:
+        print(f"cellbridge: {error}", file=sys.stderr)
+        return error.exit_status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""The service tree that ``cellbridge run`` and ``twistd cellbridge`` both start.
+
+Children of the root, by name: ``modem:NAME`` (one per modem), ``profile:NAME`` (the listener of
+each profile), ``server:NAME`` (one per module-side server), and ``systemd`` last (so it starts after
+every listener is bound and, stopping first, says STOPPING=1 before anything closes).
+
+The modem, the bridging and the servers come from other packages through :class:`Components`; a
+part that is not built yet makes start-up fail with :class:`~bridge.errors.NotSupported` instead of
+running a daemon that only looks complete.
+"""
+
+import importlib
+import os
+
+from twisted.application import internet, strports
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+
+from bridge.errors import EXIT_FAILURE, EXIT_OK, CellbridgeError, NotSupported
+from bridge.systemd import SystemdNotifier
+
+
+def provided(module, attribute, feature):
+    """``module.attribute``, imported only when needed; :class:`NotSupported` if this build lacks it
+    (an import error inside that module still propagates: it is a bug, not a missing part)."""
+    try:
+        found = importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name != module:
+            raise
+        found = None
+    if not hasattr(found, attribute):
+        raise NotSupported(f"{feature} is not supported yet (this build has no {module}.{attribute})")
+    return getattr(found, attribute)
+
+
+class Components:
+    """Where the service tree gets the parts other packages provide; tests pass their own.
+
+    Each method receives the root (:class:`CellbridgeService`: reactor, config, ``fail()``,
+    ``add_health_check()``, ``add_readiness()``, ``status()``) and returns something ready to add.
+    """
+
+    def modem_service(self, modem, root):
+        """An ``IService`` that owns one module (``bridge.modem.service.make_modem_service``)."""
+        make = provided("bridge.modem.service", "make_modem_service", "the modem service")
+        return make(modem, root)
+
+    def stream_factory(self, profile, modem_service, root):
+        """The ``IProtocolFactory`` behind a tcp profile's listener."""
+        make = provided("bridge.proxy.service", "make_stream_factory", "bridging tcp profiles")
+        return make(profile, modem_service, root)
+
+    def datagram_protocol(self, profile, modem_service, root):
+        """The ``DatagramProtocol`` behind a udp profile's port."""
+        make = provided("bridge.proxy.service", "make_datagram_protocol", "udp profiles")
+        return make(profile, modem_service, root)
+
+    def server_service(self, server, modem_service, root):
+        """An ``IService`` for one module-side listener (AT+QISERVER) forwarded to a local service."""
+        make = provided("bridge.proxy.service", "make_server_service", "[server:NAME] sections")
+        return make(server, modem_service, root)
+
+
+class CellbridgeService(MultiService):
+    """The root service: owns the daemon's exit status, readiness and health.
+
+    :param config: the loaded :class:`~bridge.config.Config`.
+    :param reactor: the reactor every child uses (never the global one in library code).
+    """
+
+    log = Logger()
+
+    def __init__(self, config, reactor):
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.exit_status = EXIT_OK
+        self.notifier = None
+        self._health_checks = []
+        self._readiness = []
+
+    def add_health_check(self, check):
+        """``check()`` -> bool; the systemd watchdog is fed only while every check is true."""
+        self._health_checks.append(check)
+
+    def add_readiness(self, deferred):
+        """READY=1 waits for ``deferred`` too; call it before or during ``startService``."""
+        self._readiness.append(deferred)
+
+    def healthy(self):
+        return all(check() for check in self._health_checks)
+
+    def status(self, text):
+        """One line for ``systemctl status`` (registration, PDP, link counts ...)."""
+        if self.notifier is not None:
+            self.notifier.status(text)
+
+    def fail(self, error):
+        """Stop the daemon because of ``error``; ``cellbridge run`` exits with its status."""
+        if self.exit_status != EXIT_OK:
+            return
+        self.exit_status = error.exit_status if isinstance(error, CellbridgeError) else EXIT_FAILURE
+        self.log.critical("stopping: {error}", error=error)
+        if self.reactor.running:
+            self.reactor.stop()
+        else:
+            self.reactor.callWhenRunning(self.reactor.stop)
+
+    def privilegedStartService(self):
+        """Bind every listener; a port that cannot be bound stops start-up, naming its profile."""
+        Service.privilegedStartService(self)
+        for child in self:
+            try:
+                child.privilegedStartService()
+            except CannotListenError as error:
+                raise CellbridgeError(f"[{child.name}] listen: {error}") from error
+
+    def startService(self):
+        super().startService()
+        waiting = defer.gatherResults(self._readiness, consumeErrors=True)
+        waiting.addCallbacks(self._ready, lambda failure: self.fail(failure.value.subFailure.value))
+
+    def _ready(self, _):
+        listeners = [name for name in self.namedServices if name.startswith("profile:")]
+        self.log.info("ready: {count} listener(s) bound", count=len(listeners))
+        if self.notifier is not None:
+            self.notifier.ready(f"ready: {len(listeners)} listener(s) bound")
+
+
+def add_modem_services(root, components):
+    """One ``modem:NAME`` child per modem; returns them by modem name."""
+    modems = {}
+    for modem in root.config.modems.values():
+        modems[modem.name] = components.modem_service(modem, root)
+        modems[modem.name].setName(f"modem:{modem.name}")
+        modems[modem.name].setServiceParent(root)
+    return modems
+
+
+def add_profile_services(root, components, modems):
+    """One ``profile:NAME`` listener per profile. A tcp listener is a ``strports.service``: its bind
+    happens in ``privilegedStartService`` and a failure raises there (``_raiseSynchronously``) instead
+    of being logged while the daemon runs on without its port (twisted-notes §2.2)."""
+    for profile in root.config.profiles.values():
+        modem = modems[profile.modem]
+        if profile.listen.kind == "udp":
+            protocol = components.datagram_protocol(profile, modem, root)
+            listener = internet.UDPServer(profile.listen.port, protocol,
+                                          interface=profile.listen.interface, reactor=root.reactor)
+        else:
+            factory = components.stream_factory(profile, modem, root)
+            listener = strports.service(profile.listen.endpoint, factory, reactor=root.reactor)
+        listener.setName(f"profile:{profile.name}")
+        listener.setServiceParent(root)
+
+
+def add_server_services(root, components, modems):
+    """One ``server:NAME`` child per module-side server."""
+    for server in root.config.servers.values():
+        child = components.server_service(server, modems[server.modem], root)
+        child.setName(f"server:{server.name}")
+        child.setServiceParent(root)
+
+
+def make_service(config, reactor, components=None, environ=None):
+    """Build (not start) the whole tree for ``config``.
+
+    :param components: a :class:`Components`; tests pass fakes.
+    :param environ: where the systemd variables come from (default ``os.environ``).
+    :raises NotSupported: the config needs a part this build does not have.
+    """
+    components = components or Components()
+    root = CellbridgeService(config, reactor)
+    modems = add_modem_services(root, components)
+    add_profile_services(root, components, modems)
+    add_server_services(root, components, modems)
+    root.notifier = SystemdNotifier(reactor, root.healthy, os.environ if environ is None else environ)
+    root.notifier.setServiceParent(root)
+    return root
