@@ -1,0 +1,79 @@
+"""TrafficRing: the last 64 KiB of UART traffic, both directions, safe to paste into a bug report.
+
+Entries are recorded per frame, not per read: a payload is shown as its length and a short hex
+prefix (never its content), and every text passes through ``redact`` (PIN, bearer credentials,
+registered secrets).  The size budget counts the rendered text, so the dump itself stays bounded.
+"""
+
+from collections import deque
+from typing import Iterable, Optional
+
+from bridge.at.redact import redact
+
+RING_BYTES = 64 * 1024
+HEX_PREFIX = 16
+#: Minimum seconds between two dumps triggered by recovery events (a flapping line must not flood).
+RECOVERY_DUMP_INTERVAL = 60.0
+
+
+def describe_payload(data: bytes) -> bytes:
+    """``[1460 bytes 0001020304...]``: enough to correlate, too little to leak."""
+    head = data[:HEX_PREFIX].hex().encode()
+    more = b"..." if len(data) > HEX_PREFIX else b""
+    return b"[%d bytes %s%s]" % (len(data), head, more)
+
+
+class TrafficRing:
+    """Bounded, timestamped, redacted record of what crossed the UART."""
+
+    def __init__(self, clock, size: int = RING_BYTES,
+                 dump_interval: float = RECOVERY_DUMP_INTERVAL) -> None:
+        self._clock = clock
+        self._size = size
+        self._dump_interval = dump_interval
+        self._entries: deque = deque()
+        self._used = 0
+        self._secrets: set = set()
+        self._last_dump: Optional[float] = None
+
+    def add_secret(self, secret: bytes) -> None:
+        """Mask ``secret`` wherever it appears from now on (e.g. the configured PIN)."""
+        if secret:
+            self._secrets.add(bytes(secret))
+
+    def sent(self, data: bytes) -> None:
+        self._record(b">", data)
+
+    def received(self, data: bytes) -> None:
+        self._record(b"<", data)
+
+    def sent_payload(self, data: bytes) -> None:
+        self._record(b">", describe_payload(data), redacted=True)
+
+    def received_payload(self, header: bytes, data: bytes) -> None:
+        self._record(b"<", redact(header, self._secrets) + b" " + describe_payload(data),
+                     redacted=True)
+
+    def _record(self, direction: bytes, text: bytes, redacted: bool = False) -> None:
+        if not redacted:
+            text = redact(text, self._secrets)
+        entry = b"%.3f %s %r" % (self._clock.seconds(), direction, text)
+        self._entries.append(entry)
+        self._used += len(entry) + 1
+        while self._used > self._size and self._entries:
+            self._used -= len(self._entries.popleft()) + 1
+
+    def lines(self) -> Iterable[bytes]:
+        return tuple(self._entries)
+
+    def dump(self) -> str:
+        """The whole ring as text, oldest first."""
+        return b"\n".join(self._entries).decode("ascii", "replace")
+
+    def recovery_dump(self) -> Optional[str]:
+        """``dump()`` unless one was already produced for recovery in the last interval."""
+        now = self._clock.seconds()
+        if self._last_dump is not None and now - self._last_dump < self._dump_interval:
+            return None
+        self._last_dump = now
+        return self.dump()
