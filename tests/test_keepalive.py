@@ -6,18 +6,9 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
 from bridge.keepalive import AckProgressWatch, AckStatus, IdleProbe
+from timeline import run_until
 
 DEFAULT_SCHEDULE = [5.0 + 10.0 * k for k in range(13)]  # t0+5, then +10 each, 12 retries
-
-
-def run_until(clock, when):
-    """Advance the clock call by call up to ``when``, so each callback sees its own time."""
-    while True:
-        due = [call.getTime() for call in clock.getDelayedCalls() if call.getTime() <= when]
-        if not due:
-            break
-        clock.advance(max(0.0, min(due) - clock.seconds()))
-    clock.advance(max(0.0, when - clock.seconds()))
 
 
 class FakeModemSocket:
