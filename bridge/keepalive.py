@@ -34,7 +34,9 @@ class AckProgressWatch:
 
     - check 0 at ``t0 + first`` [t0+5], then check k at ``t0 + first + k * interval`` for
       k = 1..``retries`` [t0+15, t0+25, ..., t0+125], each check one ``query_acks()``;
-    - a check with ``unacked == 0`` ends the schedule (the next ``data_sent()`` starts a new one);
+    - a check with ``unacked == 0`` ends the schedule (the next ``data_sent()`` starts a new one).
+      A link the module already dropped also answers ``0, 0, 0`` (reference §4.5): that case is
+      caught by the close URC or AT+QISTATE, not here;
     - a check whose ``acked`` is greater than the previous check's *restarts the schedule from that
       check*: that check becomes check 0 of a new schedule, so the next check is at that check's
       time + ``interval`` and the link dies only after ``interval * retries`` [120 s] without progress.
@@ -45,7 +47,8 @@ class AckProgressWatch:
       reason is ``"no ack progress for N s (M bytes unacked)"`` (or ``(AT+QISACK unanswered)`` if no
       check of this schedule got an answer), N counted from t0 or from the last check with progress.
 
-    ``data_sent()`` never restarts a running schedule: a link that keeps sending while nothing is
+    ``query_acks`` may return any object with ``sent``/``acked``/``unacked`` (e.g. the AT engine's
+    ``SackResult``). ``data_sent()`` never restarts a running schedule: a link that keeps sending while nothing is
     acked must still die on time. A query that fails (errback, e.g. the AT command timed out) is
     logged and counts as a check without progress. Never two queries in flight: a check is
     scheduled only once the previous answer is in; if an answer comes so late that later check
