@@ -11,61 +11,29 @@ Syntax rules, decided once (twisted-notes §4.2):
 
 Every key, its default and its meaning are in :data:`SCHEMA`; the defaults themselves live on the
 dataclasses below (one source of truth). :func:`reference_markdown` renders the table for the README.
+The grammar of each value (endpoints, hosts, AT-safe text ...) is in :mod:`bridge.config_values`.
 """
 
 import ast
 import configparser
 import dataclasses
 import difflib
-import ipaddress
 import os
 import re
-import shlex
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from twisted.internet.endpoints import _parse, serverFromString
-from twisted.internet.testing import MemoryReactor
-
+from bridge.config_values import (BAUDRATES, MAX_MODULE_SOCKETS, MAX_SEND_WINDOW, Invalid, Listen,
+                                  Remote, at_text, baudrate, boolean, choice, command_line,
+                                  control_endpoint, count, directory, forward, ip_port, listen,
+                                  log_level, pin, plain_text, probe_bytes, remote, seconds,
+                                  seconds_or_zero, serial_port, shell_words)
 from bridge.errors import ConfigError
 
 __all__ = [
     "Config", "General", "ModemConfig", "ProfileConfig", "ServerConfig", "Listen", "Remote",
     "ConfigError", "load_config", "config_warnings", "SCHEMA", "reference_markdown",
 ]
-
-DEFAULT_INTERFACE = "127.0.0.1"
-"""A listener without ``interface=`` binds loopback: a gateway must not expose a bridge by accident."""
-
-BAUDRATES = (1200, 2400, 4800, 9600, 14400, 19200, 28800, 38400, 57600, 115200, 230400, 460800)
-"""Fixed rates of the M95-class UART (AT+IPR); autobaud (0) is not offered: we need a known rate."""
-
-MAX_MODULE_SOCKETS = 6  # AT+QIMUX=1 gives sockets 0..5
-MAX_SEND_WINDOW = 7300  # the module's per-socket send buffer (quectel-at.md §4.4-4.5)
-
-
-@dataclass(frozen=True)
-class Listen:
-    """Where a profile accepts local clients.
-
-    ``endpoint`` is a Twisted server endpoint string for ``tcp`` (stream) listeners, with
-    ``interface=`` filled in; for ``udp`` it is the original text. ``port`` is 0 and ``interface``
-    empty for stream endpoints that have neither (``unix:``, ``systemd:``).
-    """
-
-    kind: str  # "tcp" | "udp"
-    endpoint: str
-    port: int
-    interface: str
-
-
-@dataclass(frozen=True)
-class Remote:
-    """What the module connects to for a profile (AT+QIOPEN's protocol, host and port)."""
-
-    proto: str  # "TCP" | "UDP"
-    host: str
-    port: int
 
 
 @dataclass(frozen=True)
@@ -131,267 +99,6 @@ class Config:
     servers: dict
 
 
-class Invalid(ValueError):
-    """Raised by a value parser; its text is the 'what is wrong' part of the problem line."""
-
-
-# -- value parsers: str -> value, or Invalid ---------------------------------------------------
-
-def _boolean(text):
-    value = configparser.ConfigParser.BOOLEAN_STATES.get(text.lower())
-    if value is None:
-        raise Invalid("not a boolean (use yes or no)")
-    return value
-
-
-def _number(text, minimum, integer, minimum_included=True):
-    try:
-        value = int(text) if integer else float(text)
-    except ValueError:
-        raise Invalid("not a whole number" if integer else "not a number") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise Invalid("not a finite number")
-    if value < minimum or (value == minimum and not minimum_included):
-        raise Invalid(f"must be {'at least' if minimum_included else 'more than'} {minimum}")
-    return value
-
-
-def seconds(text):
-    """A positive duration in seconds; fractions allowed."""
-    return _number(text, 0, integer=False, minimum_included=False)
-
-
-def seconds_or_zero(text):
-    return _number(text, 0, integer=False)
-
-
-def count(minimum, maximum=None):
-    def parse(text):
-        value = _number(text, minimum, integer=True)
-        if maximum is not None and value > maximum:
-            raise Invalid(f"must be at most {maximum}")
-        return value
-    return parse
-
-
-def choice(*options):
-    def parse(text):
-        if text not in options:
-            raise Invalid(f"must be one of {', '.join(options)}")
-        return text
-    return parse
-
-
-def _baudrate(text):
-    value = _number(text, 1, integer=True)
-    if value not in BAUDRATES:
-        raise Invalid(f"not a rate the module supports ({', '.join(map(str, BAUDRATES))})")
-    return value
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def at_text(text):
-    """Text that ends up inside an AT command string: a quote or line break would end the command
-    early and let the rest be read as another command (AT injection)."""
-    if "\r" in text or "\n" in text:
-        raise Invalid("contains a CR or LF, which would end the AT command early")
-    if _CONTROL.search(text):
-        raise Invalid("contains a control character, which cannot go into an AT command")
-    if '"' in text or "'" in text:
-        raise Invalid("contains a quote, which would end the AT command's string early")
-    if not text.isascii():
-        raise Invalid("contains non-ASCII characters, which the module's character set lacks")
-    return text
-
-
-def _pin(text):
-    if not text:
-        return None
-    at_text(text)
-    if not (text.isdigit() and 4 <= len(text) <= 8):
-        raise Invalid("a PIN is 4 to 8 digits")
-    return text
-
-
-_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-
-
-def host(text):
-    """A dotted IPv4 address or a host name of letters, digits and hyphens (the module resolves it)."""
-    at_text(text)
-    if not text:
-        raise Invalid("no host given")
-    labels = text.split(".")
-    if labels[-1].isdigit():
-        try:
-            ipaddress.IPv4Address(text)
-        except ValueError:
-            raise Invalid("not a valid dotted IPv4 address") from None
-        return text
-    if len(text) > 253 or not all(_LABEL.match(label) for label in labels):
-        raise Invalid("not a valid host name (letters, digits, hyphens; dot-separated labels)")
-    return text
-
-
-def _port_number(text, allow_zero=False):
-    try:
-        value = int(text)
-    except ValueError:
-        raise Invalid(f"port {text!r} is not a number") from None
-    if not (0 if allow_zero else 1) <= value <= 65535:
-        raise Invalid(f"port {value} is out of range")
-    return value
-
-
-def ip_port(text):
-    return _port_number(text)
-
-
-def _host_port(text, what):
-    hostname, sep, port = text.rpartition(":")
-    if not sep:
-        raise Invalid(f"expected {what}")
-    return host(hostname), _port_number(port)
-
-
-def remote(text):
-    """``tcp:HOST:PORT`` or ``udp:HOST:PORT``."""
-    at_text(text)
-    proto, sep, rest = text.partition(":")
-    if proto not in ("tcp", "udp") or not sep:
-        raise Invalid("expected tcp:HOST:PORT or udp:HOST:PORT")
-    hostname, port = _host_port(rest, "tcp:HOST:PORT or udp:HOST:PORT")
-    return Remote(proto.upper(), hostname, port)
-
-
-def forward(text):
-    remote(text)
-    return text
-
-
-def serial_port(text):
-    """``sim``, ``tcp:HOST:PORT`` (a raw TCP serial export such as ser2net) or a device path."""
-    if text == "sim":
-        return text
-    if text.startswith("tcp:"):
-        _host_port(text[4:], "tcp:HOST:PORT")
-        return text
-    if not text.startswith("/") or _CONTROL.search(text):
-        raise Invalid("expected a device path (/dev/...), tcp:HOST:PORT or sim")
-    return text
-
-
-def _interface(kind, text):
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        raise Invalid(f"interface {text!r} is not an IP address") from None
-    if (kind == "tcp6") != (address.version == 6):
-        raise Invalid(f"interface {text!r} is not an IPv{6 if kind == 'tcp6' else 4} address")
-
-
-_DEFAULT_INTERFACES = {"tcp": DEFAULT_INTERFACE, "ssl": DEFAULT_INTERFACE, "tcp6": r"\:\:1"}
-
-
-def listen(text):
-    """``udp:PORT[:interface=ADDR]`` (ours) or any Twisted server endpoint string; a tcp/ssl/tcp6
-    endpoint without ``interface=`` is bound to loopback."""
-    if text.startswith("udp:"):
-        return _udp_listen(text)
-    try:
-        args, options = _parse(text)
-    except Exception as error:  # Twisted's tokenizer raises assorted types on bad input
-        raise Invalid(f"not a server endpoint string: {error}") from None
-    kind = args[0] if args else ""
-    if kind in _DEFAULT_INTERFACES and "interface" not in options:
-        text = f"{text}:interface={_DEFAULT_INTERFACES[kind]}"
-        options["interface"] = _parse(text)[1]["interface"]
-    try:
-        serverFromString(MemoryReactor(), text)
-    except Exception as error:  # TypeError/ValueError/IndexError/OSError, depending on the parser
-        raise Invalid(f"not a valid server endpoint ({type(error).__name__}: {error})") from None
-    if kind not in _DEFAULT_INTERFACES:
-        return Listen("tcp", text, 0, "")
-    _interface(kind, options["interface"])
-    return Listen("tcp", text, _port_number(args[1], allow_zero=True), options["interface"])
-
-
-def _udp_listen(text):
-    args, options = _parse(text)
-    if len(args) != 2 or set(options) - {"interface"}:
-        raise Invalid("expected udp:PORT or udp:PORT:interface=ADDR")
-    interface = options.get("interface", DEFAULT_INTERFACE)
-    _interface("udp", interface)
-    return Listen("udp", text, _port_number(args[1], allow_zero=True), interface)
-
-
-def control_endpoint(text):
-    if not text:
-        return None
-    try:
-        serverFromString(MemoryReactor(), text)
-    except Exception as error:
-        raise Invalid(f"not a valid server endpoint ({type(error).__name__}: {error})") from None
-    return text
-
-
-_ESCAPES = {"n": b"\n", "r": b"\r", "t": b"\t", "0": b"\0", "\\": b"\\"}
-
-
-def probe_bytes(text):
-    r"""Printable ASCII, plus the escapes \n \r \t \0 \\ and \xHH."""
-    out, i = bytearray(), 0
-    while i < len(text):
-        char = text[i]
-        if char != "\\":
-            if not (char.isascii() and char.isprintable()):
-                raise Invalid(f"character {char!r} must be written as a \\xHH escape")
-            out += char.encode("ascii")
-            i += 1
-        elif text[i + 1:i + 2] in _ESCAPES:
-            out += _ESCAPES[text[i + 1]]
-            i += 2
-        elif text[i + 1:i + 2] == "x" and re.fullmatch(r"[0-9A-Fa-f]{2}", text[i + 2:i + 4]):
-            out.append(int(text[i + 2:i + 4], 16))
-            i += 4
-        else:
-            raise Invalid(r"bad escape (use \n \r \t \0 \\ or \xHH)")
-    return bytes(out)
-
-
-def shell_words(text):
-    try:
-        return tuple(shlex.split(text))
-    except ValueError as error:
-        raise Invalid(f"cannot split into words: {error}") from None
-
-
-def command_line(text):
-    if not text:
-        return None
-    if not shell_words(plain_text(text)):
-        raise Invalid("empty command")
-    return text
-
-
-def directory(text):
-    if not text:
-        raise Invalid("empty path")
-    return plain_text(text)
-
-
-def log_level(text):
-    return choice("debug", "info", "warn", "error", "critical")(text)
-
-
-def plain_text(text):
-    if _CONTROL.search(text):
-        raise Invalid("contains a control character")
-    return text
-
-
 # -- the schema ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -415,12 +122,12 @@ SCHEMA = {
     "modem": {
         "port": Key(serial_port, "device path (prefer /dev/serial/by-id/...), tcp:HOST:PORT for a "
                     "raw TCP serial export (ser2net), or sim for the built-in simulator"),
-        "baudrate": Key(_baudrate, "UART rate, one of " + ", ".join(map(str, BAUDRATES))),
-        "rtscts": Key(_boolean, "hardware flow control on both ends (AT+IFC=2,2)"),
+        "baudrate": Key(baudrate, "UART rate, one of " + ", ".join(map(str, BAUDRATES))),
+        "rtscts": Key(boolean, "hardware flow control on both ends (AT+IFC=2,2)"),
         "apn": Key(at_text, "access point name (AT+QICSGP)"),
         "username": Key(at_text, "APN user name (AT+QICSGP)"),
         "password": Key(at_text, "APN password (AT+QICSGP)", secret=True),
-        "pin": Key(_pin, "SIM PIN, 4-8 digits; empty = the SIM needs none. A rejected PIN is "
+        "pin": Key(pin, "SIM PIN, 4-8 digits; empty = the SIM needs none. A rejected PIN is "
                    "never sent again until this value changes", secret=True),
         "mode": Key(choice("mux", "transparent"), "mux (AT+QIMUX=1, six sockets) or transparent "
                     "(AT+QIMODE=1, one session)"),
@@ -429,14 +136,14 @@ SCHEMA = {
         "keepalive_first": Key(seconds, "seconds from SEND OK to the first AT+QISACK check"),
         "keepalive_interval": Key(seconds, "seconds between AT+QISACK checks while bytes are unacked"),
         "keepalive_retries": Key(count(0), "checks after the first before a link without ack "
-                                 "progress is dead"),
+                                 "progress is dead (0 or more)"),
         "keepalive_idle": Key(seconds, "seconds without traffic before a profile's probe is sent"),
-        "sleep": Key(_boolean, "AT+QSCLK=1 and DTR sleep control while no link is open (needs a "
+        "sleep": Key(boolean, "AT+QSCLK=1 and DTR sleep control while no link is open (needs a "
                      "real serial port)"),
         "reset_command": Key(command_line, "external program that power-cycles the module, last "
                              "step of the recovery ladder; empty = none"),
         "send_window": Key(count(0, MAX_SEND_WINDOW), "bytes sent but not yet acked per link "
-                           "(AT+QISACK); 0 = stop-and-wait"),
+                           "(AT+QISACK), 0-7300; 0 = stop-and-wait"),
         "sim_args": Key(shell_words, "extra simulator options when port = sim, e.g. --baud 115200"),
         "registration_timeout": Key(seconds, "seconds to wait for network registration"),
     },
@@ -445,20 +152,22 @@ SCHEMA = {
                       "udp:PORT[:interface=ADDR]. No interface = 127.0.0.1"),
         "remote": Key(remote, "tcp:HOST:PORT or udp:HOST:PORT the module connects to"),
         "modem": Key(plain_text, "name of the [modem:NAME] to use; optional with one modem"),
-        "max_links": Key(count(1, MAX_MODULE_SOCKETS), "module sockets this profile may hold at once"),
+        "max_links": Key(count(1, MAX_MODULE_SOCKETS), "module sockets this profile may hold at "
+                         "once (1-6)"),
         "queue": Key(count(0), "local connections that may wait for a free module socket"),
         "queue_timeout": Key(seconds, "seconds a local connection may wait in the queue"),
         "linger": Key(seconds_or_zero, "seconds a half-closed link stays open without traffic"),
         "probe": Key(probe_bytes, r"bytes sent on a link idle for keepalive_idle (escapes \n \r "
                      r"\t \0 \\ \xHH); empty = never inject"),
-        "reopen": Key(_boolean, "reopen a dead link with backoff (UDP sessions, persistent links)"),
+        "reopen": Key(boolean, "reopen a dead link with backoff (UDP sessions, persistent links)"),
     },
     "server": {
         "modem": Key(plain_text, "name of the [modem:NAME] to use; optional with one modem"),
         "protocol": Key(choice("tcp", "udp"), "tcp or udp"),
         "port": Key(ip_port, "port the module listens on (AT+QISERVER)"),
         "forward": Key(forward, "tcp:HOST:PORT or udp:HOST:PORT of the local service"),
-        "max_clients": Key(count(1, MAX_MODULE_SOCKETS - 1), "module-side clients accepted at once"),
+        "max_clients": Key(count(1, MAX_MODULE_SOCKETS - 1), "module-side clients accepted at "
+                           "once (1-5)"),
     },
 }
 

@@ -1,0 +1,306 @@
+"""Value grammars of the cellbridge config: text in, typed value out, or :class:`Invalid` saying
+what is wrong. No INI here (bridge.config reads the file); each parser sees one value.
+"""
+
+import configparser
+import ipaddress
+import re
+import shlex
+from dataclasses import dataclass
+
+from twisted.internet.endpoints import _parse, serverFromString
+from twisted.internet.testing import MemoryReactor
+
+DEFAULT_INTERFACE = "127.0.0.1"
+"""A listener without ``interface=`` binds loopback: a gateway must not expose a bridge by accident."""
+
+BAUDRATES = (1200, 2400, 4800, 9600, 14400, 19200, 28800, 38400, 57600, 115200, 230400, 460800)
+"""Fixed rates of the M95-class UART (AT+IPR); autobaud (0) is not offered: we need a known rate."""
+
+MAX_MODULE_SOCKETS = 6  # AT+QIMUX=1 gives sockets 0..5
+MAX_SEND_WINDOW = 7300  # the module's per-socket send buffer (quectel-at.md §4.4-4.5)
+
+
+@dataclass(frozen=True)
+class Listen:
+    """Where a profile accepts local clients.
+
+    ``endpoint`` is a Twisted server endpoint string for ``tcp`` (stream) listeners, with
+    ``interface=`` filled in; for ``udp`` it is the original text. ``port`` is 0 and ``interface``
+    empty for stream endpoints that have neither (``unix:``, ``systemd:``).
+    """
+
+    kind: str  # "tcp" | "udp"
+    endpoint: str
+    port: int
+    interface: str
+
+
+@dataclass(frozen=True)
+class Remote:
+    """What the module connects to for a profile (AT+QIOPEN's protocol, host and port)."""
+
+    proto: str  # "TCP" | "UDP"
+    host: str
+    port: int
+
+
+class Invalid(ValueError):
+    """Raised by a value parser; its text is the 'what is wrong' part of the problem line."""
+
+
+# -- value parsers: str -> value, or Invalid ---------------------------------------------------
+
+def boolean(text):
+    value = configparser.ConfigParser.BOOLEAN_STATES.get(text.lower())
+    if value is None:
+        raise Invalid("not a boolean (use yes or no)")
+    return value
+
+
+def _number(text, minimum, integer, minimum_included=True):
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        raise Invalid("not a whole number" if integer else "not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise Invalid("not a finite number")
+    if value < minimum or (value == minimum and not minimum_included):
+        raise Invalid(f"must be {'at least' if minimum_included else 'more than'} {minimum}")
+    return value
+
+
+def seconds(text):
+    """A positive duration in seconds; fractions allowed."""
+    return _number(text, 0, integer=False, minimum_included=False)
+
+
+def seconds_or_zero(text):
+    return _number(text, 0, integer=False)
+
+
+def count(minimum, maximum=None):
+    def parse(text):
+        value = _number(text, minimum, integer=True)
+        if maximum is not None and value > maximum:
+            raise Invalid(f"must be at most {maximum}")
+        return value
+    return parse
+
+
+def choice(*options):
+    def parse(text):
+        if text not in options:
+            raise Invalid(f"must be one of {', '.join(options)}")
+        return text
+    return parse
+
+
+def baudrate(text):
+    value = _number(text, 1, integer=True)
+    if value not in BAUDRATES:
+        raise Invalid(f"not a rate the module supports ({', '.join(map(str, BAUDRATES))})")
+    return value
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def at_text(text):
+    """Text that ends up inside an AT command string: a quote or line break would end the command
+    early and let the rest be read as another command (AT injection)."""
+    if "\r" in text or "\n" in text:
+        raise Invalid("contains a CR or LF, which would end the AT command early")
+    if _CONTROL.search(text):
+        raise Invalid("contains a control character, which cannot go into an AT command")
+    if '"' in text or "'" in text:
+        raise Invalid("contains a quote, which would end the AT command's string early")
+    if not text.isascii():
+        raise Invalid("contains non-ASCII characters, which the module's character set lacks")
+    return text
+
+
+def pin(text):
+    if not text:
+        return None
+    at_text(text)
+    if not (text.isdigit() and 4 <= len(text) <= 8):
+        raise Invalid("a PIN is 4 to 8 digits")
+    return text
+
+
+_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def host(text):
+    """A dotted IPv4 address or a host name of letters, digits and hyphens (the module resolves it)."""
+    at_text(text)
+    if not text:
+        raise Invalid("no host given")
+    labels = text.split(".")
+    if labels[-1].isdigit():
+        try:
+            ipaddress.IPv4Address(text)
+        except ValueError:
+            raise Invalid("not a valid dotted IPv4 address") from None
+        return text
+    if len(text) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise Invalid("not a valid host name (letters, digits, hyphens; dot-separated labels)")
+    return text
+
+
+def _port_number(text, allow_zero=False):
+    try:
+        value = int(text)
+    except ValueError:
+        raise Invalid(f"port {text!r} is not a number") from None
+    if not (0 if allow_zero else 1) <= value <= 65535:
+        raise Invalid(f"port {value} is out of range")
+    return value
+
+
+def ip_port(text):
+    return _port_number(text)
+
+
+def _host_port(text, what):
+    hostname, sep, port = text.rpartition(":")
+    if not sep:
+        raise Invalid(f"expected {what}")
+    return host(hostname), _port_number(port)
+
+
+def remote(text):
+    """``tcp:HOST:PORT`` or ``udp:HOST:PORT``."""
+    at_text(text)
+    proto, sep, rest = text.partition(":")
+    if proto not in ("tcp", "udp") or not sep:
+        raise Invalid("expected tcp:HOST:PORT or udp:HOST:PORT")
+    hostname, port = _host_port(rest, "tcp:HOST:PORT or udp:HOST:PORT")
+    return Remote(proto.upper(), hostname, port)
+
+
+def forward(text):
+    remote(text)
+    return text
+
+
+def serial_port(text):
+    """``sim``, ``tcp:HOST:PORT`` (a raw TCP serial export such as ser2net) or a device path."""
+    if text == "sim":
+        return text
+    if text.startswith("tcp:"):
+        _host_port(text[4:], "tcp:HOST:PORT")
+        return text
+    if not text.startswith("/") or _CONTROL.search(text):
+        raise Invalid("expected a device path (/dev/...), tcp:HOST:PORT or sim")
+    return text
+
+
+def _interface(kind, text):
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise Invalid(f"interface {text!r} is not an IP address") from None
+    if (kind == "tcp6") != (address.version == 6):
+        raise Invalid(f"interface {text!r} is not an IPv{6 if kind == 'tcp6' else 4} address")
+
+
+_DEFAULT_INTERFACES = {"tcp": DEFAULT_INTERFACE, "ssl": DEFAULT_INTERFACE, "tcp6": r"\:\:1"}
+
+
+def listen(text):
+    """``udp:PORT[:interface=ADDR]`` (ours) or any Twisted server endpoint string; a tcp/ssl/tcp6
+    endpoint without ``interface=`` is bound to loopback."""
+    if text.startswith("udp:"):
+        return _udp_listen(text)
+    try:
+        args, options = _parse(text)
+    except Exception as error:  # Twisted's tokenizer raises assorted types on bad input
+        raise Invalid(f"not a server endpoint string: {error}") from None
+    kind = args[0] if args else ""
+    if kind in _DEFAULT_INTERFACES and "interface" not in options:
+        text = f"{text}:interface={_DEFAULT_INTERFACES[kind]}"
+        options["interface"] = _parse(text)[1]["interface"]
+    try:
+        serverFromString(MemoryReactor(), text)
+    except Exception as error:  # TypeError/ValueError/IndexError/OSError, depending on the parser
+        raise Invalid(f"not a valid server endpoint ({type(error).__name__}: {error})") from None
+    if kind not in _DEFAULT_INTERFACES:
+        return Listen("tcp", text, 0, "")
+    _interface(kind, options["interface"])
+    return Listen("tcp", text, _port_number(args[1], allow_zero=True), options["interface"])
+
+
+def _udp_listen(text):
+    args, options = _parse(text)
+    if len(args) != 2 or set(options) - {"interface"}:
+        raise Invalid("expected udp:PORT or udp:PORT:interface=ADDR")
+    interface = options.get("interface", DEFAULT_INTERFACE)
+    _interface("udp", interface)
+    return Listen("udp", text, _port_number(args[1], allow_zero=True), interface)
+
+
+def control_endpoint(text):
+    if not text:
+        return None
+    try:
+        serverFromString(MemoryReactor(), text)
+    except Exception as error:
+        raise Invalid(f"not a valid server endpoint ({type(error).__name__}: {error})") from None
+    return text
+
+
+_ESCAPES = {"n": b"\n", "r": b"\r", "t": b"\t", "0": b"\0", "\\": b"\\"}
+
+
+def probe_bytes(text):
+    r"""Printable ASCII, plus the escapes \n \r \t \0 \\ and \xHH."""
+    out, i = bytearray(), 0
+    while i < len(text):
+        char = text[i]
+        if char != "\\":
+            if not (char.isascii() and char.isprintable()):
+                raise Invalid(f"character {char!r} must be written as a \\xHH escape")
+            out += char.encode("ascii")
+            i += 1
+        elif text[i + 1:i + 2] in _ESCAPES:
+            out += _ESCAPES[text[i + 1]]
+            i += 2
+        elif text[i + 1:i + 2] == "x" and re.fullmatch(r"[0-9A-Fa-f]{2}", text[i + 2:i + 4]):
+            out.append(int(text[i + 2:i + 4], 16))
+            i += 4
+        else:
+            raise Invalid(r"bad escape (use \n \r \t \0 \\ or \xHH)")
+    return bytes(out)
+
+
+def shell_words(text):
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as error:
+        raise Invalid(f"cannot split into words: {error}") from None
+
+
+def command_line(text):
+    if not text:
+        return None
+    if not shell_words(plain_text(text)):
+        raise Invalid("empty command")
+    return text
+
+
+def directory(text):
+    if not text:
+        raise Invalid("empty path")
+    return plain_text(text)
+
+
+def log_level(text):
+    return choice("debug", "info", "warn", "error", "critical")(text)
+
+
+def plain_text(text):
+    if _CONTROL.search(text):
+        raise Invalid("contains a control character")
+    return text
