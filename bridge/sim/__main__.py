@@ -1,0 +1,7 @@
+"""`python -m bridge.sim`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

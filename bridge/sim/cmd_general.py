@@ -1,0 +1,242 @@
+"""General commands: V.25ter basics, identity, SIM, registration, attach, power.
+
+Basic handlers (ATE0, AT&D1 ...) return True/False for OK/ERROR so a chained line gets one final
+result, or None when they answered themselves.  Extended handlers write their own results.
+"""
+
+from .atparse import ParseError
+
+MANUFACTURER = "Quectel_Ltd"
+MODEL = "Quectel_M95"
+REVISION = "Revision: M95FAR02A08"
+IMEI = "861234567890125"
+RATES = (0, 1200, 2400, 4800, 9600, 14400, 19200, 28800, 38400, 57600, 115200)
+CSQ = "+CSQ: 25,0"
+
+
+def _flag(cmd, hi=1) -> int:
+    return cmd.int_arg(0, 0, hi) if cmd.args else 0
+
+
+def at(module, cmd):
+    return True
+
+
+def echo(module, cmd):
+    module.settings.echo = bool(_flag(cmd))
+    return True
+
+
+def verbose(module, cmd):
+    module.settings.verbose = bool(_flag(cmd))
+    return True
+
+
+def identify(module, cmd):
+    for line in (MANUFACTURER, MODEL, REVISION):
+        module.r.info(line)
+    return True
+
+
+def online(module, cmd):
+    """ATO: back to transparent data mode if the single link is still up."""
+    ctx = module.ctx
+    sock = ctx.socket(False, 0) or ctx.socket(True, 0)
+    if ctx.mode != 1 or sock is None or sock.state != "CONNECTED":
+        module.r.error()
+        return None
+    module.r.final("CONNECT")
+    module.enter_data_mode(sock)
+    module.reports.pump()
+    return None
+
+
+def dtr_mode(module, cmd):
+    module.settings.dtr_mode = _flag(cmd, 2)
+    return True
+
+
+def dcd_mode(module, cmd):
+    module.settings.dcd_mode = _flag(cmd)
+    return True
+
+
+def save(module, cmd):
+    return True
+
+
+BASIC = {"": at, "E": echo, "V": verbose, "I": identify, "O": online, "&D": dtr_mode,
+         "&C": dcd_mode, "&W": save}
+
+
+# -- helpers for simple extended settings --------------------------------------------------------
+
+
+def one_line(text):
+    """Handler for an execution command answering one information line and OK."""
+    def handler(module, cmd):
+        if cmd.kind != "exec":
+            raise ParseError(cmd.name)
+        module.r.info(text)
+        module.r.ok()
+    return handler
+
+
+def setting(attr, name, hi, lo=0):
+    """Handler for `AT+X=<v>` / `AT+X?` / `AT+X=?` on one integer setting."""
+    def handler(module, cmd):
+        if cmd.kind == "set" and len(cmd.args) == 1:
+            setattr(module.settings, attr, cmd.int_arg(0, lo, hi))
+        elif cmd.kind == "read":
+            module.r.info(f"{name}: {getattr(module.settings, attr)}")
+        elif cmd.kind == "test":
+            module.r.info(f"{name}: ({lo}-{hi})")
+        else:
+            raise ParseError(cmd.name)
+        module.r.ok()
+    return handler
+
+
+# -- extended ------------------------------------------------------------------------------------
+
+
+def ipr(module, cmd):
+    if cmd.kind == "set" and len(cmd.args) == 1:
+        rate = int(cmd.args[0]) if cmd.args[0].isdigit() else -1
+        if rate not in RATES:
+            raise ParseError("rate")
+        if cmd.save:
+            module.persisted_ipr = rate
+        module.ipr = rate
+    elif cmd.kind == "read":
+        module.r.info(f"+IPR: {module.ipr}")
+    elif cmd.kind == "test":
+        module.r.info("+IPR: (),(" + ",".join(str(r) for r in RATES) + ")")
+    else:
+        raise ParseError(cmd.name)
+    module.r.ok()
+
+
+def ifc(module, cmd):
+    if cmd.kind == "set" and len(cmd.args) == 2:
+        module.settings.ifc = (cmd.int_arg(0, 0, 2), cmd.int_arg(1, 0, 2))
+    elif cmd.kind == "read":
+        module.r.info("+IFC: {},{}".format(*module.settings.ifc))
+    else:
+        raise ParseError(cmd.name)
+    module.r.ok()
+
+
+def cpin(module, cmd):
+    cell = module.cellular
+    if cmd.kind == "read":
+        module.r.info(f"+CPIN: {cell.sim_state}")
+        module.r.ok()
+    elif cmd.kind == "set" and cmd.args:
+        if cell.pin_ok:
+            module.r.error(3)
+        elif cell.enter_pin(cmd.args[0]):
+            module.r.ok()
+            module.sim_ready_urcs()
+        else:
+            module.r.error(16)
+    else:
+        raise ParseError(cmd.name)
+
+
+def registration(name, attr):
+    def handler(module, cmd):
+        if cmd.kind == "set" and len(cmd.args) == 1:
+            setattr(module.settings, attr, cmd.int_arg(0, 0, 2))
+        elif cmd.kind == "read":
+            n = getattr(module.settings, attr)
+            extra = ',"1A2B","3C4D"' if n == 2 and module.cellular.registered else ""
+            module.r.info(f"{name}: {n},{module.cellular.stat}{extra}")
+        elif cmd.kind == "test":
+            module.r.info(f"{name}: (0-2)")
+        else:
+            raise ParseError(cmd.name)
+        module.r.ok()
+    return handler
+
+
+def cgatt(module, cmd):
+    cell = module.cellular
+    if cmd.kind == "read":
+        module.r.info(f"+CGATT: {int(cell.attached)}")
+    elif cmd.kind == "set" and len(cmd.args) == 1:
+        if cmd.int_arg(0, 0, 1):
+            if not cell.registered:
+                module.r.error()
+                return
+            cell.attach_wanted = True
+        else:
+            cell.attach_wanted = False
+            lose_contexts(module)
+    else:
+        raise ParseError(cmd.name)
+    module.r.ok()
+
+
+def lose_contexts(module) -> None:
+    """The network took the PDP contexts away: `+PDP DEACT` once if any was up."""
+    if any([ctx.lost() for ctx in module.contexts]):
+        module.reports.pdp_lost()
+
+
+def csq(module, cmd):
+    if cmd.kind != "exec":
+        raise ParseError(cmd.name)
+    module.r.info(CSQ if module.cellular.cfun == 1 else "+CSQ: 99,99")
+    module.r.ok()
+
+
+def cfun(module, cmd):
+    cell = module.cellular
+    if cmd.kind == "read":
+        module.r.info(f"+CFUN: {cell.cfun}")
+        module.r.ok()
+        return
+    if cmd.kind != "set" or not cmd.args:
+        raise ParseError(cmd.name)
+    level = cmd.int_arg(0, 0, 4)
+    reset = cmd.int_arg(1, 0, 1) if len(cmd.args) > 1 else 0
+    if level not in (0, 1, 4):
+        raise ParseError("fun")
+    module.r.ok()
+    if reset:
+        module.reactor.callLater(0, module.power_on)
+        return
+    was = cell.cfun
+    if level != 1:
+        lose_contexts(module)
+    cell.set_cfun(level)
+    if level == 1 and was != 1 and cell.pin_ok:
+        module.sim_ready_urcs()
+
+
+def qpowd(module, cmd):
+    if cmd.kind != "set":
+        raise ParseError(cmd.name)
+    if cmd.int_arg(0, 0, 1):
+        module.r.final("NORMAL POWER DOWN")
+    else:
+        module.r.ok()
+    module.power_off()
+
+
+HANDLERS = {
+    "+GMR": one_line(REVISION),
+    "+GSN": one_line(IMEI),
+    "+CMEE": setting("cmee", "+CMEE", 2),
+    "+IPR": ipr,
+    "+IFC": ifc,
+    "+CPIN": cpin,
+    "+CREG": registration("+CREG", "creg_n"),
+    "+CGREG": registration("+CGREG", "cgreg_n"),
+    "+CGATT": cgatt,
+    "+CSQ": csq,
+    "+CFUN": cfun,
+    "+QPOWD": qpowd,
+    "+QSCLK": setting("qsclk", "+QSCLK", 2),
+}

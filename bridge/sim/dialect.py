@@ -1,0 +1,249 @@
+"""The M95 AT dialect as a Twisted protocol: bytes in from the UART, bytes out to it.
+
+Input is in one of four states: a command line being typed, a QISEND payload after `> `, raw
+transparent data (QIMODE=1 data mode), or held while a slow command (QIACT, QIDEACT) runs.
+Command handlers live in the cmd_* modules; socket events become URCs in `reports`.  The
+protocol needs only a transport and a clock, so transcript tests drive it with StringTransport
+and task.Clock.
+"""
+
+from twisted.internet import defer, protocol
+from twisted.logger import Logger
+
+from . import cmd_general, cmd_ipconfig, cmd_socket
+from .atparse import ParseError, parse_line
+from .cellular import Cellular
+from .commandlog import CommandLog
+from .payload import PayloadInput
+from .reports import SocketReporter
+from .responses import Responder
+from .settings import ModuleSettings
+from .stack import Context
+from .transparent import DataMode
+
+HANDLERS = {**cmd_general.HANDLERS, **cmd_ipconfig.HANDLERS, **cmd_socket.HANDLERS}
+BASIC = cmd_general.BASIC
+MAX_LINE = 1024
+CR, LF, BS, ESC = 0x0D, 0x0A, 0x08, 0x1B
+
+
+class ModuleProtocol(protocol.Protocol):
+    """One simulated module, from power-up to power-down.
+
+    @param reactor: IReactorTime (+ TCP/UDP/resolve for the stack).
+    @param options: SimOptions.
+    @param resolver: bridge.sim.resolver.Resolver.
+    @param log: CommandLog receiving every command line.
+    @param chaos: callable(registered) -> URC text or None, or None for no chaos.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor, options, resolver, log: CommandLog = None, chaos=None):
+        self.reactor = reactor
+        self.options = options
+        self.resolver = resolver
+        self.commands = log or CommandLog()
+        self.chaos_source = chaos
+        self.persisted_ipr = 115200
+        self.ipr = self.persisted_ipr
+        self.connect_fail_hosts = set()  # fault: QIOPEN to these hosts ends in CONNECT FAIL
+        self.boots = 0
+        self.powered = False
+        self._line = bytearray()
+        self._held = bytearray()
+        self._busy = False
+        self.payload = None  # PayloadInput while a QISEND payload is being typed
+        self.data_mode = None  # transparent.DataMode while the UART carries raw data
+        self.reports = SocketReporter(self)
+        self.settings = ModuleSettings()
+        self.r = Responder(self._write, self.settings, self._chaos)
+        self.contexts = []
+        self.cellular = None
+
+    # -- power ------------------------------------------------------------------------------------
+
+    def connectionMade(self):
+        self.transport.registerProducer(self.reports, True)
+        self.power_on()
+
+    def power_on(self) -> None:
+        """Power-up defaults and the boot URC burst."""
+        self.power_off()
+        self.boots += 1
+        self.powered = True
+        self.settings = ModuleSettings()
+        self.r.settings = self.settings
+        self.ipr = self.persisted_ipr
+        self.contexts = [Context(self.reactor, cid, self.options, self.reports) for cid in (0, 1)]
+        self.cellular = Cellular(self.reactor, self.options.pin, self.options.register_delay,
+                                 self.options.register_deny, self.reports.registration_changed)
+        if self.persisted_ipr:
+            self.r.urc("RDY")
+        self.r.urc("+CFUN: 1")
+        self.r.urc(f"+CPIN: {self.cellular.sim_state}")
+        if self.cellular.pin_ok:
+            self.sim_ready_urcs()
+
+    def sim_ready_urcs(self) -> None:
+        if self.settings.urc:
+            self.r.urc("Call Ready")
+        self.r.urc("SMS Ready")
+
+    def power_off(self) -> None:
+        """Everything closed, input ignored until the next power_on."""
+        self.powered = False
+        for ctx in self.contexts:
+            ctx.deactivate()
+        if self.cellular is not None:
+            self.cellular.stop()
+        self._line.clear()
+        self._held.clear()
+        self._busy = False
+        if self.payload is not None:
+            self.payload.cancel()
+        self.payload = None
+        if self.data_mode is not None:
+            self.data_mode.stop()
+        self.data_mode = None
+
+    # -- context helpers --------------------------------------------------------------------------
+
+    @property
+    def ctx(self) -> Context:
+        """The foreground context (AT+QIFGCNT)."""
+        return self.contexts[self.settings.fgcnt]
+
+    def _chaos(self):
+        if self.chaos_source is None or self.data_mode is not None:
+            return None
+        return self.chaos_source(self.cellular is not None and self.cellular.registered)
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and self.powered:
+            self.transport.write(data)
+
+    # -- input ------------------------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes):
+        if not self.powered:
+            return
+        if self._busy:
+            self._held += data
+            return
+        view = memoryview(data)
+        while view and self.powered and not self._busy:
+            if self.data_mode is not None:
+                self.data_mode.receive(bytes(view))
+                return
+            if self.payload is not None:
+                used = self.payload.receive(bytes(view))
+                view = view[used:]
+                continue
+            view = view[self._command_bytes(view):]
+        if self._busy and view:
+            self._held += view
+
+    def _command_bytes(self, view) -> int:
+        """Consume command-line bytes; stop after a line that changed the input state."""
+        echo = bytearray()
+        for pos, byte in enumerate(view):
+            echo.append(byte)
+            if byte == CR:
+                self._echo(echo)
+                line, self._line = bytes(self._line), bytearray()
+                self._run_line(line)
+                return pos + 1
+            if byte == LF and not self._line:
+                continue
+            if byte == BS:
+                del self._line[-1:]
+            elif byte == ESC:
+                self._line.clear()
+            elif len(self._line) < MAX_LINE:
+                self._line.append(byte)
+        self._echo(echo)
+        return len(view)
+
+    def _echo(self, data) -> None:
+        if self.settings.echo and data:
+            self.r.raw(bytes(data))
+
+    def _run_line(self, line: bytes) -> None:
+        text = line.decode("latin-1")
+        try:
+            commands = parse_line(text)
+        except ParseError:
+            self.commands.record(text.strip())
+            self.r.error()
+            return
+        if commands is None:
+            return
+        self.commands.record(text.strip())
+        if commands[0].name in BASIC or commands[0].name == "":
+            self._run_basic(commands)
+            return
+        self._run_extended(commands[0])
+
+    def _run_basic(self, commands) -> None:
+        for cmd in commands:
+            handler = BASIC.get(cmd.name)
+            if handler is None:
+                self.r.error()
+                return
+            outcome = handler(self, cmd)
+            if outcome is None:  # the handler answered (ATO) or changed input state
+                return
+            if not outcome:
+                self.r.error()
+                return
+        self.r.ok()
+
+    def _run_extended(self, cmd) -> None:
+        handler = HANDLERS.get(cmd.name)
+        if handler is None:
+            self.r.error()
+            return
+        try:
+            pending = handler(self, cmd)
+        except ParseError:
+            self.r.error()
+            return
+        if isinstance(pending, defer.Deferred):
+            self._busy = True
+            pending.addErrback(self._handler_failed).addBoth(self._unbusy)
+
+    def _handler_failed(self, failure):
+        self.log.failure("command failed", failure)
+        self.r.error()
+
+    def _unbusy(self, _):
+        self._busy = False
+        held, self._held = bytes(self._held), bytearray()
+        if held:
+            self.dataReceived(held)
+
+    # -- input state changes used by handlers -------------------------------------------------------
+
+    def start_payload(self, sock, length) -> None:
+        """QISEND accepted: prompt (per QIPROMPT), then collect the payload."""
+        if self.settings.prompt in (1, 2):
+            self.r.raw(b"\r\n> ")
+        self.payload = PayloadInput(self, sock, length)
+
+    def payload_done(self) -> None:
+        self.payload = None
+
+    def enter_data_mode(self, sock) -> None:
+        """`CONNECT` has been written: the UART now carries raw data for `sock`."""
+        self.data_mode = DataMode(self, sock)
+
+    def leave_data_mode(self) -> None:
+        if self.data_mode is not None:
+            self.data_mode.stop()
+        self.data_mode = None
+
+    def dtrDropped(self) -> None:
+        """DTR ON->OFF (only reachable where the transport carries DTR; a pty does not)."""
+        if self.data_mode is not None and self.settings.dtr_mode in (1, 2):
+            self.data_mode.escape(close=self.settings.dtr_mode == 2)
