@@ -3,6 +3,8 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.error import ConnectionLost
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from bridge.at import commands as c
@@ -21,6 +23,7 @@ from bridge.at.events import (
     StreamCorrupt,
     Unsolicited,
 )
+from bridge.at.protocol import ATProtocol
 from tests.test_at_harness import Harness, error_of, value_of
 
 
@@ -205,6 +208,13 @@ def test_missing_prompt_times_out_on_the_prompt_timeout():
     h.clock.advance(5)
     assert isinstance(error_of(outcome), CommandTimeout)
     assert h.events[0] == StreamCorrupt(0)
+
+
+def test_commands_issued_before_the_port_opens_go_out_on_connect():
+    proto, transport = ATProtocol(Clock()), StringTransport()
+    proto.issue(c.at())
+    proto.makeConnection(transport)
+    assert transport.value() == b"AT\r"
 
 
 def test_connection_lost_fails_everything_and_refuses_new_commands():

@@ -108,6 +108,9 @@ class ATProtocol(Protocol):
 
     # -- Protocol ---------------------------------------------------------------------------------
 
+    def connectionMade(self) -> None:
+        self._pump()  # commands issued before the port opened
+
     def dataReceived(self, data: bytes) -> None:
         for frame in self._framer.feed(data):
             try:
@@ -180,6 +183,7 @@ class ATProtocol(Protocol):
             self.ring.received(b"> ")
             self._on_prompt()
         elif isinstance(frame, Data):
+            self.ring.received_payload(b"data", frame.data)
             self.data_mode.data(frame.data)
         elif isinstance(frame, Marker):
             self.data_mode.marker(frame.text)
