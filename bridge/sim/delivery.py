@@ -38,7 +38,7 @@ class KernelWire:
     def unsent(self) -> int:
         try:
             return kernel_unsent(self._sock)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: socket already closed (fileno -1)
             return 0
 
 
