@@ -38,3 +38,15 @@ class SimLocked(CellbridgeError):
 
 class NotSupported(CellbridgeError):
     """The config asks for a feature this build cannot provide yet; said at start, not later."""
+
+
+class ModemDown(CellbridgeError):
+    """The module is not usable right now (not brought up, PDP lost, port gone): retry later."""
+
+
+class ConnectFailed(CellbridgeError):
+    """The module could not open a socket (CONNECT FAIL, ERROR or no answer); ``reason`` says which."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
