@@ -24,12 +24,25 @@ class Pacer:
         return max(now, self._free_at)
 
     def allowance(self, now: float, tick: float) -> int:
-        """How many bytes may start now if the caller comes back every `tick` seconds."""
+        """Bytes that may go now for a continuous backlog served every `tick` seconds.
+
+        Counting from when the line became free (not from now) lets a late timer catch up, so
+        the long-run rate stays exact however the reactor schedules us.
+        """
         if self.unlimited:
             return 1 << 30
         if now < self._free_at:
             return 0
-        return max(1, int(self.rate * tick))
+        return max(1, int((now - self._free_at + tick) * self.rate))
+
+    def consume(self, nbytes: int) -> None:
+        """`nbytes` of a continuous backlog went out right after the previous ones."""
+        if not self.unlimited:
+            self._free_at += nbytes / self.rate
+
+    def restart(self, now: float) -> None:
+        """The line was idle (or blocked): no catching up for time that had nothing to send."""
+        self._free_at = max(self._free_at, now)
 
     def occupy(self, now: float, nbytes: int) -> float:
         """Book the line for `nbytes` starting when it is free; return when they have left."""

@@ -116,12 +116,7 @@ class SimSocket:
         self._down.clear()
         self._pending.clear()
         self._stop_poller()
-        if self._transport is not None:
-            transport, self._transport = self._transport, None
-            if self.proto == "TCP":
-                transport.abortConnection()
-            else:
-                transport.loseConnection()
+        self._release_transport(graceful=False)
 
     # -- faults ---------------------------------------------------------------------------------
 
@@ -227,8 +222,18 @@ class SimSocket:
         if self._pending or self._up.queued:
             self._start_poller()
             return
+        self._release_transport(graceful=True)
+
+    def _release_transport(self, graceful: bool) -> None:
         transport, self._transport = self._transport, None
-        transport.loseConnection()
+        if transport is None:
+            return
+        if self.proto == "UDP":
+            transport.stopListening()
+        elif graceful:
+            transport.loseConnection()
+        else:
+            transport.abortConnection()
 
     # -- downlink -------------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ class _SinkGate:
 
     def resumeProducing(self):
         self._uart._sink_paused = False
+        self._uart._out_pacer.restart(self._uart._clock.seconds())
         self._uart._pump_output()
 
     def stopProducing(self):
@@ -93,6 +94,8 @@ class PacedUart:
         if self.muted:
             return
         self.rx_bytes += len(data)
+        if not self._in:
+            self._in_pacer.restart(self._clock.seconds())
         self._in += data
         self._feed_input()
 
@@ -119,6 +122,8 @@ class PacedUart:
     def write(self, data: bytes) -> None:
         if not data or self.muted:
             return
+        if not self._out:
+            self._out_pacer.restart(self._clock.seconds())
         self._out += data
         self._pump_output()
 
@@ -150,6 +155,7 @@ class PacedUart:
 
     def resumeProducing(self) -> None:
         self._input_paused = False
+        self._in_pacer.restart(self._clock.seconds())
         self._feed_input()
 
     def stopProducing(self) -> None:
@@ -168,7 +174,7 @@ class PacedUart:
                 break
             chunk = bytes(self._out[:allowed])
             del self._out[:allowed]
-            self._out_pacer.occupy(now, len(chunk))
+            self._out_pacer.consume(len(chunk))
             self.tx_bytes += len(chunk)
             self._sink.write(chunk)
         if self._out and not self._sink_paused and self._sink is not None:
@@ -198,7 +204,7 @@ class PacedUart:
                 break
             chunk = bytes(self._in[:allowed])
             del self._in[:allowed]
-            self._in_pacer.occupy(now, len(chunk))
+            self._in_pacer.consume(len(chunk))
             self._protocol.dataReceived(chunk)
         if self._in and not self._input_paused:
             self._in_timer = self._clock.callLater(

@@ -1,0 +1,119 @@
+"""UART pacing, radio pipe and delivery meter, timed with task.Clock."""
+
+from twisted.internet import protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from bridge.sim.delivery import DeliveryMeter
+from bridge.sim.shaping import RadioPipe
+from bridge.sim.uart import PacedUart
+
+
+class Port(StringTransport):
+    """Stands in for the pty master: records writes and whether it is being read."""
+
+    reading = True
+
+    def stopReading(self):
+        self.reading = False
+
+    def startReading(self):
+        self.reading = True
+
+
+class Recorder(protocol.Protocol):
+    def __init__(self):
+        self.data = b""
+
+    def dataReceived(self, data):
+        self.data += data
+
+
+def paced(baud, high_water=4096):
+    clock, port, proto = Clock(), Port(), Recorder()
+    uart = PacedUart(clock, baud, high_water)
+    uart.attach_port(port)
+    uart.connect(proto)
+    return clock, port, proto, uart
+
+
+def test_output_leaves_at_the_baud_rate():
+    clock, port, _, uart = paced(9600)  # 960 bytes/s
+    uart.write(b"x" * 960)
+    sent = []
+    for _ in range(10):
+        sent.append(len(port.value()))
+        clock.advance(0.1)
+    assert sent[0] < 20
+    assert 480 - 20 <= sent[5] <= 480 + 20
+    clock.advance(0.1)
+    assert len(port.value()) == 960
+
+
+def test_input_is_delivered_at_the_baud_rate_and_port_reading_held():
+    clock, port, proto, uart = paced(9600)
+    uart.receive(b"y" * 480)
+    assert not port.reading  # a backlog: the writer must wait, as on a real line
+    clock.advance(0.25)
+    assert 240 - 20 <= len(proto.data) <= 240 + 20
+    clock.advance(0.3)
+    assert proto.data == b"y" * 480 and port.reading
+
+
+def test_unpaced_passes_everything_at_once():
+    clock, port, proto, uart = paced(0)
+    uart.write(b"a" * 10000)
+    uart.receive(b"b" * 10000)
+    assert len(port.value()) == 10000 and len(proto.data) == 10000
+
+
+def test_high_backlog_pauses_the_registered_producer():
+    clock, port, proto, uart = paced(9600, high_water=100)
+    producer = StringTransport()
+    uart.registerProducer(producer, True)
+    uart.write(b"z" * 200)
+    assert producer.producerState == "paused"
+    clock.advance(0.25)
+    assert producer.producerState == "producing"
+
+
+def test_mute_drops_both_directions_for_a_while():
+    clock, port, proto, uart = paced(0)
+    uart.mute(2)
+    uart.write(b"lost")
+    uart.receive(b"AT\r")
+    clock.advance(2)
+    uart.write(b"heard")
+    assert port.value() == b"heard" and proto.data == b""
+
+
+def test_radio_pipe_rate_and_one_way_delay():
+    clock, got = Clock(), []
+    pipe = RadioPipe(clock, 8000, 0.1, lambda d: got.append((clock.seconds(), d)))  # 1000 B/s
+    pipe.put(b"a" * 500)
+    pipe.put(b"b" * 500)
+    assert pipe.queued == 1000
+    clock.pump([0.05] * 40)
+    assert [round(t, 2) for t, _ in got] == [0.6, 1.1]  # serialised, then +100 ms
+    assert pipe.queued == 0
+
+
+def test_radio_pipe_segments_at_1460():
+    clock, got = Clock(), []
+    RadioPipe(clock, 0, 0, got.append).put(b"s" * 3000)
+    assert [len(c) for c in got] == [1460, 1460, 80]
+
+
+def test_acks_become_visible_half_an_rtt_after_delivery():
+    clock = Clock()
+    meter = DeliveryMeter(clock, 0.05)
+    meter.handed = 100
+    meter.sample(40)  # 60 delivered now
+    assert meter.acked() == 0
+    clock.advance(0.05)
+    assert meter.acked() == 60
+    meter.sample(0)
+    clock.advance(0.049)
+    assert meter.acked() == 60
+    clock.advance(0.002)
+    assert meter.acked() == 100 and meter.settled
