@@ -345,6 +345,8 @@ class HostStream(protocol.Protocol):
 class HostStreamFactory(protocol.ClientFactory):
     """Connects one SimSocket; a failed connect is reported through the socket."""
 
+    noisy = False
+
     def __init__(self, sock: SimSocket):
         self.sock = sock
 

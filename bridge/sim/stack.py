@@ -224,6 +224,8 @@ class Context:
 class _Acceptor(protocol.ServerFactory):
     """Listener factory of AT+QISERVER: each accepted host connection becomes a server socket."""
 
+    noisy = False
+
     def __init__(self, context: Context):
         self._context = context
 

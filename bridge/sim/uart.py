@@ -15,7 +15,7 @@ from zope.interface import implementer
 from .pacing import Pacer, baud_to_bytes_per_second
 
 TICK = 0.01  #: pacing granularity in seconds
-INPUT_HOLD = 64  #: stop reading the port while this many input bytes wait for the line
+INPUT_HOLD = 1024  #: stop reading the port while this many input bytes wait for the line
 
 
 class _Address:
