@@ -220,3 +220,11 @@ def test_modem_down_resets_the_local_side_and_frees_the_slot():
     s = Setup()
     s.link.modem_down("PDP deactivated")
     assert s.local.disconnected and s.finished == [s.link] and s.modem.wire() == b""
+
+
+def test_a_corrupt_send_stream_kills_the_link():
+    from bridge.at.events import StreamCorrupt
+
+    s = Setup()
+    s.link.socket_event(StreamCorrupt(0))
+    assert s.local.disconnected and s.modem.wire() == b"AT+QICLOSE=0\r"

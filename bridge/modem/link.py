@@ -32,7 +32,7 @@ from zope.interface import implementer
 from bridge.at import commands
 from bridge.at.commands import MAX_READ, MAX_SEND, ReadResult, SackResult, SendResult
 from bridge.at.errors import ATError
-from bridge.at.events import Closed, DataAvailable, Received
+from bridge.at.events import Closed, DataAvailable, Received, StreamCorrupt
 from bridge.modem.pump import BulkJob
 
 
@@ -113,6 +113,7 @@ class Link:
         self.state = "new"  # new -> opening -> open -> closing -> closed
         self.bytes_up = 0  # acknowledged by SEND OK
         self.bytes_down = 0  # written to the local transport
+        self.local_pauses = 0  # times the local transport's write buffer filled up
         self.peak_held = 0  # most bytes this link ever held (uplink buffer + paused downlink)
         self._uplink = bytearray()
         self._sending = False
@@ -193,6 +194,7 @@ class Link:
 
     def pauseProducing(self) -> None:
         self._local_paused = True
+        self.local_pauses += 1
 
     def resumeProducing(self) -> None:
         self._local_paused = False
@@ -214,6 +216,8 @@ class Link:
             self._deliver(event.data)
         elif isinstance(event, Closed):
             self._remote_close()
+        elif isinstance(event, StreamCorrupt):
+            self._fail("an AT+QISEND timed out: the module may have taken resync bytes as payload")
 
     def modem_down(self, reason: str) -> None:
         """PDP lost, reboot or port lost: every socket is gone, so is this link."""
@@ -497,4 +501,5 @@ class Link:
         return {"slot": self.slot, "state": self.state, "uplink_buffered": len(self._uplink),
                 "downlink_held": self._held, "sent": self.bytes_up, "unacked": self.unacked,
                 "received": self.bytes_down, "local_paused": self._local_paused,
-                "reading_paused": self._reading_paused, "peak_held": self.peak_held}
+                "reading_paused": self._reading_paused, "peak_held": self.peak_held,
+                "local_pauses": self.local_pauses}
