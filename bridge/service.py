@@ -44,8 +44,8 @@ class Components:
     """
 
     def modem_service(self, modem, root):
-        """An ``IService`` that owns one module (``bridge.modem.service.make_modem_service``)."""
-        make = provided("bridge.modem.service", "make_modem_service", "the modem service")
+        """An ``IService`` that owns one module (``bridge.modem.modem.make_modem_service``)."""
+        make = provided("bridge.modem.modem", "make_modem_service", "the modem service")
         return make(modem, root)
 
     def stream_factory(self, profile, modem_service, root):

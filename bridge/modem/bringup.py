@@ -1,0 +1,288 @@
+"""Module bring-up: from an unknown module to an active PDP context with a local IP.
+
+Steps, each named in errors so `cellbridge probe` can say where it stopped: sync (``AT`` until
+OK: the module may be autobauding), echo, errors (AT+CMEE=2: the text of an error is what a user
+needs, and PIN rejection is recognised by code *or* text), payload-echo (AT+QISDE=0),
+flow-control (AT+IFC=2,2 with ``rtscts``), identity (ATI, AT+GMR, AT+GSN), sim (AT+CPIN),
+registration (CREG and CGREG, bounded by ``registration_timeout``), attach (AT+CGATT=1), stack
+(AT+QIMUX? then AT+QISTAT/QISTATE: the module's real state), deactivate (AT+QIDEACT: a known
+state), bearer (QIFGCNT, QICSGP, QIMODE/QIMUX, QINDI), activate (QIREGAPP, QIACT), local-ip
+(QILOCIP), signal (CSQ).
+"""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from bridge.at import commands
+from bridge.at.commands import DEFAULT_TIMEOUTS, Timeouts
+from bridge.at.errors import ATEngineError, ATError, CmeError, LinkLost
+from bridge.errors import CellbridgeError, SimLocked
+
+REGISTERED = (1, 5)
+DENIED = 3
+STAT_NAMES = {0: "not registered", 1: "home", 2: "searching", 3: "denied", 4: "unknown",
+              5: "roaming"}
+
+
+class BringUpFailed(CellbridgeError):
+    """A bring-up step failed; ``step`` names it (exit status 1)."""
+
+    def __init__(self, step: str, why: str) -> None:
+        super().__init__(f"bring-up failed at step '{step}': {why}")
+        self.step = step
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """How long bring-up waits and retries (tests pass shorter ones)."""
+
+    sync_time: float = 30.0  #: total time to get an OK for ``AT``
+    sync_timeout: float = 2.0  #: per ``AT`` try
+    sync_pause: float = 0.5  #: between tries
+    sim_busy_tries: int = 10  #: AT+CPIN? answered "SIM busy" (CME 14) early after boot
+    sim_busy_pause: float = 1.0
+    registration_poll: float = 1.0
+    registration_progress: float = 10.0  #: seconds between "still waiting" log lines
+
+
+@dataclass
+class BringUpResult:
+    local_ip: str
+    mux: bool
+    info: dict = field(default_factory=dict)
+
+
+def cme_matches(error: Exception, code: int, text: str) -> bool:
+    """``+CME ERROR: <code>`` (CMEE=1) or ``+CME ERROR: <text>`` (CMEE=2)."""
+    return isinstance(error, CmeError) and (
+        error.code == code or error.text.strip().lower() == text)
+
+
+def describe_signal(rssi: int, ber: int) -> str:
+    if rssi == 99:
+        return "unknown (CSQ 99)"
+    return f"{-113 + 2 * rssi} dBm (CSQ {rssi},{ber})"
+
+
+def _first_value(reply, prefix: str) -> int:
+    for line in reply.lines:
+        if line.startswith(prefix):
+            return int(line.split(":", 1)[1].split(",")[0])
+    raise ValueError(f"no {prefix} line in {reply.lines!r}")
+
+
+class BringUp:
+    """One bring-up run over ``issue`` (an ATProtocol's issue); ``run()`` -> BringUpResult.
+
+    :param pins: a PinStore; :param stack: the StackMachine kept in step on the way.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock, issue, config, pins, stack, timeouts: Timeouts = DEFAULT_TIMEOUTS,
+                 pacing: Pacing = Pacing()) -> None:
+        self.clock = clock
+        self._issue = issue
+        self.config = config
+        self.pins = pins
+        self.stack = stack
+        self.t = timeouts
+        self.pacing = pacing
+        self.info: dict = {}
+        self.mux: Optional[bool] = None
+
+    def _at(self, step: str, command):
+        """Issue ``command``; an engine failure becomes BringUpFailed naming ``step``."""
+        def named(failure):
+            if failure.check(ATEngineError) and not failure.check(LinkLost):
+                raise BringUpFailed(step, failure.getErrorMessage())
+            return failure
+        return self._issue(command).addErrback(named)
+
+    @inlineCallbacks
+    def run(self):
+        c, t = commands, self.t
+        yield self._sync()
+        yield self._at("echo", c.echo(False, t.simple))
+        yield self._at("errors", c.cmee(2, t.simple))
+        yield self._at("payload-echo", c.qisde(False, t.simple))
+        if self.config.rtscts:
+            yield self._at("flow-control", c.setting("+IFC", 2, 2, timeout=t.simple))
+        yield self._identify()
+        yield self._unlock_sim()
+        yield self._wait_registered()
+        yield self._at("attach", c.cgatt(True, t.attach))
+        try:
+            local_ip = yield self._activate()
+        except BringUpFailed:
+            yield self._resync_stack_quietly()
+            raise
+        quality = yield self._at("signal", c.csq(t.simple))
+        self.info["signal"] = describe_signal(quality.rssi, quality.ber)
+        self.info["local_ip"] = local_ip
+        return BringUpResult(local_ip, self.mux, dict(self.info))
+
+    # -- steps ------------------------------------------------------------------------------------
+
+    @inlineCallbacks
+    def _sync(self):
+        deadline = self.clock.seconds() + self.pacing.sync_time
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                yield self._issue(commands.at(self.pacing.sync_timeout))
+                return
+            except LinkLost:
+                raise
+            except ATEngineError as error:
+                self.log.info("sync: no OK for AT yet (try {tries}: {error})", tries=tries,
+                              error=error)
+            if self.clock.seconds() >= deadline:
+                raise BringUpFailed("sync", f"the module did not answer AT ({tries} tries in "
+                                            f"{self.pacing.sync_time:g} s)")
+            yield deferLater(self.clock, self.pacing.sync_pause, lambda: None)
+
+    @inlineCallbacks
+    def _identify(self):
+        c, t = commands, self.t
+        ident = yield self._at("identity", c.ati(t.simple))
+        revision = yield self._at("identity", c.gmr(t.simple))
+        serial = yield self._at("identity", c.gsn(t.simple))
+        self.info["model"] = " ".join(x for x in ident.lines if not x.startswith("Revision"))
+        self.info["firmware"] = " ".join(x.split(":", 1)[-1].strip() for x in revision.lines)
+        self.info["imei"] = " ".join(serial.lines)
+
+    @inlineCallbacks
+    def _sim_state(self):
+        """AT+CPIN?, retried while the SIM is still busy after boot."""
+        for attempt in range(1, self.pacing.sim_busy_tries + 1):
+            try:
+                state = yield self._issue(commands.cpin_query(self.t.pin))
+                return state
+            except CmeError as error:
+                if cme_matches(error, 10, "sim not inserted"):
+                    raise BringUpFailed("sim", "no SIM card inserted") from error
+                if not cme_matches(error, 14, "sim busy") or attempt == self.pacing.sim_busy_tries:
+                    raise BringUpFailed("sim", str(error)) from error
+            except ATEngineError as error:
+                if isinstance(error, LinkLost):
+                    raise
+                raise BringUpFailed("sim", str(error)) from error
+            yield deferLater(self.clock, self.pacing.sim_busy_pause, lambda: None)
+
+    @inlineCallbacks
+    def _unlock_sim(self):
+        state = yield self._sim_state()
+        if state == "SIM PIN":
+            yield self._enter_pin()
+            state = yield self._sim_state()
+        if state == "READY":
+            self.info["sim"] = "READY"
+            return
+        if "PUK" in state:
+            raise SimLocked(f"sim: the SIM is blocked ({state}): unblock it with its PUK in a "
+                            "phone, then restart cellbridge")
+        if "PIN" in state:
+            raise SimLocked(f"sim: the SIM wants a code cellbridge does not have ({state})")
+        raise BringUpFailed("sim", f"unexpected SIM state {state!r}")
+
+    @inlineCallbacks
+    def _enter_pin(self):
+        pin = self.config.pin
+        if pin is None:
+            raise SimLocked("sim: the SIM wants a PIN and none is configured (set pin in "
+                            f"[modem:{self.config.name}])")
+        if self.pins.rejected(pin):
+            raise SimLocked(f"sim: this PIN was rejected before (recorded in {self.pins.path}); "
+                            "it is not sent again until the configured pin changes")
+        try:
+            yield self._issue(commands.cpin(pin, self.t.pin))
+        except CmeError as error:
+            if not cme_matches(error, 16, "incorrect password"):
+                raise BringUpFailed("sim", str(error)) from error
+            self._rejected(pin)
+        except ATError:  # plain ERROR for AT+CPIN= is a rejection too
+            self._rejected(pin)
+        except ATEngineError as error:
+            if isinstance(error, LinkLost):
+                raise
+            raise BringUpFailed("sim", str(error)) from error
+        else:
+            self.pins.forget()
+            self.log.info("sim: PIN accepted")
+
+    def _rejected(self, pin: str) -> None:
+        self.pins.remember_rejected(pin)
+        raise SimLocked("sim: the SIM rejected the configured PIN; it will not be sent again "
+                        "until the pin setting changes (a SIM blocks after three wrong PINs)")
+
+    @inlineCallbacks
+    def _wait_registered(self):
+        c, t = commands, self.t
+        timeout = self.config.registration_timeout
+        start = self.clock.seconds()
+        last, next_progress = None, start + self.pacing.registration_progress
+        while True:
+            creg = yield self._at("registration", c.creg_query(t.simple))
+            cgreg = yield self._at("registration", c.cgreg_query(t.simple))
+            stats = (creg.stat, cgreg.stat)
+            summary = (f"CREG {creg.stat} ({STAT_NAMES.get(creg.stat, '?')}), "
+                       f"CGREG {cgreg.stat} ({STAT_NAMES.get(cgreg.stat, '?')})")
+            if DENIED in stats:
+                raise BringUpFailed("registration", f"registration denied by the network: {summary}")
+            if creg.stat in REGISTERED and cgreg.stat in REGISTERED:
+                self.info["registration"] = STAT_NAMES[creg.stat]
+                self.log.info("registration: {summary}", summary=summary)
+                return
+            elapsed = self.clock.seconds() - start
+            if elapsed >= timeout:
+                raise BringUpFailed("registration",
+                                    f"not registered after {timeout:g} s: {summary}")
+            if stats != last or self.clock.seconds() >= next_progress:
+                self.log.info("registration: waiting, {summary} ({elapsed:.0f} s of {timeout:g} s)",
+                              summary=summary, elapsed=elapsed, timeout=timeout)
+                last, next_progress = stats, self.clock.seconds() + self.pacing.registration_progress
+            yield deferLater(self.clock, self.pacing.registration_poll, lambda: None)
+
+    @inlineCallbacks
+    def _activate(self):
+        c, t, cfg = commands, self.t, self.config
+        mux_reply = yield self._at("stack", c.query("+QIMUX", t.simple))
+        self.mux = _first_value(mux_reply, "+QIMUX:") == 1
+        yield self._at("stack", self.stack.status_command(self.mux, t.simple)).addCallback(
+            self.stack.observed)
+        yield self._at("deactivate", c.qideact(t.qideact))
+        self.stack.step("QIDEACT")
+        yield self._at("bearer", c.qifgcnt(0, t.simple))
+        yield self._at("bearer", c.qicsgp(cfg.apn, cfg.username, cfg.password, timeout=t.simple))
+        transparent = cfg.mode == "transparent"
+        # Switch the "on" mode last: the module refuses QIMODE=1 while QIMUX=1 and vice versa.
+        first, second = ((c.qimux(False, t.simple), c.qimode(True, t.simple)) if transparent else
+                         (c.qimode(False, t.simple), c.qimux(True, t.simple)))
+        yield self._at("bearer", first)
+        yield self._at("bearer", second)
+        self.mux = not transparent
+        yield self._at("bearer", c.qindi(1 if cfg.receive == "pull" else 0, t.simple))
+        yield self._at("activate", c.qiregapp(t.regapp))
+        self.stack.step("QIREGAPP")
+        yield self._at("activate", c.qiact(t.qiact))
+        self.stack.step("QIACT")
+        local_ip = yield self._at("local-ip", c.qilocip(t.simple))
+        self.stack.step("QILOCIP")
+        return local_ip
+
+    @inlineCallbacks
+    def _resync_stack_quietly(self):
+        """After a failed stack step, learn the module's real state (best effort)."""
+        if self.mux is None:
+            return
+        try:
+            yield self._issue(self.stack.status_command(self.mux, self.t.simple)).addCallback(
+                self.stack.observed)
+        except ATEngineError as error:
+            self.log.warn("stack: state query after the failure failed too: {error}", error=error)

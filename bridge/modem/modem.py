@@ -1,0 +1,422 @@
+"""Modem: the service that owns one module (port, AT engine, bring-up, sockets, health).
+
+What links need (see MODEM-CONTRACT): ``ready``/``when_ready()``, ``issue()``, slots,
+``open_socket()``, per-socket URC routing (``attach_socket``) and ``add_state_listener`` for the
+moment everything on the module is gone ("down": PDP lost, module rebooted, port lost).
+Recovery from "down" is issue 5; here it is logged and the state kept consistent.
+"""
+
+import ipaddress
+import random
+from typing import Callable, Dict, Optional
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from bridge.at import commands
+from bridge.at.commands import DEFAULT_TIMEOUTS, Timeouts
+from bridge.at.errors import ATEngineError
+from bridge.at.events import (Boot, Closed, ConnectResult, DataAvailable, PdpDeact, Received,
+                              Registration, RemoteIp, Resynced, StreamCorrupt)
+from bridge.at.protocol import ATProtocol
+from bridge.errors import CellbridgeError, ConnectFailed, ModemDown, SimLocked
+from bridge.modem.bringup import REGISTERED, STAT_NAMES, BringUp, Pacing, describe_signal
+from bridge.modem.pinstore import PinStore
+from bridge.modem.recovery import Backoff
+from bridge.modem.slots import SlotAllocator
+from bridge.modem.stack import StackMachine
+from bridge.modem.transport import TransportError, open_port
+
+#: AT+QIOPEN's OK to ``n, CONNECT OK|FAIL`` (quectel-at.md §4.3: up to 75 s).
+CONNECT_TIMEOUT = 75.0
+#: Seconds between health polls (AT+CSQ, AT+CREG?); a poll is skipped while the engine is busy.
+HEALTH_INTERVAL = 30.0
+#: Without an answer for this long (and nothing on the wire) the modem is not healthy.
+ANSWER_STALE = 120.0
+SOCKET_EVENTS = (ConnectResult, Closed, DataAvailable, Received, RemoteIp, StreamCorrupt)
+
+
+class _ModemProtocol(ATProtocol):
+    """The AT engine, telling its modem when the port goes away."""
+
+    def __init__(self, clock, on_lost: Callable, **options) -> None:
+        super().__init__(clock, **options)
+        self._on_lost = on_lost
+
+    def connectionLost(self, reason=None) -> None:
+        super().connectionLost(reason)
+        self._on_lost(self, reason)
+
+
+def is_dotted_ip(host: str) -> bool:
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class Modem(Service):
+    """One module. ``on_fatal(error)`` is called for what must stop the daemon (SIM locked, port
+    cannot be opened); with ``persistent=False`` (probe) any bring-up failure is fatal, else a
+    failed bring-up is retried with backoff."""
+
+    log = Logger()
+
+    def __init__(self, reactor, config, state_dir: str, *, on_fatal: Optional[Callable] = None,
+                 persistent: bool = True, timeouts: Timeouts = DEFAULT_TIMEOUTS,
+                 pacing: Pacing = Pacing(), health_interval: float = HEALTH_INTERVAL,
+                 port_opener=open_port, rng: Optional[random.Random] = None) -> None:
+        self.reactor = reactor
+        self.config = config
+        self.name = f"modem:{config.name}"
+        self.receive_mode = config.receive
+        self.context = 0
+        self.protocol: Optional[ATProtocol] = None
+        self.ready = False
+        self.local_ip: Optional[str] = None
+        self.info: dict = {}
+        self.stack = StackMachine()
+        self.pins = PinStore(state_dir, config.name)
+        self._slots = SlotAllocator()
+        self._on_fatal = on_fatal or (lambda error: None)
+        self._persistent = persistent
+        self._timeouts = timeouts
+        self._pacing = pacing
+        self._port_opener = port_opener
+        self._backoff = Backoff(rng or random.Random(), initial=5.0, maximum=300.0)
+        self._health = LoopingCall(self._health_poll)
+        self._health.clock = reactor
+        self._health_interval = health_interval
+        self._handlers: Dict[int, object] = {}
+        self._connect_waiters: Dict[int, Deferred] = {}
+        self._ready_waiters: list = []
+        self._open_waiters: list = []
+        self._state_listeners: list = []
+        self._engine: Optional[ATProtocol] = None  # the last one, kept for last_answer
+        self._port = None
+        self._lost: Optional[Deferred] = None
+        self._retry = None
+        self._mux = config.mode == "mux"
+        self._dnsip: Optional[bool] = None  # AT+QIDNSIP as last set; None = unknown
+
+    # -- service ----------------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._open()
+
+    def stopService(self):
+        super().stopService()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._mark_down("stopping")
+        if self._port is None:
+            return succeed(None)
+        closing = [self._port.close()]
+        if self.protocol is not None:
+            closing.append(self._lost)
+        self._port = None
+        return defer.gatherResults(closing, consumeErrors=True)
+
+    def when_open(self) -> Deferred:
+        """Fires when the port is open (systemd readiness), fails if it cannot be opened."""
+        if self.protocol is not None:
+            return succeed(None)
+        waiter = Deferred()
+        self._open_waiters.append(waiter)
+        return waiter
+
+    def when_ready(self) -> Deferred:
+        """Fires (None) the next time bring-up completes; now if the modem is ready."""
+        if self.ready:
+            return succeed(None)
+        waiter = Deferred()
+        self._ready_waiters.append(waiter)
+        return waiter
+
+    def add_state_listener(self, listener: Callable) -> None:
+        """``listener(state, reason)`` with state "ready" or "down"."""
+        self._state_listeners.append(listener)
+
+    @property
+    def last_answer(self) -> Optional[float]:
+        """Clock time of the module's last command answer (for the systemd watchdog)."""
+        return self._engine.last_response if self._engine is not None else None
+
+    def healthy(self) -> bool:
+        """The port is open and the module answers (or a command is still within its timeout)."""
+        if self.protocol is None:
+            return False
+        last = self.last_answer
+        return (last is None or self.protocol.busy
+                or self.reactor.seconds() - last < ANSWER_STALE)
+
+    # -- port and bring-up ------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        protocol = _ModemProtocol(self.reactor, self._port_lost)
+        for secret in (self.config.pin, self.config.password):
+            if secret:
+                protocol.ring.add_secret(secret.encode())
+        protocol.add_listener(self._on_event)
+        self._engine = protocol
+        self._lost = Deferred()
+        opening = defer.maybeDeferred(self._port_opener, self.reactor, self.config, protocol)
+        opening.addCallbacks(self._opened, self._open_failed, callbackArgs=(protocol,))
+
+    def _opened(self, port, protocol) -> None:
+        if not self.running:
+            port.close()
+            return
+        self._port = port
+        self.protocol = protocol
+        self.log.info("{name}: port {port} open", name=self.name, port=port.description)
+        self._fire_all(self._open_waiters, None)
+        self._bring_up()
+
+    def _open_failed(self, failure) -> None:
+        error = failure.value
+        if not isinstance(error, CellbridgeError):
+            error = TransportError(f"{self.config.port}: {failure.getErrorMessage()}")
+        self.log.error("{name}: {error}", name=self.name, error=error)
+        waiters, self._open_waiters = self._open_waiters, []
+        for waiter in waiters:
+            waiter.errback(error)
+        self._on_fatal(error)
+
+    def _bring_up(self) -> None:
+        self._retry = None
+        run = BringUp(self.reactor, self.protocol.issue, self.config, self.pins, self.stack,
+                      self._timeouts, self._pacing)
+        run.run().addCallbacks(self._came_up, self._bring_up_failed)
+
+    def _came_up(self, result) -> None:
+        if self.protocol is None:
+            return
+        self.info.update(result.info)
+        self.local_ip = result.local_ip
+        self._mux = result.mux
+        self._dnsip = None
+        self.ready = True
+        self._backoff.reset()
+        self.log.info("{name}: ready, local IP {ip} ({model}, {registration}, signal {signal})",
+                      name=self.name, ip=self.local_ip, model=self.info.get("model"),
+                      registration=self.info.get("registration"), signal=self.info.get("signal"))
+        self._health.start(self._health_interval, now=False)
+        self._notify("ready", f"local IP {self.local_ip}")
+        self._fire_all(self._ready_waiters, None)
+
+    def _bring_up_failed(self, failure) -> None:
+        error = failure.value
+        if self.protocol is None or not self.running:
+            return  # port lost or stopping: already reported
+        self.log.error("{name}: {error}", name=self.name, error=error)
+        if isinstance(error, SimLocked) or not self._persistent:
+            self._on_fatal(error)
+            return
+        delay = self._backoff.next_delay()
+        self.log.info("{name}: bring-up again in {delay:.0f} s", name=self.name, delay=delay)
+        self._retry = self.reactor.callLater(delay, self._bring_up)
+
+    def _port_lost(self, protocol, reason) -> None:
+        self.protocol = None
+        if self._lost is not None and not self._lost.called:
+            self._lost.callback(None)
+        if not self.running:
+            return
+        why = reason.getErrorMessage() if reason is not None else "closed"
+        self.log.error("{name}: lost the module's port: {why}", name=self.name, why=why)
+        if not self.ready and not self._persistent:
+            self._on_fatal(TransportError(f"{self.config.port}: port lost: {why}"))
+        self._mark_down(f"port lost: {why}")
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def _mark_down(self, reason: str) -> None:
+        """Everything on the module is gone: links are told, waiters fail, polling stops."""
+        if self._health.running:
+            self._health.stop()
+        self._dnsip = None
+        waiters, self._connect_waiters = self._connect_waiters, {}
+        for waiter in waiters.values():
+            waiter.errback(ModemDown(f"{self.name}: {reason}"))
+        if not self.ready:
+            return
+        self.ready = False
+        self.log.warn("{name}: down: {reason}", name=self.name, reason=reason)
+        self._notify("down", reason)
+
+    def _notify(self, state: str, reason: str) -> None:
+        for listener in list(self._state_listeners):
+            try:
+                listener(state, reason)
+            except Exception:
+                self.log.failure("state listener {listener!r} failed", listener=listener)
+
+    @staticmethod
+    def _fire_all(waiters: list, value) -> None:
+        pending = list(waiters)
+        waiters.clear()
+        for waiter in pending:
+            waiter.callback(value)
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def _on_event(self, event) -> None:
+        if isinstance(event, SOCKET_EVENTS):
+            self._route(event)
+        elif isinstance(event, PdpDeact):
+            self.stack.step("PDP DEACT")
+            self._mark_down("PDP context deactivated by the network (+PDP DEACT)")
+        elif isinstance(event, Boot) and event.kind in ("RDY", "CFUN"):
+            self.stack.state = None
+            self._mark_down(f"the module restarted ({event.kind})")
+        elif isinstance(event, Registration):
+            if self.ready and event.stat not in REGISTERED:
+                self.log.warn("{name}: registration lost: {kind} {stat} ({what})", name=self.name,
+                              kind=event.kind, stat=event.stat,
+                              what=STAT_NAMES.get(event.stat, "?"))
+        elif isinstance(event, Resynced) and not event.ok:
+            self._mark_down("the module does not answer AT")
+
+    def _route(self, event) -> None:
+        socket = event.socket
+        if socket is None and not self._mux:
+            socket = 0  # transparent mode: the single link is slot 0
+        waiter = None
+        if isinstance(event, ConnectResult):
+            waiter = self._connect_waiters.pop(socket, None)
+        if waiter is not None:
+            waiter.callback(event)
+        handler = self._handlers.get(socket)
+        if handler is not None:
+            handler.socket_event(event)
+        elif waiter is None:
+            self.log.info("{name}: event for socket {socket} with no link: {event!r}",
+                          name=self.name, socket=socket, event=event)
+
+    # -- links' API -------------------------------------------------------------------------------
+
+    def issue(self, command) -> Deferred:
+        """Issue an AT command; fails with ModemDown unless the modem is ready."""
+        if not self.ready or self.protocol is None:
+            return fail(ModemDown(f"{self.name} is not ready"))
+        return self.protocol.issue(command)
+
+    def allocate_slot(self) -> Optional[int]:
+        return self._slots.allocate()
+
+    def release_slot(self, index: int) -> None:
+        self._slots.release(index)
+
+    def attach_socket(self, index: int, handler) -> None:
+        """Deliver this socket's URC events to ``handler.socket_event(event)``."""
+        self._handlers[index] = handler
+
+    def detach_socket(self, index: int) -> None:
+        self._handlers.pop(index, None)
+
+    def open_socket(self, index: int, proto: str, host: str, port: int) -> Deferred:
+        """AT+QIDNSIP if needed, AT+QIOPEN, wait for CONNECT OK; ConnectFailed otherwise."""
+        if not self.ready:
+            return fail(ModemDown(f"{self.name} is not ready"))
+        if index in self._connect_waiters:
+            return fail(ConnectFailed(f"socket {index} is already opening"))
+        return self._open_socket(index, proto, host, port)
+
+    @inlineCallbacks
+    def _open_socket(self, index, proto, host, port):
+        t = self._timeouts
+        wire_index = index if self._mux else None
+        hostname = not is_dotted_ip(host)
+        if self._dnsip != hostname:
+            try:
+                yield self.issue(commands.qidnsip(hostname, t.simple))
+            except ATEngineError as error:
+                raise ConnectFailed(f"AT+QIDNSIP failed: {error}") from error
+            self._dnsip = hostname
+        connected = Deferred()
+        connected.addTimeout(CONNECT_TIMEOUT, self.reactor)
+        self._connect_waiters[index] = connected
+        try:
+            accepted = yield self.issue(commands.qiopen(proto, host, port, wire_index, t.qiopen))
+            if accepted.already:
+                raise ConnectFailed(f"socket {index} was already connected on the module")
+            result = yield connected
+            if not result.ok:
+                raise ConnectFailed(f"{proto} {host}:{port}: CONNECT FAIL")
+        except ATEngineError as error:
+            yield self._close_after_failure(wire_index, resync=True)
+            raise ConnectFailed(f"AT+QIOPEN failed: {error}") from error
+        except defer.TimeoutError:
+            yield self._close_after_failure(wire_index)
+            raise ConnectFailed(f"no CONNECT OK within {CONNECT_TIMEOUT:g} s") from None
+        except ConnectFailed:
+            yield self._close_after_failure(wire_index)
+            raise
+        finally:
+            if self._connect_waiters.get(index) is connected:
+                del self._connect_waiters[index]
+            if not connected.called:
+                connected.addErrback(lambda _: None)
+                connected.cancel()
+
+    @inlineCallbacks
+    def _close_after_failure(self, wire_index, resync: bool = False):
+        """The index stays allocated on the module after a failed open: AT+QICLOSE=n (errors
+        ignored); after an ERROR also ask the module for its stack state."""
+        if self.protocol is None:
+            return
+        try:
+            yield self.protocol.issue(commands.qiclose(wire_index, self._timeouts.qiclose))
+        except ATEngineError as error:
+            self.log.info("{name}: close after a failed open: {error}", name=self.name,
+                          error=error)
+        if resync and self.protocol is not None:
+            try:
+                yield self.protocol.issue(self.stack.status_command(
+                    self._mux, self._timeouts.simple)).addCallback(self.stack.observed)
+            except ATEngineError as error:
+                self.log.warn("{name}: stack state query failed: {error}", name=self.name,
+                              error=error)
+
+    # -- health -----------------------------------------------------------------------------------
+
+    def _health_poll(self) -> None:
+        """AT+CSQ and AT+CREG? at CONTROL priority, only while the engine is idle: a poll must
+        never delay data, so a busy engine skips this round."""
+        engine = self.protocol
+        if engine is None or engine.busy or engine.data_mode.active:
+            self.log.debug("{name}: health poll skipped (engine busy)", name=self.name)
+            return
+        t = self._timeouts
+        engine.issue(commands.csq(t.simple)).addCallbacks(self._signal_seen, self._poll_failed)
+        engine.issue(commands.creg_query(t.simple)).addCallbacks(
+            self._registration_seen, self._poll_failed)
+
+    def _signal_seen(self, quality) -> None:
+        self.info["signal"] = describe_signal(quality.rssi, quality.ber)
+
+    def _registration_seen(self, state) -> None:
+        what = STAT_NAMES.get(state.stat, "?")
+        if state.stat not in REGISTERED:
+            self.log.warn("{name}: not registered: CREG {stat} ({what})", name=self.name,
+                          stat=state.stat, what=what)
+        self.info["registration"] = what
+
+    def _poll_failed(self, failure) -> None:
+        self.log.warn("{name}: health poll failed: {why}", name=self.name,
+                      why=failure.getErrorMessage())
+
+
+def make_modem_service(modem_config, root) -> Modem:
+    """The ``modem:NAME`` child of the service tree (bridge.service extension point): a port
+    that cannot be opened or a locked SIM stops the daemon with the error's exit status."""
+    modem = Modem(root.reactor, modem_config, root.config.general.state_dir, on_fatal=root.fail)
+    root.add_readiness(modem.when_open())
+    root.add_health_check(modem.healthy)
+    return modem

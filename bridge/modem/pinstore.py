@@ -1,0 +1,79 @@
+"""Memory of a rejected SIM PIN, kept in the state directory across restarts.
+
+A SIM locks itself (PUK) after three wrong PINs, and every module reset or daemon restart would
+otherwise send the same wrong PIN again. So a rejection is written down, and that PIN is refused
+locally until the configured PIN changes. Only a salted scrypt hash is stored, never the PIN.
+"""
+
+import hashlib
+import hmac
+import json
+import os
+from typing import Optional
+
+from twisted.logger import Logger
+
+#: scrypt cost: slow enough to make guessing a 4-8 digit PIN from the file expensive.
+_SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}
+
+
+def _digest(pin: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(pin.encode("ascii"), salt=salt, dklen=32, **_SCRYPT)
+
+
+class PinStore:
+    """``rejected(pin)`` / ``remember_rejected(pin)`` / ``forget()`` for one modem."""
+
+    log = Logger()
+
+    def __init__(self, state_dir: str, modem_name: str) -> None:
+        self.path = os.path.join(state_dir, f"{modem_name}.rejected-pin")
+
+    def rejected(self, pin: str) -> bool:
+        """True if ``pin`` was rejected before. An unreadable record counts as a rejection:
+        guessing wrong here could cost the SIM one of its three tries."""
+        record = self._load()
+        if record is None:
+            return False
+        try:
+            salt, digest = bytes.fromhex(record["salt"]), bytes.fromhex(record["hash"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            self.log.error("{path} is corrupt; refusing to send the PIN (delete the file after "
+                           "checking the PIN)", path=self.path)
+            return True
+        return hmac.compare_digest(_digest(pin, salt), digest)
+
+    def remember_rejected(self, pin: str) -> None:
+        """Write the salted hash atomically (mode 0600); a failure is logged, not raised, since
+        the caller is already stopping on the rejection."""
+        salt = os.urandom(16)
+        record = json.dumps({"salt": salt.hex(), "hash": _digest(pin, salt).hex()})
+        temporary = self.path + ".tmp"
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(record)
+            os.replace(temporary, self.path)
+        except OSError as error:
+            self.log.error("cannot record the rejected PIN in {path}: {error}; it may be sent "
+                           "again after a restart", path=self.path, error=error)
+
+    def forget(self) -> None:
+        """The SIM accepted a PIN: any old rejection no longer matters."""
+        try:
+            os.remove(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            self.log.warn("cannot remove {path}: {error}", path=self.path, error=error)
+
+    def _load(self) -> Optional[dict]:
+        try:
+            with open(self.path, encoding="ascii") as handle:
+                return json.load(handle)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:
+            self.log.error("cannot read {path}: {error}", path=self.path, error=error)
+            return {}

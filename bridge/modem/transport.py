@@ -1,0 +1,190 @@
+"""The byte pipe to the module, chosen by the modem's ``port`` setting.
+
+- a device path: Twisted's ``SerialPort`` over pyserial, opened with an exclusive ``flock`` (Twisted
+  does not pass pyserial's ``exclusive=``; twisted-notes §2.5), so a second cellbridge on the same
+  device fails at once instead of both reading half of every answer;
+- ``tcp:HOST:PORT``: a TCP client, for a module exported raw by ser2net or similar;
+- ``sim``: the built-in simulator as a child process on a pty (its costs stay out of ours), opened
+  like a device once it printed ``device: /dev/pts/N``.
+
+``open_port(reactor, config, protocol)`` connects ``protocol`` and returns a ``ModemPort`` whose
+``close()`` undoes everything (for ``sim`` it also ends the child).
+"""
+
+import errno
+import os
+import shutil
+import sys
+import tempfile
+from functools import partial
+from typing import Optional
+
+import serial
+from twisted.internet import defer
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.serialport import SerialPort
+from twisted.logger import Logger
+
+from bridge.errors import CellbridgeError
+
+#: Seconds the simulator child may take to print its ``device:`` line.
+SIM_START_TIMEOUT = 15.0
+#: Seconds the simulator child may take to exit after SIGTERM before it is killed.
+SIM_STOP_TIMEOUT = 5.0
+
+
+class TransportError(CellbridgeError):
+    """The module's port cannot be opened; the text says why and what to do."""
+
+
+class ExclusiveSerialPort(SerialPort):
+    """``SerialPort`` that takes pyserial's exclusive lock on the device."""
+
+    _serialFactory = partial(serial.Serial, exclusive=True)
+
+
+def describe_serial_error(path: str, error: serial.SerialException) -> str:
+    """One line for the user: in use, permission (the ``dialout`` group), missing, other."""
+    code = getattr(error, "errno", None)
+    if code in (errno.EAGAIN, errno.EWOULDBLOCK) or "exclusively lock" in str(error):
+        return (f"{path}: the port is in use by another program (another cellbridge?); "
+                "it is opened exclusively")
+    if code in (errno.EACCES, errno.EPERM):
+        return (f"{path}: permission denied; add the user running cellbridge to the 'dialout' "
+                "group (or give the service SupplementaryGroups=dialout)")
+    if code == errno.ENOENT:
+        return f"{path}: no such device (is the modem plugged in? prefer /dev/serial/by-id/...)"
+    return f"{path}: cannot open: {error}"
+
+
+def open_serial(reactor, path: str, protocol, baudrate: int, rtscts: bool,
+                port_class=ExclusiveSerialPort) -> SerialPort:
+    """Open ``path`` exclusively and connect ``protocol`` (synchronously, like SerialPort)."""
+    try:
+        return port_class(protocol, path, reactor, baudrate=baudrate, rtscts=int(rtscts))
+    except serial.SerialException as error:
+        raise TransportError(describe_serial_error(path, error)) from error
+
+
+class ModemPort:
+    """An open connection to the module; ``close()`` -> Deferred fired when all is released."""
+
+    def __init__(self, description: str, transport, child: Optional["SimChild"] = None) -> None:
+        self.description = description
+        self.transport = transport
+        self.child = child
+
+    def close(self):
+        self.transport.loseConnection()
+        if self.child is None:
+            return defer.succeed(None)
+        return self.child.stop()
+
+
+class SimChild(ProcessProtocol):
+    """The simulator process: waits (bounded) for its ``device:`` line, ends it on ``stop()``."""
+
+    log = Logger()
+
+    def __init__(self, reactor, sim_args, start_timeout: float = SIM_START_TIMEOUT,
+                 stop_timeout: float = SIM_STOP_TIMEOUT) -> None:
+        self.reactor = reactor
+        self.directory = tempfile.mkdtemp(prefix="cellbridge-sim-")
+        self.argv = [sys.executable, "-m", "bridge.sim",
+                     "--link", os.path.join(self.directory, "tty"),
+                     "--control", os.path.join(self.directory, "ctl"), *sim_args]
+        self.device = defer.Deferred()
+        self._exited = False
+        self._waiters = []
+        self._kill_timer = None
+        self._stdout = b""
+        self._stderr = b""
+        self._stop_timeout = stop_timeout
+        self._start_timer = reactor.callLater(start_timeout, self._start_timed_out, start_timeout)
+
+    def spawn(self):
+        """Start the child; returns the Deferred of its pty path."""
+        self.reactor.spawnProcess(self, self.argv[0], self.argv, env=os.environ)
+        return self.device
+
+    def outReceived(self, data: bytes) -> None:
+        if self.device.called:
+            return
+        self._stdout += data
+        for line in self._stdout.splitlines():
+            if line.startswith(b"device: "):
+                self._start_timer.cancel()
+                self.device.callback(line[len(b"device: "):].decode().strip())
+                return
+
+    def errReceived(self, data: bytes) -> None:
+        self._stderr = (self._stderr + data)[-2000:]  # for the error message if it dies early
+
+    def processEnded(self, reason) -> None:
+        if not self.device.called:
+            self._start_timer.cancel()
+            self.device.errback(TransportError(
+                f"sim: the simulator exited before it was ready: {self._stderr_tail()}"))
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self._exited = True
+        if self._kill_timer is not None and self._kill_timer.active():
+            self._kill_timer.cancel()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _start_timed_out(self, timeout: float) -> None:
+        self.device.errback(TransportError(
+            f"sim: no 'device:' line from the simulator within {timeout:g} s"))
+        self._signal("KILL")
+
+    def stop(self):
+        """SIGTERM, then SIGKILL if it lingers; fires once the child has exited."""
+        if self._exited:
+            return defer.succeed(None)
+        if self._kill_timer is None:
+            self._signal("TERM")
+            self._kill_timer = self.reactor.callLater(self._stop_timeout, self._signal, "KILL")
+        waiter = defer.Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+    def _signal(self, name: str) -> None:
+        try:
+            self.transport.signalProcess(name)
+        except (ProcessExitedAlready, OSError):
+            pass
+
+    def _stderr_tail(self) -> str:
+        lines = self._stderr.decode("utf-8", "replace").strip().splitlines()
+        return lines[-1] if lines else "(no output)"
+
+
+@defer.inlineCallbacks
+def open_port(reactor, config, protocol):
+    """Connect ``protocol`` to the module named by ``config.port``; -> ModemPort.
+
+    :raises TransportError: the port cannot be opened (the message says why).
+    """
+    port = config.port
+    if port.startswith("tcp:"):
+        host, _, number = port[4:].rpartition(":")
+        endpoint = HostnameEndpoint(reactor, host.encode("idna"), int(number))
+        try:
+            yield connectProtocol(endpoint, protocol)
+        except Exception as error:
+            raise TransportError(f"{port}: cannot connect: {error}") from error
+        return ModemPort(port, protocol.transport)
+    if port == "sim":
+        child = SimChild(reactor, config.sim_args)
+        device = yield child.spawn()
+        try:
+            transport = open_serial(reactor, device, protocol, config.baudrate, config.rtscts)
+        except TransportError:
+            yield child.stop()
+            raise
+        return ModemPort(f"sim ({device})", transport, child)
+    transport = open_serial(reactor, port, protocol, config.baudrate, config.rtscts)
+    return ModemPort(port, transport)

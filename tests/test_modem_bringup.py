@@ -1,0 +1,172 @@
+"""Bring-up transcripts: exact command sequence, PIN handling, registration, sync, failures."""
+
+import os
+
+import pytest
+from twisted.logger import capturedLogs
+
+from bridge.errors import SimLocked
+from bridge.modem.bringup import BringUpFailed
+from tests.modem_harness import (ACTIVATE, AFTER_SIM, ATTACH, BEARER, IDENTITY, OK, PLAIN, REGISTERED,
+                                 SIM_READY, SYNC, ModemHarness)
+
+SIM_PIN = [(b"AT+CPIN?", b"\r\n+CPIN: SIM PIN\r\n" + OK)]
+
+
+def harness(tmp_path, **config):
+    return ModemHarness(tmp_path / "state", **config)
+
+
+def test_plain_bring_up_sends_exactly_the_documented_sequence(tmp_path):
+    h = harness(tmp_path).up(PLAIN)
+    modem = h.modem
+    assert modem.local_ip == "10.0.0.2"
+    assert modem.stack.state == "IP STATUS"
+    assert h.states == [("ready", "local IP 10.0.0.2")]
+    assert modem.info == {"model": "Quectel_Ltd Quectel_M95", "firmware": "M95FAR02A08",
+                          "imei": "861234567890125", "sim": "READY", "registration": "home",
+                          "signal": "-63 dBm (CSQ 25,0)", "local_ip": "10.0.0.2"}
+    fired = []
+    modem.when_ready().addCallback(fired.append)
+    assert fired == [None]
+
+
+def test_transparent_push_rtscts_bring_up(tmp_path):
+    h = harness(tmp_path, mode="transparent", receive="push", rtscts=True,
+                username="user", password="s3cret")
+    bearer = [(b"AT+QIFGCNT=0", OK), (b'AT+QICSGP=1,"internet","user","s3cret"', OK),
+              (b"AT+QIMUX=0", OK), (b"AT+QIMODE=1", OK), (b"AT+QINDI=0", OK)]
+    h.up(SYNC + [(b"AT+IFC=2,2", OK)] + IDENTITY + SIM_READY + REGISTERED + ATTACH + bearer
+         + ACTIVATE)
+    assert "s3cret" not in h.modem.protocol.ring.dump()
+
+
+def test_sync_retries_until_an_autobauding_module_answers(tmp_path):
+    h = harness(tmp_path).start()
+    h.expect(b"AT")  # silent: the module is still learning the baud rate
+    assert h.take() == b"\x1bAT\r"  # the engine resyncs after 2 s on the wire
+    h.recv(OK)
+    h.play([(b"AT", OK)] + PLAIN[1:])
+    assert h.modem.ready
+    assert h.times[1] - h.times[0] == 2.0
+
+
+def test_sync_gives_up_after_its_time_budget(tmp_path):
+    h = harness(tmp_path).start()
+    while h.take():
+        pass
+    (error,) = h.fatal
+    assert isinstance(error, BringUpFailed) and error.step == "sync"
+    assert h.clock.seconds() - 1000.0 >= 30.0
+
+
+def test_pin_is_entered_and_redacted(tmp_path):
+    h = harness(tmp_path, pin="1234")
+    h.up(SYNC + IDENTITY + SIM_PIN + [(b'AT+CPIN="1234"', OK)] + SIM_READY + AFTER_SIM)
+    assert "1234" not in h.modem.protocol.ring.dump()
+    assert not os.path.exists(h.modem.pins.path)
+
+
+@pytest.mark.parametrize("rejection", [b"\r\n+CME ERROR: incorrect password\r\n",
+                                       b"\r\n+CME ERROR: 16\r\n", b"\r\nERROR\r\n"])
+def test_a_rejected_pin_is_fatal_and_never_sent_again(tmp_path, rejection):
+    h = harness(tmp_path, pin="1234").start()
+    h.play(SYNC + IDENTITY + SIM_PIN + [(b'AT+CPIN="1234"', rejection)])
+    (error,) = h.fatal
+    assert isinstance(error, SimLocked) and error.exit_status == 3
+    assert h.take() == b""  # nothing more is sent
+    with open(h.modem.pins.path, "rb") as record:
+        assert b"1234" not in record.read()
+
+    # A fresh daemon with the same state_dir and the same PIN: only AT+CPIN? goes out.
+    again = harness(tmp_path, pin="1234").start()
+    again.play(SYNC + IDENTITY + SIM_PIN)
+    assert again.take() == b""
+    (error,) = again.fatal
+    assert isinstance(error, SimLocked) and "rejected before" in str(error)
+
+    # The configured PIN changed: it is tried, and its success clears the record.
+    changed = harness(tmp_path, pin="4321")
+    changed.up(SYNC + IDENTITY + SIM_PIN + [(b'AT+CPIN="4321"', OK)] + SIM_READY + AFTER_SIM)
+    assert not os.path.exists(changed.modem.pins.path)
+
+
+@pytest.mark.parametrize("state,pin,message", [
+    (b"SIM PUK", "1234", "PUK"),
+    (b"SIM PIN", None, "none is configured"),
+    (b"PH_SIM PIN", "1234", "does not have"),
+])
+def test_sim_states_that_stop_without_sending_a_pin(tmp_path, state, pin, message):
+    h = harness(tmp_path, pin=pin).start()
+    h.play(SYNC + IDENTITY + [(b"AT+CPIN?", b"\r\n+CPIN: " + state + b"\r\n" + OK)])
+    assert h.take() == b""
+    (error,) = h.fatal
+    assert isinstance(error, SimLocked) and message in str(error)
+
+
+def test_sim_busy_after_boot_is_retried(tmp_path):
+    h = harness(tmp_path)
+    h.up(SYNC + IDENTITY + [(b"AT+CPIN?", b"\r\n+CME ERROR: SIM busy\r\n")] + SIM_READY
+         + AFTER_SIM)
+    assert h.times[len(SYNC + IDENTITY) + 1] - h.times[len(SYNC + IDENTITY)] == 1.0
+
+
+def test_registration_wait_polls_logs_progress_and_proceeds(tmp_path):
+    h = harness(tmp_path).start()
+    h.play(SYNC + IDENTITY + SIM_READY)
+    searching = [(b"AT+CREG?", b"\r\n+CREG: 0,2\r\n" + OK),
+                 (b"AT+CGREG?", b"\r\n+CGREG: 0,0\r\n" + OK)]
+    with capturedLogs() as events:
+        for _ in range(12):
+            h.play(searching)
+        h.play(AFTER_SIM)
+    assert h.modem.ready
+    polls = [t for t in h.times[len(SYNC + IDENTITY + SIM_READY)::2]][:13]
+    assert [b - a for a, b in zip(polls, polls[1:])] == [1.0] * 12
+    waiting = [e for e in events if e.get("log_format", "").startswith("registration: waiting")]
+    # One line when the state is first seen, then one per 10 s while it does not change.
+    assert [e["elapsed"] for e in waiting] == [0.0, 10.0]
+    assert "CREG 2 (searching), CGREG 0 (not registered)" == waiting[0]["summary"]
+
+
+def test_registration_denied_fails_the_registration_step(tmp_path):
+    h = harness(tmp_path).start()
+    h.play(SYNC + IDENTITY + SIM_READY + [(b"AT+CREG?", b"\r\n+CREG: 0,3\r\n" + OK),
+                                          (b"AT+CGREG?", b"\r\n+CGREG: 0,3\r\n" + OK)])
+    (error,) = h.fatal
+    assert isinstance(error, BringUpFailed) and error.step == "registration"
+    assert "denied" in str(error)
+
+
+def test_registration_wait_is_bounded_by_registration_timeout(tmp_path):
+    h = harness(tmp_path, registration_timeout=5.0).start()
+    h.play(SYNC + IDENTITY + SIM_READY)
+    start = h.clock.seconds()
+    while not h.fatal:
+        h.play([(b"AT+CREG?", b"\r\n+CREG: 0,2\r\n" + OK),
+                (b"AT+CGREG?", b"\r\n+CGREG: 0,2\r\n" + OK)])
+    (error,) = h.fatal
+    assert error.step == "registration" and "not registered after 5 s" in str(error)
+    assert h.clock.seconds() - start == 5.0
+
+
+def test_a_failed_activation_asks_the_module_for_its_state(tmp_path):
+    h = harness(tmp_path).start()
+    sockets = b"".join(b'+QISTATE: %d,"","",,"INITIAL"\r\n' % n for n in range(6))
+    h.play(SYNC + IDENTITY + SIM_READY + REGISTERED + ATTACH + BEARER
+           + [(b"AT+QIREGAPP", OK), (b"AT+QIACT", b"\r\nERROR\r\n"),
+              (b"AT+QISTATE", OK + b"\r\nSTATE: IP INITIAL\r\n" + sockets + OK)])
+    (error,) = h.fatal
+    assert error.step == "activate"
+    assert h.modem.stack.state == "IP INITIAL"  # the module's word, not our "IP START"
+
+
+def test_a_persistent_modem_retries_a_failed_bring_up(tmp_path):
+    h = ModemHarness(tmp_path / "state", persistent=True).start()
+    h.play(SYNC + IDENTITY + SIM_READY + [(b"AT+CREG?", b"\r\n+CREG: 0,3\r\n" + OK),
+                                          (b"AT+CGREG?", b"\r\n+CGREG: 0,3\r\n" + OK)])
+    assert h.fatal == []
+    failed_at = h.clock.seconds()
+    h.play(PLAIN)
+    assert h.modem.ready
+    assert 3.75 <= h.times[-len(PLAIN)] - failed_at <= 5.0  # first backoff delay, jittered
