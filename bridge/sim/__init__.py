@@ -1,6 +1,101 @@
-"""A Quectel M95-dialect module simulator on a pty (imports nothing from bridge.at or bridge.modem).
+"""A Quectel M95-dialect GSM module simulator on a pty (imports nothing from bridge.at / bridge.modem).
 
-Public API: `Simulator(reactor, SimOptions(...))`, see bridge.sim.simulator; CLI in bridge.sim.cli.
+Public API: `Simulator(reactor, SimOptions(...))` (bridge.sim.simulator), CLI `bridge.sim.cli.main`.
+Layout: ptyport (pty pair) -> uart (paced line) -> dialect (input states, dispatch to cmd_general /
+cmd_ipconfig / cmd_socket, payload, transparent) -> stack (PDP contexts, slots, listener) ->
+sockets (host sockets behind shaping.RadioPipe, delivery.DeliveryMeter for QISACK) -> reports
+(URCs, pushed data); control, commandlog, chaos, cellular, resolver, settings around them.
+
+Choices made where the reference marks a fact [INF]/unknown (each one a hypothesis):
+
+Framing and general
+ 1. ATE1 echoes the raw input bytes as they arrive (CR and LF included), for every command line.
+ 2. Lines not starting with "AT" are ignored without a reply; ESC on a command line discards it;
+    BS deletes a character; lines are cut at 1024 characters.
+ 3. ATV0: only OK/CONNECT/ERROR become numeric (`0\\r`, `1\\r`, `4\\r`); other results stay text,
+    information lines become `text\\r\\n`.
+ 4. `+CME ERROR` (per AT+CMEE) only for SIM errors (16 wrong PIN, 3 PIN not needed); syntax errors,
+    unknown commands and every QI* failure answer plain `ERROR`.
+ 5. The IPR is fixed (115200) at power-up, so `RDY` is shown; AT+IPR=0&W makes later boots silent
+    about RDY. AT+IPR only stores the value; the real line rate is --baud.
+ 6. Boot URCs are written at once: RDY, +CFUN: 1, +CPIN: <state>, Call Ready, SMS Ready. After a
+    correct AT+CPIN, `OK` then Call Ready and SMS Ready (no +CPIN: READY URC). AT+QIURC=0 only
+    silences Call Ready within the same power cycle (settings return to defaults at each boot).
+ 7. Registration (CREG and CGREG alike) starts when the SIM is ready and CFUN=1, takes
+    --register-delay, GPRS attaches automatically once registered; AT+CGATT=1 while not registered
+    answers ERROR. CFUN=0/4 drop the contexts (`+PDP DEACT` if one was up); CFUN=1 brings back
+    Call Ready/SMS Ready; AT+CFUN=1,1 answers OK and reboots.
+ 8. AT+QPOWD=1 (`NORMAL POWER DOWN`) and =0 (`OK`) leave the module off until the `reboot` fault
+    (the PWRKEY); ATI = Quectel_Ltd / Quectel_M95 / Revision: M95FAR02A08, IMEI 861234567890125,
+    AT+CSQ = 25,0.
+ 9. AT&D default 1, AT&C default 1. DTR drop (AT&D1: command mode + OK, AT&D2: close + OK) is only
+    reachable through ModuleProtocol.dtrDropped(): a pty cannot carry DTR.
+10. Commands typed while AT+QIACT or AT+QIDEACT run are held and executed afterwards.
+11. Chaos URCs are Call Ready, SMS Ready, +CREG: 1, +CGREG: 1 (the last two only when registered),
+    chance 0.5 before each final result code (including delayed ones such as CONNECT OK, SEND OK,
+    DEACT OK, the QILOCIP address and the QISTAT STATE line); never in data mode and never inside a
+    framed unit (a QIRD response or a +RECEIVE frame is one unit).
+12. Mute: input and output are both dropped for the given time.
+
+Bearer and stack
+13. Contexts 0 and 1 each have their own APN, state, QIMUX, QIMODE, sockets and listener; UART
+    settings (QINDI, QISDE, QIHEAD, ...) are global. Local IPs are 10.100.0.2 / 10.101.0.2.
+14. AT+QIACT runs --act-delay (IP CONFIG, then IP IND half-way). AT+QIDEACT answers DEACT OK in
+    any state after --deact-delay, closing everything without CLOSED URCs.
+15. Multi-link STATE is IP PROCESSING while any slot is allocated (app note figure 4).
+16. AT+QIMUX=1 with QIMODE=1 (and the reverse) answers ERROR.
+17. Defaults: QISDE=1 (payload echoed), QITCFG=3,2,1460,1 (ranges 3-8, 1-10, 1-1460, 0-1),
+    QIDNSCFG 0.0.0.0 / 0.0.0.0, QILPORT TCP 2020 / UDP 3030 (port 0 = any free port).
+18. QIPROMPT 2 = prompt without SEND OK, 3 = neither (SEND FAIL is still reported).
+
+Sockets
+19. QIOPEN is accepted in IP INITIAL / IP STATUS / IP CLOSE (single) or IP INITIAL / IP STATUS /
+    IP PROCESSING (multi), otherwise ERROR; from IP INITIAL it needs GPRS attach (else ERROR) and
+    runs QIREGAPP+QIACT itself before connecting.
+20. A host name with QIDNSIP=0 answers ERROR; with QIDNSIP=1 dotted IPs still work; an
+    unresolvable name gives OK then CONNECT FAIL. CONNECT OK/FAIL arrive one RTT after the host
+    connect completes or fails (or after --connect-timeout). Transparent failure is `CONNECT FAIL`.
+21. QIOPEN on an allocated multi-link index (connected, failed or closed but not QICLOSEd) gives
+    OK then `<n>, CONNECT FAIL` (S13) and leaves the slot alone; a single link after CLOSED or
+    CONNECT FAIL is simply replaced by the new QIOPEN.
+22. The prompt is `\\r\\n> `; ESC cancelling a variable-length QISEND answers OK; variable-length
+    input beyond 1460 bytes is dropped; with QIMUX=1, `AT+QISEND=<n>` is variable length on socket
+    n (app note 5.2.2.1); QISEND in transparent mode's command state answers ERROR; a socket closed
+    while its payload was typed gives ERROR after the payload. AT+QIAUTOS time range is 1-100 s.
+23. SEND FAIL when unacked + len > 7300 (TCP); UDP has no acks and no such limit.
+24. QISACK: UDP reports `sent, 0, 0`; an unused slot `0, 0, 0`; counters restart at QIOPEN and are
+    kept after a remote close until QICLOSE.
+25. QICLOSE after a remote close or CONNECT FAIL answers `[<n>, ]CLOSE OK`; on a free slot ERROR.
+    A local close is graceful: bytes already accepted are still delivered, then FIN.
+26. `+QIRDI` is announced only when data lands in an empty buffer (QINDI=1 and 2); QINDI=2's
+    num/len/tlen are buffered packets / first packet length / total bytes, where a packet is a
+    radio segment of <= 1460 bytes (TCP) or one datagram (UDP).
+27. QIRD: UDP returns at most one datagram per read; a live socket with nothing buffered (also
+    with QINDI=0) answers OK; a missing slot ERROR; after the peer closed and the buffer drained
+    ERROR. Header `+QIRD: <ip>:<port>,<TCP|UDP>,<len>` with one space after the colon.
+28. Push frames carry <= 1460 bytes: `\\r\\n+RECEIVE: <n>, <len>\\r\\n`, then `RECV FROM:<ip>:<port>\\r\\n`
+    (QISHOWRA), `TO:<local ip>\\r\\n` (QISHOWLA), `IPD<len>[TCP|UDP]:` (QIHEAD, QISHOWPT single only),
+    then the bytes with no CRLF after them. Single-link push is the same without the +RECEIVE line.
+    `CLOSED` comes after all pushed data of that socket.
+29. Receive buffer 7300 bytes per socket: a TCP host socket stops being read while it (plus bytes
+    in flight on the radio) is full; UDP datagrams that do not fit are dropped.
+30. Multi-link QISTATE lines: `+QISTATE: <n>,"<proto>","<ip>",<port>,"<state>"` with INITIAL /
+    CONNECTING / CONNECTED / CLOSED, empty slot `+QISTATE: <n>,"","",,"INITIAL"`, then a final OK.
+    QISTAT behaves as QISTATE in multi-link mode and vice versa in single-link mode.
+31. QISSTAT answers OK then `S: LISTENNING` (the vendor's spelling) or `S: INITIAL`.
+32. QISERVER: OK then SERVER OK; TCP only (type 1 = UDP answers ERROR); listens on 127.0.0.1 only;
+    single link accepts 1 client, the multi-link execution form 5; an accepted client takes the
+    lowest index free for both kinds. QILPORT? answers `TCP: <p>` and `UDP: <p>` lines then OK.
+    In single-link mode client and server socket may coexist (stats key "server").
+33. QIDNSGIP prints one address line; failure is ERROR after the OK.
+
+Transparent mode
+34. `+++` needs --escape-guard (default 0.5 s, the app note's minimum) of silence before and after
+    and less than 20 ms between the '+'; the answer is OK. ATO without a live link answers ERROR.
+    Received data waits in the buffer while in command mode (no URC). Remote close shows `CLOSED`
+    in the stream and returns to command mode; `+PDP DEACT` likewise.
+35. Uplink data is packetised per QITCFG; while the send buffer is full the UART input is not
+    read, so the host's writes block (like RTS/CTS).
 """
 
 from .options import SimOptions

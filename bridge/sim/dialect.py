@@ -33,17 +33,17 @@ class ModuleProtocol(protocol.Protocol):
     @param reactor: IReactorTime (+ TCP/UDP/resolve for the stack).
     @param options: SimOptions.
     @param resolver: bridge.sim.resolver.Resolver.
-    @param log: CommandLog receiving every command line.
+    @param command_log: CommandLog receiving every command line.
     @param chaos: callable(registered) -> URC text or None, or None for no chaos.
     """
 
     log = Logger()
 
-    def __init__(self, reactor, options, resolver, log: CommandLog = None, chaos=None):
+    def __init__(self, reactor, options, resolver, command_log: CommandLog = None, chaos=None):
         self.reactor = reactor
         self.options = options
         self.resolver = resolver
-        self.commands = log or CommandLog()
+        self.commands = command_log or CommandLog()
         self.chaos_source = chaos
         self.persisted_ipr = 115200
         self.ipr = self.persisted_ipr

@@ -61,7 +61,7 @@ class PayloadInput:
     def _finish(self) -> None:
         self._end()
         module, sock = self._module, self._sock
-        if sock.state != "CONNECTED" or sock not in sock_slots(module, sock):
+        if sock.state != "CONNECTED":  # closed while the payload was being typed
             module.r.error()
             return
         accepted = sock.send(bytes(self._data))
@@ -78,7 +78,3 @@ class PayloadInput:
             self._timer.cancel()
         self._timer = None
 
-
-def sock_slots(module, sock):
-    """The live sockets of the socket's own context."""
-    return module.contexts[sock.cid].slots.values()

@@ -33,15 +33,13 @@ class _SinkGate:
         self._uart = uart
 
     def pauseProducing(self):
-        self._uart._sink_paused = True
+        self._uart.port_full(True)
 
     def resumeProducing(self):
-        self._uart._sink_paused = False
-        self._uart._out_pacer.restart(self._uart._clock.seconds())
-        self._uart._pump_output()
+        self._uart.port_full(False)
 
     def stopProducing(self):
-        self._uart._sink_paused = True
+        self._uart.port_full(True)
 
 
 @implementer(ITransport, IPushProducer)
@@ -98,6 +96,13 @@ class PacedUart:
             self._in_pacer.restart(self._clock.seconds())
         self._in += data
         self._feed_input()
+
+    def port_full(self, full: bool) -> None:
+        """The port's own write buffer filled up (or drained)."""
+        self._sink_paused = full
+        if not full:
+            self._out_pacer.restart(self._clock.seconds())
+            self._pump_output()
 
     @property
     def backlog(self) -> int:
