@@ -47,7 +47,7 @@ class FakePort:
 
 
 class ModemHarness:
-    def __init__(self, state_dir, *, persistent=False, **config):
+    def __init__(self, state_dir, *, persistent=False, health_interval=30.0, **config):
         self.clock = Clock()
         self.clock.advance(START)
         options = dict(name="main", port="/dev/ttyFAKE", apn="internet")
@@ -58,7 +58,8 @@ class ModemHarness:
         self.states = []
         self.times = []
         self.modem = Modem(self.clock, self.config, str(state_dir), on_fatal=self.fatal.append,
-                           persistent=persistent, port_opener=self._open)
+                           persistent=persistent, port_opener=self._open,
+                           health_interval=health_interval)
         self.modem.add_state_listener(lambda state, reason: self.states.append((state, reason)))
 
     def _open(self, reactor, config, protocol):
@@ -102,7 +103,3 @@ class ModemHarness:
         self.play(script)
         assert self.modem.ready, self.fatal
         return self
-
-    def quiet(self) -> bool:
-        """Nothing written and nothing due except long-period timers."""
-        return self.transport.value() == b""
