@@ -114,3 +114,18 @@ def test_profiles_on_one_modem_share_its_dispatcher():
     first = make_stream_factory(PROFILE, modem, root)
     second = make_stream_factory(dataclasses.replace(PROFILE, name="other"), modem, root)
     assert first.dispatcher is second.dispatcher
+
+
+def test_udp_profiles_and_servers_are_refused_at_start(tmp_path):
+    from twisted.internet.testing import MemoryReactorClock
+
+    from bridge.config import load_config
+    from bridge.service import make_service
+
+    for extra, what in (("[profile:u]\nlisten = udp:5353\nremote = udp:10.0.0.1:53\n", "udp"),
+                        ("[server:s]\nport = 2020\nforward = tcp:127.0.0.1:22\n", "server")):
+        path = tmp_path / f"{what}.ini"
+        path.write_text(f"[cellbridge]\nstate_dir = {tmp_path}\n[modem:main]\nport = sim\n"
+                        + extra)
+        with pytest.raises(NotSupported, match="not supported yet"):
+            make_service(load_config(str(path)), MemoryReactorClock(), environ={})

@@ -1,0 +1,164 @@
+"""End-to-end test bed: real loopback sockets -> the cellbridge service tree (in process, on the
+pytest-twisted reactor) -> pty -> the in-process simulator -> real loopback servers.
+
+Every wait is bounded (:func:`until`); nothing asserts wall-clock speed.
+"""
+
+import hashlib
+import os
+import socket
+
+from twisted.internet import defer, protocol, reactor, task
+
+from bridge.config import load_config
+from bridge.service import make_service
+from bridge.sim import SimOptions, Simulator
+
+SALT = [b"\r\nOK\r\n", b"+RECEIVE: 0, 5\r\n", b"\x1a", b"\x1b", b"+++", b"CLOSED\r\n", b"> "]
+
+
+def salted(size: int, seed: int = 4) -> bytes:
+    """Random bytes with every framing-sensitive sequence of the dialect sprinkled through."""
+    rng = __import__("random").Random(seed)
+    out = bytearray(rng.randbytes(size))
+    for i, position in enumerate(range(0, size - 32, 997)):
+        piece = SALT[i % len(SALT)]
+        out[position:position + len(piece)] = piece
+    return bytes(out)
+
+
+def sha(data) -> str:
+    return hashlib.sha256(bytes(data)).hexdigest()
+
+
+async def until(predicate, timeout=20.0, step=0.01, what="condition"):
+    """Poll ``predicate`` on the reactor until true; fail after ``timeout`` seconds."""
+    for _ in range(int(timeout / step)):
+        if predicate():
+            return
+        await task.deferLater(reactor, step, lambda: None)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- remote servers ----------------------------------------------------------------------------
+
+class Echo(protocol.Protocol):
+    def connectionMade(self):
+        self.factory.connections.append(self)
+        self.received = bytearray()
+
+    def dataReceived(self, data):
+        self.received += data
+        self.transport.write(data)
+
+
+class Source(protocol.Protocol):
+    """Sends ``factory.payload`` and closes."""
+
+    def connectionMade(self):
+        self.factory.connections.append(self)
+        self.transport.write(self.factory.payload)
+        self.transport.loseConnection()
+
+
+def server(kind, payload=b""):
+    factory = protocol.Factory.forProtocol(kind)
+    factory.connections = []
+    factory.payload = payload
+    return factory
+
+
+# -- local clients -----------------------------------------------------------------------------
+
+class Client(protocol.Protocol):
+    """Collects what arrives; ``closed`` fires with it when the connection ends."""
+
+    def __init__(self):
+        self.received = bytearray()
+        self.closed = defer.Deferred()
+
+    def dataReceived(self, data):
+        self.received += data
+
+    def connectionLost(self, reason):
+        self.closed.callback(bytes(self.received))
+
+
+async def connect(port, client=None) -> Client:
+    client = client or Client()
+    await protocol.ClientCreator(reactor, lambda: client).connectTCP("127.0.0.1", port)
+    return client
+
+
+# -- the bed -----------------------------------------------------------------------------------
+
+class Bed:
+    """Simulator + one bridged profile + one remote server. ``async with await Bed.start(...)``."""
+
+    def __init__(self, tmp_path, remote_factory, receive, linger, sim_options):
+        self.tmp_path = tmp_path
+        self.remote_factory = remote_factory
+        self.receive = receive
+        self.linger = linger
+        self.sim = Simulator(reactor, SimOptions(**{"baud": 0, "act_delay": 0.05, **sim_options}))
+        self.port = free_port()
+
+    @classmethod
+    async def start(cls, tmp_path, remote_factory, receive="pull", linger=0.2, **sim_options):
+        bed = cls(tmp_path, remote_factory, receive, linger, sim_options)
+        await bed._start()
+        return bed
+
+    async def _start(self):
+        self.sim.start()
+        self.remote = reactor.listenTCP(0, self.remote_factory, interface="127.0.0.1")
+        path = self.tmp_path / "bridge.ini"
+        path.write_text(
+            "[cellbridge]\nlog_level = warn\nstate_dir = state\n"
+            f"[modem:main]\nport = {self.sim.device}\napn = internet\nreceive = {self.receive}\n"
+            f"[profile:p]\nlisten = tcp:{self.port}:interface=127.0.0.1\n"
+            f"remote = tcp:127.0.0.1:{self.remote.getHost().port}\nlinger = {self.linger}\n")
+        self.root = make_service(load_config(str(path)), reactor, environ={})
+        self.root.privilegedStartService()
+        self.root.startService()
+        self.modem = self.root.getServiceNamed("modem:main")
+        await self.modem.when_ready()
+        self.dispatcher = self.root.getServiceNamed("profile:p").factory.dispatcher
+
+    async def stop(self):
+        await self.root.stopService()
+        await self.remote.stopListening()
+        self.sim.stop()
+
+    def module_sockets(self) -> dict:
+        return self.sim.stats()["sockets"]
+
+    def free_slots(self) -> int:
+        """How many module sockets the modem can hand out now (through its public API)."""
+        taken = []
+        while (slot := self.modem.allocate_slot()) is not None:
+            taken.append(slot)
+        for slot in taken:
+            self.modem.release_slot(slot)
+        return len(taken)
+
+    def idle(self) -> bool:
+        """No link, no waiting connection, no module socket, every slot free."""
+        return (not self.dispatcher.links and not self.dispatcher.stats()["waiting"]
+                and not self.module_sockets() and self.free_slots() == 6)
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.stop()
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
