@@ -49,7 +49,8 @@ def test_prints_device_link_and_control_then_serves_the_link(sim_process):
     assert lines[1:] == [f"link: {link}", f"control: {control}"]
     assert os.readlink(link) == lines[0].split(": ")[1]
     c = Client(str(link))
-    assert c.at("AT") == b"AT\r" + OK
+    # boot URCs may still be on their way if the port was opened that early: that is real too
+    assert c.at("AT").endswith(b"AT\r" + OK)
     c.close()
 
 
