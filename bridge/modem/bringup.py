@@ -34,6 +34,7 @@ class BringUpFailed(CellbridgeError):
     def __init__(self, step: str, why: str) -> None:
         super().__init__(f"bring-up failed at step '{step}': {why}")
         self.step = step
+        self.why = why
 
 
 @dataclass(frozen=True)
@@ -185,20 +186,20 @@ class BringUp:
             self.info["sim"] = "READY"
             return
         if "PUK" in state:
-            raise SimLocked(f"sim: the SIM is blocked ({state}): unblock it with its PUK in a "
+            raise SimLocked(f"the SIM is blocked ({state}): unblock it with its PUK in a "
                             "phone, then restart cellbridge")
         if "PIN" in state:
-            raise SimLocked(f"sim: the SIM wants a code cellbridge does not have ({state})")
+            raise SimLocked(f"the SIM wants a code cellbridge does not have ({state})")
         raise BringUpFailed("sim", f"unexpected SIM state {state!r}")
 
     @inlineCallbacks
     def _enter_pin(self):
         pin = self.config.pin
         if pin is None:
-            raise SimLocked("sim: the SIM wants a PIN and none is configured (set pin in "
+            raise SimLocked("the SIM wants a PIN and none is configured (set pin in "
                             f"[modem:{self.config.name}])")
         if self.pins.rejected(pin):
-            raise SimLocked(f"sim: this PIN was rejected before (recorded in {self.pins.path}); "
+            raise SimLocked(f"this PIN was rejected before (recorded in {self.pins.path}); "
                             "it is not sent again until the configured pin changes")
         try:
             yield self._issue(commands.cpin(pin, self.t.pin))
@@ -218,7 +219,7 @@ class BringUp:
 
     def _rejected(self, pin: str) -> None:
         self.pins.remember_rejected(pin)
-        raise SimLocked("sim: the SIM rejected the configured PIN; it will not be sent again "
+        raise SimLocked("the SIM rejected the configured PIN; it will not be sent again "
                         "until the pin setting changes (a SIM blocks after three wrong PINs)")
 
     @inlineCallbacks

@@ -113,7 +113,7 @@ class Modem(Service):
         super().stopService()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
-        self._mark_down("stopping")
+        self._mark_down("stopping", expected=True)
         if self._port is None:
             return succeed(None)
         closing = [self._port.close()]
@@ -182,7 +182,6 @@ class Modem(Service):
         error = failure.value
         if not isinstance(error, CellbridgeError):
             error = TransportError(f"{self.config.port}: {failure.getErrorMessage()}")
-        self.log.error("{name}: {error}", name=self.name, error=error)
         waiters, self._open_waiters = self._open_waiters, []
         for waiter in waiters:
             waiter.errback(error)
@@ -214,10 +213,10 @@ class Modem(Service):
         error = failure.value
         if self.protocol is None or not self.running:
             return  # port lost or stopping: already reported
-        self.log.error("{name}: {error}", name=self.name, error=error)
         if isinstance(error, SimLocked) or not self._persistent:
-            self._on_fatal(error)
+            self._on_fatal(error)  # the daemon stops and reports it
             return
+        self.log.error("{name}: {error}", name=self.name, error=error)
         delay = self._backoff.next_delay()
         self.log.info("{name}: bring-up again in {delay:.0f} s", name=self.name, delay=delay)
         self._retry = self.reactor.callLater(delay, self._bring_up)
@@ -236,7 +235,7 @@ class Modem(Service):
 
     # -- state ------------------------------------------------------------------------------------
 
-    def _mark_down(self, reason: str) -> None:
+    def _mark_down(self, reason: str, expected: bool = False) -> None:
         """Everything on the module is gone: links are told, waiters fail, polling stops."""
         if self._health.running:
             self._health.stop()
@@ -247,7 +246,8 @@ class Modem(Service):
         if not self.ready:
             return
         self.ready = False
-        self.log.warn("{name}: down: {reason}", name=self.name, reason=reason)
+        (self.log.info if expected else self.log.warn)("{name}: down: {reason}", name=self.name,
+                                                       reason=reason)
         self._notify("down", reason)
 
     def _notify(self, state: str, reason: str) -> None:
@@ -306,6 +306,13 @@ class Modem(Service):
         if not self.ready or self.protocol is None:
             return fail(ModemDown(f"{self.name} is not ready"))
         return self.protocol.issue(command)
+
+    def query_stack(self) -> Deferred:
+        """Ask the module for its stack state (AT+QISTATE/QISTAT) and adopt it -> StackState."""
+        if self.protocol is None:
+            return fail(ModemDown(f"{self.name}: the port is not open"))
+        command = self.stack.status_command(self._mux, self._timeouts.simple)
+        return self.protocol.issue(command).addCallback(self.stack.observed)
 
     def allocate_slot(self) -> Optional[int]:
         return self._slots.allocate()
@@ -378,9 +385,8 @@ class Modem(Service):
                           error=error)
         if resync and self.protocol is not None:
             try:
-                yield self.protocol.issue(self.stack.status_command(
-                    self._mux, self._timeouts.simple)).addCallback(self.stack.observed)
-            except ATEngineError as error:
+                yield self.query_stack()
+            except (ATEngineError, ModemDown) as error:
                 self.log.warn("{name}: stack state query failed: {error}", name=self.name,
                               error=error)
 

@@ -27,6 +27,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.serialport import SerialPort
 from twisted.logger import Logger
 
+import bridge
 from bridge.errors import CellbridgeError
 
 #: Seconds the simulator child may take to print its ``device:`` line.
@@ -83,6 +84,13 @@ class ModemPort:
         return self.child.stop()
 
 
+def child_environment() -> dict:
+    """Our environment, with this ``bridge`` package first on the child's import path."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(bridge.__file__)))
+    path = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONPATH=root + (os.pathsep + path if path else ""))
+
+
 class SimChild(ProcessProtocol):
     """The simulator process: waits (bounded) for its ``device:`` line, ends it on ``stop()``."""
 
@@ -106,7 +114,7 @@ class SimChild(ProcessProtocol):
 
     def spawn(self):
         """Start the child; returns the Deferred of its pty path."""
-        self.reactor.spawnProcess(self, self.argv[0], self.argv, env=os.environ)
+        self.reactor.spawnProcess(self, self.argv[0], self.argv, env=child_environment())
         return self.device
 
     def outReceived(self, data: bytes) -> None:

@@ -1,0 +1,127 @@
+"""Transports on real ptys and loopback sockets: exclusive open, error texts, tcp, sim child."""
+
+import errno
+import os
+import pty
+import subprocess
+import sys
+import tty
+
+import pytest
+import pytest_twisted
+import serial
+from twisted.internet import defer, reactor
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
+
+from bridge.at import commands
+from bridge.at.protocol import ATProtocol
+from bridge.config import ModemConfig
+from bridge.modem.transport import TransportError, open_port, open_serial
+from tests.test_probe import ENV
+
+WAIT = 30  # seconds: generous outer bound for every wait below
+
+
+@pytest.fixture
+def pty_pair():
+    master, slave = pty.openpty()
+    tty.setraw(master)
+    yield master, os.ttyname(slave)
+    os.close(master)
+    os.close(slave)
+
+
+def test_a_second_opener_fails_at_once_with_a_clear_error(pty_pair):
+    _, device = pty_pair
+    first = open_serial(reactor, device, ATProtocol(reactor), 115200, False)
+    try:
+        with pytest.raises(TransportError) as caught:
+            open_serial(reactor, device, ATProtocol(reactor), 115200, False)
+        assert str(caught.value) == (f"{device}: the port is in use by another program (another "
+                                     "cellbridge?); it is opened exclusively")
+        # The real CLI too: exit 1, the step and the reason on stderr.
+        result = subprocess.run([sys.executable, "-m", "bridge.cli", "probe", "--port", device],
+                                capture_output=True, text=True, env=ENV, timeout=WAIT)
+        assert result.returncode == 1
+        assert "failed at step 'port'" in result.stderr and "in use" in result.stderr
+    finally:
+        first.loseConnection()
+
+
+def test_permission_denied_names_the_dialout_group():
+    def no_access(*args, **kwargs):
+        raise serial.SerialException(errno.EACCES, "could not open port /dev/ttyUSB0")
+
+    with pytest.raises(TransportError, match="add the user running cellbridge to the 'dialout' "
+                                             "group"):
+        open_serial(reactor, "/dev/ttyUSB0", ATProtocol(reactor), 115200, False,
+                    port_class=no_access)
+
+
+@defer.inlineCallbacks
+def read_master(master, expected: bytes):
+    """Read the pty master (non-blocking, the reactor keeps turning) until ``expected`` arrived."""
+    os.set_blocking(master, False)
+    got = b""
+    deadline = reactor.seconds() + WAIT
+    while expected not in got and reactor.seconds() < deadline:
+        try:
+            got += os.read(master, 100)
+        except BlockingIOError:
+            yield deferLater(reactor, 0.01, lambda: None)
+    return got
+
+
+@pytest_twisted.inlineCallbacks
+def test_serial_port_carries_commands_and_answers(pty_pair):
+    master, device = pty_pair
+    protocol = ATProtocol(reactor)
+    port = yield open_port(reactor, ModemConfig(name="t", port=device, rtscts=True), protocol)
+    answered = protocol.issue(commands.at())
+    written = yield read_master(master, b"AT\r")
+    assert written == b"AT\r"
+    os.write(master, b"\r\nOK\r\n")
+    reply = yield answered.addTimeout(WAIT, reactor)
+    assert reply.lines == ()
+    yield port.close()
+
+
+class _AnswerOK(Protocol):
+    def dataReceived(self, data):
+        if data.endswith(b"\r"):
+            self.transport.write(b"\r\nOK\r\n")
+
+
+@pytest_twisted.inlineCallbacks
+def test_tcp_port_reaches_a_raw_serial_export():
+    listener = reactor.listenTCP(0, Factory.forProtocol(_AnswerOK), interface="127.0.0.1")
+    address = f"tcp:127.0.0.1:{listener.getHost().port}"
+    protocol = ATProtocol(reactor)
+    port = yield open_port(reactor, ModemConfig(name="t", port=address), protocol)
+    reply = yield protocol.issue(commands.at()).addTimeout(WAIT, reactor)
+    assert reply.lines == () and port.description == address
+    yield port.close()
+    yield listener.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_tcp_port_refused_is_a_transport_error():
+    listener = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+    number = listener.getHost().port
+    yield listener.stopListening()
+    with pytest.raises(TransportError, match=f"tcp:127.0.0.1:{number}: cannot connect"):
+        yield open_port(reactor, ModemConfig(name="t", port=f"tcp:127.0.0.1:{number}"),
+                        ATProtocol(reactor))
+
+
+@pytest_twisted.inlineCallbacks
+def test_sim_port_runs_a_child_and_ends_it_on_close():
+    protocol = ATProtocol(reactor)
+    port = yield open_port(reactor, ModemConfig(name="t", port="sim"), protocol)
+    reply = yield protocol.issue(commands.gsn()).addTimeout(WAIT, reactor)
+    assert reply.lines == ("861234567890125",)
+    child = port.child
+    assert os.path.islink(os.path.join(child.directory, "tty"))
+    yield port.close().addTimeout(WAIT, reactor)
+    assert child._exited and not os.path.exists(child.directory)
