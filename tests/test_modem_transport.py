@@ -16,7 +16,8 @@ from twisted.internet.task import deferLater
 
 from bridge.at import commands
 from bridge.at.protocol import ATProtocol
-from bridge.config import ModemConfig
+from bridge.config import General, ModemConfig
+from bridge.modem.modem import make_modem_service
 from bridge.modem.transport import TransportError, open_port, open_serial
 from tests.test_probe import ENV
 
@@ -125,3 +126,27 @@ def test_sim_port_runs_a_child_and_ends_it_on_close():
     assert os.path.islink(os.path.join(child.directory, "tty"))
     yield port.close().addTimeout(WAIT, reactor)
     assert child._exited and not os.path.exists(child.directory)
+
+
+class _Root:
+    """The parts of CellbridgeService that make_modem_service uses."""
+
+    def __init__(self, state_dir):
+        self.reactor = reactor
+        self.config = type("Config", (), {"general": General(state_dir=state_dir)})()
+        self.readiness, self.checks, self.failures = [], [], []
+        self.add_readiness = self.readiness.append
+        self.add_health_check = self.checks.append
+        self.fail = self.failures.append
+
+
+def test_service_tree_modem_fails_readiness_and_stops_the_daemon_on_a_missing_port(tmp_path):
+    root = _Root(str(tmp_path))
+    modem = make_modem_service(ModemConfig(name="m", port=str(tmp_path / "ttyNONE")), root)
+    outcome = []
+    root.readiness[0].addErrback(outcome.append)
+    modem.startService()
+    assert outcome[0].check(TransportError)
+    assert [type(error) for error in root.failures] == [TransportError]
+    assert root.checks == [modem.healthy] and not modem.healthy()
+    modem.stopService()
