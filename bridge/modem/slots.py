@@ -25,7 +25,3 @@ class SlotAllocator:
         if not 0 <= index < self._count:
             raise ValueError(f"socket index {index} is not in 0..{self._count - 1}")
         self._used.discard(index)
-
-    @property
-    def in_use(self) -> frozenset:
-        return frozenset(self._used)
