@@ -7,7 +7,8 @@ flow-control (AT+IFC=2,2 with ``rtscts``), identity (ATI, AT+GMR, AT+GSN), sim (
 registration (CREG and CGREG, bounded by ``registration_timeout``), attach (AT+CGATT=1), stack
 (AT+QIMUX? then AT+QISTAT/QISTATE: the module's real state), deactivate (AT+QIDEACT: a known
 state), bearer (QIFGCNT, QICSGP, QIMODE/QIMUX, QINDI), activate (QIREGAPP, QIACT), local-ip
-(QILOCIP), signal (CSQ).
+(QILOCIP), signal (CSQ). ``reactivate()`` repeats only deactivate, activate and local-ip, for
+recovery after the context alone was lost.
 """
 
 from dataclasses import dataclass, field
@@ -257,8 +258,7 @@ class BringUp:
         self.mux = _first_value(mux_reply, "+QIMUX:") == 1
         yield self._at("stack", self.stack.status_command(self.mux, t.simple)).addCallback(
             self.stack.observed)
-        yield self._at("deactivate", c.qideact(t.qideact))
-        self.stack.step("QIDEACT")
+        yield self._deactivate(t.qideact)
         yield self._at("bearer", c.qifgcnt(0, t.simple))
         yield self._at("bearer", c.qicsgp(cfg.apn, cfg.username, cfg.password, timeout=t.simple))
         transparent = cfg.mode == "transparent"
@@ -269,6 +269,27 @@ class BringUp:
         yield self._at("bearer", second)
         self.mux = not transparent
         yield self._at("bearer", c.qindi(1 if cfg.receive == "pull" else 0, t.simple))
+        local_ip = yield self._open_context()
+        return local_ip
+
+    @inlineCallbacks
+    def reactivate(self, mux: bool, qideact_timeout: Optional[float] = None):
+        """The context is gone but the module kept its settings (``+PDP DEACT``, a mute spell):
+        AT+QIDEACT, then AT+QIREGAPP, AT+QIACT, AT+QILOCIP -> BringUpResult."""
+        self.mux = mux
+        yield self._deactivate(self.t.qideact if qideact_timeout is None else qideact_timeout)
+        local_ip = yield self._open_context()
+        self.info["local_ip"] = local_ip
+        return BringUpResult(local_ip, mux, dict(self.info))
+
+    @inlineCallbacks
+    def _deactivate(self, timeout: float):
+        yield self._at("deactivate", commands.qideact(timeout))
+        self.stack.step("QIDEACT")
+
+    @inlineCallbacks
+    def _open_context(self):
+        c, t = commands, self.t
         yield self._at("activate", c.qiregapp(t.regapp))
         self.stack.step("QIREGAPP")
         yield self._at("activate", c.qiact(t.qiact))

@@ -2,8 +2,9 @@
 
 What links need (see MODEM-CONTRACT): ``ready``/``when_ready()``, ``issue()``, slots,
 ``open_socket()``, per-socket URC routing (``attach_socket``) and ``add_state_listener`` for the
-moment everything on the module is gone ("down": PDP lost, module rebooted, port lost).
-Recovery from "down" is issue 5; here it is logged and the state kept consistent.
+moment everything on the module is gone ("down": PDP lost, module rebooted, mute, port lost).
+The way back to "ready" is the :class:`~bridge.modem.supervisor.Supervisor`'s (issue 5); with
+``persistent=False`` (``cellbridge probe``) there is none: "down" stays down.
 """
 
 import ipaddress
@@ -21,13 +22,16 @@ from bridge.at.commands import DEFAULT_TIMEOUTS, Timeouts
 from bridge.at.errors import ATEngineError
 from bridge.at.events import (Boot, Closed, ConnectResult, DataAvailable, PdpDeact, Received,
                               Registration, RemoteIp, Resynced, StreamCorrupt)
-from bridge.at.protocol import ATProtocol
-from bridge.errors import CellbridgeError, ConnectFailed, ModemDown, SimLocked
+from bridge.at.protocol import RESYNC_TIMEOUT, ATProtocol
+from bridge.counters import Counters
+from bridge.errors import CellbridgeError, ConnectFailed, ModemDown
 from bridge.modem.bringup import REGISTERED, STAT_NAMES, BringUp, Pacing, describe_signal
 from bridge.modem.pinstore import PinStore
-from bridge.modem.recovery import Backoff
+from bridge.modem.recovery import run_reset_command
+from bridge.modem.sleep import SleepController
 from bridge.modem.slots import SlotAllocator
 from bridge.modem.stack import StackMachine
+from bridge.modem.supervisor import RecoveryTimings, Supervisor
 from bridge.modem.transport import TransportError, open_port
 
 #: AT+QIOPEN's OK to ``n, CONNECT OK|FAIL`` (quectel-at.md §4.3: up to 75 s).
@@ -37,17 +41,22 @@ HEALTH_INTERVAL = 30.0
 #: Without an answer for this long (and nothing on the wire) the modem is not healthy.
 ANSWER_STALE = 120.0
 SOCKET_EVENTS = (ConnectResult, Closed, DataAvailable, Received, RemoteIp, StreamCorrupt)
+#: Boot URCs that only a (re)starting module prints; Call Ready, SMS Ready and +CPIN can also
+#: follow other commands, so they only trigger a settings check.
+RESET_SIGNS = ("RDY", "CFUN")
 
 
 class _ModemProtocol(ATProtocol):
-    """The AT engine, telling its modem when the port goes away."""
+    """The AT engine, telling its modem when the port goes away; ``lost`` fires then."""
 
     def __init__(self, clock, on_lost: Callable, **options) -> None:
         super().__init__(clock, **options)
         self._on_lost = on_lost
+        self.lost = Deferred()
 
     def connectionLost(self, reason=None) -> None:
         super().connectionLost(reason)
+        self.lost.callback(None)
         self._on_lost(self, reason)
 
 
@@ -61,15 +70,22 @@ def is_dotted_ip(host: str) -> bool:
 
 class Modem(Service):
     """One module. ``on_fatal(error)`` is called for what must stop the daemon (SIM locked, port
-    cannot be opened); with ``persistent=False`` (probe) any bring-up failure is fatal, else a
-    failed bring-up is retried with backoff."""
+    cannot be opened at start); with ``persistent=False`` (probe) any bring-up failure or loss is
+    fatal or final, else the supervisor brings the module back.
+
+    :param timeouts, pacing, timings, resync_timeout: shorter limits for tests
+    :param run_command: ``run_reset_command``'s signature, for the ladder's last step
+    """
 
     log = Logger()
 
     def __init__(self, reactor, config, state_dir: str, *, on_fatal: Optional[Callable] = None,
                  persistent: bool = True, timeouts: Timeouts = DEFAULT_TIMEOUTS,
                  pacing: Pacing = Pacing(), health_interval: float = HEALTH_INTERVAL,
-                 port_opener=open_port, rng: Optional[random.Random] = None) -> None:
+                 port_opener=open_port, rng: Optional[random.Random] = None,
+                 timings: RecoveryTimings = RecoveryTimings(),
+                 resync_timeout: float = RESYNC_TIMEOUT, counters: Optional[Counters] = None,
+                 run_command: Callable = run_reset_command) -> None:
         self.reactor = reactor
         self.config = config
         self.name = f"modem:{config.name}"
@@ -81,13 +97,17 @@ class Modem(Service):
         self.info: dict = {}
         self.stack = StackMachine()
         self.pins = PinStore(state_dir, config.name)
+        self.counters = counters if counters is not None else Counters()
+        self.persistent = persistent
+        self.timeouts = timeouts
+        self.pacing = pacing
+        self.sleep = SleepController(reactor, self._set_dtr, self._enable_sleep,
+                                     enabled=config.sleep)
+        self.supervisor = Supervisor(self, timings, rng, run_command)
         self._slots = SlotAllocator()
         self._on_fatal = on_fatal or (lambda error: None)
-        self._persistent = persistent
-        self._timeouts = timeouts
-        self._pacing = pacing
         self._port_opener = port_opener
-        self._backoff = Backoff(rng or random.Random(), initial=5.0, maximum=300.0)
+        self._resync_timeout = resync_timeout
         self._health = LoopingCall(self._health_poll)
         self._health.clock = reactor
         self._health_interval = health_interval
@@ -98,29 +118,20 @@ class Modem(Service):
         self._state_listeners: list = []
         self._engine: Optional[ATProtocol] = None  # the last one, kept for last_answer
         self._port = None
-        self._lost: Optional[Deferred] = None
-        self._retry = None
-        self._mux = config.mode == "mux"
+        self.mux = config.mode == "mux"
         self._dnsip: Optional[bool] = None  # AT+QIDNSIP as last set; None = unknown
 
     # -- service ----------------------------------------------------------------------------------
 
     def startService(self) -> None:
         super().startService()
-        self._open()
+        self._connect().addCallbacks(self._opened, self._open_failed)
 
     def stopService(self):
         super().stopService()
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
+        self.supervisor.stop()
         self._mark_down("stopping", expected=True)
-        if self._port is None:
-            return succeed(None)
-        closing = [self._port.close()]
-        if self.protocol is not None:
-            closing.append(self._lost)
-        self._port = None
-        return defer.gatherResults(closing, consumeErrors=True)
+        return self.close_port()
 
     def when_open(self) -> Deferred:
         """Fires when the port is open (systemd readiness), fails if it cannot be opened."""
@@ -148,38 +159,60 @@ class Modem(Service):
         return self._engine.last_response if self._engine is not None else None
 
     def healthy(self) -> bool:
-        """The port is open and the module answers (or a command is still within its timeout)."""
+        """The module answers (or a command is still within its timeout), or recovery is under
+        way: the watchdog must not restart a daemon that is already bringing its module back."""
+        if self.persistent and self.supervisor.recovering:
+            return True
         if self.protocol is None:
             return False
         last = self.last_answer
         return (last is None or self.protocol.busy
                 or self.reactor.seconds() - last < ANSWER_STALE)
 
-    # -- port and bring-up ------------------------------------------------------------------------
+    # -- the port (the supervisor's hooks: reopen_port, close_port) ------------------------------
 
-    def _open(self) -> None:
-        protocol = _ModemProtocol(self.reactor, self._port_lost)
+    def _connect(self) -> Deferred:
+        """Open the port with a fresh engine -> Deferred(None) once it is ``self.protocol``."""
+        protocol = _ModemProtocol(self.reactor, self._port_lost, sleep=self.sleep,
+                                  resync_timeout=self._resync_timeout)
         for secret in (self.config.pin, self.config.password):
             if secret:
                 protocol.ring.add_secret(secret.encode())
         protocol.add_listener(self._on_event)
-        self._engine = protocol
-        self._lost = Deferred()
         opening = defer.maybeDeferred(self._port_opener, self.reactor, self.config, protocol)
-        opening.addCallbacks(self._opened, self._open_failed, callbackArgs=(protocol,))
+        return opening.addCallback(self._attach_port, protocol)
 
-    def _opened(self, port, protocol) -> None:
+    def _attach_port(self, port, protocol) -> None:
         if not self.running:
             port.close()
-            return
+            raise ModemDown(f"{self.name}: stopped while the port was opening")
         self._port = port
-        self.protocol = protocol
+        self.protocol = self._engine = protocol
         self.log.info("{name}: port {port} open", name=self.name, port=port.description)
+
+    def reopen_port(self) -> Deferred:
+        """Open the port again after it was lost (a ``sim`` child is spawned anew)."""
+        return self._connect()
+
+    def close_port(self) -> Deferred:
+        """Close the port on purpose; fires once it (and a ``sim`` child) is released."""
+        port, engine = self._port, self.protocol
+        self._port = self.protocol = None  # so that its connectionLost is not a "port lost"
+        if port is None:
+            return succeed(None)
+        closing = [port.close()]
+        if engine is not None:
+            closing.append(engine.lost)
+        return defer.gatherResults(closing, consumeErrors=True)
+
+    def _opened(self, _) -> None:
         self._fire_all(self._open_waiters, None)
-        self._bring_up()
+        self.supervisor.start()
 
     def _open_failed(self, failure) -> None:
         error = failure.value
+        if isinstance(error, ModemDown):
+            return  # stopped meanwhile
         if not isinstance(error, CellbridgeError):
             error = TransportError(f"{self.config.port}: {failure.getErrorMessage()}")
         waiters, self._open_waiters = self._open_waiters, []
@@ -187,51 +220,57 @@ class Modem(Service):
             waiter.errback(error)
         self._on_fatal(error)
 
-    def _bring_up(self) -> None:
-        self._retry = None
-        run = BringUp(self.reactor, self.protocol.issue, self.config, self.pins, self.stack,
-                      self._timeouts, self._pacing)
-        run.run().addCallbacks(self._came_up, self._bring_up_failed)
+    def _port_lost(self, protocol, reason) -> None:
+        if protocol is not self.protocol:
+            return  # we closed it
+        self.protocol = None
+        if not self.running:
+            return
+        why = reason.getErrorMessage() if reason is not None else "closed"
+        if not self.persistent:
+            self.log.error("{name}: lost the module's port: {why}", name=self.name, why=why)
+            if not self.ready:
+                self._on_fatal(TransportError(f"{self.config.port}: port lost: {why}"))
+            self._mark_down(f"port lost: {why}")
+            return
+        self.supervisor.port_lost(why)
 
-    def _came_up(self, result) -> None:
+    def _set_dtr(self, asserted: bool) -> None:
+        if self._port is not None:
+            self._port.set_dtr(asserted)
+
+    def _enable_sleep(self) -> Deferred:
+        if self.protocol is None:
+            return fail(ModemDown(f"{self.name}: the port is not open"))
+        return self.protocol.issue(commands.setting("+QSCLK", 1, timeout=self.timeouts.simple))
+
+    # -- bring-up results (the supervisor's hooks: new_bring_up, came_up, mark_down, fatal) -------
+
+    def new_bring_up(self) -> BringUp:
+        return BringUp(self.reactor, self.protocol.issue, self.config, self.pins, self.stack,
+                       self.timeouts, self.pacing)
+
+    def came_up(self, result) -> None:
         if self.protocol is None:
             return
         self.info.update(result.info)
         self.local_ip = result.local_ip
-        self._mux = result.mux
+        self.mux = result.mux
         self._dnsip = None
         self.ready = True
-        self._backoff.reset()
         self.log.info("{name}: ready, local IP {ip} ({model}, {registration}, signal {signal})",
                       name=self.name, ip=self.local_ip, model=self.info.get("model"),
                       registration=self.info.get("registration"), signal=self.info.get("signal"))
         self._health.start(self._health_interval, now=False)
+        self.sleep.module_ready()
         self._notify("ready", f"local IP {self.local_ip}")
         self._fire_all(self._ready_waiters, None)
 
-    def _bring_up_failed(self, failure) -> None:
-        error = failure.value
-        if self.protocol is None or not self.running:
-            return  # port lost or stopping: already reported
-        if isinstance(error, SimLocked) or not self._persistent:
-            self._on_fatal(error)  # the daemon stops and reports it
-            return
-        self.log.error("{name}: {error}", name=self.name, error=error)
-        delay = self._backoff.next_delay()
-        self.log.info("{name}: bring-up again in {delay:.0f} s", name=self.name, delay=delay)
-        self._retry = self.reactor.callLater(delay, self._bring_up)
+    def fatal(self, error) -> None:
+        self._on_fatal(error)
 
-    def _port_lost(self, protocol, reason) -> None:
-        self.protocol = None
-        if self._lost is not None and not self._lost.called:
-            self._lost.callback(None)
-        if not self.running:
-            return
-        why = reason.getErrorMessage() if reason is not None else "closed"
-        self.log.error("{name}: lost the module's port: {why}", name=self.name, why=why)
-        if not self.ready and not self._persistent:
-            self._on_fatal(TransportError(f"{self.config.port}: port lost: {why}"))
-        self._mark_down(f"port lost: {why}")
+    def mark_down(self, reason: str) -> None:
+        self._mark_down(reason)
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -240,6 +279,7 @@ class Modem(Service):
         if self._health.running:
             self._health.stop()
         self._dnsip = None
+        self.sleep.module_lost()
         waiters, self._connect_waiters = self._connect_waiters, {}
         for waiter in waiters.values():
             waiter.errback(ModemDown(f"{self.name}: {reason}"))
@@ -271,21 +311,33 @@ class Modem(Service):
             self._route(event)
         elif isinstance(event, PdpDeact):
             self.stack.step("PDP DEACT")
-            self._mark_down("PDP context deactivated by the network (+PDP DEACT)")
-        elif isinstance(event, Boot) and event.kind in ("RDY", "CFUN"):
+            self._lost_module(self.supervisor.context_lost,
+                              "PDP context deactivated by the network (+PDP DEACT)")
+        elif isinstance(event, Boot) and event.kind in RESET_SIGNS:
             self.stack.state = None
-            self._mark_down(f"the module restarted ({event.kind})")
+            self._lost_module(self.supervisor.module_reset, f"the module restarted ({event.kind})")
+        elif isinstance(event, Boot):
+            if self.ready and self.persistent:
+                self.supervisor.check_settings(f"{event.kind} out of the blue")
         elif isinstance(event, Registration):
             if self.ready and event.stat not in REGISTERED:
                 self.log.warn("{name}: registration lost: {kind} {stat} ({what})", name=self.name,
                               kind=event.kind, stat=event.stat,
                               what=STAT_NAMES.get(event.stat, "?"))
         elif isinstance(event, Resynced) and not event.ok:
-            self._mark_down("the module does not answer AT")
+            self._lost_module(self.supervisor.module_mute, "the module does not answer AT")
+        elif isinstance(event, Resynced) and self.ready and self.persistent:
+            self.supervisor.check_settings("a resync")
+
+    def _lost_module(self, recover: Callable[[str], None], reason: str) -> None:
+        if self.persistent:
+            recover(reason)
+        else:
+            self._mark_down(reason)
 
     def _route(self, event) -> None:
         socket = event.socket
-        if socket is None and not self._mux:
+        if socket is None and not self.mux:
             socket = 0  # transparent mode: the single link is slot 0
         waiter = None
         if isinstance(event, ConnectResult):
@@ -311,14 +363,17 @@ class Modem(Service):
         """Ask the module for its stack state (AT+QISTATE/QISTAT) and adopt it -> StackState."""
         if self.protocol is None:
             return fail(ModemDown(f"{self.name}: the port is not open"))
-        command = self.stack.status_command(self._mux, self._timeouts.simple)
+        command = self.stack.status_command(self.mux, self.timeouts.simple)
         return self.protocol.issue(command).addCallback(self.stack.observed)
 
     def allocate_slot(self) -> Optional[int]:
-        return self._slots.allocate()
+        slot = self._slots.allocate()
+        self.sleep.links_changed(self._slots.in_use)
+        return slot
 
     def release_slot(self, index: int) -> None:
         self._slots.release(index)
+        self.sleep.links_changed(self._slots.in_use)
 
     def attach_socket(self, index: int, handler) -> None:
         """Deliver this socket's URC events to ``handler.socket_event(event)``."""
@@ -337,8 +392,8 @@ class Modem(Service):
 
     @inlineCallbacks
     def _open_socket(self, index, proto, host, port):
-        t = self._timeouts
-        wire_index = index if self._mux else None
+        t = self.timeouts
+        wire_index = index if self.mux else None
         hostname = not is_dotted_ip(host)
         if self._dnsip != hostname:
             try:
@@ -379,7 +434,7 @@ class Modem(Service):
         if self.protocol is None:
             return
         try:
-            yield self.protocol.issue(commands.qiclose(wire_index, self._timeouts.qiclose))
+            yield self.protocol.issue(commands.qiclose(wire_index, self.timeouts.qiclose))
         except ATEngineError as error:
             self.log.info("{name}: close after a failed open: {error}", name=self.name,
                           error=error)
@@ -399,7 +454,7 @@ class Modem(Service):
         if engine is None or engine.busy or engine.data_mode.active:
             self.log.debug("{name}: health poll skipped (engine busy)", name=self.name)
             return
-        t = self._timeouts
+        t = self.timeouts
         engine.issue(commands.csq(t.simple)).addCallbacks(self._signal_seen, self._poll_failed)
         engine.issue(commands.creg_query(t.simple)).addCallbacks(
             self._registration_seen, self._poll_failed)

@@ -20,6 +20,11 @@ class SlotAllocator:
                 return index
         return None
 
+    @property
+    def in_use(self) -> int:
+        """How many indices are taken (the module may sleep only when none is)."""
+        return len(self._used)
+
     def release(self, index: int) -> None:
         """Free ``index``; releasing a free index is harmless (a link may close twice)."""
         if not 0 <= index < self._count:

@@ -72,10 +72,32 @@ def open_serial(reactor, path: str, protocol, baudrate: int, rtscts: bool,
 class ModemPort:
     """An open connection to the module; ``close()`` -> Deferred fired when all is released."""
 
+    log = Logger()
+
     def __init__(self, description: str, transport, child: Optional["SimChild"] = None) -> None:
         self.description = description
         self.transport = transport
         self.child = child
+        self._dtr_warned = False
+
+    def set_dtr(self, asserted: bool) -> bool:
+        """Set pyserial's ``dtr`` (asserted = the module's pin LOW, see ``bridge.modem.sleep``).
+
+        A TCP socket has no DTR line and a pty's modem-control ioctls fail: then nothing happens,
+        one warning is logged, and False is returned.
+        """
+        set_dtr = getattr(self.transport, "setDTR", None)
+        try:
+            if set_dtr is None:
+                raise OSError("this transport has no DTR line")
+            set_dtr(asserted)
+            return True
+        except (OSError, serial.SerialException) as error:
+            if not self._dtr_warned:
+                self._dtr_warned = True
+                self.log.warn("{port}: cannot drive DTR ({error}); sleep control does not work "
+                              "on this port", port=self.description, error=error)
+            return False
 
     def close(self):
         self.transport.loseConnection()
