@@ -22,7 +22,7 @@ from bridge.at.commands import DEFAULT_TIMEOUTS, Timeouts
 from bridge.at.errors import ATEngineError
 from bridge.at.events import (Boot, Closed, ConnectResult, DataAvailable, PdpDeact, Received,
                               Registration, RemoteIp, Resynced, StreamCorrupt)
-from bridge.at.protocol import RESYNC_TIMEOUT, ATProtocol
+from bridge.at.protocol import RESYNC_ATTEMPTS, RESYNC_TIMEOUT, ATProtocol
 from bridge.counters import Counters
 from bridge.errors import CellbridgeError, ConnectFailed, ModemDown
 from bridge.modem.bringup import REGISTERED, STAT_NAMES, BringUp, Pacing, describe_signal
@@ -152,6 +152,11 @@ class Modem(Service):
     def add_state_listener(self, listener: Callable) -> None:
         """``listener(state, reason)`` with state "ready" or "down"."""
         self._state_listeners.append(listener)
+
+    @property
+    def resync_budget(self) -> float:
+        """The longest an engine resync can take (a command queued behind it waits that long)."""
+        return RESYNC_ATTEMPTS * self._resync_timeout
 
     @property
     def last_answer(self) -> Optional[float]:
@@ -368,12 +373,12 @@ class Modem(Service):
 
     def allocate_slot(self) -> Optional[int]:
         slot = self._slots.allocate()
-        self.sleep.links_changed(self._slots.in_use)
+        self.sleep.links_changed(len(self._slots.in_use))
         return slot
 
     def release_slot(self, index: int) -> None:
         self._slots.release(index)
-        self.sleep.links_changed(self._slots.in_use)
+        self.sleep.links_changed(len(self._slots.in_use))
 
     def attach_socket(self, index: int, handler) -> None:
         """Deliver this socket's URC events to ``handler.socket_event(event)``."""

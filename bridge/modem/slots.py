@@ -21,9 +21,9 @@ class SlotAllocator:
         return None
 
     @property
-    def in_use(self) -> int:
-        """How many indices are taken (the module may sleep only when none is)."""
-        return len(self._used)
+    def in_use(self) -> frozenset:
+        """The taken indices (tests check them; the module may sleep only when none is)."""
+        return frozenset(self._used)
 
     def release(self, index: int) -> None:
         """Free ``index``; releasing a free index is harmless (a link may close twice)."""

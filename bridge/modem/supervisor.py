@@ -67,6 +67,7 @@ class Supervisor:
     """Runs bring-up and every recovery for one :class:`~bridge.modem.modem.Modem`.
 
     Uses of the modem: ``reactor``, ``name``, ``config``, ``protocol`` (the engine, may be None),
+    ``timeouts``, ``pacing``, ``resync_budget``, ``stack``, ``persistent``,
     ``new_bring_up()`` -> BringUp, ``came_up(result)``, ``mark_down(reason)``, ``fatal(error)``,
     ``reopen_port()`` -> Deferred (fails while the device is missing), ``close_port()``,
     ``counters``, ``mux``, ``local_ip``, ``info``.
@@ -173,10 +174,11 @@ class Supervisor:
         self.job = "ladder"
         t, timings = self.modem.timeouts, self.timings
         budget = self._bring_up_budget()
-        steps = [Step("resync", self._resync_and_settle, budget),
+        steps = [Step("resync", self._resync_and_settle, self.modem.resync_budget + budget),
                  Step("reactivate", lambda: self._reactivate(timings.qideact),
                       timings.qideact + t.regapp + t.qiact + t.simple),
-                 Step("restart", self._restart, t.simple + timings.reboot_wait + budget)]
+                 Step("restart", self._restart,
+                      self.modem.resync_budget + t.simple + timings.reboot_wait + budget)]
         if self.modem.config.reset_command:
             steps.append(Step("reset-command", self._power_cycle,
                               timings.reset_command + timings.reboot_wait + budget))
@@ -279,7 +281,7 @@ class Supervisor:
     def _resync_and_settle(self):
         """ESC and AT (the desynced engine sends them first), then whatever the module needs."""
         engine, t = self.modem.protocol, self.modem.timeouts
-        yield engine.issue(commands.at(t.simple))
+        yield engine.issue(commands.at(self.modem.resync_budget + t.simple))
         reply = yield engine.issue(commands.query("+CMEE", t.simple))
         if cmee_value(reply) != CMEE_SET:
             self.log.warn("{name}: the module was reset while mute; full bring-up",
@@ -313,8 +315,9 @@ class Supervisor:
     def _restart(self):
         """AT+CFUN=1,1 reboots the module; its boot URCs are expected, then the full bring-up."""
         self._expect_boot = True
-        yield self.modem.protocol.issue(commands.cfun(1, reset=True,
-                                                      timeout=self.modem.timeouts.simple))
+        # Queued behind the engine's resync probes: its limit covers them too.
+        limit = self.modem.resync_budget + self.modem.timeouts.simple
+        yield self.modem.protocol.issue(commands.cfun(1, reset=True, timeout=limit))
         result = yield self._after_reboot()
         return result
 
