@@ -479,10 +479,12 @@ class Modem(Service):
                       why=failure.getErrorMessage())
 
 
-def make_modem_service(modem_config, root) -> Modem:
+def make_modem_service(modem_config, root, **options) -> Modem:
     """The ``modem:NAME`` child of the service tree (bridge.service extension point): a port
-    that cannot be opened or a locked SIM stops the daemon with the error's exit status."""
-    modem = Modem(root.reactor, modem_config, root.config.general.state_dir, on_fatal=root.fail)
+    that cannot be opened or a locked SIM stops the daemon with the error's exit status.
+    ``options`` go to :class:`Modem` (tests pass short timeouts and timings)."""
+    modem = Modem(root.reactor, modem_config, root.config.general.state_dir, on_fatal=root.fail,
+                  **options)
     root.add_readiness(modem.when_open())
     root.add_health_check(modem.healthy)
     return modem

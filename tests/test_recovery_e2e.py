@@ -1,0 +1,156 @@
+"""End to end with the simulator's faults (issue 5): +PDP DEACT, reboot, a mute module, a port that
+disappears and comes back. Each fault resets the local connection (never a clean EOF), the modem
+comes back by itself, and the next connection through the bridge works. Short timings throughout;
+wall clock only bounds the waits."""
+
+import pytest_twisted
+from twisted.internet import reactor, task
+from twisted.internet.error import ConnectionDone
+
+from bridge.at.commands import Timeouts
+from bridge.config import load_config
+from bridge.modem.bringup import Pacing
+from bridge.modem.modem import make_modem_service
+from bridge.modem.supervisor import RecoveryTimings
+from bridge.service import Components, make_service
+from bridge.sim import Simulator
+from tests.e2e_bed import Bed, Client, Echo, connect, server, until
+
+QUICK = dict(
+    timeouts=Timeouts(simple=0.5, pin=1.0, attach=2.0, regapp=1.0, qiact=2.0, qideact=1.0,
+                      qiopen=1.0, qiclose=1.0, dns=1.0),
+    pacing=Pacing(sync_time=3.0, sync_timeout=0.3, sync_pause=0.1, registration_poll=0.1),
+    timings=RecoveryTimings(reboot_wait=0.2, qideact=1.0, reset_command=1.0, reopen_initial=0.1,
+                            reopen_maximum=0.4, retry_initial=0.2, retry_maximum=1.0,
+                            ladder_initial=0.2, ladder_maximum=0.5),
+    resync_timeout=0.3, health_interval=0.3)
+
+
+class QuickComponents(Components):
+    def modem_service(self, modem, root):
+        return make_modem_service(modem, root, **QUICK)
+
+
+class RecoveryBed(Bed):
+    """Bed whose modem has short timings and opens the simulator through a fixed symlink, so a
+    new simulator at the same path is the same device coming back."""
+
+    def __init__(self, tmp_path, remote_factory, receive, linger, sim_options):
+        super().__init__(tmp_path, remote_factory, receive, linger, sim_options)
+        self.link = str(tmp_path / "modem-tty")
+        self.sim = Simulator(reactor, self.sim.options, link=self.link)
+
+    async def _start(self):
+        self.sim.start()
+        self.remote = reactor.listenTCP(0, self.remote_factory, interface="127.0.0.1")
+        path = self.tmp_path / "bridge.ini"
+        path.write_text(
+            "[cellbridge]\nlog_level = warn\nstate_dir = state\n"
+            f"[modem:main]\nport = {self.link}\napn = internet\nreceive = {self.receive}\n"
+            f"[profile:p]\nlisten = tcp:{self.port}:interface=127.0.0.1\n"
+            f"remote = tcp:127.0.0.1:{self.remote.getHost().port}\nlinger = {self.linger}\n")
+        self.root = make_service(load_config(str(path)), reactor, QuickComponents(), environ={})
+        self.root.privilegedStartService()
+        self.root.startService()
+        self.modem = self.root.getServiceNamed("modem:main")
+        await self.modem.when_ready()
+        self.dispatcher = self.root.getServiceNamed("profile:p").factory.dispatcher
+
+    def commands(self) -> list:
+        return [entry["cmd"] for entry in self.sim.command_log.entries()]
+
+
+class ResetSeen(Client):
+    """A local client that remembers how its connection ended."""
+
+    def connectionLost(self, reason):
+        self.reason = reason
+        super().connectionLost(reason)
+
+
+async def start(tmp_path):
+    return await RecoveryBed.start(tmp_path, server(Echo), act_delay=0.05, deact_delay=0.05)
+
+
+async def echo_works(bed, payload: bytes):
+    """A fresh local connection is bridged and echoed (the modem is usable again)."""
+    client = await connect(bed.port)
+    client.transport.write(payload)
+    await until(lambda: bytes(client.received) == payload, what=f"the echo of {payload!r}")
+    client.transport.loseConnection()
+    await until(bed.idle, what="the module socket to be freed")
+
+
+async def open_link(bed) -> ResetSeen:
+    client = await connect(bed.port, ResetSeen())
+    client.transport.write(b"before")
+    await until(lambda: bytes(client.received) == b"before", what="the first echo")
+    return client
+
+
+async def reset_not_eof(client):
+    await client.closed
+    assert not client.reason.check(ConnectionDone), "the local app must see a reset, not EOF"
+
+
+@pytest_twisted.ensureDeferred
+async def test_pdp_deact_resets_links_reactivates_and_the_next_connection_works(tmp_path):
+    async with await start(tmp_path) as bed:
+        client = await open_link(bed)
+        seen = len(bed.commands())
+        bed.sim.pdp_deact()
+        await reset_not_eof(client)
+        await until(lambda: bed.modem.ready, what="the context to be re-activated")
+        after = [c for c in bed.commands()[seen:] if c.startswith("AT+QI")]
+        assert after[:4] == ["AT+QIDEACT", "AT+QIREGAPP", "AT+QIACT", "AT+QILOCIP"]
+        assert bed.modem.counters.get("pdp_lost") == 1
+        await echo_works(bed, b"after pdp deact")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reboot_runs_the_bring_up_again_and_the_next_connection_works(tmp_path):
+    async with await start(tmp_path) as bed:
+        client = await open_link(bed)
+        seen = len(bed.commands())
+        bed.sim.reboot()
+        await reset_not_eof(client)
+        await until(lambda: bed.modem.ready and bed.modem.counters.get("module_reset") == 1,
+                    what="the bring-up after the reboot")
+        again = bed.commands()[seen:]
+        for step in ("ATE0", "AT+CMEE=2", "AT+QISDE=0", "AT+CPIN?", "AT+QIMUX=1", "AT+QIACT",
+                     "AT+QILOCIP"):
+            assert step in again, step
+        assert again.index("ATE0") < again.index("AT+QIMUX=1") < again.index("AT+QIACT")
+        await echo_works(bed, b"after reboot")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_mute_module_is_recovered_by_the_ladder(tmp_path):
+    async with await start(tmp_path) as bed:
+        client = await open_link(bed)
+        bed.sim.mute(4.0)  # the health poll's AT+CSQ times out (0.5 s), every resync fails
+        await reset_not_eof(client)
+        await until(lambda: bed.modem.counters.get("module_mute") == 1, what="mute detected")
+        await until(lambda: bed.modem.ready, what="the ladder to recover the module")
+        counters = bed.modem.counters
+        started = sum(counters.get("recovery_step_started", step=step)
+                      for step in ("resync", "reactivate", "restart"))
+        recovered = sum(counters.get("recovered", step=step)
+                        for step in ("resync", "reactivate", "restart"))
+        assert started >= 2 and recovered == 1  # it climbed, then one step brought it back
+        await echo_works(bed, b"after mute")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_vanished_port_is_reopened_when_the_device_comes_back(tmp_path):
+    async with await start(tmp_path) as bed:
+        client = await open_link(bed)
+        bed.sim.stop()  # the pty and its symlink are gone: a USB adapter unplugged
+        await reset_not_eof(client)
+        await until(lambda: bed.modem.counters.get("port_lost") == 1, what="the port loss")
+        assert not bed.modem.ready and bed.modem.healthy()  # recovering, not dead
+        await task.deferLater(reactor, 0.5, lambda: None)  # reopen attempts fail meanwhile
+        bed.sim.start()  # a new pty behind the same path
+        await until(lambda: bed.modem.ready, what="the reopened port's bring-up")
+        assert bed.modem.counters.get("recovered", step="bring-up") == 1
+        await echo_works(bed, b"after replug")
