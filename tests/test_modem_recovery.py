@@ -1,13 +1,16 @@
 """Recovery transcripts (task.Clock, exact bytes): +PDP DEACT, a reset module, a mute module and its
 ladder, a lost port reopened with backoff, and sleep mode's DTR timing."""
 
+import os
 import random
 
 import pytest
+import serial
 
 from twisted.internet.defer import fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
 from bridge.at import commands
@@ -36,6 +39,16 @@ class DtrTransport(StringTransport):
 
     def setDTR(self, asserted):
         self.dtr.append((self.clock.seconds(), asserted))
+
+
+class SerialLike:
+    """What Twisted's ``SerialPort.setDTR`` does, on a real pyserial port."""
+
+    def __init__(self, line):
+        self._serial = line
+
+    def setDTR(self, on=1):
+        self._serial.setDTR(on)
 
 
 class RecoveryHarness(ModemHarness):
@@ -205,3 +218,19 @@ def test_sleep_drives_dtr_and_waits_20_ms_before_each_command(tmp_path):
     assert h.transport.dtr[-1] == (h.clock.seconds(), True)
     h.modem.release_slot(slot)
     assert h.transport.dtr[-1] == (h.clock.seconds(), False)
+
+
+def test_a_pty_cannot_drive_dtr_and_says_so_once(tmp_path):
+    master, slave = os.openpty()
+    line = serial.Serial(os.ttyname(slave))
+    try:
+        port = ModemPort("pty", SerialLike(line))
+        with capturedLogs() as events:
+            assert port.set_dtr(False) is False
+            assert port.set_dtr(True) is False
+        (warning,) = [e for e in events if e["log_level"] == LogLevel.warn]
+        assert "cannot drive DTR" in formatEvent(warning)
+    finally:
+        line.close()
+        os.close(master)
+        os.close(slave)

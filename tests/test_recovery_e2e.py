@@ -3,14 +3,17 @@ disappears and comes back. Each fault resets the local connection (never a clean
 comes back by itself, and the next connection through the bridge works. Short timings throughout;
 wall clock only bounds the waits."""
 
+import os
+import signal
+
 import pytest_twisted
 from twisted.internet import reactor, task
 from twisted.internet.error import ConnectionDone
 
 from bridge.at.commands import Timeouts
-from bridge.config import load_config
+from bridge.config import ModemConfig, load_config
 from bridge.modem.bringup import Pacing
-from bridge.modem.modem import make_modem_service
+from bridge.modem.modem import Modem, make_modem_service
 from bridge.modem.supervisor import RecoveryTimings
 from bridge.service import Components, make_service
 from bridge.sim import Simulator
@@ -154,3 +157,20 @@ async def test_a_vanished_port_is_reopened_when_the_device_comes_back(tmp_path):
         await until(lambda: bed.modem.ready, what="the reopened port's bring-up")
         assert bed.modem.counters.get("recovered", step="bring-up") == 1
         await echo_works(bed, b"after replug")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dead_sim_child_is_respawned(tmp_path):
+    config = ModemConfig(name="main", port="sim", apn="internet",
+                         sim_args=("--act-delay", "0.05", "--deact-delay", "0.05"))
+    modem = Modem(reactor, config, str(tmp_path), **QUICK)
+    modem.startService()
+    try:
+        await until(lambda: modem.ready, timeout=30.0, what="the first bring-up")
+        first = modem.port.child
+        os.kill(first.transport.pid, signal.SIGKILL)
+        await until(lambda: modem.counters.get("port_lost") == 1, what="the child's death")
+        await until(lambda: modem.ready, timeout=30.0, what="a new child's bring-up")
+        assert modem.port.child is not first and modem.port.child.transport.pid is not None
+    finally:
+        await modem.stopService()

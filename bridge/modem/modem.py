@@ -154,6 +154,11 @@ class Modem(Service):
         self._state_listeners.append(listener)
 
     @property
+    def port(self):
+        """The open ``ModemPort`` (None while the port is lost or closed)."""
+        return self._port
+
+    @property
     def resync_budget(self) -> float:
         """The longest an engine resync can take (a command queued behind it waits that long)."""
         return RESYNC_ATTEMPTS * self._resync_timeout
