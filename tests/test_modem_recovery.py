@@ -94,7 +94,11 @@ def harness(tmp_path, **options):
 def test_pdp_deact_reactivates_the_context_with_exactly_four_commands(tmp_path):
     h = harness(tmp_path)
     waited = []
-    h.recv(b"\r\n+PDP DEACT\r\n")
+    with capturedLogs() as events:
+        h.recv(b"\r\n+PDP DEACT\r\n")
+    (line,) = [formatEvent(e) for e in events if "context lost" in formatEvent(e)
+               and e["log_level"] == LogLevel.warn and "traffic ring" in formatEvent(e)]
+    assert "< b'+PDP DEACT'" in line  # the ring, with the URC that caused it
     assert h.states[-1] == ("down", "context lost: PDP context deactivated by the network "
                                     "(+PDP DEACT)")
     h.modem.when_ready().addCallback(waited.append)

@@ -159,6 +159,11 @@ class Modem(Service):
         return self._port
 
     @property
+    def ring(self):
+        """The AT traffic ring of the last engine (kept after its port was lost), or None."""
+        return self._engine.ring if self._engine is not None else None
+
+    @property
     def resync_budget(self) -> float:
         """The longest an engine resync can take (a command queued behind it waits that long)."""
         return RESYNC_ATTEMPTS * self._resync_timeout

@@ -67,7 +67,7 @@ class Supervisor:
     """Runs bring-up and every recovery for one :class:`~bridge.modem.modem.Modem`.
 
     Uses of the modem: ``reactor``, ``name``, ``config``, ``protocol`` (the engine, may be None),
-    ``timeouts``, ``pacing``, ``resync_budget``, ``stack``, ``persistent``,
+    ``timeouts``, ``pacing``, ``resync_budget``, ``stack``, ``persistent``, ``ring``,
     ``new_bring_up()`` -> BringUp, ``came_up(result)``, ``mark_down(reason)``, ``fatal(error)``,
     ``reopen_port()`` -> Deferred (fails while the device is missing), ``close_port()``,
     ``counters``, ``mux``, ``local_ip``, ``info``.
@@ -153,8 +153,7 @@ class Supervisor:
         self.modem.counters.incr(counter)
         if self._since is None:
             self._since = self.clock.seconds()
-        engine = self.modem.protocol
-        dump = engine.ring.recovery_dump() if engine is not None else None
+        dump = self._ring_dump()
         if dump is None:
             self.log.warn("{name}: {text}", name=self.modem.name, text=text)
         else:
@@ -166,8 +165,7 @@ class Supervisor:
         self._cancel()
         self.job = kind
         job = self._job = procedure()
-        job.addCallbacks(self._succeeded, self._failed, callbackArgs=(job, kind),
-                         errbackArgs=(job,))
+        job.addCallbacks(self._up, self._failed, callbackArgs=(job, kind), errbackArgs=(job,))
 
     def _run_ladder(self, cause: str) -> None:
         self._cancel()
@@ -176,7 +174,7 @@ class Supervisor:
         budget = self._bring_up_budget()
         steps = [Step("resync", self._resync_and_settle, self.modem.resync_budget + budget),
                  Step("reactivate", lambda: self._reactivate(timings.qideact),
-                      timings.qideact + t.regapp + t.qiact + t.simple),
+                      self.modem.resync_budget + timings.qideact + t.regapp + t.qiact + t.simple),
                  Step("restart", self._restart,
                       self.modem.resync_budget + t.simple + timings.reboot_wait + budget)]
         if self.modem.config.reset_command:
@@ -189,9 +187,6 @@ class Supervisor:
         job = self._job = ladder.run(cause)
         job.addCallbacks(lambda step: self._up(self._result, job, None), self._failed,
                          errbackArgs=(job,))
-
-    def _succeeded(self, result, job: Deferred, kind: str) -> None:
-        self._up(result, job, kind)
 
     def _up(self, result, job: Deferred, counted_as: Optional[str]) -> None:
         if job is not self._job:
@@ -229,9 +224,13 @@ class Supervisor:
             job.addErrback(lambda failure: failure.trap(CancelledError))
             job.cancel()
 
+    def _ring_dump(self) -> Optional[str]:
+        """The AT traffic up to now, unless it was dumped for recovery a moment ago."""
+        ring = self.modem.ring
+        return ring.recovery_dump() if ring is not None else None
+
     def _dump_for_step(self, step: str, cause: str) -> None:
-        engine = self.modem.protocol
-        dump = engine.ring.recovery_dump() if engine is not None else None
+        dump = self._ring_dump()
         if dump is not None:
             self.log.warn("{name}: traffic ring before recovery step {step}:\n{dump}",
                           name=self.modem.name, step=step, dump=dump)
