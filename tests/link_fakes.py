@@ -48,12 +48,6 @@ class FakeModem:
     def release_slot(self, n):
         self.slots.release(n)
 
-    def when_ready(self):
-        d = Deferred()
-        self.state_listeners.append(lambda state, reason: state == "ready" and not d.called
-                                    and d.callback(None))
-        return d
-
     def add_state_listener(self, listener):
         self.state_listeners.append(listener)
 

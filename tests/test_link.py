@@ -1,4 +1,5 @@
-"""Link transcripts: exact UART bytes against a real ATProtocol, the local side a StringTransport."""
+"""Link transcripts: exact UART bytes against a real ATProtocol; the local side is a
+StringTransport."""
 
 from twisted.internet.testing import StringTransport
 

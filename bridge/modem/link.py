@@ -23,6 +23,7 @@ next connection on the same slot.
 """
 
 from dataclasses import dataclass
+from functools import partial
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
@@ -249,6 +250,7 @@ class Link:
         return self._pull and self._want_read and not self._local_paused and not self._local_gone
 
     def _can_send(self) -> bool:
+        """Uplink bytes wait and the window has room; a full window starts an AT+QISACK."""
         if not self._uplink or self._backoff is not None:
             return False
         if self._window_allows(min(len(self._uplink), self.settings.chunk)):
@@ -270,8 +272,7 @@ class Link:
     def _send_job(self) -> BulkJob:
         chunk = bytes(self._uplink[:self.settings.chunk])
         self._sending = True
-        return BulkJob(commands.qisend(chunk, self.slot), lambda result: self._sent(result,
-                                                                                      len(chunk)))
+        return BulkJob(commands.qisend(chunk, self.slot), partial(self._sent, size=len(chunk)))
 
     def _sent(self, result, size: int) -> None:
         self._sending = False

@@ -45,7 +45,7 @@ class Dispatcher:
         modem.add_state_listener(self._modem_state)
 
     def arrive(self, stream, profile) -> None:
-        """A local connection wants a module socket; ``stream`` has ``attach(link)``/``refuse()``."""
+        """A local connection wants a module socket (``stream``: ``attach(link)``, ``refuse()``)."""
         if not self._waiting and self._admit(stream, profile):
             return
         queued = sum(1 for w in self._waiting if w.profile.name == profile.name)
@@ -58,8 +58,6 @@ class Dispatcher:
         self._waiting.append(_Waiting(stream, profile, timer))
         self.log.info("[profile:{name}] connection waits for a module socket ({n} waiting)",
                       name=profile.name, n=len(self._waiting))
-        if not self.modem.ready:
-            self.modem.when_ready().addCallback(lambda _: self.serve_waiting())
 
     def leave(self, stream) -> None:
         """A waiting local connection went away."""
