@@ -2,11 +2,16 @@
 
 from twisted.internet import protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from bridge.sim.delivery import DeliveryMeter
+from bridge.sim.dialect import ModuleProtocol
+from bridge.sim.options import SimOptions
+from bridge.sim.reports import PUSH_CHUNK
+from bridge.sim.resolver import Resolver
 from bridge.sim.shaping import RadioPipe
 from bridge.sim.uart import PacedUart
+from sim_harness import FakeTcpTransport
 
 
 class Port(StringTransport):
@@ -75,6 +80,86 @@ def test_high_backlog_pauses_the_registered_producer():
     assert producer.producerState == "paused"
     clock.advance(0.25)
     assert producer.producerState == "producing"
+
+
+def test_writes_between_ticks_still_pause_the_producer():
+    clock, port, proto, uart = paced(115200, high_water=4096)
+    producer = StringTransport()
+    uart.registerProducer(producer, True)
+    uart.write(b"a" * 100)  # starts the send timer
+    for _ in range(5):
+        uart.write(b"b" * 1000)  # each lands while the timer is pending
+    assert producer.producerState == "paused"
+    clock.advance(5000 / 11520)  # drained below high_water / 4
+    assert producer.producerState == "producing"
+
+
+class PushedModule:
+    """The dialect on a 115200 baud UART, one mux socket in push mode, fed by an eager source."""
+
+    BAUD, HIGH_WATER, STEP = 115200, 4096, 0.01
+
+    def __init__(self):
+        self.clock = MemoryReactorClock()
+        self.port = Port()
+        self.uart = PacedUart(self.clock, self.BAUD, self.HIGH_WATER)
+        self.uart.attach_port(self.port)
+        options = SimOptions(act_delay=0, deact_delay=0, dns_delay=0, baud=self.BAUD,
+                             uart_high_water=self.HIGH_WATER)
+        self.uart.connect(ModuleProtocol(self.clock, options, Resolver(self.clock, {}, 0)))
+        self.host_transport = None
+        self.peak_backlog = 0
+        self.host_was_paused = False
+        for cmd in ("ATE0", "AT+QIMUX=1", "AT+QINDI=0", "AT+QIREGAPP", "AT+QIACT", "AT+QILOCIP",
+                    'AT+QIOPEN=0,"TCP","127.0.0.1",5000'):
+            self.typed(cmd.encode() + b"\r", 0.1)
+        self.host = self.clock.tcpClients[-1][2].buildProtocol(None)
+        transport = FakeTcpTransport()
+        self.host.makeConnection(transport)
+        self.host_transport = transport
+
+    def typed(self, data: bytes, seconds: float) -> None:
+        self.uart.receive(data)
+        self.run(seconds)
+
+    def run(self, seconds: float) -> None:
+        """Advance time; the source delivers a burst every step whenever it is being read."""
+        for _ in range(round(seconds / self.STEP)):
+            if self.host_transport is None:
+                pass
+            elif self.host_transport.producerState == "producing":
+                self.host.dataReceived(b"x" * 65536)  # what one read of a busy socket returns
+            else:
+                self.host_was_paused = True
+            self.clock.advance(self.STEP)
+            self.peak_backlog = max(self.peak_backlog, self.uart.backlog)
+
+    def wait_for(self, marker: bytes, limit: float) -> float:
+        """Seconds until `marker` left the UART (None if not within `limit`)."""
+        start = self.clock.seconds()
+        while marker not in self.port.value():
+            if self.clock.seconds() - start > limit:
+                return None
+            self.run(self.STEP)
+        return self.clock.seconds() - start
+
+
+def test_prompt_waits_only_for_the_bounded_backlog_under_a_push_downlink():
+    m = PushedModule()
+    m.run(3.0)  # steady state: the downlink saturates the UART
+    assert b"+RECEIVE: 0, 1460" in m.port.value()
+    m.port.clear()
+    typing = len(b"AT+QISEND=0,5\r") / 11520
+    ahead = m.HIGH_WATER + len(b"\r\n+RECEIVE: 0, 1460\r\n") + PUSH_CHUNK
+    m.uart.receive(b"AT+QISEND=0,5\r")
+    latency = m.wait_for(b"\r\n> ", limit=10.0)
+    assert latency is not None and latency <= typing + ahead / 11520 + 2 * m.STEP
+    assert m.peak_backlog <= ahead
+    assert m.host_was_paused  # the module stopped reading its host socket meanwhile
+    m.port.clear()
+    m.uart.receive(b"hello")
+    assert m.wait_for(b"\r\nSEND OK\r\n", limit=10.0) is not None
+    assert m.host_transport.kernel.data == b"hello"
 
 
 def test_mute_drops_both_directions_for_a_while():

@@ -169,9 +169,18 @@ class PacedUart:
     # -- internals ------------------------------------------------------------------------------
 
     def _pump_output(self) -> None:
-        if self._out_timer is not None and self._out_timer.active():
-            return
-        self._out_timer = None
+        """Send what the line allows now, then re-check the producer.
+
+        The check runs on every write, also while a send timer is pending: most writes land
+        between ticks, and only this keeps the backlog (what a `> ` prompt waits behind) bounded
+        by high_water plus one write.
+        """
+        if self._out_timer is None or not self._out_timer.active():
+            self._out_timer = None
+            self._send_due()
+        self._check_producer()
+
+    def _send_due(self) -> None:
         now = self._clock.seconds()
         while self._out and not self._sink_paused and self._sink is not None:
             allowed = self._out_pacer.allowance(now, TICK)
@@ -186,7 +195,6 @@ class PacedUart:
             self._out_timer = self._clock.callLater(
                 self._out_pacer.ready_at(now) - now, self._pump_output
             )
-        self._check_producer()
 
     def _check_producer(self) -> None:
         if self._producer is None:
