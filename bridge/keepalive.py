@@ -11,12 +11,28 @@ callers never create an :class:`AckProgressWatch` for them and this scheme never
 Both classes are pure: time comes from the injected clock, the AT traffic from injected callables.
 """
 
+from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+
+@dataclass(frozen=True)
+class KeepaliveTimings:
+    """A modem's ``keepalive_*`` settings (seconds, fractions allowed), handed to each link."""
+
+    first: float = 5.0
+    interval: float = 10.0
+    retries: int = 12
+    idle: float = 480.0
+
+    @classmethod
+    def of(cls, modem_config) -> "KeepaliveTimings":
+        return cls(modem_config.keepalive_first, modem_config.keepalive_interval,
+                   modem_config.keepalive_retries, modem_config.keepalive_idle)
 
 
 class AckStatus(NamedTuple):
@@ -46,6 +62,7 @@ class AckProgressWatch:
     - after the check at the last retry, still unacked and no progress: ``on_dead(reason)``, where
       reason is ``"no ack progress for N s (M bytes unacked)"`` (or ``(AT+QISACK unanswered)`` if no
       check of this schedule got an answer), N counted from t0 or from the last check with progress.
+      The watch does not log the death itself: the caller's one line says what it does about it.
 
     ``query_acks`` may return any object with ``sent``/``acked``/``unacked`` (e.g. the AT engine's
     ``SackResult``). ``data_sent()`` never restarts a running schedule: a link that keeps sending while nothing is
@@ -178,7 +195,6 @@ class AckProgressWatch:
             return
         detail = "AT+QISACK unanswered" if self._last is None else "{} bytes unacked".format(self._last.unacked)
         reason = "no ack progress for {:g} s ({})".format(now - self._progress_at, detail)
-        self.log.warn("link {link} dead: {reason}", link=self._link, reason=reason)
         self._end()
         self._on_dead(reason)
 

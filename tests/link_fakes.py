@@ -1,7 +1,7 @@
 """A Modem with the contract's API over a real ATProtocol on a StringTransport, for transcripts.
 
 Only what links need: issue, sockets attach/detach, open_socket (QIOPEN + ``n, CONNECT OK``),
-slots, receive mode, state listeners. The UART bytes are exact, so tests read like the wire.
+query_stack (AT+QISTATE), counters, slots, receive mode, state listeners. The UART bytes are exact, so tests read like the wire.
 """
 
 from twisted.internet.defer import Deferred
@@ -12,7 +12,10 @@ from bridge.at import commands
 from bridge.at.events import ConnectResult
 from bridge.at.protocol import ATProtocol
 from bridge.config import Remote
+from bridge.counters import Counters
 from bridge.errors import ConnectFailed
+from bridge.modem.link import Link, LinkSettings
+from bridge.modem.pump import Pump
 from bridge.modem.slots import SlotAllocator
 
 
@@ -29,6 +32,7 @@ class FakeModem:
         self.handlers = {}
         self.slots = SlotAllocator()
         self.state_listeners = []
+        self.counters = Counters()
         self._opening = {}
 
     # -- contract ---------------------------------------------------------------------------------
@@ -56,6 +60,9 @@ class FakeModem:
         self.issue(commands.qiopen(proto, host, port, n)).addErrback(
             lambda f: self._opening.pop(n).errback(ConnectFailed(f.getErrorMessage())))
         return opened
+
+    def query_stack(self):
+        return self.issue(commands.qistate())
 
     def _event(self, event):
         n = getattr(event, "socket", None)
@@ -86,5 +93,42 @@ class FakeModem:
             listener(state, reason)
 
 
+def open_command(remote, n=0) -> bytes:
+    return b'AT+QIOPEN=%d,"%s","%s",%d\r' % (n, remote.proto.encode(), remote.host.encode(),
+                                              remote.port)
+
+
 REMOTE = Remote("TCP", "10.1.2.3", 80)
-OPEN_0 = b'AT+QIOPEN=0,"TCP","10.1.2.3",80\r'
+OPEN_0 = open_command(REMOTE)
+
+
+PROMPT = b"\r\n> "
+SEND_OK = b"\r\nSEND OK\r\n"
+
+
+class LinkBench:
+    """One link on slot 0 of a FakeModem, opened (unless ``open_it=False``), wire cleared."""
+
+    def __init__(self, receive_mode="pull", open_it=True, remote=REMOTE, **settings):
+        self.modem = FakeModem(receive_mode=receive_mode)
+        self.clock = self.modem.clock
+        self.pump = Pump(self.modem.issue)
+        self.local = StringTransport()
+        self.finished = []
+        slot = self.modem.allocate_slot()
+        self.link = Link(self.clock, self.modem, self.pump, slot, remote, self.local,
+                         LinkSettings(**settings), self.finished.append)
+        self.link.start()
+        if open_it:
+            assert self.modem.wire() == open_command(remote)
+            self.modem.module(b"\r\nOK\r\n\r\n0, CONNECT OK\r\n")
+
+    def send_ok(self, count=1):
+        """Answer ``count`` AT+QISENDs; returns the wire bytes (commands + payloads)."""
+        wire = b""
+        for _ in range(count):
+            wire += self.modem.wire()
+            self.modem.module(PROMPT)
+            wire += self.modem.wire()
+            self.modem.module(SEND_OK)
+        return wire + self.modem.wire()

@@ -1,46 +1,10 @@
 """Link transcripts: exact UART bytes against a real ATProtocol; the local side is a
 StringTransport."""
 
-from twisted.internet.testing import StringTransport
-
-from bridge.modem.link import Link, LinkSettings
-from bridge.modem.pump import Pump
-from tests.link_fakes import OPEN_0, REMOTE, FakeModem
-
-PROMPT = b"\r\n> "
-SEND_OK = b"\r\nSEND OK\r\n"
-
-
-class Setup:
-    """One link on slot 0, opened, wire cleared."""
-
-    def __init__(self, receive_mode="pull", open_it=True, **settings):
-        self.modem = FakeModem(receive_mode=receive_mode)
-        self.clock = self.modem.clock
-        self.pump = Pump(self.modem.issue)
-        self.local = StringTransport()
-        self.finished = []
-        slot = self.modem.allocate_slot()
-        self.link = Link(self.clock, self.modem, self.pump, slot, REMOTE, self.local,
-                         LinkSettings(**settings), self.finished.append)
-        self.link.start()
-        if open_it:
-            assert self.modem.wire() == OPEN_0
-            self.modem.module(b"\r\nOK\r\n\r\n0, CONNECT OK\r\n")
-
-    def send_ok(self, count=1):
-        """Answer ``count`` AT+QISENDs; returns the wire bytes (commands + payloads)."""
-        wire = b""
-        for _ in range(count):
-            wire += self.modem.wire()
-            self.modem.module(PROMPT)
-            wire += self.modem.wire()
-            self.modem.module(SEND_OK)
-        return wire + self.modem.wire()
-
+from tests.link_fakes import OPEN_0, PROMPT, SEND_OK, LinkBench
 
 def test_uplink_is_pipelined_in_fixed_length_chunks_without_polling_acks():
-    s = Setup()
+    s = LinkBench()
     data = bytes(range(256)) * 12  # 3072 bytes: 1460 + 1460 + 152
     s.link.local_data(data)
     assert s.modem.wire() == b"AT+QISEND=0,1460\r"
@@ -58,7 +22,7 @@ def test_uplink_is_pipelined_in_fixed_length_chunks_without_polling_acks():
 
 
 def test_window_full_asks_qisack_once_and_goes_on_when_acks_arrive():
-    s = Setup(window=2920)
+    s = LinkBench(window=2920)
     s.link.local_data(b"x" * 4380)
     wire = s.send_ok(2)
     assert wire.count(b"AT+QISACK") == 1 and wire.endswith(b"AT+QISACK=0\r")
@@ -67,7 +31,7 @@ def test_window_full_asks_qisack_once_and_goes_on_when_acks_arrive():
 
 
 def test_still_blocked_polls_again_after_a_delay_from_the_ack_rate():
-    s = Setup(window=1460, ack_poll_min=0.05)
+    s = LinkBench(window=1460, ack_poll_min=0.05)
     s.link.local_data(b"y" * 2920)
     assert s.send_ok(1).endswith(b"AT+QISACK=0\r")
     s.modem.module(b"\r\n+QISACK: 1460, 0, 1460\r\n\r\nOK\r\n")
@@ -81,7 +45,7 @@ def test_still_blocked_polls_again_after_a_delay_from_the_ack_rate():
 
 
 def test_stop_and_wait_sends_one_chunk_then_waits_for_unacked_zero():
-    s = Setup(window=0)
+    s = LinkBench(window=0)
     s.link.local_data(b"z" * 2000)
     assert s.send_ok(1).endswith(b"AT+QISACK=0\r")
     s.modem.module(b"\r\n+QISACK: 1460, 1000, 460\r\n\r\nOK\r\n")
@@ -92,7 +56,7 @@ def test_stop_and_wait_sends_one_chunk_then_waits_for_unacked_zero():
 
 
 def test_send_fail_retries_the_same_bytes_after_a_backoff():
-    s = Setup(send_backoff=0.1)
+    s = LinkBench(send_backoff=0.1)
     s.link.local_data(b"A" * 10)
     s.modem.wire()
     s.modem.module(PROMPT)
@@ -110,7 +74,7 @@ def test_send_fail_retries_the_same_bytes_after_a_backoff():
 
 
 def test_send_fail_past_the_bound_kills_the_link_and_resets_the_local_side():
-    s = Setup(send_retries=1, send_backoff=0.1)
+    s = LinkBench(send_retries=1, send_backoff=0.1)
     s.link.local_data(b"B" * 10)
     for delay in (0.1, None):
         s.modem.wire()
@@ -126,7 +90,7 @@ def test_send_fail_past_the_bound_kills_the_link_and_resets_the_local_side():
 
 
 def test_local_reading_pauses_above_high_water_and_resumes_below_low_water():
-    s = Setup(high_water=3000, low_water=1500)
+    s = LinkBench(high_water=3000, low_water=1500)
     s.link.local_data(b"C" * 2999)
     assert s.local.producerState == "producing"
     s.link.local_data(b"C")
@@ -138,7 +102,7 @@ def test_local_reading_pauses_above_high_water_and_resumes_below_low_water():
 
 
 def test_pull_reads_on_qirdi_until_an_empty_read():
-    s = Setup()
+    s = LinkBench()
     s.modem.module(b"+QIRDI: 0,1,0\r\n")
     assert s.modem.wire() == b"AT+QIRD=0,1,0,1500\r"
     payload = b"\r\nOK\r\n+RECEIVE: 0, 5\r\n\x1a\x1b+++CLOSED\r\n> "
@@ -150,7 +114,7 @@ def test_pull_reads_on_qirdi_until_an_empty_read():
 
 
 def test_pull_does_not_read_while_the_local_transport_paused_us_and_reads_on_resume():
-    s = Setup()
+    s = LinkBench()
     s.link.pauseProducing()
     s.modem.module(b"+QIRDI: 0,1,0\r\n")
     assert s.modem.wire() == b""
@@ -159,7 +123,7 @@ def test_pull_does_not_read_while_the_local_transport_paused_us_and_reads_on_res
 
 
 def test_push_writes_received_data_and_aborts_a_reader_that_falls_too_far_behind():
-    s = Setup(receive_mode="push", push_limit=8)
+    s = LinkBench(receive_mode="push", push_limit=8)
     s.modem.module(b"\r\n+RECEIVE: 0, 5\r\nhello")
     assert s.local.value() == b"hello"
     s.link.pauseProducing()
@@ -170,7 +134,7 @@ def test_push_writes_received_data_and_aborts_a_reader_that_falls_too_far_behind
 
 
 def test_remote_close_drains_then_eof_then_qiclose_accepting_error():
-    s = Setup()
+    s = LinkBench()
     s.modem.module(b"\r\n0, CLOSED\r\n")
     assert s.modem.wire() == b"AT+QIRD=0,1,0,1500\r"
     s.modem.module(b"\r\n+QIRD: 10.1.2.3:80,TCP,4\r\ntail\r\nOK\r\n")
@@ -184,7 +148,7 @@ def test_remote_close_drains_then_eof_then_qiclose_accepting_error():
 
 
 def test_local_eof_sends_everything_waits_for_acks_then_lingers_without_traffic():
-    s = Setup(linger=2.0)
+    s = LinkBench(linger=2.0)
     s.link.local_data(b"D" * 100)
     s.link.local_eof()
     assert s.send_ok(1).endswith(b"AT+QISACK=0\r")
@@ -201,7 +165,7 @@ def test_local_eof_sends_everything_waits_for_acks_then_lingers_without_traffic(
 
 
 def test_connect_fail_resets_the_local_connection_and_frees_the_slot():
-    s = Setup(open_it=False)
+    s = LinkBench(open_it=False)
     assert s.modem.wire() == OPEN_0
     s.modem.module(b"\r\nOK\r\n\r\n0, CONNECT FAIL\r\n")
     assert s.local.disconnected and s.finished == [s.link]
@@ -209,7 +173,7 @@ def test_connect_fail_resets_the_local_connection_and_frees_the_slot():
 
 
 def test_bytes_arriving_while_opening_are_sent_once_open():
-    s = Setup(open_it=False)
+    s = LinkBench(open_it=False)
     s.modem.wire()
     s.link.local_data(b"early")
     assert s.modem.wire() == b""
@@ -218,7 +182,7 @@ def test_bytes_arriving_while_opening_are_sent_once_open():
 
 
 def test_modem_down_resets_the_local_side_and_frees_the_slot():
-    s = Setup()
+    s = LinkBench()
     s.link.modem_down("PDP deactivated")
     assert s.local.disconnected and s.finished == [s.link] and s.modem.wire() == b""
 
@@ -226,6 +190,6 @@ def test_modem_down_resets_the_local_side_and_frees_the_slot():
 def test_a_corrupt_send_stream_kills_the_link():
     from bridge.at.events import StreamCorrupt
 
-    s = Setup()
+    s = LinkBench()
     s.link.socket_event(StreamCorrupt(0))
     assert s.local.disconnected and s.modem.wire() == b"AT+QICLOSE=0\r"

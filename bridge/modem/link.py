@@ -15,6 +15,12 @@ sender. In push mode (``+RECEIVE``) nothing can slow the sender: bytes written w
 transport is paused are counted, and past ``push_limit`` the local connection is aborted and
 logged.
 
+Liveness (TCP only): every SEND OK feeds the AT+QISACK keepalive schedule and idle links are
+probed or checked with AT+QISTATE (:mod:`bridge.modem.liveness`). The window logic and that
+schedule share one AT+QISACK=n at a time and both learn from every answer. A link found dead is
+logged once with its cause, counted (``link_dead{cause}``), closed with AT+QICLOSE, and its local
+connection is reset, never ended with a clean EOF: bytes were lost and the app must know.
+
 Close: local EOF -> finish sending, wait (bounded) until everything is acked, keep delivering what
 the remote sends, then ``AT+QICLOSE`` when the remote closes or after ``linger`` seconds without
 traffic. ``n, CLOSED`` -> drain every buffered byte to the local side, then EOF. The slot is
@@ -25,6 +31,7 @@ next connection on the same slot.
 from dataclasses import dataclass
 from functools import partial
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -34,6 +41,8 @@ from bridge.at import commands
 from bridge.at.commands import MAX_READ, MAX_SEND, ReadResult, SackResult, SendResult
 from bridge.at.errors import ATError
 from bridge.at.events import Closed, DataAvailable, Received, StreamCorrupt
+from bridge.keepalive import KeepaliveTimings
+from bridge.modem.liveness import LinkLiveness
 from bridge.modem.pump import BulkJob
 
 
@@ -48,6 +57,8 @@ class LinkSettings:
     :ivar ack_wait: after local EOF, how long to wait for every sent byte to be acked
     :ivar send_retries / send_backoff: SEND FAIL retries of the same chunk, first delay (doubling)
     :ivar ack_poll_min / ack_poll_max: bounds of the delay between AT+QISACK while blocked
+    :ivar keepalive: the modem's ``keepalive_*`` timings
+    :ivar probe: bytes sent on an idle link (profile ``probe``); empty = check AT+QISTATE instead
     """
 
     window: int = 5840
@@ -62,6 +73,8 @@ class LinkSettings:
     send_backoff: float = 0.1
     ack_poll_min: float = 0.01
     ack_poll_max: float = 0.5
+    keepalive: KeepaliveTimings = KeepaliveTimings()
+    probe: bytes = b""
 
 
 class _AckClock:
@@ -119,7 +132,9 @@ class Link:
         self._uplink = bytearray()
         self._sending = False
         self._acked = 0  # sent minus what QISACK last called unacked
-        self._ack_query = None
+        self._ack_query = None  # the AT+QISACK=n in flight, shared by _ack_waiters
+        self._ack_waiters = []
+        self._window_asking = False
         self._ack_timer = None
         self._ack_clock = _AckClock(settings)
         self._send_failures = 0
@@ -134,6 +149,7 @@ class Link:
         self._remote_closed = False
         self._acks_deadline = None
         self._linger = None
+        self._liveness = None
 
     def __repr__(self) -> str:
         return f"<Link {self.slot} {self.remote.host}:{self.remote.port} {self.state}>"
@@ -155,6 +171,11 @@ class Link:
         self.state = "open"
         self.log.info("link {slot} open to {host}:{port}", slot=self.slot,
                       host=self.remote.host, port=self.remote.port)
+        if self.remote.proto == "TCP":
+            self._liveness = LinkLiveness(self.clock, self.slot, self.settings.keepalive,
+                                          self.settings.probe, self._query_acks,
+                                          self.modem.query_stack, self._send_probe, self._fail)
+            self._liveness.opened()
         if self._local_gone and not self._uplink:
             self._close_socket()
             return
@@ -218,7 +239,8 @@ class Link:
         elif isinstance(event, Closed):
             self._remote_close()
         elif isinstance(event, StreamCorrupt):
-            self._fail("an AT+QISEND timed out: the module may have taken resync bytes as payload")
+            self._fail("an AT+QISEND timed out: the module may have taken resync bytes as payload",
+                       "stream_corrupt")
 
     def modem_down(self, reason: str) -> None:
         """PDP lost, reboot or port lost: every socket is gone, so is this link."""
@@ -279,7 +301,7 @@ class Link:
         if self.state != "open":
             return
         if isinstance(result, Failure):
-            self._fail(f"AT+QISEND failed: {result.getErrorMessage()}")
+            self._fail(f"AT+QISEND failed: {result.getErrorMessage()}", "send_error")
             return
         if not isinstance(result, SendResult) or not result.ok:
             self._send_failed()
@@ -287,6 +309,8 @@ class Link:
         self._send_failures = 0
         del self._uplink[:size]
         self.bytes_up += size
+        if self._liveness is not None:
+            self._liveness.data_sent()
         if (self._reading_paused and not self._local_gone
                 and len(self._uplink) <= self.settings.low_water):
             self._reading_paused = False
@@ -297,7 +321,7 @@ class Link:
         """SEND FAIL: the module's buffer is full; the same bytes go again after a pause."""
         self._send_failures += 1
         if self._send_failures > self.settings.send_retries:
-            self._fail(f"SEND FAIL {self._send_failures} times in a row")
+            self._fail(f"SEND FAIL {self._send_failures} times in a row", "send_fail")
             return
         delay = self.settings.send_backoff * 2 ** (self._send_failures - 1)
         self.log.info("link {slot}: SEND FAIL; retrying the same {size} bytes in {delay:.2f} s",
@@ -310,20 +334,52 @@ class Link:
         self._learn_acks()
         self.pump.kick()
 
-    def _learn_acks(self) -> None:
-        if self._ack_query is not None or self._ack_timer is not None or self.state != "open":
-            return
-        self._ack_query = self.modem.issue(commands.qisack(self.slot))
-        self._ack_query.addBoth(self._acks_learned)
+    def _query_acks(self) -> Deferred:
+        """AT+QISACK=n -> SackResult, at most one in flight: a caller asking while one is out
+        shares its answer (the window logic and the keepalive schedule never double the traffic).
+        Every answer updates the acked count, whoever asked."""
+        waiter = Deferred(self._forget_ack_waiter)
+        self._ack_waiters.append(waiter)
+        if self._ack_query is None:
+            self._ack_query = self.modem.issue(commands.qisack(self.slot))
+            self._ack_query.addBoth(self._acks_answered)
+        return waiter
 
-    def _acks_learned(self, result) -> None:
+    def _acks_answered(self, result) -> None:
         self._ack_query = None
-        if self.state != "open":
-            return
-        if isinstance(result, SackResult):
+        if isinstance(result, SackResult) and self.state == "open":
             self._acked = self.bytes_up - min(result.unacked, self.bytes_up)
             self._ack_clock.observe(self.clock.seconds(), self._acked)
-        else:
+        window_asked = self._window_asking
+        waiters, self._ack_waiters = self._ack_waiters, []
+        for waiter in waiters:
+            if waiter.called:
+                continue  # cancelled by an earlier waiter's callback (the link died meanwhile)
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
+        if self.state == "open" and not window_asked:
+            self._after_uplink_progress()  # a keepalive answer may unblock the window
+            self.pump.kick()
+
+    def _forget_ack_waiter(self, waiter: Deferred) -> None:
+        """A cancelled waiter stops waiting; the query itself goes on for the others."""
+        if waiter in self._ack_waiters:
+            self._ack_waiters.remove(waiter)
+
+    def _learn_acks(self) -> None:
+        """The window logic wants fresh acks (window full, SEND FAIL, waiting after EOF)."""
+        if self._window_asking or self._ack_timer is not None or self.state != "open":
+            return
+        self._window_asking = True
+        self._query_acks().addBoth(self._acks_learned)
+
+    def _acks_learned(self, result) -> None:
+        self._window_asking = False
+        if self.state != "open":
+            return
+        if not isinstance(result, SackResult):
             self.log.warn("link {slot}: AT+QISACK failed: {why}", slot=self.slot,
                           why=result.getErrorMessage() if isinstance(result, Failure) else result)
         deficit = self._ack_deficit()
@@ -393,7 +449,7 @@ class Link:
                 self._want_read = False
                 self._drained()
             else:
-                self._fail(f"AT+QIRD failed: {result.getErrorMessage()}")
+                self._fail(f"AT+QIRD failed: {result.getErrorMessage()}", "read_error")
             return
         if isinstance(result, ReadResult) and result.data:
             self._deliver(result.data)
@@ -407,6 +463,8 @@ class Link:
             return
         self.bytes_down += len(data)
         self.transport.write(data)
+        if self._liveness is not None:
+            self._liveness.data_received()
         if self._linger is not None:
             self._linger.reset(self.settings.linger)
         if not self._local_paused:
@@ -415,7 +473,8 @@ class Link:
         self._note_held()
         if not self._pull and self._held > self.settings.push_limit:
             self._fail(f"push mode: the local reader is too slow ({self._held} bytes waiting "
-                       f"beyond its buffer); aborting it rather than buffering without bound")
+                       f"beyond its buffer); aborting it rather than buffering without bound",
+                       "slow_local_reader")
 
     def _remote_close(self) -> None:
         if self.state != "open" or self._remote_closed:
@@ -444,10 +503,18 @@ class Link:
 
     # -- ending -----------------------------------------------------------------------------------
 
-    def _fail(self, reason: str) -> None:
+    def _send_probe(self, data: bytes) -> None:
+        """The idle probe: queued like local bytes, unless the uplink is busy or finished."""
+        if self.state == "open" and not self._local_eof and not self._uplink:
+            self._uplink += data
+            self.pump.kick()
+
+    def _fail(self, reason: str, cause: str) -> None:
+        """The link is dead: one line, ``link_dead{cause}``, reset the local side, AT+QICLOSE."""
         self.log.warn("link {slot} to {host}:{port} is dead: {reason}; resetting the local "
                       "connection", slot=self.slot, host=self.remote.host,
                       port=self.remote.port, reason=reason)
+        self.modem.counters.incr("link_dead", cause=cause)
         self._abort_local()
         self._close_socket()
 
@@ -489,6 +556,8 @@ class Link:
         self._on_finished(self)
 
     def _stop_timers(self) -> None:
+        if self._liveness is not None:
+            self._liveness.stop()
         for name in ("_ack_timer", "_backoff", "_acks_deadline", "_linger"):
             timer = getattr(self, name)
             if timer is not None and timer.active():

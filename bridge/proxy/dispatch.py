@@ -12,6 +12,7 @@ from collections import Counter, deque
 
 from twisted.logger import Logger
 
+from bridge.keepalive import KeepaliveTimings
 from bridge.modem.link import Link, LinkSettings
 from bridge.modem.pump import Pump
 
@@ -29,14 +30,17 @@ class Dispatcher:
     :param clock: IReactorTime
     :param modem: the Modem (contract in MODEM-CONTRACT.md)
     :param window: ``ModemConfig.send_window``
+    :param keepalive: the modem's ``keepalive_*`` timings, for every link
     """
 
     log = Logger()
 
-    def __init__(self, clock, modem, window: int) -> None:
+    def __init__(self, clock, modem, window: int,
+                 keepalive: KeepaliveTimings = KeepaliveTimings()) -> None:
         self.clock = clock
         self.modem = modem
         self.window = window
+        self.keepalive = keepalive
         self.pump = Pump(modem.issue)
         self.links = set()
         self.served = 0
@@ -78,7 +82,8 @@ class Dispatcher:
         slot = self.modem.allocate_slot()
         if slot is None:
             return False
-        settings = LinkSettings(window=self.window, linger=profile.linger)
+        settings = LinkSettings(window=self.window, linger=profile.linger,
+                                keepalive=self.keepalive, probe=profile.probe)
         link = Link(self.clock, self.modem, self.pump, slot, profile.remote, stream.transport,
                     settings, lambda link: self._finished(link, profile))
         self._active[profile.name] += 1

@@ -1,0 +1,175 @@
+"""Keepalive through the Link, on task.Clock with exact UART bytes: the AT+QISACK schedule from a
+SEND OK, its restart on progress and end on unacked = 0, the dead link (one warning, counted,
+AT+QICLOSE, local reset, slot freed only after the answer), the idle probe and the AT+QISTATE
+check of idle links, and reopen refused for tcp profiles."""
+
+import pytest
+from twisted.logger import LogLevel, capturedLogs
+
+from bridge.config import Remote
+from bridge.keepalive import KeepaliveTimings
+from tests.link_fakes import PROMPT, SEND_OK, LinkBench
+
+QISACK_0 = b"AT+QISACK=0\r"
+QISTATE = b"AT+QISTATE\r"
+
+
+def sack(sent, acked) -> bytes:
+    return b"\r\n+QISACK: %d, %d, %d\r\n\r\nOK\r\n" % (sent, acked, sent - acked)
+
+
+def qistate(socket0_state: bytes) -> bytes:
+    """A mux AT+QISTATE answer with socket 0 in ``socket0_state`` and the other five unused."""
+    lines = [b'+QISTATE: 0,"TCP","10.1.2.3",80,"%s"' % socket0_state]
+    lines += [b'+QISTATE: %d,"","",,"INITIAL"' % n for n in range(1, 6)]
+    return (b"\r\nOK\r\n\r\nSTATE: IP PROCESSING\r\n"
+            + b"".join(b"\r\n" + line + b"\r\n" for line in lines) + b"\r\nOK\r\n")
+
+
+def send_data(bench, data: bytes) -> float:
+    """Local bytes out through one AT+QISEND; returns the clock time of its SEND OK (t0)."""
+    bench.link.local_data(data)
+    assert bench.modem.wire() == b"AT+QISEND=0,%d\r" % len(data)
+    bench.modem.module(PROMPT)
+    assert bench.modem.wire() == data
+    bench.modem.module(SEND_OK)
+    return bench.clock.seconds()
+
+
+def run_checks(bench, acked_at, until, step=0.5):
+    """Advance the clock by ``step`` up to ``until``; answer each AT+QISACK=0 with the sent count
+    and ``acked_at(check_number)``. Returns (check times, the first other bytes on the wire)."""
+    times, sent = [], bench.link.bytes_up
+    while bench.clock.seconds() < until:
+        bench.clock.advance(step)
+        wire = bench.modem.wire()
+        if wire == QISACK_0:
+            times.append(bench.clock.seconds())
+            bench.modem.module(sack(sent, acked_at(len(times))))
+            wire = bench.modem.wire()  # what the answer led to, at once
+        if wire:
+            return times, wire
+    return times, b""
+
+
+def test_schedule_is_t0_plus_5_then_every_10_s_for_12_retries_then_the_link_is_closed():
+    bench = LinkBench()
+    bench.clock.advance(3)
+    t0 = send_data(bench, b"x" * 10)
+    with capturedLogs() as events:
+        times, wire = run_checks(bench, lambda k: 0, until=t0 + 200)
+    assert [t - t0 for t in times] == [5.0 + 10.0 * k for k in range(13)]  # t0+5 ... t0+125
+    assert wire == b"AT+QICLOSE=0\r" and bench.clock.seconds() == t0 + 125
+    assert bench.local.disconnected  # abortConnection: a reset, not a clean EOF
+    warnings = [e for e in events if e["log_level"] >= LogLevel.warn]
+    assert len(warnings) == 1
+    assert "no ack progress for 125 s (10 bytes unacked)" in warnings[0]["reason"]
+    assert bench.modem.counters.get("link_dead", cause="no_ack_progress") == 1
+    assert bench.modem.slots.in_use == frozenset({0})  # not before the module answered
+    bench.modem.module(b"\r\n0, CLOSE OK\r\n")
+    assert bench.finished == [bench.link] and bench.modem.slots.in_use == frozenset()
+    assert bench.modem.allocate_slot() == 0  # the next connection gets the socket again
+
+
+def test_acked_progress_restarts_the_schedule_from_that_check():
+    bench = LinkBench()
+    t0 = send_data(bench, b"y" * 10)
+    acked = {1: 0, 2: 4}  # the check at t0+15 shows progress; none after it
+    times, wire = run_checks(bench, lambda k: acked.get(k, 4), until=t0 + 300)
+    assert [t - t0 for t in times] == [5.0, 15.0] + [15.0 + 10.0 * k for k in range(1, 13)]
+    assert wire == b"AT+QICLOSE=0\r" and bench.clock.seconds() == t0 + 135
+
+
+def test_unacked_zero_ends_the_schedule_and_the_next_send_ok_starts_a_new_one():
+    bench = LinkBench()
+    t0 = send_data(bench, b"z" * 10)
+    times, wire = run_checks(bench, lambda k: 10, until=t0 + 300)
+    assert [t - t0 for t in times] == [5.0] and wire == b""
+    t1 = send_data(bench, b"w" * 6)
+    times, _ = run_checks(bench, lambda k: 16, until=t1 + 100)
+    assert [t - t1 for t in times] == [5.0]
+    assert not bench.local.disconnecting and bench.link.state == "open"
+
+
+def test_the_window_and_the_schedule_share_one_qisack_and_both_learn_from_it():
+    bench = LinkBench(window=1460, keepalive=KeepaliveTimings(first=1.0))
+    bench.link.local_data(b"v" * 2920)
+    assert bench.send_ok(1).endswith(QISACK_0)  # the window is full: it asks at t0
+    bench.clock.advance(1.0)  # the schedule's first check is due while that query is out
+    assert bench.modem.wire() == b""  # no second AT+QISACK
+    bench.modem.module(sack(1460, 1460))
+    assert bench.modem.wire() == b"AT+QISEND=0,1460\r"  # the window went on
+    bench.modem.module(PROMPT)
+    bench.modem.wire()
+    bench.modem.module(SEND_OK)  # the answer ended the first schedule: this SEND OK starts one
+    bench.clock.advance(0.999)
+    assert bench.modem.wire() == b""
+    bench.clock.advance(0.001)
+    assert bench.modem.wire() == QISACK_0
+
+
+def test_idle_probe_is_sent_keepalive_idle_after_the_last_traffic_then_watched():
+    bench = LinkBench(probe=b"\n", keepalive=KeepaliveTimings(idle=480))
+    bench.clock.advance(100)
+    bench.modem.module(b"\r\n+RECEIVE: 0, 2\r\nhi")  # traffic: idle counts from here
+    assert bench.local.value() == b"hi"
+    bench.clock.advance(479.9)
+    assert bench.modem.wire() == b""
+    bench.clock.advance(0.1)
+    assert bench.modem.wire() == b"AT+QISEND=0,1\r"
+    bench.modem.module(PROMPT)
+    assert bench.modem.wire() == b"\n"
+    bench.modem.module(SEND_OK)
+    t0 = bench.clock.seconds()
+    times, wire = run_checks(bench, lambda k: 0, until=t0 + 200)
+    assert [t - t0 for t in times] == [5.0 + 10.0 * k for k in range(13)]
+    assert wire == b"AT+QICLOSE=0\r" and bench.local.disconnected
+
+
+def test_idle_link_without_probe_is_checked_with_qistate_and_dead_when_not_connected():
+    bench = LinkBench(keepalive=KeepaliveTimings(idle=60))
+    bench.clock.advance(59.9)
+    assert bench.modem.wire() == b""
+    bench.clock.advance(0.1)
+    assert bench.modem.wire() == QISTATE
+    bench.modem.module(qistate(b"CONNECTED"))
+    assert bench.modem.wire() == b"" and bench.link.state == "open"
+    bench.clock.advance(60)  # still idle: checked again
+    assert bench.modem.wire() == QISTATE
+    with capturedLogs() as events:
+        bench.modem.module(qistate(b"CLOSED"))
+    assert bench.modem.wire() == b"AT+QICLOSE=0\r" and bench.local.disconnected
+    assert "AT+QISTATE reports the socket CLOSED" in [
+        e for e in events if e["log_level"] >= LogLevel.warn][0]["reason"]
+    assert bench.modem.counters.get("link_dead", cause="idle_not_connected") == 1
+    bench.modem.module(b"\r\n0, CLOSE OK\r\n")
+    assert bench.finished == [bench.link]
+
+
+def test_no_idle_check_or_probe_while_sent_bytes_are_being_watched():
+    bench = LinkBench(probe=b"\n", keepalive=KeepaliveTimings(first=5, interval=10, retries=12,
+                                                               idle=20))
+    t0 = send_data(bench, b"u" * 10)
+    times, wire = run_checks(bench, lambda k: 0, until=t0 + 30)
+    assert [t - t0 for t in times] == [5.0, 15.0, 25.0] and wire == b""  # no probe at t0+20
+
+
+def test_udp_links_get_no_ack_schedule():
+    bench = LinkBench(remote=Remote("UDP", "10.1.2.3", 80), keepalive=KeepaliveTimings(idle=1e6))
+    send_data(bench, b"datagram")
+    bench.clock.advance(1000)
+    assert bench.modem.wire() == b"" and bench.link.state == "open"
+
+
+def test_reopen_on_a_tcp_profile_is_refused_at_start(tmp_path):
+    from twisted.internet.testing import MemoryReactorClock
+
+    from bridge.config import load_config
+    from bridge.errors import NotSupported
+    from bridge.service import make_service
+
+    path = tmp_path / "reopen.ini"
+    path.write_text(f"[cellbridge]\nstate_dir = {tmp_path}\n[modem:main]\nport = sim\n"
+                    "[profile:p]\nlisten = tcp:7000\nremote = tcp:10.0.0.1:80\nreopen = yes\n")
+    with pytest.raises(NotSupported, match=r"\[profile:p\] reopen = yes is not supported"):
+        make_service(load_config(str(path)), MemoryReactorClock(), environ={})
