@@ -210,6 +210,42 @@ def test_missing_prompt_times_out_on_the_prompt_timeout():
     assert h.events[0] == StreamCorrupt(0)
 
 
+def test_prompt_timeout_writes_payload_length_filler_before_the_resync():
+    h = Harness()
+    on_wire_at_event = []
+    h.proto.add_listener(lambda event: isinstance(event, StreamCorrupt)
+                         and on_wire_at_event.append(h.transport.value()))
+    outcome = h.issue(c.qisend(b"hello", socket=2, prompt_timeout=5, timeout=20))
+    h.clock.advance(5)
+    assert isinstance(error_of(outcome), CommandTimeout)
+    assert on_wire_at_event == [b"AT+QISEND=2,5\r"]  # told before any filler is written
+    assert h.sent() == b"AT+QISEND=2,5\r" + b"\x1b" * 5 + b"\x1bAT\r"
+
+
+def test_late_prompt_after_the_timeout_recovers_with_one_resync():
+    h = Harness(resync_timeout=2)
+    h.issue(c.qisend(b"hello", socket=0, prompt_timeout=5, timeout=20))
+    after = h.issue(c.qisack(0, timeout=30))
+    h.clock.advance(5)
+    assert h.sent() == b"AT+QISEND=0,5\r\x1b\x1b\x1b\x1b\x1b\x1bAT\r"
+    # The module was only slow: its prompt, the filler taken as payload, then the AT.
+    h.recv(b"\r\n> ")
+    assert h.sent() == b""  # a late prompt gets nothing: the filler is already on its way
+    h.recv(b"\r\nSEND OK\r\n", b"\r\nOK\r\n")
+    assert [e for e in h.events if isinstance(e, Resynced)] == [Resynced(True)]
+    assert h.sent() == b"AT+QISACK=0\r"
+    h.recv(b"\r\n+QISACK: 5, 5, 0\r\n\r\nOK\r\n")
+    assert value_of(after) == SackResult(5, 5, 0)
+
+
+def test_timeout_after_the_prompt_needs_no_filler():
+    h = Harness()
+    h.issue(c.qisend(b"hello", socket=0, prompt_timeout=5, timeout=20))
+    h.recv(b"\r\n> ")
+    h.clock.advance(20)
+    assert h.sent() == b"AT+QISEND=0,5\rhello\x1bAT\r"
+
+
 def test_commands_issued_before_the_port_opens_go_out_on_connect():
     proto, transport = ATProtocol(Clock()), StringTransport()
     proto.issue(c.at())

@@ -78,6 +78,20 @@ def test_fixed_length_binary_payload_is_data_not_control(payload):
     assert host.received == payload
 
 
+def test_esc_filler_completes_a_pending_fixed_payload_and_is_noise_in_command_mode():
+    """What the AT engine writes after a QISEND whose prompt came too late (ESC x len, ESC, AT)."""
+    m = Module()
+    m.ready(mux=1)
+    host, _ = m.open(0)
+    m.at("AT+QISDE=0")
+    recovery = b"\x1b" * 5 + b"\x1bAT\r"
+    assert m.at("AT+QISEND=0,5") == b"\r\n> "
+    assert m.send(recovery) == b"\r\nSEND OK\r\n" + OK
+    assert host.received == b"\x1b" * 5
+    assert m.send(recovery) == OK  # no payload pending: the ESC bytes only clear the line
+    assert host.received == b"\x1b" * 5
+
+
 def test_qisend_limits_and_mux_argument_rules():
     m = Module()
     m.ready(mux=1)

@@ -48,7 +48,11 @@ class Timeouts:
     qiact: float = 150.0
     qideact: float = 40.0
     qiopen: float = 10.0  # until OK only; CONNECT OK (<= 75 s) is the modem layer's wait
-    prompt: float = 5.0
+    # The prompt queues behind the module's UART TX backlog: pushed +RECEIVE data in push mode,
+    # ~5.5 KB (the simulator's high water plus one frame) is 5.8 s at 9600 baud.  10 s is the top
+    # of the drivers' range (§7).  A prompt later still costs only the link: the engine writes
+    # filler before its resync (protocol._unwritten_payload_filler).
+    prompt: float = 10.0
     send: float = 20.0
     qisack: float = 5.0
     qiclose: float = 10.0

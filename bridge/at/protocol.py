@@ -12,6 +12,10 @@ ERROR) and free-form info lines go to the in-flight command; whatever is left is
 ``Unsolicited`` event.  The next queued command is written as soon as the previous final is
 routed, before its Deferred fires: at 115200 baud the turnaround is the throughput.
 
+An in-flight timeout resyncs (ESC, ``AT``) before anything else is written; an AT+QISEND that
+timed out before its ``> `` first gets ``len`` ESC bytes, so a module whose prompt was only late
+takes those as the payload instead of the resync (``StreamCorrupt`` is emitted before either).
+
 With a ``sleep`` controller (``bridge.modem.sleep.SleepController``) every command waits for its
 ``wake()`` before it is written (the module's UART listens 20 ms after DTR went LOW), and
 ``idle()`` is called whenever the wire is free and nothing is queued.
@@ -36,6 +40,21 @@ ESC = b"\x1b"
 #: How long each resync ``AT`` may take, and how many tries before giving up.
 RESYNC_TIMEOUT = 2.0
 RESYNC_ATTEMPTS = 3
+
+
+def _unwritten_payload_filler(command) -> bytes:
+    """Bytes to write before a resync when ``command`` timed out waiting for its ``> ``.
+
+    A fixed-length AT+QISEND whose prompt is only late (the module's UART TX backlog, §7) has
+    put the module in payload input: it would take the next ``len`` bytes, our ESC and ``AT\\r``
+    included, as data and look mute.  ``len`` ESC bytes satisfy it either way: as payload they
+    complete the input (the module answers SEND OK and the remote gets up to ``len`` ESC bytes at
+    the end of a stream that is being aborted anyway); in command mode each ESC only clears the
+    command line, the byte drivers send to abort input (§4.4).
+    """
+    if isinstance(command, SendCommand) and not command.prompted:
+        return ESC * len(command.payload)
+    return b""
 
 
 class _Outstanding:
@@ -293,12 +312,12 @@ class ATProtocol(Protocol):
         command = entry.command
         self._current = probe = self._resync_probe(1)  # nothing else may be written now
         if isinstance(command, SendCommand):
-            # The resync bytes may become this socket's payload: its stream is corrupt.
+            # Filler or resync bytes may become this socket's payload: its stream is corrupt.
             self.emit(StreamCorrupt(command.socket))
         self._log_recovery("{command} timed out on the wire; resynchronising",
                            command=command.text)
         self._fire(entry, CommandTimeout(command.text, command.timeout, queued=False))
-        self._send_resync(probe)
+        self._send_resync(probe, filler=_unwritten_payload_filler(command))
 
     def _start_resync(self, attempt: int) -> None:
         self._current = probe = self._resync_probe(attempt)
@@ -307,10 +326,16 @@ class ATProtocol(Protocol):
     def _resync_probe(self, attempt: int) -> _Outstanding:
         return _Outstanding(commands.at(self._resync_timeout), None, attempt)
 
-    def _send_resync(self, probe: _Outstanding) -> None:
-        """ESC ends a pending ``> `` input; ``AT`` must then answer OK."""
+    def _send_resync(self, probe: _Outstanding, filler: bytes = b"") -> None:
+        """ESC ends a pending ``> `` input; ``AT`` must then answer OK.
+
+        ``filler`` goes first: it completes a fixed-length payload the module may still be
+        waiting for (see ``_unwritten_payload_filler``), so the resync bytes reach its command line.
+        """
         if self._lost:
             return
+        if filler:
+            self.write_payload(filler)
         self.write(ESC)
         self.write(probe.command.wire_bytes())
         probe.timer = self.clock.callLater(self._resync_timeout, self._wire_timeout, probe)
