@@ -1,8 +1,11 @@
 """TrafficRing: bounded, timestamped, redacted, payloads as length + hex prefix."""
 
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 
 from bridge.at import commands as c
+from bridge.at.events import Received
+from bridge.at.framing import Data, Junk, Payload
 from bridge.at.redact import redact
 from bridge.at.ring import TrafficRing
 from tests.test_at_harness import Harness
@@ -70,3 +73,33 @@ def test_recovery_dump_is_rate_limited():
 
 def test_redact_helper_handles_qiregapp_credentials():
     assert redact(b'AT+QIREGAPP="apn","u","p"') == b'AT+QIREGAPP="apn","***","***"'
+
+
+SECRET = b"user secret: correct horse battery staple"
+
+
+def test_frames_and_events_carrying_user_bytes_repr_as_length_and_prefix():
+    shown = [repr(Received(2, SECRET, "10.0.0.9")), repr(Payload(b"+RECEIVE: 2, 41", SECRET)),
+             repr(Data(SECRET)), repr(Junk(SECRET, "no frame"))]
+    prefix = SECRET[:16].hex()
+    assert shown[0] == f"Received(socket=2, data=[41 bytes {prefix}...], peer='10.0.0.9')"
+    assert shown[1] == f"Payload(header=b'+RECEIVE: 2, 41', data=[41 bytes {prefix}...], peer_lines=())"
+    assert shown[2] == f"Data(data=[41 bytes {prefix}...])"
+    assert shown[3] == f"Junk(data=[41 bytes {prefix}...], reason='no frame')"
+    assert Received(2, SECRET) == Received(2, SECRET)  # equality still compares the bytes
+
+
+def test_engine_logs_never_show_pushed_payload_or_pin():
+    h = Harness()
+
+    def broken(event):
+        raise RuntimeError("listener bug")
+
+    h.proto.add_listener(broken)
+    with capturedLogs() as events:
+        h.recv(b"\r\n+RECEIVE: 0, %d\r\n" % len(SECRET) + SECRET)
+        h.recv(b'\r\nAT+CPIN="1234"\r\n')  # a stray echo: an unsolicited line
+    text = "\n".join(formatEvent(e) + repr(e.get("log_failure", "")) for e in events)
+    assert "listener bug" in text and f"[{len(SECRET)} bytes" in text
+    assert "horse" not in text and SECRET[:16].hex() + SECRET[16:].hex() not in text
+    assert "1234" not in text and "AT+CPIN=***" in text

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from bridge.at.framing import Payload
+from bridge.at.redact import redact
+from bridge.at.ring import repr_without_payload
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class Received:
     socket: Optional[int]
     data: bytes
     peer: Optional[str] = None
+
+    __repr__ = repr_without_payload
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,10 @@ class Unsolicited:
     """A line nobody claimed; kept so that nothing the module says is silently lost."""
 
     line: bytes
+
+    def __repr__(self) -> str:
+        """Redacted: a stray echo may carry the PIN or bearer credentials."""
+        return f"Unsolicited(line={redact(self.line)!r})"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple, Union
 
+from bridge.at.ring import repr_without_payload
+
 #: Longest line we keep waiting for; longer unterminated input is junk (real lines are < 200 bytes).
 MAX_LINE = 1024
 
@@ -53,12 +55,16 @@ class Payload:
     data: bytes
     peer_lines: Tuple[bytes, ...] = ()
 
+    __repr__ = repr_without_payload
+
 
 @dataclass(frozen=True)
 class Data:
     """Raw bytes of a transparent (data mode) session."""
 
     data: bytes
+
+    __repr__ = repr_without_payload
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,8 @@ class Junk:
 
     data: bytes
     reason: str
+
+    __repr__ = repr_without_payload
 
 
 Frame = Union[Line, Prompt, Payload, Data, Marker, Junk]

@@ -34,6 +34,7 @@ from bridge.at.datamode import DataMode
 from bridge.at.errors import CommandTimeout, LinkLost, ResyncFailed
 from bridge.at.events import Resynced, StreamCorrupt, Unsolicited, parse_urc, received_from
 from bridge.at.framing import Data, Framer, Junk, Line, Marker, Payload, Prompt
+from bridge.at.redact import redact
 from bridge.at.ring import TrafficRing
 
 ESC = b"\x1b"
@@ -245,7 +246,7 @@ class ATProtocol(Protocol):
         if command is not None and command.take(line):
             self._check_done()
             return
-        self.log.debug("unsolicited line {line!r}", line=line)
+        self.log.debug("unsolicited line {line!r}", line=redact(line))
         self.emit(Unsolicited(line))
 
     def _route_payload(self, frame: Payload) -> None:

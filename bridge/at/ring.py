@@ -6,6 +6,7 @@ registered secrets).  The size budget counts the rendered text, so the dump itse
 """
 
 from collections import deque
+from dataclasses import fields
 from typing import Iterable, Optional
 
 from bridge.at.redact import redact
@@ -21,6 +22,17 @@ def describe_payload(data: bytes) -> bytes:
     head = data[:HEX_PREFIX].hex().encode()
     more = b"..." if len(data) > HEX_PREFIX else b""
     return b"[%d bytes %s%s]" % (len(data), head, more)
+
+
+def repr_without_payload(obj) -> str:
+    """``__repr__`` for dataclasses that carry user bytes in ``data``: they appear as
+    ``describe_payload`` shows them, so logging an event or frame never logs the payload."""
+    def show(name: str) -> str:
+        value = getattr(obj, name)
+        return describe_payload(value).decode() if name == "data" else repr(value)
+
+    shown = ", ".join(f"{f.name}={show(f.name)}" for f in fields(obj))
+    return f"{type(obj).__name__}({shown})"
 
 
 class TrafficRing:

@@ -23,6 +23,7 @@ from bridge.at.errors import ATEngineError
 from bridge.at.events import (Boot, Closed, ConnectResult, DataAvailable, PdpDeact, Received,
                               Registration, RemoteIp, Resynced, StreamCorrupt)
 from bridge.at.protocol import RESYNC_ATTEMPTS, RESYNC_TIMEOUT, ATProtocol
+from bridge.at.ring import describe_payload
 from bridge.counters import Counters
 from bridge.errors import CellbridgeError, ConnectFailed, ModemDown
 from bridge.modem.bringup import REGISTERED, STAT_NAMES, BringUp, Pacing, describe_signal
@@ -362,9 +363,12 @@ class Modem(Service):
         handler = self._handlers.get(socket)
         if handler is not None:
             handler.socket_event(event)
+        elif isinstance(event, Received):
+            self.log.warn("{name}: dropped data for socket {socket}, which has no link: {data}",
+                          name=self.name, socket=socket, data=describe_payload(event.data).decode())
         elif waiter is None:
-            self.log.info("{name}: event for socket {socket} with no link: {event!r}",
-                          name=self.name, socket=socket, event=event)
+            self.log.debug("{name}: event for socket {socket} with no link: {event!r}",
+                           name=self.name, socket=socket, event=event)
 
     # -- links' API -------------------------------------------------------------------------------
 
