@@ -9,6 +9,7 @@ import os
 import socket
 
 from twisted.internet import defer, protocol, reactor, task
+from twisted.internet.error import ConnectionDone
 
 from bridge.config import load_config
 from bridge.service import make_service
@@ -96,10 +97,46 @@ async def connect(port, client=None) -> Client:
     return client
 
 
+class ResetSeen(Client):
+    """A local client that remembers how its connection ended."""
+
+    def connectionLost(self, reason):
+        self.reason = reason
+        super().connectionLost(reason)
+
+
+async def open_link(bed) -> ResetSeen:
+    """A bridged connection whose first bytes came back through the echo server."""
+    client = await connect(bed.port, ResetSeen())
+    client.transport.write(b"before")
+    await until(lambda: bytes(client.received) == b"before", what="the first echo")
+    return client
+
+
+async def reset_not_eof(client):
+    await client.closed
+    assert not client.reason.check(ConnectionDone), "the local app must see a reset, not EOF"
+
+
+async def echo_works(bed, payload: bytes):
+    """A fresh local connection is bridged and echoed (the modem is usable again)."""
+    client = await connect(bed.port)
+    client.transport.write(payload)
+    await until(lambda: bytes(client.received) == payload, what=f"the echo of {payload!r}")
+    client.transport.loseConnection()
+    await until(bed.idle, what="the module socket to be freed")
+
+
 # -- the bed -----------------------------------------------------------------------------------
 
 class Bed:
-    """Simulator + one bridged profile + one remote server. ``async with await Bed.start(...)``."""
+    """Simulator + one bridged profile + one remote server. ``async with await Bed.start(...)``.
+
+    Subclasses add INI lines to the modem and profile sections with ``modem_keys``/``profile_keys``.
+    """
+
+    modem_keys = ""
+    profile_keys = ""
 
     def __init__(self, tmp_path, remote_factory, receive, linger, sim_options):
         self.tmp_path = tmp_path
@@ -122,8 +159,10 @@ class Bed:
         path.write_text(
             "[cellbridge]\nlog_level = warn\nstate_dir = state\n"
             f"[modem:main]\nport = {self.sim.device}\napn = internet\nreceive = {self.receive}\n"
+            f"{self.modem_keys}"
             f"[profile:p]\nlisten = tcp:{self.port}:interface=127.0.0.1\n"
-            f"remote = tcp:127.0.0.1:{self.remote.getHost().port}\nlinger = {self.linger}\n")
+            f"remote = tcp:127.0.0.1:{self.remote.getHost().port}\nlinger = {self.linger}\n"
+            f"{self.profile_keys}")
         self.root = make_service(load_config(str(path)), reactor, environ={})
         self.root.privilegedStartService()
         self.root.startService()

@@ -8,7 +8,6 @@ import signal
 
 import pytest_twisted
 from twisted.internet import reactor, task
-from twisted.internet.error import ConnectionDone
 
 from bridge.at.commands import Timeouts
 from bridge.config import ModemConfig, load_config
@@ -17,7 +16,7 @@ from bridge.modem.modem import Modem, make_modem_service
 from bridge.modem.supervisor import RecoveryTimings
 from bridge.service import Components, make_service
 from bridge.sim import Simulator
-from tests.e2e_bed import Bed, Client, Echo, connect, server, until
+from tests.e2e_bed import Bed, Echo, echo_works, open_link, reset_not_eof, server, until
 
 QUICK = dict(
     timeouts=Timeouts(simple=0.5, pin=1.0, attach=2.0, regapp=1.0, qiact=2.0, qideact=1.0,
@@ -63,37 +62,8 @@ class RecoveryBed(Bed):
         return [entry["cmd"] for entry in self.sim.command_log.entries()]
 
 
-class ResetSeen(Client):
-    """A local client that remembers how its connection ended."""
-
-    def connectionLost(self, reason):
-        self.reason = reason
-        super().connectionLost(reason)
-
-
 async def start(tmp_path):
     return await RecoveryBed.start(tmp_path, server(Echo), act_delay=0.05, deact_delay=0.05)
-
-
-async def echo_works(bed, payload: bytes):
-    """A fresh local connection is bridged and echoed (the modem is usable again)."""
-    client = await connect(bed.port)
-    client.transport.write(payload)
-    await until(lambda: bytes(client.received) == payload, what=f"the echo of {payload!r}")
-    client.transport.loseConnection()
-    await until(bed.idle, what="the module socket to be freed")
-
-
-async def open_link(bed) -> ResetSeen:
-    client = await connect(bed.port, ResetSeen())
-    client.transport.write(b"before")
-    await until(lambda: bytes(client.received) == b"before", what="the first echo")
-    return client
-
-
-async def reset_not_eof(client):
-    await client.closed
-    assert not client.reason.check(ConnectionDone), "the local app must see a reset, not EOF"
 
 
 @pytest_twisted.ensureDeferred
