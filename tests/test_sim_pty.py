@@ -299,3 +299,51 @@ async def test_udp_round_trip(sim):
         c.close()
 
     await threads.deferToThread(client)
+
+
+@in_thread
+async def test_prompt_is_not_starved_by_a_push_downlink_at_115200_baud():
+    """Counted in bytes, not seconds: what the UART sends ahead of the prompt is bounded."""
+    import socket
+    import threading
+
+    opts = SimOptions(act_delay=0, deact_delay=0, dns_delay=0, baud=115200, uart_high_water=4096)
+    paced = Simulator(reactor, opts)
+    paced.start()
+    source = socket.socket()
+    source.bind(("127.0.0.1", 0))
+    source.listen(1)
+    stop = threading.Event()
+
+    def flood():
+        conn, _ = source.accept()
+        with conn:
+            while not stop.is_set():
+                try:
+                    conn.sendall(b"x" * 65536)
+                except OSError:
+                    return
+
+    threading.Thread(target=flood, daemon=True).start()
+
+    def client():
+        c = Client(paced.device)
+        try:
+            bring_up(c, indi=0)
+            open_socket(c, source.getsockname()[1])
+            c.read_exactly(20000, deadline=10)  # the downlink saturates the line
+            c.write(b"AT+QISEND=0,5\r")
+            ahead = c.read_until(b"\r\n> ")
+            # high water + one frame in the UART, plus what the pty and its writer may hold
+            assert len(ahead) < 4096 + 1500 + 2 * 4096, len(ahead)
+            c.write(b"hello")
+            c.read_until(b"\r\nSEND OK\r\n")
+        finally:
+            stop.set()
+            c.close()
+
+    try:
+        await threads.deferToThread(client)
+    finally:
+        source.close()
+        paced.stop()

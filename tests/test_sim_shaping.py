@@ -94,6 +94,16 @@ def test_writes_between_ticks_still_pause_the_producer():
     assert producer.producerState == "producing"
 
 
+def test_detached_port_is_never_written_again():
+    clock, port, proto, uart = paced(9600)
+    uart.write(b"w" * 500)
+    uart.receive(b"r" * 500)
+    uart.detach_port()
+    sent = port.value()
+    clock.advance(1)
+    assert port.value() == sent and clock.getDelayedCalls() == []
+
+
 class PushedModule:
     """The dialect on a 115200 baud UART, one mux socket in push mode, fed by an eager source."""
 

@@ -76,6 +76,7 @@ class Simulator:
         if self._control is not None:
             self._control.stopListening()
             self._control = None
+        self.uart.detach_port()
         self._port.stopReading()
         self._port.stopWriting()
         if self.link:

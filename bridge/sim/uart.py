@@ -97,6 +97,16 @@ class PacedUart:
         self._in += data
         self._feed_input()
 
+    def detach_port(self) -> None:
+        """The port is closing: drop both backlogs and pending timers, nothing may touch it now."""
+        self._sink = None
+        self._in.clear()
+        self._out.clear()
+        for timer in (self._out_timer, self._in_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._out_timer = self._in_timer = None
+
     def port_full(self, full: bool) -> None:
         """The port's own write buffer filled up (or drained)."""
         self._sink_paused = full
