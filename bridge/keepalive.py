@@ -30,7 +30,7 @@ class KeepaliveTimings:
     idle: float = 480.0
 
     @classmethod
-    def of(cls, modem_config) -> "KeepaliveTimings":
+    def from_config(cls, modem_config) -> "KeepaliveTimings":
         return cls(modem_config.keepalive_first, modem_config.keepalive_interval,
                    modem_config.keepalive_retries, modem_config.keepalive_idle)
 

@@ -42,8 +42,17 @@ class KeepaliveBed(Bed):
                         for link in self.dispatcher.stats()["links"]))
 
 
-def with_keys(modem="", profile=""):
-    return type("Bed", (KeepaliveBed,), {"modem_keys": KEEPALIVE + modem, "profile_keys": profile})
+class ProbeBed(KeepaliveBed):
+    keepalive_idle = 1.0
+    modem_keys = KEEPALIVE + f"keepalive_idle = {keepalive_idle}\n"
+    profile_keys = "probe = \\n\n"
+
+
+class StateCheckBed(KeepaliveBed):
+    """No probe: idle links are checked with AT+QISTATE (after the test's mute is over)."""
+
+    keepalive_idle = 1.5
+    modem_keys = KEEPALIVE + f"keepalive_idle = {keepalive_idle}\n"
 
 
 def assert_schedule(bed, slot: int, t0: float):
@@ -93,10 +102,9 @@ async def test_silently_dead_socket_with_data_in_flight_is_reset_on_schedule(tmp
 
 @pytest_twisted.ensureDeferred
 async def test_idle_link_with_a_probe_is_found_dead(tmp_path):
-    idle = 1.0
-    bed_type = with_keys(modem=f"keepalive_idle = {idle}\n", profile="probe = \\n\n")
+    idle = ProbeBed.keepalive_idle
     echo = server(Echo)
-    async with await bed_type.start(tmp_path, echo) as bed:
+    async with await ProbeBed.start(tmp_path, echo) as bed:
         client = await open_link(bed)
         await until(lambda: bed.acks_settled(0), what="the first schedule to end")
         bed.sim.kill(0)
@@ -114,10 +122,9 @@ async def test_idle_link_with_a_probe_is_found_dead(tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_idle_link_the_module_reports_closed_is_found_by_qistate(tmp_path):
-    idle = 1.5
     mute = 0.3  # the module's `0, CLOSED` URC is lost on the line
     echo = server(Echo)
-    async with await with_keys(modem=f"keepalive_idle = {idle}\n").start(tmp_path, echo) as bed:
+    async with await StateCheckBed.start(tmp_path, echo) as bed:
         client = await open_link(bed)
         await until(lambda: bed.acks_settled(0), what="the first schedule to end")
         bed.sim.mute(mute)
@@ -127,7 +134,7 @@ async def test_idle_link_the_module_reports_closed_is_found_by_qistate(tmp_path)
         muted_at = bed.log()[-1]["t"]
         assert client.received == b"before" and not client.closed.called
 
-        await dead_link_ends(bed, client, idle)
+        await dead_link_ends(bed, client, StateCheckBed.keepalive_idle)
         checks = bed.times("AT+QISTATE", after=muted_at)
         closes = bed.times("AT+QICLOSE=0", after=muted_at)
         assert len(checks) == 1 and len(closes) == 1 and checks[0] < closes[0]

@@ -505,7 +505,8 @@ class Link:
 
     def _send_probe(self, data: bytes) -> None:
         """The idle probe: queued like local bytes, unless the uplink is busy or finished."""
-        if self.state == "open" and not self._local_eof and not self._uplink:
+        if (self.state == "open" and not self._local_eof and not self._remote_closed
+                and not self._uplink):
             self._uplink += data
             self.pump.kick()
 

@@ -1,4 +1,4 @@
-"""Is a TCP link still alive? The module will not say: GPRS drops connections silently (app note §6).
+"""Is a TCP link still alive? The module will not say: GPRS drops links silently (app note §6).
 
 While bytes are in flight the peer's acks are the evidence: an :class:`AckProgressWatch` runs the
 AT+QISACK=n schedule from each SEND OK. While the link is idle nothing is in flight, so after
@@ -94,7 +94,7 @@ class LinkLiveness:
     def _state_unknown(self, failure: Failure) -> None:
         self._checking = False
         if not self._stopped:
-            self.log.warn("link {slot}: AT+QISTATE failed ({why}); checked again after keepalive_idle",
+            self.log.warn("link {slot}: AT+QISTATE failed ({why}); asked again when next idle",
                           slot=self._slot, why=failure.getErrorMessage())
 
     def _no_ack_progress(self, reason: str) -> None:

@@ -26,7 +26,7 @@ _dispatchers = WeakKeyDictionary()  # modem -> its Dispatcher: profiles share th
 def dispatcher_for(modem, clock, modem_config) -> Dispatcher:
     if modem not in _dispatchers:
         _dispatchers[modem] = Dispatcher(clock, modem, modem_config.send_window,
-                                         KeepaliveTimings.of(modem_config))
+                                         KeepaliveTimings.from_config(modem_config))
     return _dispatchers[modem]
 
 
