@@ -57,12 +57,18 @@ def main(argv=None) -> int:
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     sim = Simulator(reactor, options_from(args), link=args.link, control=args.control)
     sim.start()
+    reactor.addSystemEventTrigger("before", "shutdown", sim.stop)
+    # Announced once the reactor runs: its SIGTERM handler is in place, so whoever reads these
+    # lines may stop us at once and still get a clean exit.
+    reactor.callWhenRunning(announce, sim, args)
+    reactor.run()
+    return 0
+
+
+def announce(sim, args) -> None:
     print(f"device: {sim.device}")
     if args.link:
         print(f"link: {args.link}")
     if args.control:
         print(f"control: {args.control}")
     sys.stdout.flush()
-    reactor.addSystemEventTrigger("before", "shutdown", sim.stop)
-    reactor.run()
-    return 0
