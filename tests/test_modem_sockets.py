@@ -143,6 +143,37 @@ def test_health_poll_is_skipped_while_a_command_is_on_the_wire(h):
     assert h.times[-1] == poll_due + 30.0
 
 
+def test_a_long_bulk_transfer_cannot_starve_the_health_poll(h):
+    """Reads back to back for 100 s: the engine is busy at every poll tick. One round is
+    postponed, the next is queued anyway and slips in between two reads, and the registration
+    loss it finds is seen."""
+    bring_up_done = h.times[-1]
+
+    def read_more(_=None):
+        h.modem.issue(commands.qird(socket=0)).addCallback(read_more)
+
+    read_more()
+    wire = []
+    while h.clock.seconds() < bring_up_done + 100:
+        line = h.take()
+        wire.append((line, h.clock.seconds()))
+        if line == b"AT+QIRD=0,1,0,1500\r":
+            h.clock.advance(0.5)  # on the wire: the engine is busy meanwhile
+            h.recv(OK)  # drained; the link asks again at once
+        elif line == b"AT+CSQ\r":
+            h.recv(b"\r\n+CSQ: 10,0\r\n" + OK)
+        else:
+            assert line == b"AT+CREG?\r"
+            h.recv(b"\r\n+CREG: 0,2\r\n" + OK)
+    polls = [(i, at) for i, (line, at) in enumerate(wire) if line == b"AT+CSQ\r"]
+    assert len(polls) == 1  # t+30 postponed, t+60 queued anyway, t+90 postponed
+    (index, at), = polls
+    assert bring_up_done + 60 <= at <= bring_up_done + 60.5  # as soon as the read in flight ended
+    assert [line for line, _ in wire[index - 1:index + 3]] == [
+        b"AT+QIRD=0,1,0,1500\r", b"AT+CSQ\r", b"AT+CREG?\r", b"AT+QIRD=0,1,0,1500\r"]
+    assert h.modem.info["registration"] == "searching"
+
+
 def test_slots_come_lowest_first_and_run_out(h):
     taken = [h.modem.allocate_slot() for _ in range(7)]
     assert taken == [0, 1, 2, 3, 4, 5, None]

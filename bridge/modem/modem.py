@@ -37,8 +37,10 @@ from bridge.modem.transport import TransportError, open_port
 
 #: AT+QIOPEN's OK to ``n, CONNECT OK|FAIL`` (quectel-at.md §4.3: up to 75 s).
 CONNECT_TIMEOUT = 75.0
-#: Seconds between health polls (AT+CSQ, AT+CREG?); a poll is skipped while the engine is busy.
+#: Seconds between health polls (AT+CSQ, AT+CREG?).
 HEALTH_INTERVAL = 30.0
+#: Rounds a poll may be skipped in a row because the engine is busy; the next one is queued anyway.
+HEALTH_MAX_SKIPS = 1
 #: Without an answer for this long (and nothing on the wire) the modem is not healthy.
 ANSWER_STALE = 120.0
 SOCKET_EVENTS = (ConnectResult, Closed, DataAvailable, Received, RemoteIp, StreamCorrupt)
@@ -112,6 +114,8 @@ class Modem(Service):
         self._health = LoopingCall(self._health_poll)
         self._health.clock = reactor
         self._health_interval = health_interval
+        self._health_skipped = 0
+        self._health_pending = 0  # poll commands not yet answered
         self._handlers: Dict[int, object] = {}
         self._connect_waiters: Dict[int, Deferred] = {}
         self._ready_waiters: list = []
@@ -467,16 +471,27 @@ class Modem(Service):
     # -- health -----------------------------------------------------------------------------------
 
     def _health_poll(self) -> None:
-        """AT+CSQ and AT+CREG? at CONTROL priority, only while the engine is idle: a poll must
-        never delay data, so a busy engine skips this round."""
+        """AT+CSQ and AT+CREG? at CONTROL priority. A busy engine postpones a round, but at most
+        HEALTH_MAX_SKIPS in a row: then the poll is queued anyway and slips in between two bulk
+        commands, so a long transfer cannot hide a lost registration. In data mode (transparent)
+        nothing can be sent, and a poll still unanswered is not doubled."""
         engine = self.protocol
-        if engine is None or engine.busy or engine.data_mode.active:
-            self.log.debug("{name}: health poll skipped (engine busy)", name=self.name)
+        if engine is None or engine.data_mode.active or self._health_pending:
             return
+        if engine.busy and self._health_skipped < HEALTH_MAX_SKIPS:
+            self._health_skipped += 1
+            self.log.debug("{name}: health poll postponed (engine busy)", name=self.name)
+            return
+        self._health_skipped = 0
         t = self.timeouts
-        engine.issue(commands.csq(t.simple)).addCallbacks(self._signal_seen, self._poll_failed)
+        self._health_pending = 2
+        engine.issue(commands.csq(t.simple)).addCallbacks(
+            self._signal_seen, self._poll_failed).addBoth(self._poll_answered)
         engine.issue(commands.creg_query(t.simple)).addCallbacks(
-            self._registration_seen, self._poll_failed)
+            self._registration_seen, self._poll_failed).addBoth(self._poll_answered)
+
+    def _poll_answered(self, _) -> None:
+        self._health_pending -= 1
 
     def _signal_seen(self, quality) -> None:
         self.info["signal"] = describe_signal(quality.rssi, quality.ber)
