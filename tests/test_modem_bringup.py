@@ -3,10 +3,15 @@
 import os
 
 import pytest
+from twisted.internet.defer import fail
 from twisted.logger import capturedLogs
 
+from bridge.at.errors import CommandTimeout
+from bridge.config import ModemConfig
 from bridge.errors import SimLocked
-from bridge.modem.bringup import BringUpFailed
+from bridge.modem.bringup import BringUp, BringUpFailed
+from bridge.modem.pinstore import PinStore
+from bridge.modem.stack import StackMachine
 from tests.modem_harness import (ACTIVATE, AFTER_SIM, ATTACH, BEARER, IDENTITY, OK, PLAIN, REGISTERED,
                                  SIM_READY, SYNC, ModemHarness)
 
@@ -89,6 +94,37 @@ def test_a_rejected_pin_is_fatal_and_never_sent_again(tmp_path, rejection):
     changed = harness(tmp_path, pin="4321")
     changed.up(SYNC + IDENTITY + SIM_PIN + [(b'AT+CPIN="4321"', OK)] + SIM_READY + AFTER_SIM)
     assert not os.path.exists(changed.modem.pins.path)
+
+
+def test_a_pin_without_an_answer_is_never_sent_again(tmp_path):
+    """The answer to AT+CPIN= may have been a lost rejection: no retry may risk another try."""
+    h = harness(tmp_path, pin="1234", persistent=True).start()
+    h.play(SYNC + IDENTITY + SIM_PIN)
+    h.expect(b'AT+CPIN="1234"')  # silence
+    assert h.take() == b"\x1bAT\r"  # the engine resyncs after the 10 s limit
+    h.recv(OK)
+    (error,) = h.fatal
+    assert isinstance(error, SimLocked) and error.exit_status == 3
+    assert "no answer within 10 s" in str(error) and "check the SIM" in str(error)
+    assert h.take() == b""  # no bring-up retry: the supervisor stops on SimLocked
+
+    again = harness(tmp_path, pin="1234").start()
+    again.play(SYNC + IDENTITY + SIM_PIN)
+    assert again.take() == b""
+    (error,) = again.fatal
+    assert isinstance(error, SimLocked) and "got no answer from the SIM before" in str(error)
+    assert again.modem.pins.path in str(error)
+
+
+def test_a_pin_command_that_timed_out_in_the_queue_is_an_ordinary_failure(tmp_path):
+    """It never reached the SIM, so no try was used: bring-up fails and may be retried."""
+    store = PinStore(str(tmp_path), "main")
+    run = BringUp(None, lambda command: fail(CommandTimeout(command.text, 10.0, queued=True)),
+                  ModemConfig(name="main", port="sim", pin="1234"), store, StackMachine())
+    outcome = []
+    run._enter_pin().addErrback(outcome.append)
+    assert outcome[0].check(BringUpFailed) and outcome[0].value.step == "sim"
+    assert store.refusal("1234") is None
 
 
 @pytest.mark.parametrize("state,pin,message", [

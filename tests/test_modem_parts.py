@@ -7,30 +7,41 @@ import stat
 from twisted.logger import capturedLogs
 
 from bridge.at.commands import StackState
-from bridge.modem.pinstore import PinStore
+from bridge.modem.pinstore import REJECTED, UNCONFIRMED, PinStore
 from bridge.modem.stack import StackMachine
 
 
 def test_pin_record_is_a_private_salted_hash(tmp_path):
     store = PinStore(str(tmp_path / "new" / "dir"), "main")
-    assert not store.rejected("1234")
-    store.remember_rejected("1234")
-    assert store.rejected("1234") and not store.rejected("4321")
+    assert store.refusal("1234") is None
+    store.remember("1234", REJECTED)
+    assert store.refusal("1234") == REJECTED and store.refusal("4321") is None
     assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o600
     record = json.loads(open(store.path).read())
     assert "1234" not in open(store.path).read() and len(record["salt"]) == 32
     other = PinStore(str(tmp_path / "new" / "dir"), "main")
-    other.remember_rejected("1234")
+    other.remember("1234", UNCONFIRMED)
     assert json.loads(open(store.path).read())["hash"] != record["hash"]  # fresh salt
+    assert store.refusal("1234") == UNCONFIRMED and store.refusal("4321") is None
     store.forget()
-    assert not store.rejected("1234")
+    assert store.refusal("1234") is None
+
+
+def test_a_record_without_a_verdict_is_a_rejection(tmp_path):
+    store = PinStore(str(tmp_path), "main")
+    store.remember("1234", UNCONFIRMED)
+    record = json.loads(open(store.path).read())
+    del record["verdict"]  # as written before verdicts existed
+    with open(store.path, "w") as handle:
+        json.dump(record, handle)
+    assert store.refusal("1234") == REJECTED
 
 
 def test_a_corrupt_pin_record_counts_as_a_rejection(tmp_path):
     store = PinStore(str(tmp_path), "main")
     with open(store.path, "w") as handle:
         handle.write("{not json")
-    assert store.rejected("1234")
+    assert store.refusal("1234") == REJECTED
 
 
 def test_stack_follows_steps_and_adopts_what_the_module_reports():

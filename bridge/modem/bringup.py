@@ -20,8 +20,9 @@ from twisted.logger import Logger
 
 from bridge.at import commands
 from bridge.at.commands import DEFAULT_TIMEOUTS, Timeouts
-from bridge.at.errors import ATEngineError, ATError, CmeError, LinkLost
+from bridge.at.errors import ATEngineError, ATError, CmeError, CommandTimeout, LinkLost
 from bridge.errors import CellbridgeError, SimLocked
+from bridge.modem.pinstore import REJECTED, UNCONFIRMED
 
 REGISTERED = (1, 5)
 DENIED = 3
@@ -199,9 +200,13 @@ class BringUp:
         if pin is None:
             raise SimLocked("the SIM wants a PIN and none is configured (set pin in "
                             f"[modem:{self.config.name}])")
-        if self.pins.rejected(pin):
+        refusal = self.pins.refusal(pin)
+        if refusal == REJECTED:
             raise SimLocked(f"this PIN was rejected before (recorded in {self.pins.path}); "
                             "it is not sent again until the configured pin changes")
+        if refusal == UNCONFIRMED:
+            raise SimLocked(f"this PIN got no answer from the SIM before (recorded in "
+                            f"{self.pins.path}), so it may have been rejected; {self._check_sim()}")
         try:
             yield self._issue(commands.cpin(pin, self.t.pin))
         except CmeError as error:
@@ -210,6 +215,12 @@ class BringUp:
             self._rejected(pin)
         except ATError:  # plain ERROR for AT+CPIN= is a rejection too
             self._rejected(pin)
+        except CommandTimeout as error:
+            if error.queued:  # never reached the SIM: an ordinary failure
+                raise BringUpFailed("sim", str(error)) from error
+            self.pins.remember(pin, UNCONFIRMED)
+            raise SimLocked(f"AT+CPIN= got no answer within {error.timeout:g} s, so the SIM may "
+                            f"have rejected the PIN; {self._check_sim()}") from error
         except ATEngineError as error:
             if isinstance(error, LinkLost):
                 raise
@@ -219,9 +230,15 @@ class BringUp:
             self.log.info("sim: PIN accepted")
 
     def _rejected(self, pin: str) -> None:
-        self.pins.remember_rejected(pin)
+        self.pins.remember(pin, REJECTED)
         raise SimLocked("the SIM rejected the configured PIN; it will not be sent again "
                         "until the pin setting changes (a SIM blocks after three wrong PINs)")
+
+    def _check_sim(self) -> str:
+        """What to do about a PIN whose verdict is unknown (sending it again risks a SIM try)."""
+        return (f"it is not sent again (a SIM blocks after three wrong PINs): check the SIM in "
+                f"a phone, then change the pin setting of [modem:{self.config.name}] or, if the "
+                f"PIN is right, delete {self.pins.path}, and restart cellbridge")
 
     @inlineCallbacks
     def _wait_registered(self):

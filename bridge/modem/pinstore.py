@@ -1,8 +1,10 @@
-"""Memory of a rejected SIM PIN, kept in the state directory across restarts.
+"""Memory of a refused SIM PIN, kept in the state directory across restarts.
 
 A SIM locks itself (PUK) after three wrong PINs, and every module reset or daemon restart would
 otherwise send the same wrong PIN again. So a rejection is written down, and that PIN is refused
-locally until the configured PIN changes. Only a salted scrypt hash is stored, never the PIN.
+locally until the configured PIN changes. An AT+CPIN= that got no answer at all is written down
+too (UNCONFIRMED): the lost answer may have been a rejection, so retrying is a gamble with the
+SIM's tries. Only a salted scrypt hash is stored, never the PIN.
 """
 
 import hashlib
@@ -15,6 +17,9 @@ from twisted.logger import Logger
 
 #: scrypt cost: slow enough to make guessing a 4-8 digit PIN from the file expensive.
 _SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}
+#: Verdicts on a PIN that keep it from being sent again.
+REJECTED = "rejected"  #: the SIM said no
+UNCONFIRMED = "unconfirmed"  #: AT+CPIN= went out and its answer never came back
 
 
 def _digest(pin: str, salt: bytes) -> bytes:
@@ -22,32 +27,35 @@ def _digest(pin: str, salt: bytes) -> bytes:
 
 
 class PinStore:
-    """``rejected(pin)`` / ``remember_rejected(pin)`` / ``forget()`` for one modem."""
+    """``refusal(pin)`` / ``remember(pin, verdict)`` / ``forget()`` for one modem."""
 
     log = Logger()
 
     def __init__(self, state_dir: str, modem_name: str) -> None:
         self.path = os.path.join(state_dir, f"{modem_name}.rejected-pin")
 
-    def rejected(self, pin: str) -> bool:
-        """True if ``pin`` was rejected before. An unreadable record counts as a rejection:
-        guessing wrong here could cost the SIM one of its three tries."""
+    def refusal(self, pin: str) -> Optional[str]:
+        """REJECTED or UNCONFIRMED if ``pin`` must not be sent, else None. An unreadable record
+        counts as a rejection: guessing wrong here could cost the SIM one of its three tries."""
         record = self._load()
         if record is None:
-            return False
+            return None
         try:
             salt, digest = bytes.fromhex(record["salt"]), bytes.fromhex(record["hash"])
         except (KeyError, TypeError, ValueError, AttributeError):
             self.log.error("{path} is corrupt; refusing to send the PIN (delete the file after "
                            "checking the PIN)", path=self.path)
-            return True
-        return hmac.compare_digest(_digest(pin, salt), digest)
+            return REJECTED
+        if not hmac.compare_digest(_digest(pin, salt), digest):
+            return None
+        return UNCONFIRMED if record.get("verdict") == UNCONFIRMED else REJECTED
 
-    def remember_rejected(self, pin: str) -> None:
-        """Write the salted hash atomically (mode 0600); a failure is logged, not raised, since
-        the caller is already stopping on the rejection."""
+    def remember(self, pin: str, verdict: str = REJECTED) -> None:
+        """Write the salted hash and the verdict atomically (mode 0600); a failure is logged,
+        not raised, since the caller is already stopping on the refusal."""
         salt = os.urandom(16)
-        record = json.dumps({"salt": salt.hex(), "hash": _digest(pin, salt).hex()})
+        record = json.dumps({"salt": salt.hex(), "hash": _digest(pin, salt).hex(),
+                             "verdict": verdict})
         temporary = self.path + ".tmp"
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -56,7 +64,7 @@ class PinStore:
                 handle.write(record)
             os.replace(temporary, self.path)
         except OSError as error:
-            self.log.error("cannot record the rejected PIN in {path}: {error}; it may be sent "
+            self.log.error("cannot record the refused PIN in {path}: {error}; it may be sent "
                            "again after a restart", path=self.path, error=error)
 
     def forget(self) -> None:
