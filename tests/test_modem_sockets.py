@@ -31,20 +31,43 @@ def open_socket(h, *args):
     return outcome
 
 
-def test_open_sets_qidnsip_only_when_it_changes(h):
+def test_every_open_sets_qidnsip_first(h):
+    """Not cached: a module reset or a lost QIDNSIP answer could leave it other than we think."""
     first = open_socket(h, 0, "TCP", "127.0.0.1", 5000)
     h.play([(b"AT+QIDNSIP=0", OK), (b'AT+QIOPEN=0,"TCP","127.0.0.1",5000', OK)])
     h.recv(b"\r\n0, CONNECT OK\r\n")
     assert first == [None]
 
     second = open_socket(h, 1, "UDP", "127.0.0.2", 53)
-    h.expect(b'AT+QIOPEN=1,"UDP","127.0.0.2",53', OK + b"\r\n1, CONNECT OK\r\n")
+    h.play([(b"AT+QIDNSIP=0", OK), (b'AT+QIOPEN=1,"UDP","127.0.0.2",53', OK)])
+    h.recv(b"\r\n1, CONNECT OK\r\n")
     assert second == [None]
 
     third = open_socket(h, 2, "TCP", "localhost", 80)
     h.play([(b"AT+QIDNSIP=1", OK), (b'AT+QIOPEN=2,"TCP","localhost",80', OK)])
     h.recv(b"\r\n2, CONNECT OK\r\n")
     assert third == [None]
+
+
+def test_concurrent_opens_keep_each_qidnsip_next_to_its_qiopen(h):
+    """A dotted open's QIDNSIP=0 must not land between a host name's QIDNSIP=1 and its QIOPEN
+    (the module would answer that QIOPEN with ERROR)."""
+    by_name = open_socket(h, 0, "TCP", "localhost", 80)
+    by_address = open_socket(h, 1, "TCP", "127.0.0.1", 5000)
+    h.play([(b"AT+QIDNSIP=1", OK), (b'AT+QIOPEN=0,"TCP","localhost",80', OK),
+            (b"AT+QIDNSIP=0", OK), (b'AT+QIOPEN=1,"TCP","127.0.0.1",5000', OK)])
+    h.recv(b"\r\n1, CONNECT OK\r\n\r\n0, CONNECT OK\r\n")
+    assert by_name == [None] and by_address == [None]
+
+
+def test_a_failed_qidnsip_fails_the_open_without_a_qiopen(h):
+    outcome = open_socket(h, 0, "TCP", "localhost", 80)
+    h.expect(b"AT+QIDNSIP=1", ERROR)
+    assert "AT+QIDNSIP failed" in outcome[0].value.reason
+    again = open_socket(h, 0, "TCP", "127.0.0.1", 1)
+    h.expect(b"AT+QIDNSIP=0", OK)  # the index and the QIDNSIP/QIOPEN turn were given back
+    h.expect(b'AT+QIOPEN=0,"TCP","127.0.0.1",1', OK + b"\r\n0, CONNECT OK\r\n")
+    assert again == [None]
 
 
 def test_connect_fail_closes_the_index_and_fails(h):

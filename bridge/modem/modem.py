@@ -124,7 +124,7 @@ class Modem(Service):
         self._engine: Optional[ATProtocol] = None  # the last one, kept for last_answer
         self._port = None
         self.mux = config.mode == "mux"
-        self._dnsip: Optional[bool] = None  # AT+QIDNSIP as last set; None = unknown
+        self._opening = defer.DeferredLock()  # AT+QIDNSIP and the AT+QIOPEN it is meant for
 
     # -- service ----------------------------------------------------------------------------------
 
@@ -276,7 +276,6 @@ class Modem(Service):
         self.info.update(result.info)
         self.local_ip = result.local_ip
         self.mux = result.mux
-        self._dnsip = None
         self.ready = True
         self.log.info("{name}: ready, local IP {ip} ({model}, {registration}, signal {signal})",
                       name=self.name, ip=self.local_ip, model=self.info.get("model"),
@@ -298,7 +297,6 @@ class Modem(Service):
         """Everything on the module is gone: links are told, waiters fail, polling stops."""
         if self._health.running:
             self._health.stop()
-        self._dnsip = None
         self.sleep.module_lost()
         waiters, self._connect_waiters = self._connect_waiters, {}
         for waiter in waiters.values():
@@ -406,7 +404,13 @@ class Modem(Service):
         self._handlers.pop(index, None)
 
     def open_socket(self, index: int, proto: str, host: str, port: int) -> Deferred:
-        """AT+QIDNSIP if needed, AT+QIOPEN, wait for CONNECT OK; ConnectFailed otherwise."""
+        """AT+QIDNSIP, AT+QIOPEN, wait for CONNECT OK; ConnectFailed otherwise.
+
+        AT+QIDNSIP goes out before every open rather than being cached: it is one short command
+        against a connect that takes seconds, and a cache would have to be invalidated for every
+        way the module can lose it unseen (a reset, a failed or timed-out QIDNSIP). The pair is
+        serialised between opens, or another open's QIDNSIP could slip in between.
+        """
         if not self.ready:
             return fail(ModemDown(f"{self.name} is not ready"))
         if index in self._connect_waiters:
@@ -415,40 +419,43 @@ class Modem(Service):
 
     @inlineCallbacks
     def _open_socket(self, index, proto, host, port):
-        t = self.timeouts
         wire_index = index if self.mux else None
-        hostname = not is_dotted_ip(host)
-        if self._dnsip != hostname:
-            try:
-                yield self.issue(commands.qidnsip(hostname, t.simple))
-            except ATEngineError as error:
-                raise ConnectFailed(f"AT+QIDNSIP failed: {error}") from error
-            self._dnsip = hostname
         connected = Deferred()
-        connected.addTimeout(CONNECT_TIMEOUT, self.reactor)
         self._connect_waiters[index] = connected
         try:
-            accepted = yield self.issue(commands.qiopen(proto, host, port, wire_index, t.qiopen))
+            try:
+                accepted = yield self._opening.run(self._request_open, wire_index, proto, host,
+                                                   port)
+            except ATEngineError as error:
+                yield self._close_after_failure(wire_index, resync=True)
+                raise ConnectFailed(f"AT+QIOPEN failed: {error}") from error
             if accepted.already:
+                yield self._close_after_failure(wire_index)
                 raise ConnectFailed(f"socket {index} was already connected on the module")
-            result = yield connected
+            result = yield connected.addTimeout(CONNECT_TIMEOUT, self.reactor)
             if not result.ok:
+                yield self._close_after_failure(wire_index)
                 raise ConnectFailed(f"{proto} {host}:{port}: CONNECT FAIL")
-        except ATEngineError as error:
-            yield self._close_after_failure(wire_index, resync=True)
-            raise ConnectFailed(f"AT+QIOPEN failed: {error}") from error
         except defer.TimeoutError:
             yield self._close_after_failure(wire_index)
             raise ConnectFailed(f"no CONNECT OK within {CONNECT_TIMEOUT:g} s") from None
-        except ConnectFailed:
-            yield self._close_after_failure(wire_index)
-            raise
         finally:
             if self._connect_waiters.get(index) is connected:
                 del self._connect_waiters[index]
             if not connected.called:
-                connected.addErrback(lambda _: None)
                 connected.cancel()
+            connected.addErrback(lambda _: None)  # e.g. ModemDown while QIOPEN was in flight
+
+    @inlineCallbacks
+    def _request_open(self, wire_index, proto, host, port):
+        """AT+QIDNSIP (1 for a host name, 0 for a dotted address), then AT+QIOPEN -> its OK."""
+        t = self.timeouts
+        try:
+            yield self.issue(commands.qidnsip(not is_dotted_ip(host), t.simple))
+        except ATEngineError as error:
+            raise ConnectFailed(f"AT+QIDNSIP failed: {error}") from error
+        accepted = yield self.issue(commands.qiopen(proto, host, port, wire_index, t.qiopen))
+        return accepted
 
     @inlineCallbacks
     def _close_after_failure(self, wire_index, resync: bool = False):
