@@ -104,6 +104,19 @@ OPEN_0 = open_command(REMOTE)
 
 PROMPT = b"\r\n> "
 SEND_OK = b"\r\nSEND OK\r\n"
+QISACK_0 = b"AT+QISACK=0\r"
+QIRD_0 = b"AT+QIRD=0,1,0,1500\r"
+QICLOSE_0 = b"AT+QICLOSE=0\r"
+
+
+def sack(sent, acked) -> bytes:
+    """The module's AT+QISACK answer: sent, acked, unacked."""
+    return b"\r\n+QISACK: %d, %d, %d\r\n\r\nOK\r\n" % (sent, acked, sent - acked)
+
+
+def qird(data: bytes) -> bytes:
+    """The module's AT+QIRD answer carrying ``data`` from the REMOTE."""
+    return b"\r\n+QIRD: 10.1.2.3:80,TCP,%d\r\n" % len(data) + data + b"\r\nOK\r\n"
 
 
 class LinkBench:

@@ -1,7 +1,17 @@
 """Link transcripts: exact UART bytes against a real ATProtocol; the local side is a
 StringTransport."""
 
-from tests.link_fakes import OPEN_0, PROMPT, SEND_OK, LinkBench
+from twisted.logger import capturedLogs, formatEvent
+
+from tests.link_fakes import (OPEN_0, PROMPT, QICLOSE_0, QIRD_0, QISACK_0, SEND_OK, LinkBench,
+                              qird, sack)
+
+QIRDI_0 = b"+QIRDI: 0,1,0\r\n"
+CLOSED_0 = b"\r\n0, CLOSED\r\n"
+
+
+def logged(events, text: str) -> bool:
+    return any(text in formatEvent(event) for event in events)
 
 def test_uplink_is_pipelined_in_fixed_length_chunks_without_polling_acks():
     s = LinkBench()
@@ -193,3 +203,100 @@ def test_a_corrupt_send_stream_kills_the_link():
     s = LinkBench()
     s.link.socket_event(StreamCorrupt(0))
     assert s.local.disconnected and s.modem.wire() == b"AT+QICLOSE=0\r"
+
+
+def test_acks_still_missing_after_local_eof_fail_the_link_with_a_reset_not_a_clean_close():
+    s = LinkBench(ack_wait=4.0)
+    s.link.local_data(b"E" * 100)
+    s.link.local_eof()
+    assert s.send_ok(1).endswith(QISACK_0)
+    with capturedLogs() as events:
+        for step in [0.5] * 7 + [0.25]:  # up to t = 3.75: the module keeps 40 bytes unacked
+            s.modem.module(sack(100, 60))
+            s.clock.advance(step)
+            assert s.modem.wire() == QISACK_0 and not s.local.disconnecting
+        s.modem.module(sack(100, 60))
+        s.clock.advance(0.25)
+    assert s.local.disconnected  # reset: the app must not believe its tail was delivered
+    assert s.modem.wire() == QISACK_0  # the poll that was out when the bound passed
+    s.modem.module(sack(100, 60))
+    assert s.modem.wire() == QICLOSE_0
+    assert s.modem.counters.get("link_dead", cause="acks_overdue") == 1
+    assert logged(events, "40 bytes still unacked 4 s after local EOF")
+
+
+def test_qird_error_without_a_remote_close_fails_the_link_instead_of_a_clean_eof():
+    s = LinkBench()
+    s.modem.module(QIRDI_0)
+    assert s.modem.wire() == QIRD_0
+    s.modem.module(b"\r\nERROR\r\n")
+    assert s.local.disconnected and s.modem.wire() == QICLOSE_0
+    assert s.modem.counters.get("link_dead", cause="read_error") == 1
+
+
+def test_qird_error_after_the_remote_close_ends_the_drain_with_a_clean_eof():
+    s = LinkBench()
+    s.modem.module(CLOSED_0)
+    assert s.modem.wire() == QIRD_0
+    s.modem.module(qird(b"tail"))
+    assert s.modem.wire() == QIRD_0
+    s.modem.module(b"\r\nERROR\r\n")
+    assert s.local.value() == b"tail" and s.local.disconnecting and not s.local.disconnected
+    assert s.modem.wire() == QICLOSE_0
+
+
+def test_linger_waits_while_the_local_side_is_paused_and_the_module_holds_bytes():
+    s = LinkBench(linger=2.0)
+    s.link.local_eof()  # nothing to send: the linger starts now
+    s.link.pauseProducing()
+    s.modem.module(QIRDI_0)
+    s.clock.advance(10)  # several lingers, but the local side cannot take the bytes yet
+    assert not s.local.disconnecting and s.modem.wire() == b""
+    s.link.resumeProducing()
+    assert s.modem.wire() == QIRD_0
+    s.modem.module(qird(b"late"))
+    assert s.modem.wire() == QIRD_0
+    s.modem.module(b"\r\nOK\r\n")
+    s.clock.advance(1.5)
+    assert not s.local.disconnecting
+    s.clock.advance(0.5)  # a full linger after the last bytes
+    assert s.local.value() == b"late" and s.local.disconnecting
+    assert s.modem.wire() == QICLOSE_0
+
+
+def test_linger_waits_for_a_read_in_flight():
+    s = LinkBench(linger=2.0)
+    s.link.local_eof()
+    s.clock.advance(1.5)
+    s.modem.module(QIRDI_0)
+    assert s.modem.wire() == QIRD_0
+    s.clock.advance(0.5)  # the linger is due while the module is answering
+    assert not s.local.disconnecting and s.modem.wire() == b""
+    s.modem.module(qird(b"tail"))
+    s.modem.module(b"\r\nOK\r\n")
+    assert s.local.value() == b"tail" and not s.local.disconnecting
+    s.clock.advance(2.0)
+    assert s.local.disconnecting and s.modem.wire() == QIRD_0 + QICLOSE_0
+
+
+def test_local_eof_during_the_drain_after_a_remote_close_still_delivers_everything():
+    s = LinkBench()
+    s.modem.module(CLOSED_0)
+    assert s.modem.wire() == QIRD_0
+    s.link.local_eof()  # nothing unsent, nothing unacked: must not cut the drain short
+    s.modem.module(qird(b"rest"))
+    assert s.modem.wire() == QIRD_0
+    s.modem.module(b"\r\nOK\r\n")
+    assert s.local.value() == b"rest" and s.local.disconnecting and not s.local.disconnected
+    assert s.modem.wire() == QICLOSE_0
+
+
+def test_local_bytes_the_link_can_no_longer_carry_reset_the_local_side_and_are_logged():
+    s = LinkBench()
+    s.modem.module(CLOSED_0)
+    s.modem.module(b"\r\nOK\r\n")  # drained: clean EOF to the local side, AT+QICLOSE
+    assert s.local.disconnecting and not s.local.disconnected
+    with capturedLogs() as events:
+        s.link.local_data(b"too late")
+    assert s.local.disconnected  # the clean close became a reset
+    assert logged(events, "8 local bytes arrived after the link stopped carrying")

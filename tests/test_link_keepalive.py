@@ -8,14 +8,9 @@ from twisted.logger import LogLevel, capturedLogs
 
 from bridge.config import Remote
 from bridge.keepalive import KeepaliveTimings
-from tests.link_fakes import PROMPT, SEND_OK, LinkBench
+from tests.link_fakes import PROMPT, QISACK_0, SEND_OK, LinkBench, sack
 
-QISACK_0 = b"AT+QISACK=0\r"
 QISTATE = b"AT+QISTATE\r"
-
-
-def sack(sent, acked) -> bytes:
-    return b"\r\n+QISACK: %d, %d, %d\r\n\r\nOK\r\n" % (sent, acked, sent - acked)
 
 
 def qistate(socket0_state: bytes) -> bytes:

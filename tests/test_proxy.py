@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs, formatEvent
 
 from bridge.config import Listen, ProfileConfig
 from bridge.errors import NotSupported
@@ -23,8 +24,8 @@ class Bench:
         self.dispatcher = Dispatcher(self.modem.clock, self.modem, window=5840)
         self.factory = StreamFactory(self.dispatcher, profile)
 
-    def connect(self):
-        stream = self.factory.buildProtocol(None)
+    def connect(self, factory=None):
+        stream = (factory or self.factory).buildProtocol(None)
         stream.makeConnection(StringTransport())
         return stream
 
@@ -58,17 +59,18 @@ def test_past_the_queue_bound_a_connection_is_refused():
     bench = Bench(dataclasses.replace(PROFILE, max_links=1, queue=1))
     bench.connect()
     waiting, refused = bench.connect(), bench.connect()
-    assert not waiting.transport.disconnecting and refused.transport.disconnecting
+    assert not waiting.transport.disconnecting
+    assert refused.transport.disconnected  # abortConnection: a reset, not an empty reply
 
 
-def test_a_waiting_connection_is_closed_after_queue_timeout():
+def test_a_waiting_connection_is_reset_after_queue_timeout():
     bench = Bench(dataclasses.replace(PROFILE, max_links=1))
     bench.connect()
     waiting = bench.connect()
     bench.modem.clock.advance(4.9)
     assert not waiting.transport.disconnecting
     bench.modem.clock.advance(0.1)
-    assert waiting.transport.disconnecting and bench.dispatcher.stats()["waiting"] == 0
+    assert waiting.transport.disconnected and bench.dispatcher.stats()["waiting"] == 0
 
 
 def test_a_waiting_connection_that_goes_away_leaves_the_queue():
@@ -78,6 +80,47 @@ def test_a_waiting_connection_that_goes_away_leaves_the_queue():
     waiting.connectionLost()
     assert bench.dispatcher.stats()["waiting"] == 0
     assert not any("_timed_out" in repr(call) for call in bench.modem.clock.getDelayedCalls())
+
+
+def test_a_profile_at_max_links_does_not_hold_up_another_profile_while_slots_are_free():
+    bench = Bench(dataclasses.replace(PROFILE, name="a", max_links=1, queue=2))
+    other = StreamFactory(bench.dispatcher, dataclasses.replace(PROFILE, name="b", queue=2))
+    bench.connect()
+    a_waiting = [bench.connect(), bench.connect()]
+    b_streams = [bench.connect(other), bench.connect(other)]
+    assert [s.link.slot for s in b_streams] == [1, 2]  # served at once, beside a's waiters
+    assert all(s.link is None for s in a_waiting) and bench.dispatcher.stats()["waiting"] == 2
+
+
+def test_waiters_are_served_first_in_first_out_per_profile_when_slots_free():
+    bench = Bench(dataclasses.replace(PROFILE, name="a", max_links=1, queue=2))
+    other = StreamFactory(bench.dispatcher, dataclasses.replace(PROFILE, name="b", queue=2))
+    first_a = bench.connect()
+    b_streams = [bench.connect(other) for _ in range(5)]
+    for _ in range(6):
+        bench.open_all()
+    a_waiting = [bench.connect(), bench.connect()]
+    b_waiting = bench.connect(other)  # all six slots taken: it waits as well
+    assert bench.dispatcher.stats()["waiting"] == 3
+    b_streams[0].connectionLost()  # slot 1 frees: a is still at max_links, so b's waiter goes
+    assert bench.modem.wire() == b"AT+QICLOSE=1\r"
+    bench.modem.module(b"\r\n1, CLOSE OK\r\n")
+    assert b_waiting.link.slot == 1 and all(s.link is None for s in a_waiting)
+    bench.open_all()
+    first_a.connectionLost()  # slot 0 frees: the oldest a waiter, not the newer one
+    assert bench.modem.wire() == b"AT+QICLOSE=0\r"
+    bench.modem.module(b"\r\n0, CLOSE OK\r\n")
+    assert a_waiting[0].link.slot == 0 and a_waiting[1].link is None
+
+
+def test_bytes_from_a_connection_without_a_link_reset_it_and_are_logged():
+    bench = Bench(ready=False)
+    stream = bench.connect()
+    with capturedLogs() as events:
+        stream.dataReceived(b"orphan")
+    assert stream.transport.disconnected  # aborted, not a silent drop
+    assert any("6 bytes from a connection that has no module socket" in formatEvent(e)
+               for e in events)
 
 
 def test_connections_wait_for_the_modem_to_become_ready():

@@ -23,9 +23,12 @@ connection is reset, never ended with a clean EOF: bytes were lost and the app m
 
 Close: local EOF -> finish sending, wait (bounded) until everything is acked, keep delivering what
 the remote sends, then ``AT+QICLOSE`` when the remote closes or after ``linger`` seconds without
-traffic. ``n, CLOSED`` -> drain every buffered byte to the local side, then EOF. The slot is
-released only after the socket is drained and closed, so no tail of this stream can reach the
-next connection on the same slot.
+traffic (postponed while the module may hold bytes the local side has not taken yet). Acks still
+missing past the bound fail the link (reset): the app must not believe its tail was delivered.
+``n, CLOSED`` -> drain every buffered byte to the local side, then EOF; an AT+QIRD ERROR is the
+end of that drain, but without a ``CLOSED`` first it fails the link. Local bytes the link can no
+longer carry reset the local side. The slot is released only after the socket is drained and
+closed, so no tail of this stream can reach the next connection on the same slot.
 """
 
 from dataclasses import dataclass
@@ -194,6 +197,7 @@ class Link:
 
     def local_data(self, data: bytes) -> None:
         if self.state not in ("opening", "open") or self._local_eof:
+            self._refuse_local_bytes(len(data))
             return
         self._uplink += data
         self._note_held()
@@ -201,6 +205,17 @@ class Link:
             self._reading_paused = True
             self.transport.pauseProducing()
         self.pump.kick()
+
+    def _refuse_local_bytes(self, size: int) -> None:
+        """Bytes this link can no longer carry: the app must learn they were not delivered.
+
+        A TCP transport stops reading once it is closed or aborted and sends nothing after its
+        EOF, so this is a guard for transports that still deliver a buffered tail (a TLS
+        wrapper), not a normal path."""
+        self.log.warn("link {slot}: {n} local bytes arrived after the link stopped carrying "
+                      "(state {state}, local EOF {eof}); resetting the local connection",
+                      slot=self.slot, n=size, state=self.state, eof=self._local_eof)
+        self._abort_local()
 
     def local_eof(self) -> None:
         """The local client half-closed: finish sending, then linger for the remote's reply."""
@@ -416,23 +431,28 @@ class Link:
         self._uplink_finished()
 
     def _acks_overdue(self) -> None:
+        """The remote never acked the tail: a clean close would tell the app it was delivered."""
         self._acks_deadline = None
-        self.log.warn("link {slot}: {n} bytes still unacked {t:g} s after local EOF; going on",
-                      slot=self.slot, n=self.unacked, t=self.settings.ack_wait)
-        self._acked = self.bytes_up
-        self._uplink_finished()
+        self._fail(f"{self.unacked} bytes still unacked {self.settings.ack_wait:g} s after "
+                   "local EOF", "acks_overdue")
 
     def _uplink_finished(self) -> None:
         if self._acks_deadline is not None:
             self._acks_deadline.cancel()
             self._acks_deadline = None
-        if self._local_gone or self._remote_closed:
+        if self._local_gone:
             self._close_socket()
-        elif self._linger is None:
+        elif not self._remote_closed and self._linger is None:
+            # (After a remote close the drain under way ends the link: EOF, then AT+QICLOSE.)
             self._linger = self.clock.callLater(self.settings.linger, self._linger_over)
 
     def _linger_over(self) -> None:
         self._linger = None
+        if self._want_read or self._local_paused:
+            # The module may still hold bytes for a local side that cannot take them yet:
+            # closing now would drop them behind a clean EOF.
+            self._linger = self.clock.callLater(self.settings.linger, self._linger_over)
+            return
         self.log.info("link {slot}: no traffic for {t:g} s after local EOF; closing",
                       slot=self.slot, t=self.settings.linger)
         self._close_local()
@@ -444,10 +464,12 @@ class Link:
         if self.state != "open":
             return
         if isinstance(result, Failure):
-            if result.check(ATError):
-                self._remote_closed = True  # ERROR: the socket is gone and drained
-                self._want_read = False
+            if result.check(ATError) and self._remote_closed:
+                self._want_read = False  # ERROR after `n, CLOSED`: the socket is gone, drained
                 self._drained()
+            elif result.check(ATError):
+                self._fail("AT+QIRD answered ERROR but the remote close was never reported: "
+                           "received bytes may be lost", "read_error")
             else:
                 self._fail(f"AT+QIRD failed: {result.getErrorMessage()}", "read_error")
             return
@@ -526,10 +548,11 @@ class Link:
             self.transport.loseConnection()
 
     def _abort_local(self) -> None:
+        """Reset the local connection, even one already closing cleanly: bytes were lost."""
         if not self._local_gone:
             self._local_gone = True
             self.transport.unregisterProducer()
-            self.transport.abortConnection()
+        self.transport.abortConnection()
 
     def _close_socket(self) -> None:
         """AT+QICLOSE=n; after a remote close it may answer ERROR as well as CLOSE OK."""

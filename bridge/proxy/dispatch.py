@@ -3,9 +3,10 @@
 The module has six sockets for all profiles together, so admission is per modem: a local
 connection is served at once when the modem is ready, a slot is free and its profile holds fewer
 than ``max_links``; otherwise it waits, not read (its transport paused), in a FIFO bounded per
-profile by ``queue`` and in time by ``queue_timeout``; past the bound it is refused (closed).
+profile by ``queue`` and in time by ``queue_timeout``; past the bound it is refused (reset).
 Waiting connections are served, oldest first, whenever a link frees its slot or the modem
-becomes ready.
+becomes ready. Waiting is per profile: a profile at its ``max_links`` does not hold up another
+profile while slots are free, and a newcomer never overtakes a waiter of its own profile.
 """
 
 from collections import Counter, deque
@@ -50,9 +51,9 @@ class Dispatcher:
 
     def arrive(self, stream, profile) -> None:
         """A local connection wants a module socket (``stream``: ``attach(link)``, ``refuse()``)."""
-        if not self._waiting and self._admit(stream, profile):
-            return
         queued = sum(1 for w in self._waiting if w.profile.name == profile.name)
+        if not queued and self._admit(stream, profile):
+            return
         if queued >= profile.queue:
             self.log.warn("[profile:{name}] refusing a connection: {n} already waiting for a "
                           "module socket", name=profile.name, n=queued)
@@ -71,6 +72,9 @@ class Dispatcher:
                 waiting.timer.cancel()
 
     def serve_waiting(self) -> None:
+        """Admit every waiter that can be served now, oldest first. Admission depends only on the
+        profile and the free slots, so a waiter passed over blocks the rest of its profile too
+        (FIFO per profile) while other profiles' waiters may still go."""
         for waiting in list(self._waiting):
             if self._admit(waiting.stream, waiting.profile):
                 self._waiting.remove(waiting)
@@ -97,7 +101,7 @@ class Dispatcher:
         for waiting in list(self._waiting):
             if waiting.stream is stream:
                 self._waiting.remove(waiting)
-                self.log.warn("[profile:{name}] no module socket within {t:g} s; closing the "
+                self.log.warn("[profile:{name}] no module socket within {t:g} s; resetting the "
                               "connection", name=waiting.profile.name,
                               t=waiting.profile.queue_timeout)
                 stream.refuse()

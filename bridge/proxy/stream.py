@@ -2,16 +2,20 @@
 
 Half-close aware (IHalfCloseableProtocol): ``nc -N`` and HTTP/1.0 clients send EOF and still expect
 the answer, so EOF is not a close. A connection that waits for a module socket is paused: nothing
-is read from it until it is served.
+is read from it until it is served. A connection that cannot be served is reset, not closed: an
+empty clean close would look like an empty answer to the app.
 """
 
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
 from zope.interface import implementer
 
 
 @implementer(IHalfCloseableProtocol)
 class LocalStream(Protocol):
+    log = Logger()
+
     def __init__(self, dispatcher, profile) -> None:
         self.dispatcher = dispatcher
         self.profile = profile
@@ -27,11 +31,18 @@ class LocalStream(Protocol):
         self.transport.resumeProducing()
 
     def refuse(self) -> None:
-        self.transport.loseConnection()
+        """No module socket for this connection (queue full or timed out): the app sees a reset."""
+        self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         if self.link is not None:
             self.link.local_data(data)
+            return
+        # A waiting connection is paused, so a TCP transport delivers nothing here; a transport
+        # that still does (a TLS wrapper's decrypted tail) must not have its bytes vanish.
+        self.log.warn("[profile:{name}] {n} bytes from a connection that has no module socket "
+                      "yet; resetting it", name=self.profile.name, n=len(data))
+        self.refuse()
 
     def readConnectionLost(self) -> None:
         if self.link is not None:
