@@ -5,11 +5,16 @@ rejected; 1 anything else. Expected errors are one line on stderr, never a trace
 """
 
 import argparse
+import signal
 import sys
+
+from twisted.logger import Logger
 
 from bridge import __version__
 from bridge.config import config_warnings, load_config
 from bridge.errors import EXIT_OK, CellbridgeError, ConfigError
+
+log = Logger()
 
 EPILOG = """\
 exit status: 0 success, 2 bad command line, 78 bad config, 3 SIM locked or PIN rejected,
@@ -36,11 +41,33 @@ def command_run(args):
     config = load_config(args.config)
     root = make_service(config, reactor)
     start_logging(config.general.log_level)
+    install_ring_dump(reactor, root)
     root.privilegedStartService()
     root.startService()
     reactor.addSystemEventTrigger("before", "shutdown", root.stopService)
     reactor.run()
     return root.exit_status
+
+
+def install_ring_dump(reactor, root):
+    """``kill -USR1`` logs every modem's AT traffic ring (issue 3: dumpable on demand). The dump
+    runs in the reactor: a signal handler may interrupt it anywhere."""
+    signal.signal(signal.SIGUSR1,
+                  lambda signum, frame: reactor.callFromThread(dump_traffic_rings, root))
+
+
+def dump_traffic_rings(root):
+    """Log each ``modem:NAME`` child's ring, at warn (asked for, so shown at the usual levels).
+    Safe to paste into a bug report: the ring redacts secrets, payloads are length + hex prefix."""
+    for service in root:
+        if not (service.name or "").startswith("modem:"):
+            continue
+        ring = getattr(service, "ring", None)
+        if ring is None:
+            log.warn("{name}: no AT traffic yet (SIGUSR1)", name=service.name)
+        else:
+            log.warn("{name}: AT traffic ring (SIGUSR1):\n{dump}", name=service.name,
+                     dump=ring.dump())
 
 
 def command_check(args):

@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import select
 import signal
 import socket
 import subprocess
@@ -9,9 +10,11 @@ import sys
 import types
 
 import pytest
+from twisted.application.service import MultiService, Service
+from twisted.logger import capturedLogs
 
 from bridge import __version__
-from bridge.cli import main
+from bridge.cli import dump_traffic_rings, main
 from bridge.errors import SimLocked
 
 REPO = pathlib.Path(__file__).parent.parent
@@ -108,13 +111,21 @@ import bridge.service
 from twisted.application.service import Service
 from twisted.internet.protocol import Factory
 from twisted.protocols.wire import Echo
+from bridge.at.ring import TrafficRing
 from bridge.errors import SimLocked
 
 class Parts:
     def modem_service(self, modem, root):
         if modem.apn == "locked-sim":
             root.reactor.callWhenRunning(root.fail, SimLocked("SIM PIN rejected"))
-        return Service()
+        service = Service()
+        service.ring = TrafficRing(root.reactor)  # what a Modem's ring holds after a PIN entry
+        service.ring.add_secret(b"s3cret")
+        service.ring.sent(b'AT+CPIN="4711"\\r')
+        service.ring.received(b"OK")
+        service.ring.sent(b'AT+QICSGP=1,"internet","user","s3cret"\\r')
+        service.ring.received_payload(b"+RECEIVE: 0, 6", b"s3cret")
+        return service
 
     def stream_factory(self, profile, modem_service, root):
         return Factory.forProtocol(Echo)
@@ -192,3 +203,40 @@ def test_run_stops_with_a_clear_error_when_the_port_is_taken(run_bridge):
     assert process.returncode == 1
     assert stderr.splitlines()[-1] == (f"cellbridge: [profile:echo] listen: Couldn't listen on "
                                        f"127.0.0.1:{port}: [Errno 98] Address already in use.")
+
+
+def read_until(stream, marker: str, timeout: float = 30) -> str:
+    """What ``stream`` (a pipe) gave until ``marker`` showed up; bounded by ``timeout``."""
+    descriptor, got = stream.fileno(), b""
+    while marker.encode() not in got:
+        readable, _, _ = select.select([descriptor], [], [], timeout)
+        chunk = os.read(descriptor, 65536) if readable else b""
+        assert chunk, f"{marker!r} did not come; got {got!r}"
+        got += chunk
+    return got.decode()
+
+
+def test_sigusr1_logs_every_modems_traffic_ring_without_secrets(run_bridge):
+    process, notify = run_bridge(free_port())
+    assert notify.recv(4096).startswith(b"READY=1")
+    process.send_signal(signal.SIGUSR1)
+    logged = read_until(process.stderr, "+RECEIVE")
+    assert "modem:main: AT traffic ring (SIGUSR1):" in logged
+    assert "> b'AT+CPIN=***\\r'" in logged and "< b'OK'" in logged
+    assert "4711" not in logged and "s3cret" not in logged
+    process.send_signal(signal.SIGTERM)  # and it keeps running until told to stop
+    process.communicate(timeout=30)
+    assert process.returncode == 0
+
+
+def test_ring_dump_covers_modems_only_and_says_when_a_port_never_opened():
+    root = MultiService()
+    for name, ring in (("modem:idle", None), ("profile:web", "not a modem's")):
+        child = Service()
+        child.setName(name)
+        child.ring = ring
+        child.setServiceParent(root)
+    with capturedLogs() as events:
+        dump_traffic_rings(root)
+    assert [event["log_format"].format(**event) for event in events] == [
+        "modem:idle: no AT traffic yet (SIGUSR1)"]
