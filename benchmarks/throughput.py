@@ -5,7 +5,7 @@ separate child process and its CPU is not counted), bridges two profiles to loop
 this process (a sink for uplink, a source for downlink), moves one bulk stream and prints:
 
 (a) UART-bound: --baud 115200, radio unlimited; goodput / 11 520 B/s for uplink, downlink in push
-    mode, downlink in pull mode, then uplink and downlink (pull) at once.
+    mode, downlink in pull mode, then uplink and downlink at once (pull, then push).
 (b) radio-bound: 26.8 kbit/s up, 53.6 kbit/s down, RTT 700 ms; goodput / radio rate each way, and
     uplink with the stop-and-wait switch (send_window = 0) on the same link.
 (c) CPU seconds of the bridge process per MB carried, unpaced (baud 0, radio unlimited).
@@ -187,9 +187,10 @@ def uart_bound(scale):
     line("downlink push", down.goodput(), UART_BYTES_PER_S, TARGETS["downlink push"])
     _, down, _ = run("pull", sim_args=baud, down=size)
     line("downlink pull", down.goodput(), UART_BYTES_PER_S, TARGETS["downlink pull"])
-    up, down, _ = run("pull", sim_args=baud, up=size, down=size)
-    line("both at once (pull): uplink", up.goodput(), UART_BYTES_PER_S)
-    line("both at once (pull): downlink", down.goodput(), UART_BYTES_PER_S)
+    for receive in ("pull", "push"):
+        up, down, _ = run(receive, sim_args=baud, up=size, down=size)
+        line(f"both at once ({receive}): uplink", up.goodput(), UART_BYTES_PER_S)
+        line(f"both at once ({receive}): downlink", down.goodput(), UART_BYTES_PER_S)
 
 
 def radio_bound(scale):
