@@ -5,6 +5,7 @@ import os
 import pty
 import subprocess
 import sys
+import termios
 import tty
 
 import pytest
@@ -50,6 +51,16 @@ def test_a_second_opener_fails_at_once_with_a_clear_error(pty_pair):
         first.loseConnection()
 
 
+def test_flow_control_is_off_unless_configured(pty_pair):
+    _, device = pty_pair
+    port = open_serial(reactor, device, ATProtocol(reactor), 115200, False)
+    try:
+        assert not port._serial.rtscts
+        assert not termios.tcgetattr(port._serial.fd)[2] & termios.CRTSCTS
+    finally:
+        port.loseConnection()
+
+
 def test_permission_denied_names_the_dialout_group():
     def no_access(*args, **kwargs):
         raise serial.SerialException(errno.EACCES, "could not open port /dev/ttyUSB0")
@@ -79,6 +90,9 @@ def test_serial_port_carries_commands_and_answers(pty_pair):
     master, device = pty_pair
     protocol = ATProtocol(reactor)
     port = yield open_port(reactor, ModemConfig(name="t", port=device, rtscts=True), protocol)
+    # Our end of hardware flow control (the module's, AT+IFC=2,2, is in test_modem_bringup).
+    serial_port = port.transport._serial
+    assert serial_port.rtscts and termios.tcgetattr(serial_port.fd)[2] & termios.CRTSCTS
     answered = protocol.issue(commands.at())
     written = yield read_master(master, b"AT\r")
     assert written == b"AT\r"
