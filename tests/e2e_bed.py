@@ -1,12 +1,13 @@
 """End-to-end test bed: real loopback sockets -> the cellbridge service tree (in process, on the
 pytest-twisted reactor) -> pty -> the in-process simulator -> real loopback servers.
 
-Every wait is bounded (:func:`until`); nothing asserts wall-clock speed.
+Every wait is bounded (:func:`until` polls a condition, :func:`within` awaits a Deferred); nothing
+asserts wall-clock speed. The bridge listens on ``tcp:0`` and the bed reads the port it bound, so
+parallel runs cannot collide on a port picked in advance.
 """
 
 import hashlib
 import os
-import socket
 
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.error import ConnectionDone
@@ -41,10 +42,12 @@ async def until(predicate, timeout=20.0, step=0.01, what="condition"):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+async def within(deferred, what: str, timeout=20.0):
+    """The result of ``deferred``; fail naming ``what`` after ``timeout`` seconds."""
+    try:
+        return await deferred.addTimeout(timeout, reactor)
+    except defer.TimeoutError:
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
 
 
 # -- remote servers ----------------------------------------------------------------------------
@@ -113,8 +116,13 @@ async def open_link(bed) -> ResetSeen:
     return client
 
 
+async def ended(client, what="the local connection to end", timeout=20.0) -> bytes:
+    """Everything ``client`` received, once its connection is gone (bounded)."""
+    return await within(client.closed, what, timeout)
+
+
 async def reset_not_eof(client):
-    await client.closed
+    await ended(client)
     assert not client.reason.check(ConnectionDone), "the local app must see a reset, not EOF"
 
 
@@ -129,14 +137,31 @@ async def echo_works(bed, payload: bytes):
 
 # -- the bed -----------------------------------------------------------------------------------
 
+class BoundPort:
+    """Stands in for a listener service's endpoint to learn the port a ``tcp:0`` listen bound."""
+
+    def __init__(self, endpoint) -> None:
+        self.endpoint = endpoint
+        self.port = None
+
+    def listen(self, factory):
+        return self.endpoint.listen(factory).addCallback(self._bound)
+
+    def _bound(self, port):
+        self.port = port.getHost().port
+        return port
+
+
 class Bed:
     """Simulator + one bridged profile + one remote server. ``async with await Bed.start(...)``.
 
-    Subclasses add INI lines to the modem and profile sections with ``modem_keys``/``profile_keys``.
+    Subclasses add INI lines to the modem and profile sections with ``modem_keys``/``profile_keys``,
+    and may build the tree with other ``components`` or open the simulator at another ``device``.
     """
 
     modem_keys = ""
     profile_keys = ""
+    components = None  #: a ``bridge.service.Components``; None = the real parts
 
     def __init__(self, tmp_path, remote_factory, receive, linger, sim_options):
         self.tmp_path = tmp_path
@@ -144,7 +169,11 @@ class Bed:
         self.receive = receive
         self.linger = linger
         self.sim = Simulator(reactor, SimOptions(**{"baud": 0, "act_delay": 0.05, **sim_options}))
-        self.port = free_port()
+        self.port = None  # the bridge's listening port, once started
+
+    def device(self) -> str:
+        """The ``port =`` of the modem section."""
+        return self.sim.device
 
     @classmethod
     async def start(cls, tmp_path, remote_factory, receive="pull", linger=0.2, **sim_options):
@@ -158,39 +187,41 @@ class Bed:
         path = self.tmp_path / "bridge.ini"
         path.write_text(
             "[cellbridge]\nlog_level = warn\nstate_dir = state\n"
-            f"[modem:main]\nport = {self.sim.device}\napn = internet\nreceive = {self.receive}\n"
+            f"[modem:main]\nport = {self.device()}\napn = internet\nreceive = {self.receive}\n"
             f"{self.modem_keys}"
-            f"[profile:p]\nlisten = tcp:{self.port}:interface=127.0.0.1\n"
+            "[profile:p]\nlisten = tcp:0:interface=127.0.0.1\n"
             f"remote = tcp:127.0.0.1:{self.remote.getHost().port}\nlinger = {self.linger}\n"
             f"{self.profile_keys}")
-        self.root = make_service(load_config(str(path)), reactor, environ={})
+        self.root = make_service(load_config(str(path)), reactor, self.components, environ={})
+        listener = self.root.getServiceNamed("profile:p")
+        listener.endpoint = bound = BoundPort(listener.endpoint)
         self.root.privilegedStartService()
+        self.port = bound.port
         self.root.startService()
         self.modem = self.root.getServiceNamed("modem:main")
-        await self.modem.when_ready()
-        self.dispatcher = self.root.getServiceNamed("profile:p").factory.dispatcher
+        await within(self.modem.when_ready(), "the modem's first bring-up", timeout=30.0)
+        self.dispatcher = listener.factory.dispatcher
 
     async def stop(self):
-        await self.root.stopService()
-        await self.remote.stopListening()
-        self.sim.stop()
+        try:
+            await within(defer.maybeDeferred(self.root.stopService), "the bridge to stop")
+            await within(defer.maybeDeferred(self.remote.stopListening),
+                         "the remote server to stop")
+        finally:
+            self.sim.stop()
 
     def module_sockets(self) -> dict:
         return self.sim.stats()["sockets"]
 
-    def free_slots(self) -> int:
-        """How many module sockets the modem can hand out now (through its public API)."""
-        taken = []
-        while (slot := self.modem.allocate_slot()) is not None:
-            taken.append(slot)
-        for slot in taken:
-            self.modem.release_slot(slot)
-        return len(taken)
+    def slots_in_use(self) -> frozenset:
+        """The module socket indices the modem has handed out. Read only: allocating to count
+        would wake the sleep control. (The Modem has no public view of its allocator yet.)"""
+        return self.modem._slots.in_use
 
     def idle(self) -> bool:
         """No link, no waiting connection, no module socket, every slot free."""
         return (not self.dispatcher.links and not self.dispatcher.stats()["waiting"]
-                and not self.module_sockets() and self.free_slots() == 6)
+                and not self.module_sockets() and not self.slots_in_use())
 
     async def __aenter__(self):
         return self

@@ -1,7 +1,8 @@
 """A Modem with the contract's API over a real ATProtocol on a StringTransport, for transcripts.
 
 Only what links need: issue, sockets attach/detach, open_socket (QIOPEN + ``n, CONNECT OK``),
-query_stack (AT+QISTATE), counters, slots, receive mode, state listeners. The UART bytes are exact, so tests read like the wire.
+query_stack (AT+QISTATE), counters, slots, receive mode, state listeners. The UART bytes are
+exact, so tests read like the wire.
 """
 
 from twisted.internet.defer import Deferred

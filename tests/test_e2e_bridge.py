@@ -5,10 +5,10 @@ import socket
 
 import pytest
 import pytest_twisted
-from twisted.internet import protocol, reactor, task
+from twisted.internet import protocol, reactor
 
-from tests.e2e_bed import (Bed, Client, Echo, Source, connect, open_fds, salted, server, sha,
-                           until)
+from tests.e2e_bed import (Bed, Client, Echo, ResetSeen, Source, connect, ended, open_fds,
+                           reset_not_eof, salted, server, sha, until)
 
 
 @pytest.mark.parametrize("receive", ["pull", "push"])
@@ -52,7 +52,7 @@ async def test_remote_close_delivers_everything_then_eof_and_frees_the_socket(tm
     payload = salted(100000, seed=7)
     async with await Bed.start(tmp_path, server(Source, payload)) as bed:
         client = await connect(bed.port)
-        received = await client.closed  # EOF from the bridge after the drain
+        received = await ended(client, "EOF from the bridge after the drain")
         assert sha(received) == sha(payload)
         await until(bed.idle, what="the module socket to be freed")
 
@@ -79,7 +79,7 @@ async def test_half_closed_client_still_gets_the_answer(tmp_path):
         client = await connect(bed.port)
         client.transport.write(b"request")
         client.transport.loseWriteConnection()
-        received = await client.closed  # the bridge closes after the linger
+        received = await ended(client, "the bridge to close after the linger")
         assert received == b"request"
         await until(bed.idle, what="the module socket to be freed")
 
@@ -94,7 +94,7 @@ async def test_hundred_sequential_connections_leak_nothing(tmp_path):
             client.transport.write(b"%d" % i)
             await until(lambda: client.received == b"%d" % i, what=f"echo {i}")
             client.transport.loseConnection()
-            await client.closed
+            await ended(client, f"local close {i}")
         await until(bed.idle, what="every module socket to be freed")
         assert bed.dispatcher.stats()["served"] == 100
         for connection in echo.connections:  # the module closed every remote connection
@@ -103,15 +103,13 @@ async def test_hundred_sequential_connections_leak_nothing(tmp_path):
 
 
 class StalledReader(Client):
-    """Reads nothing for ``stall`` seconds, then everything."""
-
-    def __init__(self, stall):
-        super().__init__()
-        self.stall = stall
+    """Reads nothing until the test calls :meth:`resume`."""
 
     def connectionMade(self):
         self.transport.pauseProducing()
-        self.resumed = task.deferLater(reactor, self.stall, self.transport.resumeProducing)
+
+    def resume(self):
+        self.transport.resumeProducing()
 
 
 def connect_small_window(port, client):
@@ -135,21 +133,25 @@ PULL_HELD_BOUND = 1500
 async def test_slow_local_reader_slows_the_sender_and_bounds_what_the_bridge_holds(tmp_path):
     payload = os.urandom(5 * 1024 * 1024)
     async with await Bed.start(tmp_path, server(Source, payload)) as bed:
-        reader = connect_small_window(bed.port, StalledReader(stall=1.0))
+        reader = connect_small_window(bed.port, StalledReader())
         await until(lambda: bed.dispatcher.links, what="the link")
         link = next(iter(bed.dispatcher.links))
-        samples = []
-        while not reader.resumed.called:
-            samples.append((link.stats(), bed.dispatcher.stats()["buffered"]))
-            await task.deferLater(reactor, 0.02, lambda: None)
-        stalled = link.stats()
-        assert stalled["local_pauses"] > 0
+        module_full = bed.sim.options.rx_buffer
+        buffered = []
+
+        def stalled() -> bool:
+            """The local transport paused the link and the module's buffer filled up behind it."""
+            buffered.append(bed.dispatcher.stats()["buffered"])
+            return (link.stats()["local_paused"]
+                    and bed.module_sockets()["0"]["rx_buffered"] >= module_full)
+
+        await until(stalled, what="the paused link to leave the stream in the module")
         # The bridge stopped pulling: what it wrote fits the local kernel socket buffers (about
         # 2 MB on loopback) and the rest waits in the module and at the remote sender.
-        assert stalled["received"] < len(payload) // 2
-        assert bed.module_sockets()["0"]["rx_buffered"] > 0
-        assert max(buffered for _, buffered in samples) <= PULL_HELD_BOUND
-        assert sha(await reader.closed) == sha(payload)
+        assert link.stats()["received"] < len(payload) // 2
+        assert max(buffered) <= PULL_HELD_BOUND
+        reader.resume()
+        assert sha(await ended(reader, "the whole stream", timeout=60.0)) == sha(payload)
         assert link.stats()["peak_held"] <= PULL_HELD_BOUND
 
 
@@ -157,9 +159,10 @@ async def test_slow_local_reader_slows_the_sender_and_bounds_what_the_bridge_hol
 async def test_connect_fail_resets_the_local_connection(tmp_path):
     async with await Bed.start(tmp_path, server(Echo)) as bed:
         bed.sim.connect_fail("127.0.0.1")
-        client = await connect(bed.port)
+        client = await connect(bed.port, ResetSeen())
         client.transport.write(b"lost?")
-        assert await client.closed == b""
+        await reset_not_eof(client)
+        assert client.received == b""
         await until(bed.idle, what="the slot to be freed")
         bed.sim.connect_fail(None)
         again = await connect(bed.port)

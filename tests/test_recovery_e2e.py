@@ -7,16 +7,17 @@ import os
 import signal
 
 import pytest_twisted
-from twisted.internet import reactor, task
+from twisted.internet import defer, reactor
+from twisted.logger import capturedLogs, formatEvent
 
 from bridge.at.commands import Timeouts
-from bridge.config import ModemConfig, load_config
+from bridge.config import ModemConfig
 from bridge.modem.bringup import Pacing
 from bridge.modem.modem import Modem, make_modem_service
 from bridge.modem.supervisor import RecoveryTimings
-from bridge.service import Components, make_service
+from bridge.service import Components
 from bridge.sim import Simulator
-from tests.e2e_bed import Bed, Echo, echo_works, open_link, reset_not_eof, server, until
+from tests.e2e_bed import Bed, Echo, echo_works, open_link, reset_not_eof, server, until, within
 
 QUICK = dict(
     timeouts=Timeouts(simple=0.5, pin=1.0, attach=2.0, regapp=1.0, qiact=2.0, qideact=1.0,
@@ -37,26 +38,15 @@ class RecoveryBed(Bed):
     """Bed whose modem has short timings and opens the simulator through a fixed symlink, so a
     new simulator at the same path is the same device coming back."""
 
+    components = QuickComponents()
+
     def __init__(self, tmp_path, remote_factory, receive, linger, sim_options):
         super().__init__(tmp_path, remote_factory, receive, linger, sim_options)
         self.link = str(tmp_path / "modem-tty")
         self.sim = Simulator(reactor, self.sim.options, link=self.link)
 
-    async def _start(self):
-        self.sim.start()
-        self.remote = reactor.listenTCP(0, self.remote_factory, interface="127.0.0.1")
-        path = self.tmp_path / "bridge.ini"
-        path.write_text(
-            "[cellbridge]\nlog_level = warn\nstate_dir = state\n"
-            f"[modem:main]\nport = {self.link}\napn = internet\nreceive = {self.receive}\n"
-            f"[profile:p]\nlisten = tcp:{self.port}:interface=127.0.0.1\n"
-            f"remote = tcp:127.0.0.1:{self.remote.getHost().port}\nlinger = {self.linger}\n")
-        self.root = make_service(load_config(str(path)), reactor, QuickComponents(), environ={})
-        self.root.privilegedStartService()
-        self.root.startService()
-        self.modem = self.root.getServiceNamed("modem:main")
-        await self.modem.when_ready()
-        self.dispatcher = self.root.getServiceNamed("profile:p").factory.dispatcher
+    def device(self) -> str:
+        return self.link
 
     def commands(self) -> list:
         return [entry["cmd"] for entry in self.sim.command_log.entries()]
@@ -122,7 +112,10 @@ async def test_a_vanished_port_is_reopened_when_the_device_comes_back(tmp_path):
         await reset_not_eof(client)
         await until(lambda: bed.modem.counters.get("port_lost") == 1, what="the port loss")
         assert not bed.modem.ready and bed.modem.healthy()  # recovering, not dead
-        await task.deferLater(reactor, 0.5, lambda: None)  # reopen attempts fail meanwhile
+        with capturedLogs() as events:
+            await until(lambda: sum("port still missing" in formatEvent(e) for e in events) >= 2,
+                        what="two failed reopen attempts")
+        assert not bed.modem.ready and bed.modem.healthy()  # still recovering, not given up
         bed.sim.start()  # a new pty behind the same path
         await until(lambda: bed.modem.ready, what="the reopened port's bring-up")
         assert bed.modem.counters.get("recovered", step="bring-up") == 1
@@ -143,4 +136,4 @@ async def test_a_dead_sim_child_is_respawned(tmp_path):
         await until(lambda: modem.ready, timeout=30.0, what="a new child's bring-up")
         assert modem.port.child is not first and modem.port.child.transport.pid is not None
     finally:
-        await modem.stopService()
+        await within(defer.maybeDeferred(modem.stopService), "the modem service to stop")
