@@ -1,5 +1,6 @@
 """The twistd plugin and the service tree it shares with `cellbridge run` (bridge.tap, bridge.service)."""
 
+import importlib.metadata
 import os
 import pathlib
 import subprocess
@@ -215,3 +216,23 @@ def test_plugin_file_is_lazy():
     text = (REPO / "twisted" / "plugins" / "cellbridge_plugin.py").read_text()
     assert "import bridge" not in text and "from bridge" not in text
     assert text.count("ServiceMaker(") == 1
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _installed("cellbridge"), reason="cellbridge is not installed as a "
+                    "distribution in this interpreter (tests/run does `pip install .` first)")
+def test_twistd_lists_the_plugin_after_a_plain_install(tmp_path):
+    """The installed twisted/plugins file, found without the checkout on the import path."""
+    twistd = pathlib.Path(sys.executable).parent / "twistd"
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    listing = subprocess.run([str(twistd), "--help"], capture_output=True, text=True, env=env,
+                             cwd=tmp_path, timeout=60)
+    assert listing.returncode == 0, listing.stderr
+    assert any(line.split()[:1] == ["cellbridge"] for line in listing.stdout.splitlines())
