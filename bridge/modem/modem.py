@@ -1,4 +1,5 @@
-"""Modem: the service that owns one module (port, AT engine, bring-up, sockets, health).
+"""Modem: the service that owns one module (port, AT engine, URC routing; bring-up and recovery
+through its Supervisor, socket opening through its SocketOpener, the HealthPoll).
 
 What links need (see MODEM-CONTRACT): ``ready``/``when_ready()``, ``issue()``, slots,
 ``open_socket()``, per-socket URC routing (``attach_socket``) and ``add_state_listener`` for the
@@ -7,26 +8,25 @@ The way back to "ready" is the :class:`~bridge.modem.supervisor.Supervisor`'s (i
 ``persistent=False`` (``cellbridge probe``) there is none: "down" stays down.
 """
 
-import ipaddress
 import random
 from typing import Callable, Dict, Optional
 
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
-from twisted.internet.task import LoopingCall
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
 from bridge.at import commands
 from bridge.at.commands import DEFAULT_TIMEOUTS, Timeouts
-from bridge.at.errors import ATEngineError
 from bridge.at.events import (Boot, Closed, ConnectResult, DataAvailable, PdpDeact, Received,
                               Registration, RemoteIp, Resynced, StreamCorrupt)
 from bridge.at.protocol import RESYNC_ATTEMPTS, RESYNC_TIMEOUT, ATProtocol
 from bridge.at.ring import describe_payload
 from bridge.counters import Counters
-from bridge.errors import CellbridgeError, ConnectFailed, ModemDown
-from bridge.modem.bringup import REGISTERED, STAT_NAMES, BringUp, Pacing, describe_signal
+from bridge.errors import CellbridgeError, ModemDown
+from bridge.modem.bringup import REGISTERED, STAT_NAMES, BringUp, Pacing
+from bridge.modem.health import HEALTH_INTERVAL, HealthPoll
+from bridge.modem.opener import SocketOpener
 from bridge.modem.pinstore import PinStore
 from bridge.modem.recovery import run_reset_command
 from bridge.modem.sleep import SleepController
@@ -35,12 +35,6 @@ from bridge.modem.stack import StackMachine
 from bridge.modem.supervisor import RecoveryTimings, Supervisor
 from bridge.modem.transport import TransportError, open_port
 
-#: AT+QIOPEN's OK to ``n, CONNECT OK|FAIL`` (quectel-at.md §4.3: up to 75 s).
-CONNECT_TIMEOUT = 75.0
-#: Seconds between health polls (AT+CSQ, AT+CREG?).
-HEALTH_INTERVAL = 30.0
-#: Rounds a poll may be skipped in a row because the engine is busy; the next one is queued anyway.
-HEALTH_MAX_SKIPS = 1
 #: Without an answer for this long (and nothing on the wire) the modem is not healthy.
 ANSWER_STALE = 120.0
 SOCKET_EVENTS = (ConnectResult, Closed, DataAvailable, Received, RemoteIp, StreamCorrupt)
@@ -61,14 +55,6 @@ class _ModemProtocol(ATProtocol):
         super().connectionLost(reason)
         self.lost.callback(None)
         self._on_lost(self, reason)
-
-
-def is_dotted_ip(host: str) -> bool:
-    try:
-        ipaddress.IPv4Address(host)
-    except ValueError:
-        return False
-    return True
 
 
 class Modem(Service):
@@ -111,20 +97,16 @@ class Modem(Service):
         self._on_fatal = on_fatal or (lambda error: None)
         self._port_opener = port_opener
         self._resync_timeout = resync_timeout
-        self._health = LoopingCall(self._health_poll)
-        self._health.clock = reactor
-        self._health_interval = health_interval
-        self._health_skipped = 0
-        self._health_pending = 0  # poll commands not yet answered
+        self.health = HealthPoll(reactor, self.name, lambda: self.protocol, self.info, timeouts,
+                                 health_interval)
+        self._opener = SocketOpener(self)
         self._handlers: Dict[int, object] = {}
-        self._connect_waiters: Dict[int, Deferred] = {}
         self._ready_waiters: list = []
         self._open_waiters: list = []
         self._state_listeners: list = []
         self._engine: Optional[ATProtocol] = None  # the last one, kept for last_answer
         self._port = None
         self.mux = config.mode == "mux"
-        self._opening = defer.DeferredLock()  # AT+QIDNSIP and the AT+QIOPEN it is meant for
 
     # -- service ----------------------------------------------------------------------------------
 
@@ -280,7 +262,7 @@ class Modem(Service):
         self.log.info("{name}: ready, local IP {ip} ({model}, {registration}, signal {signal})",
                       name=self.name, ip=self.local_ip, model=self.info.get("model"),
                       registration=self.info.get("registration"), signal=self.info.get("signal"))
-        self._health.start(self._health_interval, now=False)
+        self.health.start()
         self.sleep.module_ready()
         self._notify("ready", f"local IP {self.local_ip}")
         self._fire_all(self._ready_waiters, None)
@@ -295,12 +277,9 @@ class Modem(Service):
 
     def _mark_down(self, reason: str, expected: bool = False) -> None:
         """Everything on the module is gone: links are told, waiters fail, polling stops."""
-        if self._health.running:
-            self._health.stop()
+        self.health.stop()
         self.sleep.module_lost()
-        waiters, self._connect_waiters = self._connect_waiters, {}
-        for waiter in waiters.values():
-            waiter.errback(ModemDown(f"{self.name}: {reason}"))
+        self._opener.fail_waiting(ModemDown(f"{self.name}: {reason}"))
         if not self.ready:
             return
         self.ready = False
@@ -357,18 +336,14 @@ class Modem(Service):
         socket = event.socket
         if socket is None and not self.mux:
             socket = 0  # transparent mode: the single link is slot 0
-        waiter = None
-        if isinstance(event, ConnectResult):
-            waiter = self._connect_waiters.pop(socket, None)
-        if waiter is not None:
-            waiter.callback(event)
+        awaited = isinstance(event, ConnectResult) and self._opener.connect_result(socket, event)
         handler = self._handlers.get(socket)
         if handler is not None:
             handler.socket_event(event)
         elif isinstance(event, Received):
             self.log.warn("{name}: dropped data for socket {socket}, which has no link: {data}",
                           name=self.name, socket=socket, data=describe_payload(event.data).decode())
-        elif waiter is None:
+        elif not awaited:
             self.log.debug("{name}: event for socket {socket} with no link: {event!r}",
                            name=self.name, socket=socket, event=event)
 
@@ -404,115 +379,11 @@ class Modem(Service):
         self._handlers.pop(index, None)
 
     def open_socket(self, index: int, proto: str, host: str, port: int) -> Deferred:
-        """AT+QIDNSIP, AT+QIOPEN, wait for CONNECT OK; ConnectFailed otherwise.
-
-        AT+QIDNSIP goes out before every open rather than being cached: it is one short command
-        against a connect that takes seconds, and a cache would have to be invalidated for every
-        way the module can lose it unseen (a reset, a failed or timed-out QIDNSIP). The pair is
-        serialised between opens, or another open's QIDNSIP could slip in between.
-        """
+        """AT+QIDNSIP, AT+QIOPEN, wait for CONNECT OK -> Deferred(None); ConnectFailed or
+        ModemDown otherwise (see :class:`~bridge.modem.opener.SocketOpener`)."""
         if not self.ready:
             return fail(ModemDown(f"{self.name} is not ready"))
-        if index in self._connect_waiters:
-            return fail(ConnectFailed(f"socket {index} is already opening"))
-        return self._open_socket(index, proto, host, port)
-
-    @inlineCallbacks
-    def _open_socket(self, index, proto, host, port):
-        wire_index = index if self.mux else None
-        connected = Deferred()
-        self._connect_waiters[index] = connected
-        try:
-            try:
-                accepted = yield self._opening.run(self._request_open, wire_index, proto, host,
-                                                   port)
-            except ATEngineError as error:
-                yield self._close_after_failure(wire_index, resync=True)
-                raise ConnectFailed(f"AT+QIOPEN failed: {error}") from error
-            if accepted.already:
-                yield self._close_after_failure(wire_index)
-                raise ConnectFailed(f"socket {index} was already connected on the module")
-            result = yield connected.addTimeout(CONNECT_TIMEOUT, self.reactor)
-            if not result.ok:
-                yield self._close_after_failure(wire_index)
-                raise ConnectFailed(f"{proto} {host}:{port}: CONNECT FAIL")
-        except defer.TimeoutError:
-            yield self._close_after_failure(wire_index)
-            raise ConnectFailed(f"no CONNECT OK within {CONNECT_TIMEOUT:g} s") from None
-        finally:
-            if self._connect_waiters.get(index) is connected:
-                del self._connect_waiters[index]
-            if not connected.called:
-                connected.cancel()
-            connected.addErrback(lambda _: None)  # e.g. ModemDown while QIOPEN was in flight
-
-    @inlineCallbacks
-    def _request_open(self, wire_index, proto, host, port):
-        """AT+QIDNSIP (1 for a host name, 0 for a dotted address), then AT+QIOPEN -> its OK."""
-        t = self.timeouts
-        try:
-            yield self.issue(commands.qidnsip(not is_dotted_ip(host), t.simple))
-        except ATEngineError as error:
-            raise ConnectFailed(f"AT+QIDNSIP failed: {error}") from error
-        accepted = yield self.issue(commands.qiopen(proto, host, port, wire_index, t.qiopen))
-        return accepted
-
-    @inlineCallbacks
-    def _close_after_failure(self, wire_index, resync: bool = False):
-        """The index stays allocated on the module after a failed open: AT+QICLOSE=n (errors
-        ignored); after an ERROR also ask the module for its stack state."""
-        if self.protocol is None:
-            return
-        try:
-            yield self.protocol.issue(commands.qiclose(wire_index, self.timeouts.qiclose))
-        except ATEngineError as error:
-            self.log.info("{name}: close after a failed open: {error}", name=self.name,
-                          error=error)
-        if resync and self.protocol is not None:
-            try:
-                yield self.query_stack()
-            except (ATEngineError, ModemDown) as error:
-                self.log.warn("{name}: stack state query failed: {error}", name=self.name,
-                              error=error)
-
-    # -- health -----------------------------------------------------------------------------------
-
-    def _health_poll(self) -> None:
-        """AT+CSQ and AT+CREG? at CONTROL priority. A busy engine postpones a round, but at most
-        HEALTH_MAX_SKIPS in a row: then the poll is queued anyway and slips in between two bulk
-        commands, so a long transfer cannot hide a lost registration. In data mode (transparent)
-        nothing can be sent, and a poll still unanswered is not doubled."""
-        engine = self.protocol
-        if engine is None or engine.data_mode.active or self._health_pending:
-            return
-        if engine.busy and self._health_skipped < HEALTH_MAX_SKIPS:
-            self._health_skipped += 1
-            self.log.debug("{name}: health poll postponed (engine busy)", name=self.name)
-            return
-        self._health_skipped = 0
-        t = self.timeouts
-        self._health_pending = 2
-        engine.issue(commands.csq(t.simple)).addCallbacks(
-            self._signal_seen, self._poll_failed).addBoth(self._poll_answered)
-        engine.issue(commands.creg_query(t.simple)).addCallbacks(
-            self._registration_seen, self._poll_failed).addBoth(self._poll_answered)
-
-    def _poll_answered(self, _) -> None:
-        self._health_pending -= 1
-
-    def _signal_seen(self, quality) -> None:
-        self.info["signal"] = describe_signal(quality.rssi, quality.ber)
-
-    def _registration_seen(self, state) -> None:
-        what = STAT_NAMES.get(state.stat, "?")
-        if state.stat not in REGISTERED:
-            self.log.warn("{name}: not registered: CREG {stat} ({what})", name=self.name,
-                          stat=state.stat, what=what)
-        self.info["registration"] = what
-
-    def _poll_failed(self, failure) -> None:
-        self.log.warn("{name}: health poll failed: {why}", name=self.name,
-                      why=failure.getErrorMessage())
+        return self._opener.open(index, proto, host, port)
 
 
 def make_modem_service(modem_config, root, **options) -> Modem:

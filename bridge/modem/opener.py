@@ -1,0 +1,125 @@
+"""Opening a module socket: AT+QIDNSIP, AT+QIOPEN, then the wait for ``[n, ]CONNECT OK|FAIL``.
+
+AT+QIDNSIP goes out before every open rather than being cached: it is one short command against
+a connect that takes seconds, and a cache would have to be invalidated for every way the module
+can lose the setting unseen (a reset, a QIDNSIP whose answer was lost). The QIDNSIP/QIOPEN pair
+is one turn under a lock, or a concurrent open's QIDNSIP could slip in between.
+"""
+
+import ipaddress
+from typing import Dict
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, fail, inlineCallbacks
+from twisted.logger import Logger
+
+from bridge.at import commands
+from bridge.at.errors import ATEngineError
+from bridge.errors import ConnectFailed, ModemDown
+
+#: AT+QIOPEN's OK to ``n, CONNECT OK|FAIL`` (quectel-at.md §4.3: up to 75 s).
+CONNECT_TIMEOUT = 75.0
+
+
+def is_dotted_ip(host: str) -> bool:
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class SocketOpener:
+    """Opens sockets on ``modem``'s module. Uses of the modem: ``reactor``, ``name``,
+    ``timeouts``, ``mux``, ``issue()`` (refused unless ready), ``protocol`` (the engine, for the
+    clean-up after a failure) and ``query_stack()``.
+
+    The modem hands every ConnectResult to ``connect_result()`` and fails the waits with
+    ``fail_waiting()`` when the module is gone.
+    """
+
+    log = Logger()
+
+    def __init__(self, modem) -> None:
+        self.modem = modem
+        self._waiters: Dict[int, Deferred] = {}
+        self._turn = defer.DeferredLock()
+
+    def open(self, index: int, proto: str, host: str, port: int) -> Deferred:
+        """-> Deferred(None) once connected; ConnectFailed (the module's index is closed
+        again), or ModemDown."""
+        if index in self._waiters:
+            return fail(ConnectFailed(f"socket {index} is already opening"))
+        return self._open(index, proto, host, port)
+
+    def connect_result(self, socket: int, event) -> bool:
+        """Give ``CONNECT OK|FAIL`` to the open waiting for it; False if none was."""
+        waiter = self._waiters.pop(socket, None)
+        if waiter is None:
+            return False
+        waiter.callback(event)
+        return True
+
+    def fail_waiting(self, error: Exception) -> None:
+        waiters, self._waiters = self._waiters, {}
+        for waiter in waiters.values():
+            waiter.errback(error)
+
+    @inlineCallbacks
+    def _open(self, index, proto, host, port):
+        wire_index = index if self.modem.mux else None
+        connected = Deferred()
+        self._waiters[index] = connected
+        try:
+            try:
+                accepted = yield self._turn.run(self._request, wire_index, proto, host, port)
+            except ATEngineError as error:
+                yield self._close_after_failure(wire_index, resync=True)
+                raise ConnectFailed(f"AT+QIOPEN failed: {error}") from error
+            if accepted.already:
+                yield self._close_after_failure(wire_index)
+                raise ConnectFailed(f"socket {index} was already connected on the module")
+            result = yield connected.addTimeout(CONNECT_TIMEOUT, self.modem.reactor)
+            if not result.ok:
+                yield self._close_after_failure(wire_index)
+                raise ConnectFailed(f"{proto} {host}:{port}: CONNECT FAIL")
+        except defer.TimeoutError:
+            yield self._close_after_failure(wire_index)
+            raise ConnectFailed(f"no CONNECT OK within {CONNECT_TIMEOUT:g} s") from None
+        finally:
+            if self._waiters.get(index) is connected:
+                del self._waiters[index]
+            if not connected.called:
+                connected.cancel()
+            connected.addErrback(lambda _: None)  # e.g. ModemDown while QIOPEN was in flight
+
+    @inlineCallbacks
+    def _request(self, wire_index, proto, host, port):
+        """AT+QIDNSIP (1 for a host name, 0 for a dotted address), then AT+QIOPEN -> its OK."""
+        t = self.modem.timeouts
+        try:
+            yield self.modem.issue(commands.qidnsip(not is_dotted_ip(host), t.simple))
+        except ATEngineError as error:
+            raise ConnectFailed(f"AT+QIDNSIP failed: {error}") from error
+        accepted = yield self.modem.issue(commands.qiopen(proto, host, port, wire_index,
+                                                          t.qiopen))
+        return accepted
+
+    @inlineCallbacks
+    def _close_after_failure(self, wire_index, resync: bool = False):
+        """The index stays allocated on the module after a failed open: AT+QICLOSE=n (errors
+        ignored); after an ERROR also ask the module for its stack state."""
+        modem = self.modem
+        if modem.protocol is None:
+            return
+        try:
+            yield modem.protocol.issue(commands.qiclose(wire_index, modem.timeouts.qiclose))
+        except ATEngineError as error:
+            self.log.info("{name}: close after a failed open: {error}", name=modem.name,
+                          error=error)
+        if resync and modem.protocol is not None:
+            try:
+                yield modem.query_stack()
+            except (ATEngineError, ModemDown) as error:
+                self.log.warn("{name}: stack state query failed: {error}", name=modem.name,
+                              error=error)
