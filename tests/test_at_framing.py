@@ -23,6 +23,13 @@ def frames_of(*chunks, framer=None):
     return out
 
 
+def prompting() -> Framer:
+    """A framer whose consumer has just written an AT+QISEND line."""
+    framer = Framer()
+    framer.expect(prompt=True)
+    return framer
+
+
 def test_crlf_lines_and_empty_lines_dropped():
     assert frames_of(b"\r\n+CSQ: 20,0\r\n\r\nOK\r\n") == [Line(b"+CSQ: 20,0"), Line(b"OK")]
 
@@ -38,13 +45,35 @@ def test_echoed_command_line_is_a_line_of_its_own():
 
 
 def test_prompt_without_line_ending():
-    assert frames_of(b"\r\n> ") == [Prompt()]
+    assert frames_of(b"\r\n> ", framer=prompting()) == [Prompt()]
 
 
-def test_prompt_space_split_from_gt_is_swallowed():
-    framer = Framer()
-    assert frames_of(b"\r\n>", framer=framer) == [Prompt()]
-    assert frames_of(b" \r\nSEND OK\r\n", framer=framer) == [Line(b"SEND OK")]
+def test_prompt_gt_is_held_until_its_space_arrives():
+    framer = prompting()
+    assert frames_of(b"\r\n>", framer=framer) == []
+    assert frames_of(b" \r\nSEND OK\r\n", framer=framer) == [Prompt(), Line(b"SEND OK")]
+
+
+def test_gt_without_its_space_is_a_line_not_a_prompt():
+    framer = prompting()
+    out = frames_of(b"\r\n>", b"x\r\nERROR\r\n", framer=framer)
+    assert out == [Line(b">x"), Line(b"ERROR")]
+
+
+def test_prompt_is_a_line_when_no_send_waits_for_it():
+    assert frames_of(b"\r\n> AT+CFUN=0\r\n") == [Line(b"> AT+CFUN=0")]
+
+
+def test_one_prompt_per_expectation():
+    framer = prompting()
+    assert frames_of(b"\r\n> ", framer=framer) == [Prompt()]
+    assert frames_of(b"\r\n> \r\n", framer=framer) == [Line(b"> ")]
+
+
+def test_ended_expectation_turns_the_prompt_back_into_text():
+    framer = prompting()
+    framer.expect()
+    assert frames_of(b"> \r\n", framer=framer) == [Line(b"> ")]
 
 
 def test_receive_payload_may_contain_ok_and_send_ok():
@@ -87,7 +116,7 @@ def test_qirdi_glued_to_ok_is_split():
 
 
 def test_echo_of_payload_is_skipped_even_when_it_contains_line_ends():
-    framer = Framer()
+    framer = prompting()
     assert frames_of(b"\r\n> ", framer=framer) == [Prompt()]
     framer.expect_echo(b"a\r\nOK\r\nb")
     assert frames_of(b"a\r\nOK", b"\r\nb\r\nSEND OK\r\n", framer=framer) == [Line(b"SEND OK")]
@@ -142,12 +171,12 @@ def test_release_held_hands_back_the_tail():
 
 def test_bulk_payload_in_tiny_reads_keeps_buffer_small():
     framer = Framer()
-    data = bytes(range(256)) * 6
-    wire = b"\r\n+QIRD: 1.2.3.4:5,TCP,1536\r\n" + data + b"\r\nOK\r\n"
+    data = bytes(range(250)) * 6
+    wire = b"\r\n+QIRD: 1.2.3.4:5,TCP,1500\r\n" + data + b"\r\nOK\r\n"
     out = []
     for i in range(0, len(wire), 7):
         out.extend(framer.feed(wire[i:i + 7]))
-    assert out == [Payload(b"+QIRD: 1.2.3.4:5,TCP,1536", data), Line(b"OK")]
+    assert out == [Payload(b"+QIRD: 1.2.3.4:5,TCP,1500", data), Line(b"OK")]
     assert len(framer._buf) == 0
 
 
@@ -171,4 +200,61 @@ RECORDED = (
 def test_any_split_yields_the_same_frames(cuts):
     points = sorted(set(cuts))
     chunks = [RECORDED[a:b] for a, b in zip([0] + points, points + [len(RECORDED)])]
-    assert frames_of(*chunks) == frames_of(RECORDED)
+    frames = frames_of(*chunks, framer=prompting())
+    assert Prompt() in frames and frames == frames_of(RECORDED, framer=prompting())
+
+
+# -- headers that announce more than the dialect carries, and reset ---------------------------
+
+def test_push_header_above_the_largest_frame_is_junk_and_lines_go_on():
+    out = frames_of(b"\r\n+RECEIVE: 0, 65000\r\n\r\nOK\r\n")
+    assert out == [
+        Junk(b"+RECEIVE: 0, 65000", "header announces 65000 payload bytes, more than 1500"),
+        Line(b"OK")]
+
+
+def test_push_header_of_the_largest_frame_is_a_payload():
+    data = bytes(1500)
+    assert frames_of(b"+RECEIVE: 3, 1500\r\n" + data + b"\r\nOK\r\n") == [
+        Payload(b"+RECEIVE: 3, 1500", data), Line(b"OK")]
+
+
+def test_oversized_header_after_peer_lines_keeps_the_order():
+    out = frames_of(b"RECV FROM:1.2.3.4:80\r\n+RECEIVE: 0, 1234567\r\nOK\r\n")
+    assert out == [Line(b"RECV FROM:1.2.3.4:80"),
+                   Junk(b"+RECEIVE: 0, 1234567",
+                        "header announces 1234567 payload bytes, more than 1500"),
+                   Line(b"OK")]
+
+
+def test_single_link_ipd_above_the_largest_frame_is_junk():
+    out = frames_of(b"IPD9999TCP:\r\nOK\r\n")
+    assert out == [Junk(b"IPD9999TCP:", "header announces 9999 payload bytes, more than 1500"),
+                   Line(b"OK")]
+
+
+def test_qird_header_above_the_length_asked_for_is_junk():
+    framer = Framer()
+    framer.expect(read_length=100)
+    out = frames_of(b"\r\n+QIRD: 1.2.3.4:80,TCP,101\r\n\r\nOK\r\n", framer=framer)
+    assert out == [Junk(b"+QIRD: 1.2.3.4:80,TCP,101",
+                        "header announces 101 payload bytes, more than 100"), Line(b"OK")]
+    framer.expect(read_length=100)
+    assert frames_of(b"+QIRD: 1.2.3.4:80,TCP,100\r\n" + bytes(100), framer=framer) == [
+        Payload(b"+QIRD: 1.2.3.4:80,TCP,100", bytes(100))]
+
+
+def test_reset_drops_a_half_cut_payload_and_says_how_much():
+    framer = Framer()
+    assert frames_of(b"TO:10.0.0.1\r\n+RECEIVE: 0, 100\r\n0123456789", framer=framer) == []
+    assert framer.mid_payload
+    assert framer.reset() == len(b"TO:10.0.0.1") + 10
+    assert not framer.mid_payload
+    assert frames_of(b"\r\nOK\r\n", framer=framer) == [Line(b"OK")]
+
+
+def test_reset_without_a_half_cut_payload_keeps_a_partial_line():
+    framer = Framer()
+    assert frames_of(b"\r\n+CS", framer=framer) == []
+    assert framer.reset() == 0
+    assert frames_of(b"Q: 9,0\r\n", framer=framer) == [Line(b"+CSQ: 9,0")]

@@ -258,8 +258,9 @@ class SendCommand(Command):
 class ReadCommand(Command):
     """AT+QIRD: ``+QIRD: ip:port,PROTO,len`` + payload + OK, or a bare OK when drained."""
 
-    def __init__(self, line: bytes, *, timeout: float) -> None:
+    def __init__(self, line: bytes, length: int, *, timeout: float) -> None:
         super().__init__(line, timeout=timeout, priority=Priority.BULK, parse=self._read_result)
+        self.length = length  # the most bytes this read may return: a longer header is junk
         self._frame: Optional[Payload] = None
 
     def take_payload(self, frame: Payload) -> bool:
@@ -587,7 +588,7 @@ def qird(length: int = MAX_READ, socket: int = 0, context: int = 0, server: bool
     if not 0 < length <= MAX_READ:
         raise ValueError(f"read length {length} is not in 1..{MAX_READ}")
     line = b"AT+QIRD=%d,%d,%s,%d" % (context, 2 if server else 1, _slot(socket), length)
-    return ReadCommand(line, timeout=timeout)
+    return ReadCommand(line, length, timeout=timeout)
 
 
 def qiserver(args: Tuple[int, ...] = (), timeout: float = DEFAULT_TIMEOUTS.simple) -> Command:

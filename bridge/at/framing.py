@@ -11,8 +11,13 @@ line ends are found with a compiled regex that resumes where the last search sto
 are sliced out by length, so a 1500-byte payload arriving in 1-byte reads costs O(n) overall.
 
 Modes the consumer switches *between* frames (``feed`` is lazy for that reason):
+``expect`` (what the command on the wire may produce: its ``> `` prompt, its AT+QIRD length),
 ``expect_echo`` (skip our own payload echoed back when AT+QISDE=1) and ``set_data_mode``
 (transparent sessions: everything is ``Data``).
+
+Bad bytes must never wedge the stream: a header announcing more than the dialect carries is junk
+(one bogus ``+RECEIVE: 0, 65000`` would otherwise eat the next 65000 bytes, every ``OK`` included),
+and ``reset`` drops a half-cut payload when the consumer resynchronises.
 """
 
 import re
@@ -24,6 +29,9 @@ from bridge.at.ring import repr_without_payload
 
 #: Longest line we keep waiting for; longer unterminated input is junk (real lines are < 200 bytes).
 MAX_LINE = 1024
+#: Largest payload one header may announce: an AT+QIRD asks for at most 1500 (quectel-at.md §4.8);
+#: pushed frames have no documented bound, and a UDP datagram on a 1500-byte MTU carries up to 1472.
+MAX_PAYLOAD = 1500
 
 #: Data-mode markers the module prints when a transparent session ends (app note §6.3).
 CLOSE_MARKERS = (b"\r\nCLOSED\r\n", b"\r\n+PDP DEACT\r\n")
@@ -87,8 +95,8 @@ class Junk:
 Frame = Union[Line, Prompt, Payload, Data, Marker, Junk]
 
 _EOL = re.compile(rb"[\r\n]")
-_RECEIVE = re.compile(rb"\+RECEIVE:\s*\d{1,2}\s*,\s*(\d{1,5})\s*")
-_QIRD = re.compile(rb"\+QIRD:\s*[^,]*,\s*(?:TCP|UDP)\s*,\s*(\d{1,5})\s*")
+_RECEIVE = re.compile(rb"\+RECEIVE:\s*\d{1,2}\s*,\s*(\d+)\s*")
+_QIRD = re.compile(rb"\+QIRD:\s*[^,]*,\s*(?:TCP|UDP)\s*,\s*(\d+)\s*")
 _IPD = re.compile(rb"IPD(\d{1,5})(?:TCP|UDP)?:")
 _IPD_PARTIAL = re.compile(rb"I(?:P(?:D(?:\d{1,5}(?:T(?:CP?)?|U(?:DP?)?)?)?)?)?")
 _PEER_LINE = re.compile(rb"(?:RECV FROM:|TO:)")
@@ -100,14 +108,16 @@ _CR, _LF, _SPACE, _GT = 0x0D, 0x0A, 0x20, 0x3E
 class Framer:
     """Incremental framer for one direction (module -> host) of the UART."""
 
-    def __init__(self, max_line: int = MAX_LINE) -> None:
+    def __init__(self, max_line: int = MAX_LINE, max_payload: int = MAX_PAYLOAD) -> None:
         self._max_line = max_line
+        self._max_payload = max_payload
         self._buf = bytearray()
         self._pos = 0
         self._scan = 0  # buffer index up to which the current partial line has no terminator
         self._pending: deque = deque()  # frames already cut, not yet handed out
         self._swallow_lf = False  # the last line ended in CR: a following LF belongs to it
-        self._swallow_space = False  # a bare '>' was seen: a following space is the prompt's
+        self._prompt_expected = False  # an AT+QISEND line is written and waits for its '> '
+        self._read_limit = max_payload  # largest +QIRD payload the read on the wire asked for
         self._need: Optional[int] = None  # payload bytes still to cut, when in payload state
         self._header = b""
         self._ipd_prefix_allowed = False  # +RECEIVE data may start with IPD<len>: (AT+QIHEAD=1)
@@ -127,6 +137,39 @@ class Framer:
         """
         self._buf += data
         return self._frames()
+
+    def expect(self, prompt: bool = False, read_length: Optional[int] = None) -> None:
+        """Say what the command now on the wire may produce; ``expect()`` once it has ended.
+
+        ``prompt``: an AT+QISEND line is written and waits for ``> ``; only then is ``> `` a prompt,
+        so junk can never make the consumer write payload onto the module's command line (one
+        prompt is cut, then the expectation is spent).  ``read_length``: what the AT+QIRD asked
+        for; a ``+QIRD:`` header announcing more is junk.
+        """
+        self._prompt_expected = prompt
+        self._read_limit = read_length or self._max_payload
+
+    def reset(self) -> int:
+        """Drop a half-cut payload and its peer lines (the consumer resynchronises).
+
+        Returns how many bytes were dropped.  Complete frames and a partial text line stay: only a
+        length-framed payload can swallow the module's answers to the resync.
+        """
+        dropped = sum(map(len, self._peer_lines))
+        if self._need is not None:
+            dropped += len(self._buf) - self._pos
+            del self._buf[:]
+            self._pos = self._scan = 0
+            self._need = None
+        self._peer_lines = []
+        self._ipd_prefix_allowed = False
+        self._echo = b""
+        return dropped
+
+    @property
+    def mid_payload(self) -> bool:
+        """A header has been cut and its payload has not fully arrived."""
+        return self._need is not None
 
     def expect_echo(self, payload: bytes) -> None:
         """Skip ``payload`` if the module echoes it next (AT+QISDE=1); anything else cancels."""
@@ -175,10 +218,9 @@ class Framer:
         buf = self._buf
         while self._pos < len(buf):
             pos = self._pos
-            if self._swallow_lf or self._swallow_space:
-                expected = _LF if self._swallow_lf else _SPACE
-                self._swallow_lf = self._swallow_space = False
-                if buf[pos] == expected:
+            if self._swallow_lf:
+                self._swallow_lf = False
+                if buf[pos] == _LF:
                     self._advance(pos + 1)
                     continue
             if self._data_mode:
@@ -189,18 +231,17 @@ class Framer:
                 if not self._skip_echo():
                     return None
                 continue
-            if buf[pos] == _GT:
-                self._advance(pos + 1)
-                self._swallow_space = True
-                return Prompt()
+            if self._prompt_expected and buf[pos] == _GT:
+                if pos + 1 == len(buf):
+                    return None  # the prompt's space (or the rest of a line) is still to come
+                if buf[pos + 1] == _SPACE:
+                    self._advance(pos + 2)
+                    self._prompt_expected = False
+                    return Prompt()
             if buf.startswith(b"IPD", pos) or len(buf) - pos < 3:
-                waiting, started = self._ipd_header(pos)
-                if waiting:
-                    return None
-                if started:
-                    if self._need == 0:
-                        return self._cut_payload()
-                    continue
+                frame = self._ipd_header(pos)
+                if frame is not False:
+                    return frame
             frame = self._next_line(pos)
             if frame is not False:
                 return frame
@@ -239,7 +280,12 @@ class Framer:
             return self._pending.popleft() if self._pending else False
         header = _RECEIVE.fullmatch(line) or _QIRD.fullmatch(line)
         if header:
-            self._start_payload(line, int(header.group(1)), line.startswith(b"+RECEIVE"))
+            pushed = line.startswith(b"+RECEIVE")
+            length, limit = int(header.group(1)), self._max_payload if pushed else self._read_limit
+            if length > limit:
+                self._pending.appendleft(_oversized(line, length, limit))
+                return self._flush_peer_lines() if self._peer_lines else self._pending.popleft()
+            self._start_payload(line, length, pushed)
             if self._need == 0:
                 self._pending.appendleft(self._cut_payload())
             return self._pending.popleft() if self._pending else False
@@ -259,16 +305,20 @@ class Framer:
         self._header = header
         self._ipd_prefix_allowed = ipd_prefix_allowed
 
-    def _ipd_header(self, pos: int) -> Tuple[bool, bool]:
-        """Recognise a single-link ``IPD<len>[TCP|UDP]:`` prefix; returns (waiting, started)."""
+    def _ipd_header(self, pos: int):
+        """A single-link ``IPD<len>[TCP|UDP]:`` prefix: returns a frame, None (need more bytes)
+        or False (no such prefix here)."""
         match = _IPD.match(self._buf, pos)
-        if match:
-            self._advance(match.end())
-            self._start_payload(match.group(0), int(match.group(1)), False)
-            return False, True
-        tail = self._buf[pos:pos + 12]
-        could_be = bool(tail) and _IPD_PARTIAL.fullmatch(tail) is not None
-        return could_be and b"\r" not in tail and b"\n" not in tail, False
+        if match is None:
+            tail = self._buf[pos:pos + 12]
+            could_be = bool(tail) and _IPD_PARTIAL.fullmatch(tail) is not None
+            return None if could_be and b"\r" not in tail and b"\n" not in tail else False
+        self._advance(match.end())
+        header, length = bytes(match.group(0)), int(match.group(1))
+        if length > self._max_payload:
+            return _oversized(header, length, self._max_payload)
+        self._start_payload(header, length, False)
+        return self._next_payload()
 
     def _next_payload(self) -> Optional[Frame]:
         buf, pos = self._buf, self._pos
@@ -329,3 +379,7 @@ class Framer:
                     best = size
                     break
         return best
+
+
+def _oversized(header: bytes, length: int, limit: int) -> Junk:
+    return Junk(header, f"header announces {length} payload bytes, more than {limit}")

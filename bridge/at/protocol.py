@@ -15,6 +15,10 @@ routed, before its Deferred fires: at 115200 baud the turnaround is the throughp
 An in-flight timeout resyncs (ESC, ``AT``) before anything else is written; an AT+QISEND that
 timed out before its ``> `` first gets ``len`` ESC bytes, so a module whose prompt was only late
 takes those as the payload instead of the resync (``StreamCorrupt`` is emitted before either).
+Every resync first drops a half-cut payload from the framer: a truncated or bogus frame would
+otherwise swallow the module's answers to it.  The framer is told what the command on the wire
+may produce: payload is written only on the ``> `` of an AT+QISEND whose line is out and has no
+final result yet, never on a ``>`` in junk.
 
 With a ``sleep`` controller (``bridge.modem.sleep.SleepController``) every command waits for its
 ``wake()`` before it is written (the module's UART listens 20 ms after DTR went LOW), and
@@ -29,13 +33,14 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from bridge.at import commands
-from bridge.at.commands import Command, Priority, SendCommand
+from bridge.at.commands import Command, Priority, ReadCommand, SendCommand
 from bridge.at.datamode import DataMode
 from bridge.at.errors import CommandTimeout, LinkLost, ResyncFailed
 from bridge.at.events import Resynced, StreamCorrupt, Unsolicited, parse_urc, received_from
 from bridge.at.framing import Data, Framer, Junk, Line, Marker, Payload, Prompt
 from bridge.at.redact import redact
 from bridge.at.ring import TrafficRing
+from bridge.at.stall import STALL_TIMEOUT, StallWatch
 
 ESC = b"\x1b"
 #: How long each resync ``AT`` may take, and how many tries before giving up.
@@ -80,13 +85,15 @@ class ATProtocol(Protocol):
 
     def __init__(self, clock, *, payload_echo: bool = False, ring: Optional[TrafficRing] = None,
                  resync_timeout: float = RESYNC_TIMEOUT, resync_attempts: int = RESYNC_ATTEMPTS,
-                 guard_time: float = 1.0, escape_timeout: float = 2.0, sleep=None) -> None:
+                 guard_time: float = 1.0, escape_timeout: float = 2.0, sleep=None,
+                 stall_timeout: float = STALL_TIMEOUT) -> None:
         """
         :param clock: an ``IReactorTime`` (``task.Clock`` in tests)
         :param payload_echo: the module echoes AT+QISEND payloads (AT+QISDE=1); skip them
         :param guard_time: silence around ``+++`` (the module needs >= 0.5 s, app note §4)
         :param sleep: ``wake() -> Deferred`` awaited before each command, ``idle()`` when the
             queues are empty; None: write at once
+        :param stall_timeout: silence in the middle of a payload after which it is dropped
         """
         self.clock = clock
         self.sleep = sleep
@@ -97,6 +104,7 @@ class ATProtocol(Protocol):
         self._resync_timeout = resync_timeout
         self._resync_attempts = resync_attempts
         self._framer = Framer()
+        self._stall = StallWatch(clock, self._framer, self._payload_stalled, stall_timeout)
         self._queues = {priority: deque() for priority in Priority}
         self._current: Optional[_Outstanding] = None
         self._desynced = False
@@ -145,10 +153,12 @@ class ATProtocol(Protocol):
             except Exception:
                 self.log.failure("AT engine failed on frame {frame!r}", frame=frame)
         self.data_mode.after_read()
+        self._stall.after_read()
 
     def connectionLost(self, reason=None) -> None:
         self._lost = True
         self.data_mode.lost()
+        self._stall.stop()
         error = LinkLost(f"UART connection lost: {reason.getErrorMessage() if reason else ''}")
         outstanding = [self._current] if self._current else []
         self._current = None
@@ -198,6 +208,9 @@ class ATProtocol(Protocol):
             return  # the port went away while the module was waking
         command = entry.command
         self.write(command.wire_bytes())
+        self._framer.expect(
+            prompt=isinstance(command, SendCommand),
+            read_length=command.length if isinstance(command, ReadCommand) else None)
         first_wait = command.prompt_timeout if isinstance(command, SendCommand) else command.timeout
         entry.timer = self.clock.callLater(first_wait, self._wire_timeout, entry)
 
@@ -260,11 +273,9 @@ class ATProtocol(Protocol):
         self.emit(event)
 
     def _on_prompt(self) -> None:
+        """The framer cuts a prompt only for the AT+QISEND on the wire (``Framer.expect``)."""
         entry = self._current
-        command = entry.command if entry else None
-        if not isinstance(command, SendCommand) or command.prompted:
-            self.log.warn("unexpected '> ' prompt ignored")
-            return
+        command = entry.command
         command.prompted = True
         self.write_payload(command.payload)
         if self.payload_echo:
@@ -277,6 +288,7 @@ class ATProtocol(Protocol):
         if entry is None or not entry.command.done:
             return
         self._current = None
+        self._framer.expect()
         self._stop_timer(entry)
         self.last_response = self.clock.seconds()
         if entry.is_resync:
@@ -307,6 +319,7 @@ class ATProtocol(Protocol):
     def _wire_timeout(self, entry: _Outstanding) -> None:
         entry.timer = None
         self._current = None
+        self._framer.expect()
         if entry.is_resync:
             self._resync_retry(entry.attempt)
             return
@@ -335,6 +348,7 @@ class ATProtocol(Protocol):
         """
         if self._lost:
             return
+        self._drop_partial_payload("resync")
         if filler:
             self.write_payload(filler)
         self.write(ESC)
@@ -364,6 +378,15 @@ class ATProtocol(Protocol):
         for entry in abandoned:
             self._stop_timer(entry)
             self._fire(entry, ResyncFailed(f"{entry.command.text}: module does not answer AT"))
+
+    def _payload_stalled(self) -> None:
+        self._drop_partial_payload("no byte for the stall timeout")
+
+    def _drop_partial_payload(self, why: str) -> None:
+        dropped = self._framer.reset()
+        if dropped:
+            self.log.warn("dropped {size} bytes of a half-received payload ({why})",
+                          size=dropped, why=why)
 
     def resync(self) -> None:
         """Resynchronise now (after data mode ended uncertainly); queued commands wait."""
