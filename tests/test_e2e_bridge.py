@@ -136,16 +136,22 @@ async def test_slow_local_reader_slows_the_sender_and_bounds_what_the_bridge_hol
         reader = connect_small_window(bed.port, StalledReader())
         await until(lambda: bed.dispatcher.links, what="the link")
         link = next(iter(bed.dispatcher.links))
-        module_full = bed.sim.options.rx_buffer
+        # The simulated module stops reading the remote when its buffer is full and resumes only
+        # below half of it, so a module holding half its buffer has stopped the remote sender.
+        module_backlog = bed.sim.options.rx_buffer // 2
         buffered = []
 
         def stalled() -> bool:
             """The local transport paused the link and the module's buffer filled up behind it."""
             buffered.append(bed.dispatcher.stats()["buffered"])
             return (link.stats()["local_paused"]
-                    and bed.module_sockets()["0"]["rx_buffered"] >= module_full)
+                    and bed.module_sockets()["0"]["rx_buffered"] >= module_backlog)
 
-        await until(stalled, what="the paused link to leave the stream in the module")
+        try:
+            await until(stalled, what="the paused link to leave the stream in the module")
+        except AssertionError as error:
+            raise AssertionError(f"{error}: link {link.stats()}, module socket "
+                                 f"{bed.module_sockets().get('0')}") from None
         # The bridge stopped pulling: what it wrote fits the local kernel socket buffers (about
         # 2 MB on loopback) and the rest waits in the module and at the remote sender.
         assert link.stats()["received"] < len(payload) // 2
