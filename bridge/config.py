@@ -159,7 +159,8 @@ SCHEMA = {
         "linger": Key(seconds_or_zero, "seconds a half-closed link stays open without traffic"),
         "probe": Key(probe_bytes, r"bytes sent on a link idle for keepalive_idle (escapes \n \r "
                      r"\t \0 \\ \xHH); empty = never inject"),
-        "reopen": Key(boolean, "reopen a dead link with backoff (UDP sessions, persistent links)"),
+        "reopen": Key(boolean, "reopen a dead link with backoff (UDP sessions, persistent links); "
+                      "a tcp profile refuses yes at start: a reset TCP stream cannot be resumed"),
     },
     "server": {
         "modem": Key(plain_text, "name of the [modem:NAME] to use; optional with one modem"),
