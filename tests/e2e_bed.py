@@ -96,7 +96,8 @@ class Client(protocol.Protocol):
 
 async def connect(port, client=None) -> Client:
     client = client or Client()
-    await protocol.ClientCreator(reactor, lambda: client).connectTCP("127.0.0.1", port)
+    await protocol.ClientCreator(reactor, lambda: client).connectTCP("127.0.0.1", port,
+                                                                     timeout=10)
     return client
 
 
