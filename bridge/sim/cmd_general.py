@@ -82,15 +82,32 @@ def one_line(text):
     return handler
 
 
-def setting(attr, name, hi, lo=0):
-    """Handler for `AT+X=<v>` / `AT+X?` / `AT+X=?` on one integer setting."""
+def _settings(module):
+    return module.settings
+
+
+def setting(attr, name, hi, lo=0, *, owner=_settings, test="", read=None, allowed=None):
+    """Handler for `AT+X=<v>` / `AT+X?` / `AT+X=?` on one integer setting.
+
+    The value lives in `owner(module).<attr>`.  `test`: the `=?` range, `(lo-hi)` when empty,
+    None when the command has no test form.  `read(module, value)`: the read form's info line,
+    `+X: <v>` by default.  `allowed(module, value)`: False answers ERROR and keeps the value.
+    """
+    test_line = f"{name}: {test or f'({lo}-{hi})'}" if test is not None else None
+
     def handler(module, cmd):
+        target = owner(module)
         if cmd.kind == "set" and len(cmd.args) == 1:
-            setattr(module.settings, attr, cmd.int_arg(0, lo, hi))
+            value = cmd.int_arg(0, lo, hi)
+            if allowed is not None and not allowed(module, value):
+                module.r.error()
+                return
+            setattr(target, attr, value)
         elif cmd.kind == "read":
-            module.r.info(f"{name}: {getattr(module.settings, attr)}")
-        elif cmd.kind == "test":
-            module.r.info(f"{name}: ({lo}-{hi})")
+            value = getattr(target, attr)
+            module.r.info(read(module, value) if read else f"{name}: {value}")
+        elif cmd.kind == "test" and test_line is not None:
+            module.r.info(test_line)
         else:
             raise ParseError(cmd.name)
         module.r.ok()
@@ -145,19 +162,11 @@ def cpin(module, cmd):
 
 
 def registration(name, attr):
-    def handler(module, cmd):
-        if cmd.kind == "set" and len(cmd.args) == 1:
-            setattr(module.settings, attr, cmd.int_arg(0, 0, 2))
-        elif cmd.kind == "read":
-            n = getattr(module.settings, attr)
-            extra = ',"1A2B","3C4D"' if n == 2 and module.cellular.registered else ""
-            module.r.info(f"{name}: {n},{module.cellular.stat}{extra}")
-        elif cmd.kind == "test":
-            module.r.info(f"{name}: (0-2)")
-        else:
-            raise ParseError(cmd.name)
-        module.r.ok()
-    return handler
+    """AT+CREG / AT+CGREG: the read form adds the registration state (and the cell with n=2)."""
+    def read(module, n):
+        extra = ',"1A2B","3C4D"' if n == 2 and module.cellular.registered else ""
+        return f"{name}: {n},{module.cellular.stat}{extra}"
+    return setting(attr, name, 2, read=read)
 
 
 def cgatt(module, cmd):

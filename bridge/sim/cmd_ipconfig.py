@@ -6,16 +6,6 @@ from .atparse import ParseError
 from .cmd_general import setting
 
 
-def qifgcnt(module, cmd):
-    if cmd.kind == "set" and len(cmd.args) == 1:
-        module.settings.fgcnt = cmd.int_arg(0, 0, 1)
-    elif cmd.kind == "read":
-        module.r.info(f"+QIFGCNT: {module.settings.fgcnt}")
-    else:
-        raise ParseError(cmd.name)
-    module.r.ok()
-
-
 def qicsgp(module, cmd):
     ctx = module.ctx
     if cmd.kind != "set" or not 1 <= len(cmd.args) <= 4 or len(cmd.args) == 3:
@@ -33,10 +23,7 @@ def qiregapp(module, cmd):
         ctx.apn, ctx.user, ctx.password = cmd.args
     elif cmd.kind != "exec":
         raise ParseError(cmd.name)
-    if ctx.register_app():
-        module.r.ok()
-    else:
-        module.r.error()
+    _ok_or_error(ctx.register_app(), module)
 
 
 def qiact(module, cmd):
@@ -74,22 +61,10 @@ def stack_mode(attr, name):
     """QIMUX / QIMODE: only in IP INITIAL; transparent mode excludes multi-link."""
     other = "mode" if attr == "mux" else "mux"
 
-    def handler(module, cmd):
+    def allowed(module, value):
         ctx = module.ctx
-        if cmd.kind == "set" and len(cmd.args) == 1:
-            value = cmd.int_arg(0, 0, 1)
-            if ctx.state != "IP INITIAL" or (value and getattr(ctx, other)):
-                module.r.error()
-                return
-            setattr(ctx, attr, value)
-        elif cmd.kind == "read":
-            module.r.info(f"{name}: {getattr(ctx, attr)}")
-        elif cmd.kind == "test":
-            module.r.info(f"{name}: (0,1)")
-        else:
-            raise ParseError(cmd.name)
-        module.r.ok()
-    return handler
+        return ctx.state == "IP INITIAL" and not (value and getattr(ctx, other))
+    return setting(attr, name, 1, owner=lambda module: module.ctx, test="(0,1)", allowed=allowed)
 
 
 def qitcfg(module, cmd):
@@ -154,7 +129,7 @@ def qilport(module, cmd):
 
 
 HANDLERS = {
-    "+QIFGCNT": qifgcnt,
+    "+QIFGCNT": setting("fgcnt", "+QIFGCNT", 1, test=None),
     "+QICSGP": qicsgp,
     "+QIREGAPP": qiregapp,
     "+QIACT": qiact,
