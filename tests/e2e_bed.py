@@ -215,9 +215,8 @@ class Bed:
         return self.sim.stats()["sockets"]
 
     def slots_in_use(self) -> frozenset:
-        """The module socket indices the modem has handed out. Read only: allocating to count
-        would wake the sleep control. (The Modem has no public view of its allocator yet.)"""
-        return self.modem._slots.in_use
+        """The module socket indices the modem has handed out."""
+        return self.modem.slots_in_use
 
     def idle(self) -> bool:
         """No link, no waiting connection, no module socket, every slot free."""

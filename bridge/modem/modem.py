@@ -362,6 +362,11 @@ class Modem(Service):
         command = self.stack.status_command(self.mux, self.timeouts.simple)
         return self.protocol.issue(command).addCallback(self.stack.observed)
 
+    @property
+    def slots_in_use(self) -> frozenset:
+        """The module socket indices handed out to links (read only)."""
+        return self._slots.in_use
+
     def allocate_slot(self) -> Optional[int]:
         slot = self._slots.allocate()
         self.sleep.links_changed(len(self._slots.in_use))
