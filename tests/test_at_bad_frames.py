@@ -64,6 +64,24 @@ def test_resync_drops_a_truncated_payload_so_the_module_is_heard_again():
     assert "dropped 29 bytes of a half-received payload (resync)" in log
 
 
+def test_first_command_after_a_failed_resync_drops_a_truncated_payload():
+    """The recovery ladder starts with a plain AT: it goes through the same resync."""
+    h = Harness(resync_timeout=2, resync_attempts=1, stall_timeout=60)
+    h.issue(c.at(timeout=1))
+    h.clock.advance(1)
+    h.clock.advance(2)
+    assert h.events == [Resynced(False)]
+    h.recv(b"\r\n+RECEIVE: 0, 100\r\nxyz")
+    h.sent()
+    outcome = h.issue(c.at())
+    assert h.sent() == b"\x1bAT\r"
+    h.recv(b"\r\nOK\r\n")
+    assert h.events[-1] == Resynced(True)
+    assert h.sent() == b"AT\r"
+    h.recv(b"\r\nOK\r\n")
+    assert value_of(outcome) == Reply(())
+
+
 def test_payload_that_stops_arriving_is_dropped_after_the_stall_timeout():
     h = Harness(stall_timeout=5)
     log = logged(h)
