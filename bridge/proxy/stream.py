@@ -61,6 +61,8 @@ class LocalStream(Protocol):
 class StreamFactory(Factory):
     """Builds a :class:`LocalStream` per accepted connection of one profile."""
 
+    noisy = False  # the service logs its listeners; Twisted's "Starting factory <object at 0x..>" adds nothing
+
     def __init__(self, dispatcher, profile) -> None:
         self.dispatcher = dispatcher
         self.profile = profile
