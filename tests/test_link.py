@@ -300,3 +300,65 @@ def test_local_bytes_the_link_can_no_longer_carry_reset_the_local_side_and_are_l
         s.link.local_data(b"too late")
     assert s.local.disconnected  # the clean close became a reset
     assert logged(events, "8 local bytes arrived after the link stopped carrying")
+
+
+def sent_then_remote_closed(s, request: bytes, reply: bytes) -> None:
+    """The app's request goes out (SEND OK, acks never asked), the remote answers and closes;
+    the link drains the reply. Leaves the wire holding what follows the empty read."""
+    s.link.local_data(request)
+    s.send_ok(1)
+    s.modem.module(CLOSED_0)
+    assert s.modem.wire() == QIRD_0
+    s.modem.module(qird(reply))
+    assert s.modem.wire() == QIRD_0
+    s.modem.module(b"\r\nOK\r\n")
+    assert s.local.value() == reply
+
+
+def test_remote_close_with_everything_known_acked_asks_nothing_and_ends_with_eof():
+    s = LinkBench(linger=2.0)
+    s.link.local_data(b"GET / HTTP/1.0\r\n\r\n")
+    s.link.local_eof()  # HTTP/1.0: the request, then a half-close
+    assert s.send_ok(1).endswith(QISACK_0)
+    s.modem.module(sack(18, 18))
+    s.modem.module(CLOSED_0)
+    assert s.modem.wire() == QIRD_0
+    s.modem.module(qird(b"HTTP/1.0 200 OK\r\n\r\n"))
+    s.modem.module(b"\r\nOK\r\n")
+    assert s.modem.wire() == QIRD_0 + QICLOSE_0  # no AT+QISACK: the common case costs nothing
+    assert s.local.disconnecting and not s.local.disconnected
+
+
+def test_remote_close_with_unknown_acks_asks_once_and_all_acked_ends_with_eof():
+    s = LinkBench()
+    sent_then_remote_closed(s, b"E" * 100, b"reply")
+    assert s.modem.wire() == QISACK_0 and not s.local.disconnecting  # EOF waits for the answer
+    s.modem.module(sack(100, 100))
+    assert s.modem.wire() == QICLOSE_0
+    assert s.local.disconnecting and not s.local.disconnected
+    assert s.modem.counters.get("link_dead", cause="unacked_at_remote_close") == 0
+
+
+def test_remote_close_with_bytes_still_unacked_resets_the_local_side():
+    s = LinkBench()
+    sent_then_remote_closed(s, b"E" * 100, b"reply")
+    assert s.modem.wire() == QISACK_0
+    with capturedLogs() as events:
+        s.modem.module(sack(100, 60))
+    assert s.local.disconnected  # reset: the peer may never have read the last 40 bytes
+    assert s.modem.wire() == QICLOSE_0
+    assert s.modem.counters.get("link_dead", cause="unacked_at_remote_close") == 1
+    assert logged(events, "the remote closed with 40 sent bytes unacked")
+    s.modem.module(b"\r\n0, CLOSE OK\r\n")
+    assert s.finished == [s.link] and s.modem.slots.in_use == frozenset()
+
+
+def test_remote_close_with_a_failed_ack_query_resets_the_local_side():
+    s = LinkBench()
+    sent_then_remote_closed(s, b"E" * 100, b"reply")
+    assert s.modem.wire() == QISACK_0
+    with capturedLogs() as events:
+        s.modem.module(b"\r\nERROR\r\n")  # the module may refuse AT+QISACK after the close
+    assert s.local.disconnected and s.modem.wire() == QICLOSE_0
+    assert s.modem.counters.get("link_dead", cause="unacked_at_remote_close") == 1
+    assert logged(events, "the remote closed with 100 sent bytes not known to be acked")

@@ -26,7 +26,9 @@ the remote sends, then ``AT+QICLOSE`` when the remote closes or after ``linger``
 traffic (postponed while the module may hold bytes the local side has not taken yet). Acks still
 missing past the bound fail the link (reset): the app must not believe its tail was delivered.
 ``n, CLOSED`` -> drain every buffered byte to the local side, then EOF; an AT+QIRD ERROR is the
-end of that drain, but without a ``CLOSED`` first it fails the link. Local bytes the link can no
+end of that drain, but without a ``CLOSED`` first it fails the link. If sent bytes are not known
+to be acked at that point, one AT+QISACK asks first: still unacked (or no answer) fails the link,
+since a peer that closes with unread data has not got the tail. Local bytes the link can no
 longer carry reset the local side. The slot is released only after the socket is drained and
 closed, so no tail of this stream can reach the next connection on the same slot.
 """
@@ -510,15 +512,36 @@ class Link:
             self._drained()
 
     def _drained(self) -> None:
-        """The remote closed and every byte it sent is delivered: EOF to the local side."""
+        """The remote closed and every byte it sent is delivered: EOF to the local side, unless
+        some of ours may not have reached it (then one AT+QISACK decides)."""
         if self._uplink or self._sending:
             self.log.warn("link {slot}: remote closed with {n} local bytes still unsent; "
                           "resetting the local connection", slot=self.slot,
                           n=len(self._uplink))
             self._abort_local()
+        elif self.unacked > 0 and self.remote.proto == "TCP" and not self._local_gone:
+            # A peer closing with our bytes unread sends RST, not FIN: a clean EOF would tell
+            # the app its tail was delivered. Known-acked (the common case) costs no query.
+            self._query_acks().addBoth(self._acks_at_remote_close)
+            return
         else:
             self._close_local()
         self._close_socket()
+
+    def _acks_at_remote_close(self, result) -> None:
+        """The answer to the one AT+QISACK after the drain: all acked -> EOF, else reset."""
+        if self.state != "open":
+            return  # ended meanwhile (modem down, local bytes refused...)
+        if isinstance(result, Failure):
+            # ERROR after `n, CLOSED` is plausible (post-close behaviour unverified): unknown.
+            self._fail(f"the remote closed with {self.unacked} sent bytes not known to be acked "
+                       f"(AT+QISACK failed: {result.getErrorMessage()})",
+                       "unacked_at_remote_close")
+        elif self.unacked > 0:
+            self._fail(f"the remote closed with {self.unacked} sent bytes unacked",
+                       "unacked_at_remote_close")
+        else:
+            self._drained()
 
     def _note_held(self) -> None:
         self.peak_held = max(self.peak_held, len(self._uplink) + self._held)
