@@ -125,17 +125,23 @@ def test_killed_socket_freezes_acks_and_heals():
     m.ready(mux=1)
     host, _ = m.open(0)
     m.at("AT+QISDE=0")
-    m.proto.ctx.socket(False, 0).kill()
+    sock = m.proto.ctx.socket(False, 0)
+    sock.kill()
     m.at("AT+QISEND=0,4")
     assert m.send(b"ping") == b"\r\nSEND OK\r\n"
-    assert m.tick(1) == b""
-    assert host.received == b""
     host.send(b"reply")
-    host.close()
-    assert m.tick(1) == b""  # no data, no CLOSED: silently dead
+    assert m.tick(1) == b""  # no data: silently dead
+    assert host.received == b""
     assert m.at("AT+QISACK=0") == b"\r\n+QISACK: 4, 0, 4\r\n" + OK
-    m.proto.ctx.socket(False, 0).heal()
+    sock.heal()
     assert host.received == b"ping"
+    assert m.tick(0.02) == b"\r\n+RECEIVE: 0, 5\r\nreply"
+    assert m.at("AT+QISACK=0") == b"\r\n+QISACK: 4, 4, 0\r\n" + OK
+    sock.kill()
+    host.close()
+    assert m.tick(1) == b""  # no CLOSED while dead
+    sock.heal()
+    assert m.tick() == b"\r\n0, CLOSED\r\n"
 
 
 def test_pull_mode_qirdi_qird_and_drain():

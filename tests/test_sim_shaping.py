@@ -1,15 +1,19 @@
 """UART pacing, radio pipe and delivery meter, timed with task.Clock."""
 
 from twisted.internet import protocol
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 
+from bridge.sim import delivery
 from bridge.sim.delivery import DeliveryMeter
 from bridge.sim.dialect import ModuleProtocol
 from bridge.sim.options import SimOptions
 from bridge.sim.reports import PUSH_CHUNK
 from bridge.sim.resolver import Resolver
 from bridge.sim.shaping import RadioPipe
+from bridge.sim.sockets import HostStream, SimSocket
 from bridge.sim.uart import PacedUart
 from sim_harness import FakeTcpTransport
 
@@ -212,3 +216,130 @@ def test_acks_become_visible_half_an_rtt_after_delivery():
     assert meter.acked() == 60
     clock.advance(0.002)
     assert meter.acked() == 100 and meter.settled
+
+
+# -- delivery accounting against the downlink: a reply never overtakes the ack it answers -------
+
+class PeerKernel:
+    """The host socket's kernel: keeps what was sent until the peer acks it (SIOCOUTQ)."""
+
+    def __init__(self):
+        self.queued = 0
+        self.closed = False
+
+    def send(self, data):
+        self.queued += len(data)
+        return len(data)
+
+    def peer_acks(self, nbytes):
+        self.queued -= nbytes
+
+    def outq(self):
+        if self.closed:
+            raise ValueError("closed socket")  # what SIOCOUTQ on a closed socket does
+        return self.queued
+
+
+class HostTransport(StringTransport):
+    def __init__(self, kernel):
+        super().__init__()
+        self.kernel = kernel
+        self.aborted = False
+
+    def getHandle(self):
+        return self.kernel
+
+    def abortConnection(self):
+        self.aborted = True
+
+
+class Seen:
+    """Module-side events, each with the acked count QISACK would answer at that instant."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.log = []
+
+    def connected(self, sock):
+        pass
+
+    def data_arrived(self, sock, was_empty):
+        self.log.append(("data", self.clock.seconds(), sock.acked))
+
+    def peer_closed(self, sock):
+        self.log.append(("closed", self.clock.seconds(), sock.acked))
+
+
+def connected_socket(monkeypatch, rtt_ms=100):
+    """A TCP SimSocket on a task.Clock with a controllable peer kernel, connected at t = RTT."""
+    monkeypatch.setattr(delivery, "kernel_unsent", lambda sock: sock.outq())
+    clock, kernel = Clock(), PeerKernel()
+    events = Seen(clock)
+    sock = SimSocket(clock, 0, False, "TCP", ("127.0.0.1", 80), SimOptions(rtt_ms=rtt_ms), events)
+    host = HostStream(sock)
+    host.makeConnection(HostTransport(kernel))
+    clock.advance(rtt_ms / 1000)
+    return clock, kernel, sock, host, events
+
+
+def test_ack_is_visible_no_later_than_the_reply_and_close_it_answers(monkeypatch):
+    clock, kernel, sock, host, events = connected_socket(monkeypatch)
+    assert sock.send(b"GET / HTTP/1.0\r\n\r\n")
+    clock.advance(0.05)  # the request reaches the peer's kernel after RTT/2
+    assert kernel.queued == 18
+    clock.advance(0.003)  # between two kernel polls the peer acks, replies and closes at once
+    kernel.peer_acks(18)
+    reply_at = clock.seconds()
+    host.dataReceived(b"HTTP/1.0 200 OK\r\n\r\n")
+    host.readConnectionLost()
+    assert host.transport.disconnecting  # the FIN closes the host socket
+    kernel.closed = True
+    host.connectionLost(Failure(ConnectionDone()))
+    clock.advance(0.0499)
+    assert events.log == [] and sock.acked == 0  # the ack still travels RTT/2, like the reply
+    clock.advance(0.0001)
+    assert [(kind, round(at - reply_at, 9), acked) for kind, at, acked in events.log] == [
+        ("data", 0.05, 18), ("closed", 0.05, 18)]
+
+
+def test_eof_without_reply_sees_the_ack_before_closed(monkeypatch):
+    clock, kernel, sock, host, events = connected_socket(monkeypatch)
+    sock.send(b"bye")
+    clock.advance(0.052)
+    kernel.peer_acks(3)
+    host.readConnectionLost()  # FIN right after the ack, before the next poll
+    kernel.closed = True
+    host.connectionLost(Failure(ConnectionDone()))
+    clock.advance(0.049)
+    assert events.log == []  # the FIN travels RTT/2 too, even with no data ahead of it
+    clock.advance(0.001)
+    assert [(kind, acked) for kind, _, acked in events.log] == [("closed", 3)]
+
+
+def test_bytes_queued_when_the_peer_resets_are_never_acked(monkeypatch):
+    clock, kernel, sock, host, events = connected_socket(monkeypatch)
+    sock.send(b"x" * 10)
+    clock.advance(0.05)
+    kernel.peer_acks(6)
+    clock.advance(0.02)  # a poll measured 4 bytes still queued
+    kernel.closed = True  # RST: the kernel drops its queue, SIOCOUTQ can no longer be asked
+    host.connectionLost(Failure(ConnectionLost()))
+    clock.advance(1)
+    assert events.log[-1][0] == "closed"
+    for _ in range(2):  # asking again later must not find the dropped bytes acked either
+        assert (sock.sent, sock.acked, sock.unacked) == (10, 6, 4)
+        clock.advance(1)
+
+
+def test_remote_close_fault_counts_only_what_was_delivered_before_its_reset(monkeypatch):
+    clock, kernel, sock, host, events = connected_socket(monkeypatch)
+    sock.send(b"y" * 10)
+    clock.advance(0.05)
+    kernel.peer_acks(7)  # no poll since: only the fault's own measurement can see these 7
+    sock.remote_close()
+    assert host.transport.aborted
+    kernel.closed = True
+    host.connectionLost(Failure(ConnectionAborted()))
+    for _ in range(2):
+        clock.advance(1)
+        assert (sock.acked, sock.unacked) == (7, 3)

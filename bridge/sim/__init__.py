@@ -64,7 +64,9 @@ Sockets
     while its payload was typed gives ERROR after the payload. AT+QIAUTOS time range is 1-100 s.
 23. SEND FAIL when unacked + len > 7300 (TCP); UDP has no acks and no such limit.
 24. QISACK: UDP reports `sent, 0, 0`; an unused slot `0, 0, 0`; counters restart at QIOPEN and are
-    kept after a remote close until QICLOSE.
+    kept after a remote close until QICLOSE, frozen at what the peer had when the close came in
+    (bytes still queued then, which an RST discards, stay unacked). As from a real peer, an ack is
+    never visible later than the reply data or `CLOSED` that followed it (both travel RTT/2).
 25. QICLOSE after a remote close or CONNECT FAIL answers `[<n>, ]CLOSE OK`; on a free slot ERROR.
     A local close is graceful: bytes already accepted are still delivered, then FIN.
 26. `+QIRDI` is announced only when data lands in an empty buffer (QINDI=1 and 2); QINDI=2's

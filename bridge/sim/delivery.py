@@ -4,7 +4,9 @@ Bytes count as acknowledged only once the peer's kernel has them: we write strai
 kernel send queue (no user-space buffer in between) and subtract what SIOCOUTQ says is still
 queued (unsent or unacknowledged).  The module only learns of an ACK one way-delay (RTT/2) after
 the delivery, so samples are kept and an ack becomes visible `ack_delay` seconds after it was
-measured.
+measured.  Visibility is judged lazily, at the moment somebody asks: a downlink item measured at
+the same instant as an ack (and shaped by the same delay) can therefore never reach the module
+before that ack is visible.
 """
 
 import array
@@ -52,7 +54,7 @@ class DeliveryMeter:
     def __init__(self, clock, ack_delay: float):
         self._clock = clock
         self._delay = ack_delay
-        self._samples = deque()  # (time, delivered), delivered non-decreasing
+        self._samples = deque()  # (visible at, delivered), both non-decreasing
         self._visible = 0
         self.handed = 0  #: bytes accepted by the kernel
 
@@ -61,12 +63,12 @@ class DeliveryMeter:
         delivered = max(0, self.handed - unsent)
         last = self._samples[-1][1] if self._samples else self._visible
         if delivered > last:
-            self._samples.append((self._clock.seconds(), delivered))
+            self._samples.append((self._clock.seconds() + self._delay, delivered))
 
     def acked(self) -> int:
         """Bytes whose delivery the module has heard of by now."""
-        cutoff = self._clock.seconds() - self._delay
-        while self._samples and self._samples[0][0] <= cutoff + 1e-9:
+        now = self._clock.seconds()
+        while self._samples and self._samples[0][0] <= now + 1e-9:
             self._visible = self._samples.popleft()[1]
         return self._visible
 

@@ -5,13 +5,20 @@ acked counts what the peer's kernel really has (SIOCOUTQ), visible RTT/2 later. 
 bytes -> radio pipe -> a bounded module receive buffer; the host socket is paused while the
 buffer (plus what is in flight) is full, so a slow reader slows the remote sender.  A killed
 socket silently stops moving bytes both ways and freezes its ack counter.
+
+A real peer acks our bytes no later than it sends the reply or FIN that answers them, so the
+module must never see a reply or `CLOSED` before that ack: delivery is measured right when host
+data, EOF or our own abort happens (not only on the POLL tick), and the close travels RTT/2 like
+data.  Once the host socket is gone SIOCOUTQ cannot be asked; the last measurement stands (bytes
+still queued then were never delivered -- an RST throws them away).
 """
 
 from collections import deque
 
-from twisted.internet import protocol
+from twisted.internet import interfaces, protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from .delivery import DeliveryMeter, KernelWire
 from .shaping import SEGMENT, RadioPipe
@@ -52,11 +59,11 @@ class SimSocket:
         self._events = events
         self._options = options
         self._rtt = options.rtt_ms / 1000.0
-        half = self._rtt / 2
+        self._one_way = self._rtt / 2
         segment = SEGMENT if proto == "TCP" else DATAGRAM
-        self._up = RadioPipe(clock, options.up_bps, half, self._to_kernel, segment)
-        self._down = RadioPipe(clock, options.down_bps, half, self._to_module, segment)
-        self._meter = DeliveryMeter(clock, half)
+        self._up = RadioPipe(clock, options.up_bps, self._one_way, self._to_kernel, segment)
+        self._down = RadioPipe(clock, options.down_bps, self._one_way, self._to_module, segment)
+        self._meter = DeliveryMeter(clock, self._one_way)
         self._pending = bytearray()
         self._transport = None
         self._wire = None
@@ -142,6 +149,7 @@ class SimSocket:
     def remote_close(self) -> None:
         """Fault: the network ends the connection; the host side sees it go, the module `CLOSED`."""
         if self._transport is not None and self.proto == "TCP":
+            self.measure_delivery()  # what the RST below throws away was never delivered
             self._transport.abortConnection()
         else:
             self.host_lost()
@@ -157,9 +165,13 @@ class SimSocket:
             return 0
         if self.dead:
             return self._frozen_acked
+        self.measure_delivery()
+        return self._meter.acked()
+
+    def measure_delivery(self) -> None:
+        """Ask the kernel now what the peer has; a no-op once the host socket is gone."""
         if self._wire is not None:
             self._meter.sample(self._wire.unsent())
-        return self._meter.acked()
 
     @property
     def unacked(self) -> int:
@@ -210,7 +222,7 @@ class SimSocket:
             self._stop_poller()
             return
         self._flush()
-        self._meter.sample(self._wire.unsent())
+        self.measure_delivery()
         self._meter.acked()
         if not self._pending and self._up.queued == 0 and self._meter.settled:
             self._stop_poller()
@@ -244,18 +256,21 @@ class SimSocket:
         if self.proto == "UDP" and self.rx_buffered + len(data) > self._options.rx_buffer:
             self.dropped += 1
             return
+        self.measure_delivery()  # acks sent before this data must not reach the module after it
         self._down.put(data)
         self._check_rx_room()
 
     def host_lost(self) -> None:
-        """The peer closed (or reset) the host connection."""
+        """The host connection is gone (peer FIN or RST, or our own close): stop measuring."""
         self._transport = None
+        self._wire = None
         self._stop_poller()
         if self._closing or self.state == "CLOSED":
             return
         self._peer_gone = True
-        delay = max(0.0, self._down.last_arrival - self._clock.seconds())
-        self._clock.callLater(delay, self._report_peer_closed)
+        now = self._clock.seconds()
+        arrival = max(self._down.last_arrival, now + self._one_way)  # the FIN travels too
+        self._clock.callLater(arrival - now, self._report_peer_closed)
 
     def _report_peer_closed(self) -> None:
         if self.dead or self.state not in ("CONNECTED", "CONNECTING"):
@@ -326,8 +341,14 @@ class _Silent:
         return lambda *args: None
 
 
+@implementer(interfaces.IHalfCloseableProtocol)
 class HostStream(protocol.Protocol):
-    """The host TCP connection behind one SimSocket."""
+    """The host TCP connection behind one SimSocket.
+
+    Half-closeable only so that the peer's FIN is seen while the socket is still open: delivery
+    is measured then, before the connection is closed for good.  (writeConnectionLost is never
+    needed: the simulator never half-closes its side.)
+    """
 
     def __init__(self, sock: SimSocket):
         self.sock = sock
@@ -337,6 +358,10 @@ class HostStream(protocol.Protocol):
 
     def dataReceived(self, data):
         self.sock.from_host(data)
+
+    def readConnectionLost(self):
+        self.sock.measure_delivery()
+        self.transport.loseConnection()
 
     def connectionLost(self, reason):
         self.sock.host_lost()
