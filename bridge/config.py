@@ -23,11 +23,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from bridge.at.commands import DEFAULT_TIMEOUTS
 from bridge.config_values import (BAUDRATES, MAX_MODULE_SOCKETS, MAX_SEND_WINDOW, Invalid, Listen,
                                   Remote, at_text, baudrate, boolean, choice, command_line,
-                                  control_endpoint, count, directory, forward, ip_port, listen,
-                                  log_level, pin, plain_text, probe_bytes, remote, seconds,
-                                  seconds_or_zero, serial_port, shell_words)
+                                  control_endpoint, count, did_you_mean, directory, forward,
+                                  ip_port, listen, log_level, pin, plain_text, probe_bytes, remote,
+                                  seconds, seconds_or_zero, serial_port, shell_words,
+                                  timeout_overrides)
 from bridge.errors import ConfigError
 
 __all__ = [
@@ -64,6 +66,7 @@ class ModemConfig:
     send_window: int = 5840
     sim_args: tuple = ()
     registration_timeout: float = 180.0
+    timeouts: tuple = ()  # ((name, seconds), ...) over DEFAULT_TIMEOUTS
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,26 @@ class Key:
     secret: bool = False
 
 
+def _show_default(value):
+    if value is dataclasses.MISSING:
+        return "(required)"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value in (None, "", b"", ()):
+        return "(empty)"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _timeouts_doc():
+    defaults = " ".join(f"{f.name}={_show_default(getattr(DEFAULT_TIMEOUTS, f.name))}"
+                        for f in dataclasses.fields(DEFAULT_TIMEOUTS))
+    return ("space-separated NAME=SECONDS overrides of the per-command limits (quectel-at.md §7), "
+            f"e.g. qiact=240 qideact=60; built in: {defaults}. qiopen is the wait for AT+QIOPEN's "
+            "OK only; the CONNECT OK after it has its own longer wait (quectel-at.md §4.3)")
+
+
 SECTION_TYPES = {"cellbridge": General, "modem": ModemConfig, "profile": ProfileConfig,
                  "server": ServerConfig}
 
@@ -146,6 +169,8 @@ SCHEMA = {
                            "(AT+QISACK), 0-7300; 0 = stop-and-wait"),
         "sim_args": Key(shell_words, "extra simulator options when port = sim, e.g. --baud 115200"),
         "registration_timeout": Key(seconds, "seconds to wait for network registration"),
+        "timeouts": Key(timeout_overrides([f.name for f in dataclasses.fields(DEFAULT_TIMEOUTS)]),
+                        _timeouts_doc()),
     },
     "profile": {
         "listen": Key(listen, "tcp:PORT[:interface=ADDR] or any Twisted server endpoint string; "
@@ -182,18 +207,6 @@ def _default(kind, key):
 
 def _required(kind):
     return [key for key in SCHEMA[kind] if _default(kind, key) is dataclasses.MISSING]
-
-
-def _show_default(value):
-    if value is dataclasses.MISSING:
-        return "(required)"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if value in (None, "", b"", ()):
-        return "(empty)"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def reference_markdown():
@@ -257,11 +270,6 @@ def _read(path, problems):
     return None
 
 
-def _suggest(word, candidates):
-    match = difflib.get_close_matches(word, candidates, n=1)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
 def _section_kind(section, problems):
     kind, sep, name = section.partition(":")
     if section == "cellbridge":
@@ -288,7 +296,7 @@ def _section_values(parser, section, kind, problems):
     for key, raw in parser.items(section):
         spec = keys.get(key)
         if spec is None:
-            problems.add(section, key, "unknown key" + _suggest(key, list(keys)))
+            problems.add(section, key, "unknown key" + did_you_mean(key, list(keys)))
             continue
         if "\n" in raw:
             problems.add(section, key, "a value is one line (an indented line continues the "
@@ -316,7 +324,7 @@ def _resolve_modem(section, values, modem_names, problems):
         return None
     if name not in modem_names:
         problems.add(section, "modem", "no such [modem:NAME] section"
-                     + _suggest(name, modem_names), name)
+                     + did_you_mean(name, modem_names), name)
         return None
     return name
 

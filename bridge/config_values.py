@@ -3,6 +3,7 @@ what is wrong. No INI here (bridge.config reads the file); each parser sees one 
 """
 
 import configparser
+import difflib
 import ipaddress
 import re
 import shlex
@@ -73,6 +74,39 @@ def _number(text, minimum, integer, minimum_included=True):
 def seconds(text):
     """A positive duration in seconds; fractions allowed."""
     return _number(text, 0, integer=False, minimum_included=False)
+
+
+def did_you_mean(word, candidates):
+    """`` (did you mean 'x'?)`` for the closest candidate, or empty."""
+    match = difflib.get_close_matches(word, candidates, n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def timeout_overrides(names):
+    """``NAME=SECONDS ...`` -> ``((name, seconds), ...)`` sorted by name (a canonical, hashable
+    value); ``names`` are the limits that may be set. Every bad pair is reported, not just the
+    first, so one edit fixes the line."""
+    def parse(text):
+        pairs, wrong = {}, []
+        for word in text.split():
+            name, sep, value = word.partition("=")
+            if not sep:
+                wrong.append(f"{word!r} is not NAME=SECONDS")
+            elif name not in names:
+                wrong.append(f"unknown timeout {name!r}" + (did_you_mean(name, names) or
+                                                             f" (one of {', '.join(names)})"))
+            elif name in pairs:
+                wrong.append(f"{name} is given twice")
+            else:
+                try:
+                    pairs[name] = seconds(value)
+                except Invalid as error:
+                    pairs[name] = None
+                    wrong.append(f"{name}: {error}")
+        if wrong:
+            raise Invalid("; ".join(wrong))
+        return tuple(sorted(pairs.items()))
+    return parse
 
 
 def seconds_or_zero(text):

@@ -1,5 +1,6 @@
 """bridge.config: the INI contract (issue 4), AT-bound values (issue 3), issue 5's keys."""
 
+import dataclasses
 import pathlib
 import textwrap
 
@@ -53,7 +54,7 @@ def test_minimal_config_gets_every_default(tmp_path):
     assert (modem.keepalive_first, modem.keepalive_interval, modem.keepalive_retries,
             modem.keepalive_idle) == (5, 10, 12, 480)
     assert (modem.sleep, modem.reset_command, modem.send_window, modem.sim_args,
-            modem.registration_timeout) == (False, None, 5840, (), 180)
+            modem.registration_timeout, modem.timeouts) == (False, None, 5840, (), 180, ())
     profile = config.profiles["web"]
     assert profile.listen == Listen("tcp", "tcp:8080:interface=127.0.0.1", 8080, "127.0.0.1")
     assert profile.remote == Remote("TCP", "example.com", 80)
@@ -87,6 +88,7 @@ def test_every_key_set(tmp_path):
         send_window = 0
         sim_args = --baud 115200 --hosts-file "/tmp/my hosts"
         registration_timeout = 2.5
+        timeouts = qiopen=75  qiact=240.5
 
         [modem:b]
         port = sim
@@ -120,6 +122,8 @@ def test_every_key_set(tmp_path):
     assert a.sim_args == ("--baud", "115200", "--hosts-file", "/tmp/my hosts")
     assert a.reset_command == "/usr/local/bin/power-cycle --gpio 17"
     assert (a.send_window, a.registration_timeout) == (0, 2.5)
+    assert a.timeouts == (("qiact", 240.5), ("qiopen", 75.0))  # sorted: one spelling, one value
+    assert hash(a) == hash(dataclasses.replace(a))
     dns = config.profiles["dns"]
     assert dns.listen == Listen("udp", "udp:5353:interface=127.0.0.2", 5353, "127.0.0.2")
     assert dns.remote == Remote("UDP", "192.0.2.1", 53)
@@ -276,6 +280,17 @@ def test_bad_pin(tmp_path, pin):
     ("reset_command", "'", "cannot split into words: No closing quotation"),
     ("port", "ttyUSB0", "expected a device path (/dev/...), tcp:HOST:PORT or sim"),
     ("port", "tcp:ser2net.local", "expected tcp:HOST:PORT"),
+    ("timeouts", "qiatc=150", "unknown timeout 'qiatc' (did you mean 'qiact'?)"),
+    ("timeouts", "zzz=1", "unknown timeout 'zzz' (one of simple, pin, attach, regapp, qiact, "
+                          "qideact, qiopen, prompt, send, qisack, qiclose, qird, dns)"),
+    ("timeouts", "qiact=0", "qiact: must be more than 0"),
+    ("timeouts", "qideact=-40", "qideact: must be more than 0"),
+    ("timeouts", "qiact=2m", "qiact: not a number"),
+    ("timeouts", "qiact=inf", "qiact: not a finite number"),
+    ("timeouts", "qiact=150 qiact=60", "qiact is given twice"),
+    ("timeouts", "qiact 150", "'qiact' is not NAME=SECONDS; '150' is not NAME=SECONDS"),
+    ("timeouts", "qiact=x qiopen=75 dsn=15 qiact=1", "qiact: not a number; unknown timeout 'dsn' "
+                                                    "(did you mean 'dns'?); qiact is given twice"),
 ])
 def test_bad_modem_values(tmp_path, key, value, message):
     text = MODEM if key != "port" else "[modem:main]\n"
@@ -426,6 +441,11 @@ def test_sleep_warning_for_transports_without_dtr(tmp_path):
     ]
 
 
+def test_readme_carries_the_generated_reference_table():
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    assert reference_markdown() in readme
+
+
 def test_reference_table_lists_every_key():
     table = reference_markdown()
     for kind, keys in SCHEMA.items():
@@ -433,3 +453,4 @@ def test_reference_table_lists_every_key():
             assert f"| `{key}` |" in table
     assert "| `[modem:NAME]` | `send_window` | 5840 |" in table
     assert "| `[modem:NAME]` | `port` | (required) |" in table
+    assert "built in: simple=5 pin=10 attach=90 regapp=10 qiact=150 qideact=40 qiopen=10 " in table

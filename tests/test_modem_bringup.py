@@ -1,15 +1,19 @@
 """Bring-up transcripts: exact command sequence, PIN handling, registration, sync, failures."""
 
 import os
+from dataclasses import replace
 
 import pytest
 from twisted.internet.defer import fail
+from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
+from bridge.at.commands import DEFAULT_TIMEOUTS, Timeouts
 from bridge.at.errors import CommandTimeout
-from bridge.config import ModemConfig
+from bridge.config import ModemConfig, load_config
 from bridge.errors import SimLocked
 from bridge.modem.bringup import BringUp, BringUpFailed
+from bridge.modem.modem import Modem
 from bridge.modem.pinstore import PinStore
 from bridge.modem.stack import StackMachine
 from tests.modem_harness import (ACTIVATE, AFTER_SIM, ATTACH, BEARER, IDENTITY, OK, PLAIN, REGISTERED,
@@ -206,3 +210,25 @@ def test_a_persistent_modem_retries_a_failed_bring_up(tmp_path):
     h.play(PLAIN)
     assert h.modem.ready
     assert 3.75 <= h.times[-len(PLAIN)] - failed_at <= 5.0  # first backoff delay, jittered
+
+
+@pytest.mark.parametrize("line, limit", [("", 150.0), ("timeouts = qiact=7 qideact=60", 7.0)])
+def test_the_configured_qiact_limit_is_the_engines(tmp_path, line, limit):
+    """From the INI line to the engine: an unanswered AT+QIACT is given up (ESC + AT resync) at
+    the configured limit, and at the built-in 150 s without one."""
+    path = tmp_path / "c.ini"
+    path.write_text(f"[modem:main]\nport = /dev/ttyFAKE\n{line}\n"
+                    "[profile:p]\nlisten = tcp:1\nremote = tcp:h:1\n")
+    h = harness(tmp_path, timeouts=load_config(path).modems["main"].timeouts).start()
+    h.play(SYNC + IDENTITY + SIM_READY + REGISTERED + ATTACH + BEARER + [(b"AT+QIREGAPP", OK)])
+    h.expect(b"AT+QIACT")
+    sent_at = h.clock.seconds()
+    assert h.take() == b"\x1bAT\r"
+    assert h.clock.seconds() - sent_at == limit
+
+
+def test_an_explicit_timeouts_option_wins_over_the_config(tmp_path):
+    config = ModemConfig(name="main", port="sim", timeouts=(("qiact", 7.0),))
+    explicit = Timeouts(qiact=1.0)
+    assert Modem(Clock(), config, str(tmp_path), timeouts=explicit).timeouts is explicit
+    assert Modem(Clock(), config, str(tmp_path)).timeouts == replace(DEFAULT_TIMEOUTS, qiact=7.0)

@@ -8,6 +8,7 @@ The way back to "ready" is the :class:`~bridge.modem.supervisor.Supervisor`'s (i
 ``persistent=False`` (``cellbridge probe``) there is none: "down" stays down.
 """
 
+import dataclasses
 import random
 from typing import Callable, Dict, Optional
 
@@ -62,14 +63,15 @@ class Modem(Service):
     cannot be opened at start); with ``persistent=False`` (probe) any bring-up failure or loss is
     fatal or final, else the supervisor brings the module back.
 
-    :param timeouts, pacing, timings, resync_timeout: shorter limits for tests
+    :param timeouts: overrides the limits otherwise built from ``config.timeouts``
+    :param pacing, timings, resync_timeout: shorter limits for tests
     :param run_command: ``run_reset_command``'s signature, for the ladder's last step
     """
 
     log = Logger()
 
     def __init__(self, reactor, config, state_dir: str, *, on_fatal: Optional[Callable] = None,
-                 persistent: bool = True, timeouts: Timeouts = DEFAULT_TIMEOUTS,
+                 persistent: bool = True, timeouts: Optional[Timeouts] = None,
                  pacing: Pacing = Pacing(), health_interval: float = HEALTH_INTERVAL,
                  port_opener=open_port, rng: Optional[random.Random] = None,
                  timings: RecoveryTimings = RecoveryTimings(),
@@ -88,7 +90,8 @@ class Modem(Service):
         self.pins = PinStore(state_dir, config.name)
         self.counters = counters if counters is not None else Counters()
         self.persistent = persistent
-        self.timeouts = timeouts
+        self.timeouts = (timeouts if timeouts is not None
+                         else dataclasses.replace(DEFAULT_TIMEOUTS, **dict(config.timeouts)))
         self.pacing = pacing
         self.sleep = SleepController(reactor, self._set_dtr, self._enable_sleep,
                                      enabled=config.sleep)
@@ -97,7 +100,7 @@ class Modem(Service):
         self._on_fatal = on_fatal or (lambda error: None)
         self._port_opener = port_opener
         self._resync_timeout = resync_timeout
-        self.health = HealthPoll(reactor, self.name, lambda: self.protocol, self.info, timeouts,
+        self.health = HealthPoll(reactor, self.name, lambda: self.protocol, self.info, self.timeouts,
                                  health_interval)
         self._opener = SocketOpener(self)
         self._handlers: Dict[int, object] = {}
