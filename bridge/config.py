@@ -128,7 +128,7 @@ def _timeouts_doc():
                         for f in dataclasses.fields(DEFAULT_TIMEOUTS))
     return ("space-separated NAME=SECONDS overrides of the per-command limits (quectel-at.md §7), "
             f"e.g. qiact=240 qideact=60; built in: {defaults}. qiopen is the wait for AT+QIOPEN's "
-            "OK only; the CONNECT OK after it has its own longer wait (quectel-at.md §4.3)")
+            "OK, connect the wait for the CONNECT OK or FAIL after it (quectel-at.md §4.3)")
 
 
 SECTION_TYPES = {"cellbridge": General, "modem": ModemConfig, "profile": ProfileConfig,

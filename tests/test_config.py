@@ -282,7 +282,7 @@ def test_bad_pin(tmp_path, pin):
     ("port", "tcp:ser2net.local", "expected tcp:HOST:PORT"),
     ("timeouts", "qiatc=150", "unknown timeout 'qiatc' (did you mean 'qiact'?)"),
     ("timeouts", "zzz=1", "unknown timeout 'zzz' (one of simple, pin, attach, regapp, qiact, "
-                          "qideact, qiopen, prompt, send, qisack, qiclose, qird, dns)"),
+                          "qideact, qiopen, connect, prompt, send, qisack, qiclose, qird, dns)"),
     ("timeouts", "qiact=0", "qiact: must be more than 0"),
     ("timeouts", "qideact=-40", "qideact: must be more than 0"),
     ("timeouts", "qiact=2m", "qiact: not a number"),

@@ -87,14 +87,16 @@ def test_qiopen_error_closes_and_resyncs_the_stack_state(h):
     assert h.modem.stack.state == "IP STATUS"
 
 
-def test_connect_timeout_is_75_seconds(tmp_path):
-    h = ModemHarness(tmp_path / "state", health_interval=1000.0).up()  # no poll in between
+@pytest.mark.parametrize("overrides, limit", [((), 75.0), ((("connect", 30.0),), 30.0)])
+def test_connect_timeout_is_75_seconds_unless_configured(tmp_path, overrides, limit):
+    h = ModemHarness(tmp_path / "state", health_interval=1000.0,  # no poll in between
+                     timeouts=overrides).up()
     outcome = open_socket(h, 0, "TCP", "127.0.0.1", 5000)
     h.play([(b"AT+QIDNSIP=0", OK), (b'AT+QIOPEN=0,"TCP","127.0.0.1",5000', OK)])
     opened_at = h.clock.seconds()
     h.expect(b"AT+QICLOSE=0", b"\r\n0, CLOSE OK\r\n")
-    assert h.clock.seconds() - opened_at == 75.0
-    assert "no CONNECT OK within 75 s" in outcome[0].value.reason
+    assert h.clock.seconds() - opened_at == limit
+    assert f"no CONNECT OK within {limit:g} s" in outcome[0].value.reason
 
 
 def test_socket_events_reach_the_attached_handler_only(h):

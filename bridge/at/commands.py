@@ -47,7 +47,8 @@ class Timeouts:
     regapp: float = 10.0
     qiact: float = 150.0
     qideact: float = 40.0
-    qiopen: float = 10.0  # until OK only; CONNECT OK (<= 75 s) is the modem layer's wait
+    qiopen: float = 10.0  # until OK only; the wait for CONNECT OK after it is ``connect``
+    connect: float = 75.0  # AT+QIOPEN's OK to ``n, CONNECT OK|FAIL`` (§4.3: up to 75 s)
     # The prompt queues behind the module's UART TX backlog: pushed +RECEIVE data in push mode,
     # ~5.5 KB (the simulator's high water plus one frame) is 5.8 s at 9600 baud.  10 s is the top
     # of the drivers' range (§7).  A prompt later still costs only the link: the engine writes

@@ -17,10 +17,6 @@ from bridge.at import commands
 from bridge.at.errors import ATEngineError
 from bridge.errors import ConnectFailed, ModemDown
 
-#: AT+QIOPEN's OK to ``n, CONNECT OK|FAIL`` (quectel-at.md §4.3: up to 75 s).
-CONNECT_TIMEOUT = 75.0
-
-
 def is_dotted_ip(host: str) -> bool:
     try:
         ipaddress.IPv4Address(host)
@@ -79,13 +75,13 @@ class SocketOpener:
             if accepted.already:
                 yield self._close_after_failure(wire_index)
                 raise ConnectFailed(f"socket {index} was already connected on the module")
-            result = yield connected.addTimeout(CONNECT_TIMEOUT, self.modem.reactor)
+            result = yield connected.addTimeout(self.modem.timeouts.connect, self.modem.reactor)
             if not result.ok:
                 yield self._close_after_failure(wire_index)
                 raise ConnectFailed(f"{proto} {host}:{port}: CONNECT FAIL")
         except defer.TimeoutError:
             yield self._close_after_failure(wire_index)
-            raise ConnectFailed(f"no CONNECT OK within {CONNECT_TIMEOUT:g} s") from None
+            raise ConnectFailed(f"no CONNECT OK within {self.modem.timeouts.connect:g} s") from None
         finally:
             if self._waiters.get(index) is connected:
                 del self._waiters[index]
