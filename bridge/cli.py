@@ -5,6 +5,7 @@ rejected; 1 anything else. Expected errors are one line on stderr, never a trace
 """
 
 import argparse
+import importlib
 import signal
 import sys
 
@@ -81,10 +82,9 @@ def command_check(args):
 
 
 def command_delegated(name, argv):
-    from bridge.service import provided
-
+    """``cellbridge sim|probe``: the other package's ``main``, imported only when used."""
     module, _ = DELEGATED[name]
-    status = provided(module, "main", f"'cellbridge {name}'")(argv)
+    status = importlib.import_module(module).main(argv)
     return EXIT_OK if status is None else status
 
 

@@ -5,11 +5,10 @@ each profile), ``server:NAME`` (one per module-side server), and ``systemd`` las
 every listener is bound and, stopping first, says STOPPING=1 before anything closes).
 
 The modem, the bridging and the servers come from other packages through :class:`Components`; a
-part that is not built yet makes start-up fail with :class:`~bridge.errors.NotSupported` instead of
-running a daemon that only looks complete.
+part that is not built yet is refused there by an explicit check (:class:`~bridge.errors.NotSupported`)
+instead of running a daemon that only looks complete.
 """
 
-import importlib
 import os
 
 from twisted.application import internet, strports
@@ -19,21 +18,9 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from bridge.errors import EXIT_FAILURE, EXIT_OK, CellbridgeError, NotSupported
+from bridge.modem.modem import make_modem_service
+from bridge.proxy.service import make_stream_factory
 from bridge.systemd import SystemdNotifier
-
-
-def provided(module, attribute, feature):
-    """``module.attribute``, imported only when needed; :class:`NotSupported` if this build lacks it
-    (an import error inside that module still propagates: it is a bug, not a missing part)."""
-    try:
-        found = importlib.import_module(module)
-    except ModuleNotFoundError as error:
-        if error.name != module:
-            raise
-        found = None
-    if not hasattr(found, attribute):
-        raise NotSupported(f"{feature} is not supported yet (this build has no {module}.{attribute})")
-    return getattr(found, attribute)
 
 
 class Components:
@@ -44,24 +31,20 @@ class Components:
     """
 
     def modem_service(self, modem, root):
-        """An ``IService`` that owns one module (``bridge.modem.modem.make_modem_service``)."""
-        make = provided("bridge.modem.modem", "make_modem_service", "the modem service")
-        return make(modem, root)
+        """An ``IService`` that owns one module."""
+        return make_modem_service(modem, root)
 
     def stream_factory(self, profile, modem_service, root):
         """The ``IProtocolFactory`` behind a tcp profile's listener."""
-        make = provided("bridge.proxy.service", "make_stream_factory", "bridging tcp profiles")
-        return make(profile, modem_service, root)
+        return make_stream_factory(profile, modem_service, root)
 
     def datagram_protocol(self, profile, modem_service, root):
-        """The ``DatagramProtocol`` behind a udp profile's port."""
-        make = provided("bridge.proxy.service", "make_datagram_protocol", "udp profiles")
-        return make(profile, modem_service, root)
+        """The ``DatagramProtocol`` behind a udp profile's port: not built yet."""
+        raise NotSupported(f"[profile:{profile.name}] udp profiles are not supported yet")
 
     def server_service(self, server, modem_service, root):
-        """An ``IService`` for one module-side listener (AT+QISERVER) forwarded to a local service."""
-        make = provided("bridge.proxy.service", "make_server_service", "[server:NAME] sections")
-        return make(server, modem_service, root)
+        """An ``IService`` for one module-side listener (AT+QISERVER): not built yet."""
+        raise NotSupported(f"[server:{server.name}] module-side servers are not supported yet")
 
 
 class CellbridgeService(MultiService):

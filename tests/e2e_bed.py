@@ -201,7 +201,7 @@ class Bed:
         self.root.startService()
         self.modem = self.root.getServiceNamed("modem:main")
         await within(self.modem.when_ready(), "the modem's first bring-up", timeout=30.0)
-        self.dispatcher = listener.factory.dispatcher
+        self.admission = listener.factory
 
     async def stop(self):
         try:
@@ -220,7 +220,7 @@ class Bed:
 
     def idle(self) -> bool:
         """No link, no waiting connection, no module socket, every slot free."""
-        return (not self.dispatcher.links and not self.dispatcher.stats()["waiting"]
+        return (not self.admission.sockets and not self.admission.stats()["waiting"]
                 and not self.module_sockets() and not self.slots_in_use())
 
     async def __aenter__(self):

@@ -40,7 +40,7 @@ async def test_six_concurrent_connections_and_a_seventh_that_waits(tmp_path):
         for client, payload in zip(clients, payloads):
             await until(lambda: len(client.received) >= len(payload), what="six echoes")
             assert sha(client.received) == sha(payload)
-        assert bed.dispatcher.stats()["waiting"] == 1 and seventh.received == b""
+        assert bed.admission.stats()["waiting"] == 1 and seventh.received == b""
         assert len(bed.module_sockets()) == 6
         clients[3].transport.loseConnection()
         await until(lambda: seventh.received == b"waiting", what="the seventh to be served")
@@ -96,7 +96,7 @@ async def test_hundred_sequential_connections_leak_nothing(tmp_path):
             client.transport.loseConnection()
             await ended(client, f"local close {i}")
         await until(bed.idle, what="every module socket to be freed")
-        assert bed.dispatcher.stats()["served"] == 100
+        assert bed.admission.stats()["served"] == 100
         for connection in echo.connections:  # the module closed every remote connection
             await until(lambda: not connection.transport.connected, what="remote close")
         assert open_fds() <= fds
@@ -134,8 +134,8 @@ async def test_slow_local_reader_slows_the_sender_and_bounds_what_the_bridge_hol
     payload = os.urandom(5 * 1024 * 1024)
     async with await Bed.start(tmp_path, server(Source, payload)) as bed:
         reader = connect_small_window(bed.port, StalledReader())
-        await until(lambda: bed.dispatcher.links, what="the link")
-        link = next(iter(bed.dispatcher.links))
+        await until(lambda: bed.admission.sockets, what="the link")
+        link = next(iter(bed.admission.sockets))
         # The simulated module stops reading the remote when its buffer is full and resumes only
         # below half of it, so a module holding half its buffer has stopped the remote sender.
         module_backlog = bed.sim.options.rx_buffer // 2
@@ -143,7 +143,7 @@ async def test_slow_local_reader_slows_the_sender_and_bounds_what_the_bridge_hol
 
         def stalled() -> bool:
             """The local transport paused the link and the module's buffer filled up behind it."""
-            buffered.append(bed.dispatcher.stats()["buffered"])
+            buffered.append(bed.admission.stats()["buffered"])
             return (link.stats()["local_paused"]
                     and bed.module_sockets()["0"]["rx_buffered"] >= module_backlog)
 

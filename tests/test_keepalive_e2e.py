@@ -39,7 +39,7 @@ class KeepaliveBed(Bed):
         no keepalive schedule runs on it, and no command is on the wire."""
         return (not self.modem.protocol.busy and self.times(f"AT+QISACK={slot}")
                 and any(link["slot"] == slot and link["sent"] and not link["unacked"]
-                        for link in self.dispatcher.stats()["links"]))
+                        for link in self.admission.stats()["links"]))
 
 
 class ProbeBed(KeepaliveBed):
@@ -81,7 +81,7 @@ async def test_silently_dead_socket_with_data_in_flight_is_reset_on_schedule(tmp
         other = await connect(bed.port)
         other.transport.write(b"hello")
         await until(lambda: bytes(other.received) == b"hello", what="the second link's echo")
-        assert sorted(link.slot for link in bed.dispatcher.links) == [0, 1]
+        assert sorted(link.slot for link in bed.admission.sockets) == [0, 1]
         await until(lambda: bed.acks_settled(0), what="the first schedule to end")
 
         bed.sim.kill(0)

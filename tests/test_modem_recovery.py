@@ -120,12 +120,19 @@ def test_a_failed_reactivation_falls_back_to_a_full_bring_up_after_a_backoff(tmp
     assert h.modem.ready and h.counter("recovered", step="bring-up") == 1
 
 
+def acquired(modem) -> int:
+    """A socket index, taken at once (the modem is ready and one is free)."""
+    taken = []
+    modem.sockets.acquire().addCallback(taken.append)
+    return taken[0]
+
+
 def test_rdy_out_of_the_blue_runs_the_full_bring_up_once(tmp_path):
     h = harness(tmp_path)
-    slot = h.modem.allocate_slot()
+    slot = acquired(h.modem)
     h.recv(BOOT_BURST)  # the whole burst: only its first line counts
     assert h.states[-1] == ("down", "module reset: the module restarted (RDY)")
-    h.modem.release_slot(slot)
+    h.modem.sockets.release(slot)
     h.play(PLAIN)
     assert h.modem.ready and h.states[-1][0] == "ready"
     assert h.counter("module_reset") == 1 and h.counter("recovered", step="bring-up") == 1
@@ -218,9 +225,9 @@ def test_sleep_drives_dtr_and_waits_20_ms_before_each_command(tmp_path):
     woke_at = h.transport.dtr[1][0]
     assert h.transport.dtr[1][1] is True and h.times[-1] - woke_at == pytest.approx(0.020)
     assert h.transport.dtr[2] == (h.clock.seconds(), False)  # idle again: asleep
-    slot = h.modem.allocate_slot()  # a link opens: awake for as long as it lives
+    slot = acquired(h.modem)  # a link opens: awake for as long as it lives
     assert h.transport.dtr[-1] == (h.clock.seconds(), True)
-    h.modem.release_slot(slot)
+    h.modem.sockets.release(slot)
     assert h.transport.dtr[-1] == (h.clock.seconds(), False)
 
 

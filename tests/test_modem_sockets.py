@@ -199,12 +199,13 @@ def test_a_long_bulk_transfer_cannot_starve_the_health_poll(h):
     assert h.modem.info["registration"] == "searching"
 
 
-def test_slots_come_lowest_first_and_run_out(h):
-    taken = [h.modem.allocate_slot() for _ in range(7)]
-    assert taken == [0, 1, 2, 3, 4, 5, None]
-    h.modem.release_slot(3)
-    h.modem.release_slot(3)
-    assert h.modem.allocate_slot() == 3
+def test_slots_come_lowest_first_and_the_seventh_waits_for_a_release(h):
+    taken = []
+    for _ in range(7):
+        h.modem.sockets.acquire().addCallback(taken.append)
+    assert taken == [0, 1, 2, 3, 4, 5] and h.modem.sockets.waiting() == 1
+    h.modem.sockets.release(3)
+    assert taken == [0, 1, 2, 3, 4, 5, 3] and h.modem.slots_in_use == frozenset(range(6))
 
 
 def test_commands_fail_with_modem_down_before_ready(tmp_path):

@@ -185,15 +185,6 @@ def test_fail_records_the_exit_status_and_stops_the_reactor(config_path):
     assert (root.exit_status, stops) == (3, [True])
 
 
-def test_a_missing_part_is_not_supported_at_start(config_path, monkeypatch):
-    class NoModem(FakeComponents):
-        def modem_service(self, modem, root):
-            return bridge.service.provided("bridge.no_such_module", "make", "the modem service")
-
-    with pytest.raises(NotSupported, match="the modem service is not supported yet"):
-        make_service(load_config(config_path), UDPMemoryReactor(), NoModem(), environ={})
-
-
 def test_twistd_lists_the_plugin_and_reports_config_problems_as_usage_errors(tmp_path):
     bad = tmp_path / "bad.ini"
     bad.write_text("[modem:main]\nport = sim\n[profile:p]\nlisten = tcp:1\nremote = tcp:a\"b:1\n")

@@ -1,13 +1,14 @@
 """Pump transcripts: one bulk command at a time, round robin, control commands in between."""
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.testing import StringTransport
+from twisted.internet.endpoints import connectProtocol
+from twisted.internet.protocol import Protocol
 
 from bridge.at import commands
-from bridge.modem.link import Link, LinkSettings
-from bridge.modem.pump import BulkJob, Pump
 from bridge.config import Remote
-from tests.link_fakes import FakeModem
+from bridge.modem.endpoint import ModemEndpoint
+from bridge.modem.pump import BulkJob, Pump
+from tests.socket_bench import ModemBench
 
 
 class Worker:
@@ -62,27 +63,25 @@ def test_next_bulk_issued_synchronously_from_the_previous_callback():
     assert worker.results == ["a", "a", "a"]
 
 
-def two_links():
-    modem = FakeModem()
-    pump = Pump(modem.issue)
-    links = []
+def two_sockets(tmp_path):
+    """A ready modem with two connected module sockets (0 and 1); returns (bench, transports)."""
+    bench = ModemBench(tmp_path)
+    endpoint = ModemEndpoint(bench.modem, "10.0.0.9", 7)
+    protocols = []
     for n in (0, 1):
-        link = Link(modem.clock, modem, pump, modem.allocate_slot(), Remote("TCP", "10.0.0.9", 7),
-                    StringTransport(), LinkSettings())
-        link.start()
-        modem.module(b"\r\nOK\r\n\r\n%d, CONNECT OK\r\n" % n)
-        links.append(link)
-    modem.wire()
-    return modem, links
+        protocols.append(Protocol())
+        connectProtocol(endpoint, protocols[-1])
+        bench.connect_ok(n, Remote("TCP", "10.0.0.9", 7))
+    return bench, [protocol.transport for protocol in protocols]
 
 
-def test_links_take_turns_and_a_control_command_goes_between_two_sends():
-    modem, (first, second) = two_links()
-    first.local_data(b"1" * 3000)
-    second.local_data(b"2" * 3000)
+def test_links_take_turns_and_a_control_command_goes_between_two_sends(tmp_path):
+    modem, (first, second) = two_sockets(tmp_path)
+    first.write(b"1" * 3000)
+    second.write(b"2" * 3000)
     assert modem.wire() == b"AT+QISEND=0,1460\r"
     modem.module(b"\r\n> ")
-    query = modem.issue(commands.qisack(1))  # a control command while a send is on the wire
+    query = modem.modem.issue(commands.qisack(1))  # a control command while a send is on the wire
     modem.module(b"\r\nSEND OK\r\n")
     assert modem.wire() == b"1" * 1460 + b"AT+QISACK=1\r"
     modem.module(b"\r\n+QISACK: 0, 0, 0\r\n\r\nOK\r\n")
@@ -93,9 +92,9 @@ def test_links_take_turns_and_a_control_command_goes_between_two_sends():
     assert modem.wire() == b"2" * 1460 + b"AT+QISEND=0,1460\r"
 
 
-def test_a_link_both_sending_and_reading_alternates_directions():
-    modem, (link, _) = two_links()
-    link.local_data(b"u" * 3000)
+def test_a_link_both_sending_and_reading_alternates_directions(tmp_path):
+    modem, (link, _) = two_sockets(tmp_path)
+    link.write(b"u" * 3000)
     modem.module(b"+QIRDI: 0,1,0\r\n")
     assert modem.wire() == b"AT+QISEND=0,1460\r"
     modem.module(b"\r\n> ")

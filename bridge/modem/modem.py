@@ -1,10 +1,12 @@
 """Modem: the service that owns one module (port, AT engine, URC routing; bring-up and recovery
-through its Supervisor, socket opening through its SocketOpener, the HealthPoll).
+through its Supervisor, socket opening through its SocketOpener, the HealthPoll), and what its
+sockets share: the bulk :class:`~bridge.modem.pump.Pump` and the
+:class:`~bridge.modem.pool.SocketPool` of the six indices.
 
-What links need (see MODEM-CONTRACT): ``ready``/``when_ready()``, ``issue()``, slots,
-``open_socket()``, per-socket URC routing (``attach_socket``) and ``add_state_listener`` for the
-moment everything on the module is gone ("down": PDP lost, module rebooted, mute, port lost).
-The way back to "ready" is the :class:`~bridge.modem.supervisor.Supervisor`'s (issue 5); with
+Module sockets (:class:`~bridge.modem.socket.ModuleSocket`, reached through
+:class:`~bridge.modem.endpoint.ModemEndpoint`) get their URCs routed here by index, and are told
+when everything on the module is gone ("down": PDP lost, module rebooted, mute, port lost). The
+way back to "ready" is the :class:`~bridge.modem.supervisor.Supervisor`'s; with
 ``persistent=False`` (``cellbridge probe``) there is none: "down" stays down.
 """
 
@@ -27,11 +29,14 @@ from bridge.counters import Counters
 from bridge.errors import CellbridgeError, ModemDown
 from bridge.modem.bringup import REGISTERED, STAT_NAMES, BringUp, Pacing
 from bridge.modem.health import HEALTH_INTERVAL, HealthPoll
+from bridge.keepalive import KeepaliveTimings
 from bridge.modem.opener import SocketOpener
 from bridge.modem.pinstore import PinStore
+from bridge.modem.pool import SocketPool
+from bridge.modem.pump import Pump
 from bridge.modem.recovery import run_reset_command
 from bridge.modem.sleep import SleepController
-from bridge.modem.slots import SlotAllocator
+from bridge.modem.socket import SocketSettings
 from bridge.modem.stack import StackMachine
 from bridge.modem.supervisor import RecoveryTimings, Supervisor
 from bridge.modem.transport import TransportError, open_port
@@ -45,7 +50,11 @@ RESET_SIGNS = ("RDY", "CFUN")
 
 
 class _ModemProtocol(ATProtocol):
-    """The AT engine, telling its modem when the port goes away; ``lost`` fires then."""
+    """The AT engine, telling its modem when the port goes away; ``lost`` fires then.
+
+    The modem hears of the loss before the engine fails its outstanding commands: whoever
+    reacts to such a failure (a socket closing, a waiting connection served next) must find the
+    modem already down, or it would issue new commands into the dead engine and react again."""
 
     def __init__(self, clock, on_lost: Callable, **options) -> None:
         super().__init__(clock, **options)
@@ -53,9 +62,9 @@ class _ModemProtocol(ATProtocol):
         self.lost = Deferred()
 
     def connectionLost(self, reason=None) -> None:
+        self._on_lost(self, reason)
         super().connectionLost(reason)
         self.lost.callback(None)
-        self._on_lost(self, reason)
 
 
 class Modem(Service):
@@ -96,7 +105,8 @@ class Modem(Service):
         self.sleep = SleepController(reactor, self._set_dtr, self._enable_sleep,
                                      enabled=config.sleep)
         self.supervisor = Supervisor(self, timings, rng, run_command)
-        self._slots = SlotAllocator()
+        self.sockets = SocketPool(on_count=self.sleep.links_changed)
+        self.pump = Pump(self.issue)
         self._on_fatal = on_fatal or (lambda error: None)
         self._port_opener = port_opener
         self._resync_timeout = resync_timeout
@@ -269,6 +279,7 @@ class Modem(Service):
         self.sleep.module_ready()
         self._notify("ready", f"local IP {self.local_ip}")
         self._fire_all(self._ready_waiters, None)
+        self.sockets.set_ready(True)
 
     def fatal(self, error) -> None:
         self._on_fatal(error)
@@ -279,13 +290,16 @@ class Modem(Service):
     # -- state ------------------------------------------------------------------------------------
 
     def _mark_down(self, reason: str, expected: bool = False) -> None:
-        """Everything on the module is gone: links are told, waiters fail, polling stops."""
+        """Everything on the module is gone: sockets are told, waiters fail, polling stops."""
         self.health.stop()
         self.sleep.module_lost()
+        self.sockets.set_ready(False)
         self._opener.fail_waiting(ModemDown(f"{self.name}: {reason}"))
         if not self.ready:
             return
         self.ready = False
+        for handler in list(self._handlers.values()):
+            handler.modem_down(reason)
         (self.log.info if expected else self.log.warn)("{name}: down: {reason}", name=self.name,
                                                        reason=reason)
         self._notify("down", reason)
@@ -350,7 +364,7 @@ class Modem(Service):
             self.log.debug("{name}: event for socket {socket} with no link: {event!r}",
                            name=self.name, socket=socket, event=event)
 
-    # -- links' API -------------------------------------------------------------------------------
+    # -- sockets' API -----------------------------------------------------------------------------
 
     def issue(self, command) -> Deferred:
         """Issue an AT command; fails with ModemDown unless the modem is ready."""
@@ -367,20 +381,17 @@ class Modem(Service):
 
     @property
     def slots_in_use(self) -> frozenset:
-        """The module socket indices handed out to links (read only)."""
-        return self._slots.in_use
+        """The module socket indices handed out (read only)."""
+        return self.sockets.in_use
 
-    def allocate_slot(self) -> Optional[int]:
-        slot = self._slots.allocate()
-        self.sleep.links_changed(len(self._slots.in_use))
-        return slot
-
-    def release_slot(self, index: int) -> None:
-        self._slots.release(index)
-        self.sleep.links_changed(len(self._slots.in_use))
+    def socket_settings(self) -> SocketSettings:
+        """The tuning of this modem's sockets (``send_window``, ``keepalive_*``)."""
+        return SocketSettings(window=self.config.send_window,
+                              keepalive=KeepaliveTimings.from_config(self.config))
 
     def attach_socket(self, index: int, handler) -> None:
-        """Deliver this socket's URC events to ``handler.socket_event(event)``."""
+        """Deliver this socket's URC events to ``handler.socket_event(event)`` and tell it
+        ``handler.modem_down(reason)`` when the module's sockets are gone."""
         self._handlers[index] = handler
 
     def detach_socket(self, index: int) -> None:

@@ -9,12 +9,12 @@ class SlotAllocator:
     """Lowest free index first, so transcripts and the module's QISTATE lines stay predictable."""
 
     def __init__(self, count: int = SLOTS) -> None:
-        self._count = count
+        self.count = count
         self._used: Set[int] = set()
 
     def allocate(self) -> Optional[int]:
         """A free index, now marked used; None when all are taken."""
-        for index in range(self._count):
+        for index in range(self.count):
             if index not in self._used:
                 self._used.add(index)
                 return index
@@ -27,6 +27,6 @@ class SlotAllocator:
 
     def release(self, index: int) -> None:
         """Free ``index``; releasing a free index is harmless (a link may close twice)."""
-        if not 0 <= index < self._count:
-            raise ValueError(f"socket index {index} is not in 0..{self._count - 1}")
+        if not 0 <= index < self.count:
+            raise ValueError(f"socket index {index} is not in 0..{self.count - 1}")
         self._used.discard(index)

@@ -1,0 +1,108 @@
+"""The modem as a Twisted client endpoint: "TCP to HOST:PORT through modem M".
+
+``connect(factory)`` waits for one of the module's sockets (:class:`~bridge.modem.pool.SocketPool`),
+opens it (AT+QIDNSIP, AT+QIOPEN, ``n, CONNECT OK``), and fires with the factory's protocol on a
+:class:`~bridge.modem.socket.ModuleSocket`; it fails with a ``ConnectError`` naming the reason.
+So Twisted's own tools work on it unchanged: ``connectProtocol``, ``wrapClientTLS``.
+
+Cancelling while waiting for a socket leaves the queue. Cancelling while the module is opening
+cannot stop the module: the open is let finish and its socket closed at once, so nothing stays
+open on the module with nobody behind it.
+"""
+
+from typing import Optional
+
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.error import ConnectError
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from bridge.at import commands
+from bridge.modem.slots import SLOTS
+from bridge.modem.socket import ModuleAddress, ModuleSocket, SocketSettings
+
+
+@implementer(IStreamClientEndpoint)
+class ModemEndpoint:
+    """TCP to ``host``:``port`` through ``modem``'s own stack.
+
+    :param settings: the sockets' tuning (default: the modem's)
+    :param group / limit: sockets held by ``group`` at once (a profile's ``max_links``)
+    :param wait: seconds ``connect`` may wait for a free socket (None = no bound)
+    """
+
+    def __init__(self, modem, host: str, port: int, settings: Optional[SocketSettings] = None,
+                 group: str = "", limit: int = SLOTS, wait: Optional[float] = None) -> None:
+        self.modem = modem
+        self.peer = ModuleAddress("TCP", host, port)
+        self.settings = settings or modem.socket_settings()
+        self.group, self.limit, self.wait = group, limit, wait
+
+    def connect(self, factory) -> Deferred:
+        return _Connecting(self, factory).start()
+
+
+class _Connecting:
+    """One ``connect()``: wait for a socket, open it, build the protocol."""
+
+    log = Logger()
+
+    def __init__(self, endpoint: ModemEndpoint, factory) -> None:
+        self.endpoint = endpoint
+        self.modem = endpoint.modem
+        self.factory = factory
+        self.result = Deferred(self._cancel)
+        self._waiting: Optional[Deferred] = None
+        self._cancelled = False
+
+    def start(self) -> Deferred:
+        endpoint = self.endpoint
+        waiting = self._waiting = self.modem.sockets.acquire(endpoint.group, endpoint.limit)
+        if endpoint.wait is not None and not waiting.called:
+            waiting.addTimeout(endpoint.wait, self.modem.reactor)
+        waiting.addCallbacks(self._acquired, self._not_acquired)
+        return self.result
+
+    def _cancel(self, _) -> None:
+        self._cancelled = True
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+    def _not_acquired(self, failure) -> None:
+        self._waiting = None
+        if failure.check(TimeoutError):
+            self.result.errback(ConnectError(
+                string=f"no module socket free within {self.endpoint.wait:g} s"))
+        elif not failure.check(CancelledError):
+            self.result.errback(failure)
+
+    def _acquired(self, slot: int) -> None:
+        self._waiting = None
+        peer = self.endpoint.peer
+        opening = self.modem.open_socket(slot, peer.type, peer.host, peer.port)
+        opening.addCallbacks(self._opened, self._open_failed, (slot,), errbackArgs=(slot,))
+
+    def _open_failed(self, failure, slot: int) -> None:
+        self.modem.sockets.release(slot)
+        if not self._cancelled:
+            self.result.errback(ConnectError(string=failure.getErrorMessage()))
+
+    def _opened(self, _, slot: int) -> None:
+        peer = self.endpoint.peer
+        address = ModuleAddress(peer.type, peer.host, peer.port, self.modem.name, slot)
+        protocol = None if self._cancelled else self.factory.buildProtocol(address)
+        if protocol is None:
+            self._close_unused(slot)
+            if not self._cancelled:
+                self.result.errback(ConnectError(string="the factory refused the connection"))
+            return
+        ModuleSocket(self.modem, slot, address, self.endpoint.settings).makeConnection(protocol)
+        self.result.callback(protocol)
+
+    def _close_unused(self, slot: int) -> None:
+        closing = self.modem.issue(commands.qiclose(slot, timeout=self.modem.timeouts.qiclose))
+        closing.addErrback(lambda f: self.log.info("socket {slot}: close after a cancelled "
+                                                   "connect: {why}", slot=slot,
+                                                   why=f.getErrorMessage()))
+        closing.addBoth(lambda _: self.modem.sockets.release(slot))

@@ -1,0 +1,147 @@
+"""Who holds which of the module's six sockets, and who waits for one.
+
+Every user of the modem shares the six AT+QIOPEN indices (app note §3.1: AT+QIMUX=1 gives six),
+so waiting for one is the modem's business, not a profile's: a socket is handed out when the modem
+is ready and an index is free, to the oldest waiter that its group's limit lets through (a group
+is a profile: ``max_links``). A group at its limit does not hold up another group, and a
+newcomer never overtakes a waiter of its own group.
+
+Serving is a loop, never recursion: a waiter whose use of the socket fails at once gives it back
+inside its callback, and that release only marks the loop to run again. A waiter leaves the queue
+before it is served, so nobody can be served twice.
+
+A socket that only lingers for a half-closed client (see :class:`ModuleSocket`) registers here
+as reclaimable: while somebody waits, it gives its index up once it has been idle for a moment.
+"""
+
+from collections import Counter, deque
+from typing import Deque, Optional, Set
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from bridge.modem.slots import SLOTS, SlotAllocator
+
+
+class _Waiter:
+    __slots__ = ("group", "limit", "deferred")
+
+    def __init__(self, group: str, limit: int) -> None:
+        self.group, self.limit = group, limit
+        self.deferred: Optional[Deferred] = None
+
+
+class SocketPool:
+    """The module's socket indices. ``acquire()`` -> Deferred(index); ``release(index)``.
+
+    :param on_count: ``on_count(n)`` whenever the number of indices in use changes (the sleep
+        controller lets the module sleep only when none is)
+    """
+
+    log = Logger()
+
+    def __init__(self, on_count=lambda n: None, count: int = SLOTS) -> None:
+        self._slots = SlotAllocator(count)
+        self._on_count = on_count
+        self._ready = False
+        self._waiters: Deque[_Waiter] = deque()
+        self._held = Counter()  # group -> indices held
+        self._groups = {}  # index -> group
+        self._reclaimable: Set = set()
+        self._serving = False
+        self._again = False
+
+    # -- holding ----------------------------------------------------------------------------------
+
+    def acquire(self, group: str = "", limit: int = SLOTS) -> Deferred:
+        """A Deferred that fires with a free index, at once if one can be had now; cancelling it
+        leaves the queue."""
+        waiter = _Waiter(group, limit)
+        waiter.deferred = Deferred(lambda _: self._leave(waiter))
+        self._waiters.append(waiter)
+        self._serve()
+        if not waiter.deferred.called:
+            for socket in list(self._reclaimable):
+                socket.reclaim()
+        return waiter.deferred
+
+    def must_wait(self, group: str = "", limit: int = SLOTS) -> bool:
+        """Would ``acquire(group, limit)`` wait now?"""
+        return (not self._ready or self.waiting(group) > 0 or self._held[group] >= limit
+                or len(self._slots.in_use) >= self._slots.count)
+
+    def release(self, index: int) -> None:
+        """Give ``index`` back (once: it may be somebody else's right after) and serve the
+        waiters."""
+        group = self._groups.pop(index, None)
+        if group is not None:
+            self._held[group] -= 1
+            self._slots.release(index)
+            self._on_count(len(self._slots.in_use))
+        self._serve()
+
+    def set_ready(self, ready: bool) -> None:
+        """Indices are handed out only while the modem is ready."""
+        self._ready = ready
+        if ready:
+            self._serve()
+
+    @property
+    def in_use(self) -> frozenset:
+        return self._slots.in_use
+
+    def waiting(self, group: Optional[str] = None) -> int:
+        """Waiters in all, or of ``group``."""
+        return sum(1 for w in self._waiters if group is None or w.group == group)
+
+    # -- reclaiming lingering sockets -------------------------------------------------------------
+
+    def add_reclaimable(self, socket) -> None:
+        """``socket.reclaim()`` is called while somebody waits; it closes once idle enough."""
+        self._reclaimable.add(socket)
+        if self._waiters:
+            socket.reclaim()
+
+    def remove_reclaimable(self, socket) -> None:
+        self._reclaimable.discard(socket)
+
+    def wanted_by_waiter(self, index: int) -> bool:
+        """Would freeing ``index`` serve somebody who waits now?"""
+        group = self._groups.get(index)
+        return any(self._held[w.group] - (w.group == group) < w.limit for w in self._waiters)
+
+    # -- serving ----------------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        if self._serving:
+            self._again = True
+            return
+        self._serving = True
+        try:
+            self._again = True
+            while self._again:
+                self._again = False
+                self._serve_once()
+        finally:
+            self._serving = False
+
+    def _serve_once(self) -> None:
+        blocked = set()  # groups whose oldest waiter could not go: FIFO within a group
+        for waiter in list(self._waiters):
+            if not self._ready:
+                return
+            if waiter.group in blocked or self._held[waiter.group] >= waiter.limit:
+                blocked.add(waiter.group)
+                continue
+            index = self._slots.allocate()
+            if index is None:
+                return
+            self._waiters.remove(waiter)
+            self._groups[index] = waiter.group
+            self._held[waiter.group] += 1
+            self._on_count(len(self._slots.in_use))
+            waiter.deferred.callback(index)
+
+    def _leave(self, waiter: _Waiter) -> None:
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)

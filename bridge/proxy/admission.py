@@ -1,0 +1,84 @@
+"""One tcp profile's listener: each accepted connection is spliced to a module socket.
+
+The module's six sockets are the modem's to share out (:class:`~bridge.modem.pool.SocketPool`):
+a profile holds at most ``max_links`` of them, and its connections wait for one, paused, in a
+FIFO bounded by ``queue`` and in time by ``queue_timeout``. Past either bound the connection is
+reset, not closed: an empty clean close would look like an empty answer to the app.
+"""
+
+import dataclasses
+
+from twisted.internet.defer import CancelledError
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from bridge.modem.endpoint import ModemEndpoint
+from bridge.modem.socket import Phase
+from bridge.proxy.splice import LocalSide, ModuleSide
+
+
+class Admission(Factory):
+    """The factory behind one tcp profile's listener, on ``modem``'s sockets."""
+
+    log = Logger()
+    noisy = False  # the service logs its listeners; "Starting factory <...>" adds nothing
+
+    def __init__(self, profile, modem) -> None:
+        self.profile = profile
+        self.modem = modem
+        self.name = f"profile:{profile.name}"
+        settings = dataclasses.replace(modem.socket_settings(), linger=profile.linger,
+                                       probe=profile.probe)
+        self.endpoint = ModemEndpoint(modem, profile.remote.host, profile.remote.port, settings,
+                                      group=profile.name, limit=profile.max_links,
+                                      wait=profile.queue_timeout)
+        self.served = 0
+        self._sockets = []
+
+    def buildProtocol(self, addr) -> LocalSide:
+        local = LocalSide(self)
+        local.factory = self
+        return local
+
+    def arrived(self, local: LocalSide) -> None:
+        """A local connection wants a module socket."""
+        pool, profile = self.modem.sockets, self.profile
+        if pool.must_wait(profile.name, profile.max_links):
+            waiting = pool.waiting(profile.name)
+            if waiting >= profile.queue:
+                self.log.warn("[{name}] refusing a connection: {n} already waiting for a module "
+                              "socket", name=self.name, n=waiting)
+                local.reset()
+                return
+            self.log.info("[{name}] connection waits for a module socket ({n} waiting)",
+                          name=self.name, n=waiting + 1)
+        connecting = local.connecting = self.endpoint.connect(
+            Factory.forProtocol(lambda: ModuleSide(local)))
+        connecting.addCallbacks(self._connected, self._failed, (local,), errbackArgs=(local,))
+
+    def _connected(self, module: ModuleSide, local: LocalSide) -> None:
+        self.served += 1
+        self._sockets.append(module.transport)
+        local.spliced(module)
+
+    def _failed(self, failure, local: LocalSide) -> None:
+        local.connecting = None
+        if failure.check(CancelledError):
+            return  # the local connection went away while it waited
+        self.log.warn("[{name}] connect to {host}:{port} failed: {reason}; resetting the local "
+                      "connection", name=self.name, host=self.profile.remote.host,
+                      port=self.profile.remote.port, reason=failure.getErrorMessage())
+        local.reset()
+
+    @property
+    def sockets(self) -> list:
+        """This profile's module sockets that still hold their index."""
+        self._sockets = [s for s in self._sockets if s.phase is not Phase.CLOSED]
+        return list(self._sockets)
+
+    def stats(self) -> dict:
+        """Sockets, waiting connections and the bytes the bridge holds for them."""
+        sockets = [s.stats() for s in self.sockets]
+        return {"links": sockets, "waiting": self.modem.sockets.waiting(self.profile.name),
+                "served": self.served,
+                "buffered": sum(s["uplink_buffered"] + s["downlink_held"] for s in sockets)}

@@ -1,0 +1,101 @@
+"""A splice of two transports: an accepted local connection and its module socket.
+
+Like ``twisted.protocols.portforward``, each side is a protocol that writes into the other's
+transport, with each transport registered as the other's push producer, so backpressure runs both
+ways: a full module uplink pauses reading the local socket, a full local socket pauses the module
+reads. Beyond portforward: half-close (``nc -N`` and HTTP/1.0 clients send EOF and still expect
+the answer, so local EOF becomes the module socket's ``loseWriteConnection``), and a module side
+lost uncleanly resets the local connection instead of closing it: an app must not read a clean
+EOF after bytes were lost.
+"""
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+
+@implementer(IHalfCloseableProtocol)
+class LocalSide(Protocol):
+    """The accepted local connection. It is paused from the start: nothing is read until the
+    module socket is connected (its bytes wait in the kernel meanwhile)."""
+
+    log = Logger()
+
+    def __init__(self, admission) -> None:
+        self.admission = admission
+        self.module = None  # the ModuleSide, once spliced
+        self.connecting = None  # the endpoint's connect Deferred while it runs
+        self.ended = False
+        self._fed = False  # the module socket is registered as our transport's producer
+
+    def connectionMade(self) -> None:
+        self.transport.pauseProducing()
+        self.admission.arrived(self)
+
+    def spliced(self, module: "ModuleSide") -> None:
+        self.connecting = None
+        self.module = module
+        module.transport.registerProducer(self.transport, True)
+        self.transport.registerProducer(module.transport, True)
+        self._fed = True
+        self.transport.resumeProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.module is not None and self.module.transport is not None:
+            self.module.transport.write(data)
+            return
+        # Nothing can carry these bytes (not connected yet, or the module side has ended): the
+        # app must learn that they were not delivered.
+        self.log.warn("[{name}] {n} bytes from a local connection with no module socket to carry "
+                      "them; resetting it", name=self.admission.name, n=len(data))
+        self.reset()
+
+    def readConnectionLost(self) -> None:
+        if self.module is not None and self.module.transport is not None:
+            self.module.transport.loseWriteConnection()
+
+    def writeConnectionLost(self) -> None:
+        """Only the module side's end closes our writing, and it closes the whole connection."""
+
+    def connectionLost(self, reason=None) -> None:
+        self.ended = True
+        if self.module is not None and self.module.transport is not None:
+            self.module.transport.loseConnection()
+        elif self.connecting is not None:
+            self.connecting.cancel()
+
+    def close(self) -> None:
+        """Clean close once everything written is sent (the module side ended cleanly)."""
+        self._unfeed()  # else loseConnection waits for the producer
+        self.transport.loseConnection()
+
+    def reset(self) -> None:
+        """Abort: the app sees a reset, never an empty clean close."""
+        self._unfeed()
+        self.transport.abortConnection()
+
+    def _unfeed(self) -> None:
+        if self._fed:
+            self._fed = False
+            self.transport.unregisterProducer()
+
+
+class ModuleSide(Protocol):
+    """The protocol on the module socket: writes what arrives into the local connection."""
+
+    def __init__(self, local: LocalSide) -> None:
+        self.local = local
+
+    def dataReceived(self, data: bytes) -> None:
+        self.local.transport.write(data)
+
+    def connectionLost(self, reason=None) -> None:
+        self.transport = None
+        if self.local.ended:
+            return
+        if reason is not None and reason.check(ConnectionDone):
+            self.local.close()
+        else:
+            self.local.reset()

@@ -1,0 +1,110 @@
+"""Transcript bench for module sockets: the real Modem (brought up by the modem harness) on a
+StringTransport and task.Clock, a tcp profile's Admission, and local connections on
+StringTransports. The UART bytes are exact, so tests read like the wire. No tests here."""
+
+import dataclasses
+
+from twisted.internet.testing import StringTransport
+
+from bridge.config import Listen, ProfileConfig, Remote
+from bridge.proxy.admission import Admission
+from tests.modem_harness import OK, PLAIN, ModemHarness
+
+REMOTE = Remote("TCP", "10.1.2.3", 80)
+PROFILE = ProfileConfig("web", Listen("tcp", "tcp:0:interface=127.0.0.1", 0, "127.0.0.1"), REMOTE,
+                        modem="main")
+
+PROMPT = b"\r\n> "
+SEND_OK = b"\r\nSEND OK\r\n"
+QIRDI_0 = b"+QIRDI: 0,1,0\r\n"
+CLOSED_0 = b"\r\n0, CLOSED\r\n"
+QISACK_0 = b"AT+QISACK=0\r"
+QIRD_0 = b"AT+QIRD=0,1,0,1500\r"
+QICLOSE_0 = b"AT+QICLOSE=0\r"
+
+
+def open_command(n=0, remote=REMOTE) -> bytes:
+    """AT+QIDNSIP (a dotted address) and AT+QIOPEN, as the modem writes them before OK."""
+    return b'AT+QIOPEN=%d,"%s","%s",%d\r' % (n, remote.proto.encode(), remote.host.encode(),
+                                              remote.port)
+
+
+def sack(sent, acked) -> bytes:
+    """The module's AT+QISACK answer: sent, acked, unacked."""
+    return b"\r\n+QISACK: %d, %d, %d\r\n\r\nOK\r\n" % (sent, acked, sent - acked)
+
+
+def qird(data: bytes) -> bytes:
+    """The module's AT+QIRD answer carrying ``data`` from the REMOTE."""
+    return b"\r\n+QIRD: 10.1.2.3:80,TCP,%d\r\n" % len(data) + data + b"\r\nOK\r\n"
+
+
+class ModemBench:
+    """A ready modem whose clock moves only when a test moves it."""
+
+    def __init__(self, tmp_path, receive="pull", **config):
+        script = PLAIN if receive == "pull" else [
+            (command, reply) if command != b"AT+QINDI=1" else (b"AT+QINDI=0", reply)
+            for command, reply in PLAIN]
+        self.harness = ModemHarness(tmp_path / "state", health_interval=1e9, receive=receive,
+                                    **config).up(script)
+        self.modem = self.harness.modem
+        self.clock = self.harness.clock
+        self.wire()
+
+    def wire(self) -> bytes:
+        """Bytes written to the module since the last call (the clock does not move)."""
+        value = self.harness.transport.value()
+        self.harness.transport.clear()
+        return value
+
+    def module(self, data: bytes) -> None:
+        """Bytes from the module."""
+        self.harness.recv(data)
+
+    def connect_ok(self, n=0, remote=REMOTE) -> None:
+        """Play the open of socket ``n``: AT+QIDNSIP=0, AT+QIOPEN, ``n, CONNECT OK``."""
+        assert self.wire() == b"AT+QIDNSIP=0\r"
+        self.module(OK)
+        assert self.wire() == open_command(n, remote)
+        self.module(OK + b"\r\n%d, CONNECT OK\r\n" % n)
+
+    def send_ok(self, count=1) -> bytes:
+        """Answer ``count`` AT+QISENDs; returns the wire bytes (commands + payloads)."""
+        wire = b""
+        for _ in range(count):
+            wire += self.wire()
+            self.module(PROMPT)
+            wire += self.wire()
+            self.module(SEND_OK)
+        return wire + self.wire()
+
+
+class LinkBench(ModemBench):
+    """One local connection of a tcp profile spliced to module socket 0 (opened unless
+    ``open_it=False``). ``local`` is the local connection's StringTransport, ``socket`` the
+    ModuleSocket, ``side`` the LocalSide protocol."""
+
+    def __init__(self, tmp_path, receive="pull", open_it=True, profile=PROFILE, settings=None,
+                 **config):
+        super().__init__(tmp_path, receive, **config)
+        self.admission = Admission(profile, self.modem)
+        if settings:
+            self.admission.endpoint.settings = dataclasses.replace(
+                self.admission.endpoint.settings, **settings)
+        self.side, self.local = self.accept()
+        if open_it:
+            self.connect_ok()
+
+    def accept(self):
+        side = self.admission.buildProtocol(None)
+        local = StringTransport()
+        side.makeConnection(local)
+        return side, local
+
+    @property
+    def socket(self):
+        return self.side.module.transport if self.side.module else None
+
+    def local_data(self, data: bytes) -> None:
+        self.side.dataReceived(data)
