@@ -91,11 +91,18 @@ class _Connecting:
     def _opened(self, _, slot: int) -> None:
         peer = self.endpoint.peer
         address = ModuleAddress(peer.type, peer.host, peer.port, self.modem.name, slot)
-        protocol = None if self._cancelled else self.factory.buildProtocol(address)
+        if self._cancelled:
+            self._close_unused(slot)
+            return
+        try:
+            protocol = self.factory.buildProtocol(address)
+        except Exception:
+            self._close_unused(slot)
+            self.result.errback()
+            return
         if protocol is None:
             self._close_unused(slot)
-            if not self._cancelled:
-                self.result.errback(ConnectError(string="the factory refused the connection"))
+            self.result.errback(ConnectError(string="the factory refused the connection"))
             return
         ModuleSocket(self.modem, slot, address, self.endpoint.settings).makeConnection(protocol)
         self.result.callback(protocol)
