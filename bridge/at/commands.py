@@ -21,6 +21,7 @@ from enum import IntEnum
 from typing import Callable, List, Optional, Pattern, Tuple
 
 from bridge.at.errors import ATError, CmeError, CmsError, CommandError, SendRefused
+from bridge.at.events import parse_urc
 from bridge.at.framing import Payload
 from bridge.at.redact import redact
 
@@ -155,7 +156,7 @@ class Command:
     def __init__(self, line: bytes, *, timeout: float, parse: Callable = None,
                  own: Optional[Pattern] = None, ends: Optional[Pattern] = None,
                  ok_ends: bool = True, collects_info: bool = False,
-                 priority: Priority = Priority.CONTROL) -> None:
+                 priority: Priority = Priority.CONTROL, enters_data_mode: bool = False) -> None:
         self.line = line
         self.timeout = timeout
         self.priority = priority
@@ -163,6 +164,9 @@ class Command:
         self.ends = ends
         self.ok_ends = ok_ends
         self.collects_info = collects_info
+        #: Its bare ``CONNECT`` switches the UART to data mode (ATO, a transparent AT+QIOPEN);
+        #: the protocol ignores a bare ``CONNECT`` that no such command (or server) explains.
+        self.enters_data_mode = enters_data_mode
         self._parse = parse or (lambda lines: Reply(tuple(_text(x) for x in lines)))
         self.lines: List[bytes] = []
         self.done = False
@@ -526,16 +530,34 @@ def qisrvc(server: bool, timeout: float = DEFAULT_TIMEOUTS.simple) -> Command:
 
 # -- factories: sockets -----------------------------------------------------------------------
 
-def qiopen(proto: str, host: str, port: int, socket: Optional[int] = None,
-           timeout: float = DEFAULT_TIMEOUTS.qiopen) -> Command:
-    """-> OpenAccepted on OK or ``ALREADY CONNECT``; the connect outcome is a later event."""
+def _qiopen_line(proto: str, host: str, port: int, socket: Optional[int]) -> bytes:
     if proto not in ("TCP", "UDP") or not 0 < port < 65536:
         raise ValueError(f"bad protocol/port {proto}/{port}")
     prefix = _slot(socket) + (b"," if socket is not None else b"")
     line = b"AT+QIOPEN=" + prefix + b'"%s",' % proto.encode() + _quoted(host, "host")
+    return line + b",%d" % port
+
+
+def qiopen(proto: str, host: str, port: int, socket: Optional[int] = None,
+           timeout: float = DEFAULT_TIMEOUTS.qiopen) -> Command:
+    """-> OpenAccepted on OK or ``ALREADY CONNECT``; the connect outcome is a later event."""
     already = re.compile(rb"ALREADY CONNECT")
-    return Command(line + b",%d" % port, timeout=timeout, own=already, ends=already,
-                   parse=lambda lines: OpenAccepted(bool(lines)))
+    return Command(_qiopen_line(proto, host, port, socket), timeout=timeout, own=already,
+                   ends=already, parse=lambda lines: OpenAccepted(bool(lines)))
+
+
+def qiopen_transparent(proto: str, host: str, port: int,
+                       timeout: float = DEFAULT_TIMEOUTS.qiopen + DEFAULT_TIMEOUTS.connect
+                       ) -> Command:
+    """Transparent mode (AT+QIMODE=1, app note §4.1): ``OK``, then ``CONNECT`` (the UART is now the
+    socket), ``CONNECT FAIL`` or ``ALREADY CONNECT`` -> ConnectResult.
+
+    It stays on the wire until that outcome: a command written after the ``OK`` could reach a
+    module that has just switched to data mode and go to the remote as payload."""
+    outcome = re.compile(rb"CONNECT(?: FAIL)?|ALREADY CONNECT")
+    return Command(_qiopen_line(proto, host, port, None), timeout=timeout, own=outcome,
+                   ends=outcome, ok_ends=False, parse=lambda lines: parse_urc(lines[-1]),
+                   enters_data_mode=True)
 
 
 def qisend(data: bytes, socket: Optional[int] = None, timeout: float = DEFAULT_TIMEOUTS.send,
@@ -608,4 +630,4 @@ def ato(timeout: float = DEFAULT_TIMEOUTS.simple) -> Command:
     """Back to transparent data mode; ends on ``CONNECT`` (the protocol switches modes)."""
     connect = re.compile(rb"CONNECT")
     return Command(b"ATO", timeout=timeout, own=connect, ends=connect, ok_ends=False,
-                   parse=_no_result)
+                   parse=_no_result, enters_data_mode=True)

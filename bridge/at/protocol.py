@@ -9,8 +9,11 @@ Routing of each line (quectel-at.md §12.4): the echo of the in-flight command i
 in-flight command claims lines specifically its own (``1, CLOSE OK`` for AT+QICLOSE=1,
 ``+QISACK:``, ``STATE:`` ...); then URCs are recognised; then generic finals (OK, ERROR, +CME
 ERROR) and free-form info lines go to the in-flight command; whatever is left is an
-``Unsolicited`` event.  The next queued command is written as soon as the previous final is
-routed, before its Deferred fires: at 115200 baud the turnaround is the throughput.
+``Unsolicited`` event.  A bare ``CONNECT`` switches to data mode only when a transparent
+AT+QIOPEN or ATO is on the wire or a transparent server listens; any other is logged and dropped,
+so a stray one cannot wedge a mux-mode engine.  The next queued command is written as soon as the
+previous final is routed, before its Deferred fires: at 115200 baud the turnaround is the
+throughput.
 
 An in-flight timeout resyncs (ESC, ``AT``) before anything else is written; an AT+QISEND that
 timed out before its ``> `` first gets ``len`` ESC bytes, so a module whose prompt was only late
@@ -110,6 +113,9 @@ class ATProtocol(Protocol):
         self._desynced = False
         self._lost = False
         self._listeners: list = []
+        self.transparent_server_listening = False
+        """Set while a transparent-mode server listens: its accepted client arrives as an
+        unprompted ``CONNECT`` (app note §4.2, §5.1) that must switch the UART to data mode."""
         self.data_mode = DataMode(self, self._framer, clock, guard_time, escape_timeout)
 
     # -- public API -------------------------------------------------------------------------------
@@ -243,10 +249,13 @@ class ATProtocol(Protocol):
                           size=len(frame.data), reason=frame.reason)
 
     def _route_line(self, line: bytes) -> None:
-        if line == b"CONNECT":
-            self.data_mode.enter()  # before anything can be written as a command
         entry = self._current
         command = entry.command if entry else None
+        if line == b"CONNECT":
+            if not self._connect_expected(command):
+                self._ignore_connect(command)
+                return
+            self.data_mode.enter()  # before anything can be written as a command
         if command is not None and command.is_echo(line):
             return
         if command is not None and command.claim(line):
@@ -261,6 +270,18 @@ class ATProtocol(Protocol):
             return
         self.log.debug("unsolicited line {line!r}", line=redact(line))
         self.emit(Unsolicited(line))
+
+    def _connect_expected(self, command: Optional[Command]) -> bool:
+        """Only transparent mode has data mode: a mux module's stray ``CONNECT`` must not wedge
+        the engine in a data mode nobody will ever leave."""
+        in_flight = command is not None and command.enters_data_mode
+        return in_flight or self.transparent_server_listening
+
+    def _ignore_connect(self, command: Optional[Command]) -> None:
+        self.log.warn("ignored a bare CONNECT from the module (data mode needs a transparent "
+                      "AT+QIOPEN or ATO on the wire, or a transparent server listening; "
+                      "on the wire: {command})",
+                      command=command.text if command is not None else "nothing")
 
     def _route_payload(self, frame: Payload) -> None:
         if self._current is not None and self._current.command.take_payload(frame):
