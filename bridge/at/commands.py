@@ -29,6 +29,8 @@ from bridge.at.redact import redact
 MAX_SEND = 1460
 #: Largest AT+QIRD request (§4.8).
 MAX_READ = 1500
+#: The longest framing around an AT+QIRD's data (app note §5.3.2): its header line before, OK after.
+READ_FRAMING = len(b"\r\n+QIRD: 255.255.255.255:65535,TCP,1500\r\n" b"\r\nOK\r\n")
 
 
 class Priority(IntEnum):
@@ -40,7 +42,10 @@ class Priority(IntEnum):
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Per-command limits in seconds (quectel-at.md §7); pass your own to the factories."""
+    """Per-command limits in seconds (quectel-at.md §7); pass your own to the factories.
+
+    ``send`` and ``qird`` are base limits: the engine adds the time their payload needs at its baud
+    (``Command.transfer_bytes``), so a slow line does not turn every full read into a timeout."""
 
     simple: float = 5.0
     pin: float = 10.0
@@ -153,6 +158,11 @@ def _text(line: bytes) -> str:
 class Command:
     """One command on the wire: bytes to write, its own lines, its end, its typed result."""
 
+    #: The most payload bytes that cross the UART between this command's line and its final result
+    #: (written after its prompt, or read back with their framing): the engine adds their line
+    #: time at the configured baud to ``timeout``.
+    transfer_bytes = 0
+
     def __init__(self, line: bytes, *, timeout: float, parse: Callable = None,
                  own: Optional[Pattern] = None, ends: Optional[Pattern] = None,
                  ok_ends: bool = True, collects_info: bool = False,
@@ -249,6 +259,7 @@ class SendCommand(Command):
                          ok_ends=False, priority=Priority.BULK,
                          parse=lambda lines: SendResult(lines[-1] == b"SEND OK"))
         self.payload = payload
+        self.transfer_bytes = len(payload)
         self.socket = socket
         self.prompt_timeout = prompt_timeout
         self.prompted = False
@@ -266,6 +277,7 @@ class ReadCommand(Command):
     def __init__(self, line: bytes, length: int, *, timeout: float) -> None:
         super().__init__(line, timeout=timeout, priority=Priority.BULK, parse=self._read_result)
         self.length = length  # the most bytes this read may return: a longer header is junk
+        self.transfer_bytes = length + READ_FRAMING
         self._frame: Optional[Payload] = None
 
     def take_payload(self, frame: Payload) -> bool:

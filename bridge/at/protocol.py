@@ -46,6 +46,8 @@ from bridge.at.ring import TrafficRing
 from bridge.at.stall import STALL_TIMEOUT, StallWatch
 
 ESC = b"\x1b"
+#: UART bits per byte: start bit, 8 data bits, stop bit.
+BITS_PER_BYTE = 10
 #: How long each resync ``AT`` may take, and how many tries before giving up.
 RESYNC_TIMEOUT = 2.0
 RESYNC_ATTEMPTS = 3
@@ -73,6 +75,7 @@ class _Outstanding:
         self.command = command
         self.deferred = deferred
         self.timer = None
+        self.limit = command.timeout  # of the wait ``timer`` runs for
         self.abandoned = False  # cancelled by the caller while on the wire
         self.attempt = attempt  # > 0 for a resync probe
 
@@ -89,7 +92,7 @@ class ATProtocol(Protocol):
     def __init__(self, clock, *, payload_echo: bool = False, ring: Optional[TrafficRing] = None,
                  resync_timeout: float = RESYNC_TIMEOUT, resync_attempts: int = RESYNC_ATTEMPTS,
                  guard_time: float = 1.0, escape_timeout: float = 2.0, sleep=None,
-                 stall_timeout: float = STALL_TIMEOUT) -> None:
+                 stall_timeout: float = STALL_TIMEOUT, baud: Optional[int] = None) -> None:
         """
         :param clock: an ``IReactorTime`` (``task.Clock`` in tests)
         :param payload_echo: the module echoes AT+QISEND payloads (AT+QISDE=1); skip them
@@ -97,6 +100,8 @@ class ATProtocol(Protocol):
         :param sleep: ``wake() -> Deferred`` awaited before each command, ``idle()`` when the
             queues are empty; None: write at once
         :param stall_timeout: silence in the middle of a payload after which it is dropped
+        :param baud: the UART's line rate: a command's limit grows by the time its payload needs
+            on the line (``Command.transfer_bytes``); None or 0: unpaced, no extra time
         """
         self.clock = clock
         self.sleep = sleep
@@ -106,6 +111,7 @@ class ATProtocol(Protocol):
         """``clock.seconds()`` when the module last answered a command (for the watchdog)."""
         self._resync_timeout = resync_timeout
         self._resync_attempts = resync_attempts
+        self._baud = baud
         self._framer = Framer()
         self._stall = StallWatch(clock, self._framer, self._payload_stalled, stall_timeout)
         self._queues = {priority: deque() for priority in Priority}
@@ -217,8 +223,23 @@ class ATProtocol(Protocol):
         self._framer.expect(
             prompt=isinstance(command, SendCommand),
             read_length=command.length if isinstance(command, ReadCommand) else None)
-        first_wait = command.prompt_timeout if isinstance(command, SendCommand) else command.timeout
-        entry.timer = self.clock.callLater(first_wait, self._wire_timeout, entry)
+        if isinstance(command, SendCommand):
+            self._arm(entry, command.prompt_timeout)
+        else:
+            self._arm_for_answer(entry)
+
+    def _arm_for_answer(self, entry: _Outstanding) -> None:
+        """Wait for the final result: the base limit plus the line time of the payload."""
+        command = entry.command
+        self._arm(entry, command.timeout + self._line_time(command.transfer_bytes))
+
+    def _arm(self, entry: _Outstanding, limit: float) -> None:
+        entry.limit = limit
+        entry.timer = self.clock.callLater(limit, self._wire_timeout, entry)
+
+    def _line_time(self, size: int) -> float:
+        """Seconds ``size`` bytes need on the UART at the configured baud; 0 when unpaced."""
+        return size * BITS_PER_BYTE / self._baud if self._baud else 0.0
 
     def _next_queued(self) -> Optional[_Outstanding]:
         for priority in Priority:
@@ -302,7 +323,7 @@ class ATProtocol(Protocol):
         if self.payload_echo:
             self._framer.expect_echo(command.payload)
         self._stop_timer(entry)
-        entry.timer = self.clock.callLater(command.timeout, self._wire_timeout, entry)
+        self._arm_for_answer(entry)
 
     def _check_done(self) -> None:
         entry = self._current
@@ -351,7 +372,7 @@ class ATProtocol(Protocol):
             self.emit(StreamCorrupt(command.socket))
         self._log_recovery("{command} timed out on the wire; resynchronising",
                            command=command.text)
-        self._fire(entry, CommandTimeout(command.text, command.timeout, queued=False))
+        self._fire(entry, CommandTimeout(command.text, entry.limit, queued=False))
         self._send_resync(probe, filler=_unwritten_payload_filler(command))
 
     def _start_resync(self, attempt: int) -> None:
