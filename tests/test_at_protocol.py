@@ -239,6 +239,50 @@ def test_late_prompt_after_the_timeout_recovers_with_one_resync():
     assert value_of(after) == SackResult(5, 5, 0)
 
 
+PUSHED_FRAME = b"\x42" * 1460
+#: What the module still had to send us when the AT+QISEND went out: 1482 bytes, 6.2 s at 2400 baud.
+BACKLOG = b"\r\n+RECEIVE: 1, 1460\r\n" + PUSHED_FRAME
+
+
+def send_behind_backlog(h):
+    """AT+QISEND=0,5 written while the module pushes BACKLOG at 2400 baud (240 bytes a second)."""
+    outcome = h.issue(c.qisend(b"hello", socket=0, prompt_timeout=10, timeout=20))
+    assert h.sent() == b"AT+QISEND=0,5\r"
+    for start in range(0, len(BACKLOG), 240):
+        h.clock.advance(1)
+        h.recv(BACKLOG[start:start + 240])
+    assert h.events == [Received(1, PUSHED_FRAME)]
+    return outcome
+
+
+def test_a_prompt_late_only_by_the_backlog_ahead_of_it_gets_the_payload_not_filler():
+    h = Harness(baud=2400)
+    outcome = send_behind_backlog(h)
+    h.clock.advance(12 - 7)  # past the 10 s base: the prompt queued behind 6.2 s of backlog
+    assert h.sent() == b""
+    h.recv(b"\r\n> ")
+    assert h.sent() == b"hello"
+    h.recv(b"\r\nSEND OK\r\n")
+    assert value_of(outcome) == SendResult(True)
+    assert h.events == [Received(1, PUSHED_FRAME)]  # no StreamCorrupt
+
+
+#: The prompt wait at 2400 baud: the base, then the command line (14 bytes) and the backlog.
+PAST_THE_BACKLOG = 10 + (14 + len(BACKLOG)) * 10 / 2400
+
+
+@pytest.mark.parametrize("baud, limit", [(None, 10.0), (2400, PAST_THE_BACKLOG)])
+def test_the_prompt_wait_ends_at_its_base_plus_the_line_time_of_what_came_before(baud, limit):
+    h = Harness(baud=baud)
+    outcome = send_behind_backlog(h)
+    h.clock.advance(limit - 7 - 0.01)
+    assert outcome == [] and h.sent() == b""
+    h.clock.advance(0.01)
+    assert isinstance(error_of(outcome), CommandTimeout)
+    assert h.events[-1] == StreamCorrupt(0)
+    assert h.sent() == b"\x1b" * 5 + b"\x1bAT\r"
+
+
 def test_timeout_after_the_prompt_needs_no_filler():
     h = Harness()
     h.issue(c.qisend(b"hello", socket=0, prompt_timeout=5, timeout=20))

@@ -29,7 +29,7 @@ from bridge.at.redact import redact
 MAX_SEND = 1460
 #: Largest AT+QIRD request (§4.8).
 MAX_READ = 1500
-#: The longest framing around an AT+QIRD's data (app note §5.3.2): its header line before, OK after.
+#: The longest framing around an AT+QIRD's data (app note §5.3.2): header line before, OK after.
 READ_FRAMING = len(b"\r\n+QIRD: 255.255.255.255:65535,TCP,1500\r\n" b"\r\nOK\r\n")
 
 
@@ -44,8 +44,9 @@ class Priority(IntEnum):
 class Timeouts:
     """Per-command limits in seconds (quectel-at.md §7); pass your own to the factories.
 
-    ``send`` and ``qird`` are base limits: the engine adds the time their payload needs at its baud
-    (``Command.transfer_bytes``), so a slow line does not turn every full read into a timeout."""
+    ``send``, ``qird`` and ``prompt`` are base limits: the engine adds the time their bytes need at
+    its baud (``Command.transfer_bytes``; for the prompt, what the module sends before it), so a
+    slow line does not turn every full read or busy send into a timeout."""
 
     simple: float = 5.0
     pin: float = 10.0
@@ -55,10 +56,11 @@ class Timeouts:
     qideact: float = 40.0
     qiopen: float = 10.0  # until OK only; the wait for CONNECT OK after it is ``connect``
     connect: float = 75.0  # AT+QIOPEN's OK to ``n, CONNECT OK|FAIL`` (§4.3: up to 75 s)
-    # The prompt queues behind the module's UART TX backlog: pushed +RECEIVE data in push mode,
-    # ~5.5 KB (the simulator's high water plus one frame) is 5.8 s at 9600 baud.  10 s is the top
-    # of the drivers' range (§7).  A prompt later still costs only the link: the engine writes
-    # filler before its resync (protocol._unwritten_payload_filler).
+    # The module's own delay before its ``> ``: the engine adds the line time of the command and of
+    # every byte the module sends ahead of the prompt (pushed +RECEIVE data, URCs, the echo), the
+    # UART backlog it queues behind.  10 s is the top of the drivers' range (§7).  A prompt later
+    # still costs the link: the engine writes filler before its resync
+    # (protocol._unwritten_payload_filler; README, "Dead links and recovery").
     prompt: float = 10.0
     send: float = 20.0
     qisack: float = 5.0

@@ -15,9 +15,12 @@ so a stray one cannot wedge a mux-mode engine.  The next queued command is writt
 previous final is routed, before its Deferred fires: at 115200 baud the turnaround is the
 throughput.
 
-An in-flight timeout resyncs (ESC, ``AT``) before anything else is written; an AT+QISEND that
-timed out before its ``> `` first gets ``len`` ESC bytes, so a module whose prompt was only late
-takes those as the payload instead of the resync (``StreamCorrupt`` is emitted before either).
+Limits follow the line: with a ``baud`` a command's limit grows by the line time of the payload
+it moves, and the wait for an AT+QISEND's ``> `` by that of its line and of every byte the module
+sends before the prompt (the UART backlog queued ahead of it).  An in-flight timeout resyncs (ESC,
+``AT``) before anything else is written; an AT+QISEND that timed out before its ``> `` first gets
+``len`` ESC bytes, so a module whose prompt was only late takes those as the payload instead of
+the resync (``StreamCorrupt`` is emitted before either).
 Every resync first drops a half-cut payload from the framer: a truncated or bogus frame would
 otherwise swallow the module's answers to it.  The framer is told what the command on the wire
 may produce: payload is written only on the ``> `` of an AT+QISEND whose line is out and has no
@@ -56,12 +59,13 @@ RESYNC_ATTEMPTS = 3
 def _unwritten_payload_filler(command) -> bytes:
     """Bytes to write before a resync when ``command`` timed out waiting for its ``> ``.
 
-    A fixed-length AT+QISEND whose prompt is only late (the module's UART TX backlog, §7) has
-    put the module in payload input: it would take the next ``len`` bytes, our ESC and ``AT\\r``
-    included, as data and look mute.  ``len`` ESC bytes satisfy it either way: as payload they
-    complete the input (the module answers SEND OK and the remote gets up to ``len`` ESC bytes at
-    the end of a stream that is being aborted anyway); in command mode each ESC only clears the
-    command line, the byte drivers send to abort input (§4.4).
+    The prompt wait already allows for the backlog the engine sees ahead of the prompt
+    (``ATProtocol._prompt_behind``), so this is rare; but a fixed-length AT+QISEND whose prompt is
+    later still has put the module in payload input: it would take the next ``len`` bytes, our ESC
+    and ``AT\\r`` included, as data and look mute.  ``len`` ESC bytes end that input either way:
+    as payload they complete it (the module answers SEND OK and the remote gets them, then the
+    close of a link that is being failed: README, "Dead links and recovery"), or the first one
+    cancels it (app note §5.2.2.2 reads so); on the command line each ESC only clears it.
     """
     if isinstance(command, SendCommand) and not command.prompted:
         return ESC * len(command.payload)
@@ -82,6 +86,12 @@ class _Outstanding:
     @property
     def is_resync(self) -> bool:
         return self.attempt > 0
+
+    @property
+    def awaits_prompt(self) -> bool:
+        """An AT+QISEND line is out and its timer is the wait for the ``> ``."""
+        command = self.command
+        return self.timer is not None and isinstance(command, SendCommand) and not command.prompted
 
 
 class ATProtocol(Protocol):
@@ -159,6 +169,7 @@ class ATProtocol(Protocol):
         self._pump()  # commands issued before the port opened
 
     def dataReceived(self, data: bytes) -> None:
+        self._prompt_behind(len(data))
         for frame in self._framer.feed(data):
             try:
                 self._route(frame)
@@ -224,7 +235,7 @@ class ATProtocol(Protocol):
             prompt=isinstance(command, SendCommand),
             read_length=command.length if isinstance(command, ReadCommand) else None)
         if isinstance(command, SendCommand):
-            self._arm(entry, command.prompt_timeout)
+            self._arm(entry, command.prompt_timeout + self._line_time(len(command.wire_bytes())))
         else:
             self._arm_for_answer(entry)
 
@@ -236,6 +247,17 @@ class ATProtocol(Protocol):
     def _arm(self, entry: _Outstanding, limit: float) -> None:
         entry.limit = limit
         entry.timer = self.clock.callLater(limit, self._wire_timeout, entry)
+
+    def _prompt_behind(self, size: int) -> None:
+        """Bytes the module sends before an AT+QISEND's ``> `` were queued ahead of it on the
+        UART (pushed +RECEIVE frames, URCs, the echo): the prompt is late by their line time, and
+        the prompt wait is pushed back by as much.  A prompt that misses even this wait costs the
+        link (``_unwritten_payload_filler``), so the wait follows what the line really carries."""
+        entry = self._current
+        if entry is not None and entry.awaits_prompt:
+            behind = self._line_time(size)
+            entry.limit += behind
+            entry.timer.delay(behind)
 
     def _line_time(self, size: int) -> float:
         """Seconds ``size`` bytes need on the UART at the configured baud; 0 when unpaced."""
