@@ -128,7 +128,10 @@ def _timeouts_doc():
                         for f in dataclasses.fields(DEFAULT_TIMEOUTS))
     return ("space-separated NAME=SECONDS overrides of the per-command limits (quectel-at.md §7), "
             f"e.g. qiact=240 qideact=60; built in: {defaults}. qiopen is the wait for AT+QIOPEN's "
-            "OK, connect the wait for the CONNECT OK or FAIL after it (quectel-at.md §4.3)")
+            "OK, connect the wait for the CONNECT OK or FAIL after it (quectel-at.md §4.3). send "
+            "and qird grow by the time their payload needs at baudrate (10 bits per byte; an "
+            "AT+QIRD counts the length it asks for plus its header and OK), prompt by that of the "
+            "command and of every byte the module sends before its > prompt")
 
 
 SECTION_TYPES = {"cellbridge": General, "modem": ModemConfig, "profile": ProfileConfig,

@@ -1,9 +1,11 @@
-"""Transparent data mode: CONNECT, raw bytes both ways, +++ with guard times, CLOSED detection."""
+"""Transparent data mode: which CONNECT enters it, raw bytes both ways, +++ with guard times,
+CLOSED detection."""
 
 import pytest
+from twisted.logger import capturedLogs, formatEvent
 
 from bridge.at import commands as c
-from bridge.at.commands import OpenAccepted
+from bridge.at.commands import OpenAccepted, Reply, SignalQuality
 from bridge.at.errors import CommandTimeout
 from bridge.at.events import Closed, ConnectResult, DataModeEnded, Resynced
 from tests.test_at_harness import Harness, error_of, value_of
@@ -22,12 +24,13 @@ class Sink:
 
 
 def connected(guard=1.0):
-    """A harness in data mode after AT+QIOPEN + CONNECT, with a sink attached."""
+    """A harness in data mode after a transparent AT+QIOPEN + CONNECT, with a sink attached."""
     h = Harness(guard_time=guard, escape_timeout=2.0)
-    opened = h.issue(c.qiopen("TCP", "1.2.3.4", 80))
+    opened = h.issue(c.qiopen_transparent("TCP", "1.2.3.4", 80))
+    assert h.sent() == b'AT+QIOPEN="TCP","1.2.3.4",80\r'
     h.recv(b"\r\nOK\r\n\r\nCONNECT\r\nearly bytes")
-    assert value_of(opened) == OpenAccepted(False)
-    assert h.events == [ConnectResult(None, True, transparent=True)]
+    assert value_of(opened) == ConnectResult(None, True, transparent=True)
+    assert h.events == []
     sink = Sink()
     h.proto.data_mode.set_sink(sink)
     h.sent()
@@ -141,3 +144,73 @@ def test_write_outside_data_mode_is_refused():
     h = Harness()
     with pytest.raises(RuntimeError):
         h.proto.data_mode.write(b"x")
+
+
+def stray_connect_lines(events):
+    return [formatEvent(e) for e in events if "CONNECT" in e["log_format"]]
+
+
+def test_a_bare_connect_with_nothing_in_flight_is_logged_and_ignored():
+    h = Harness()
+    with capturedLogs() as logged:
+        h.recv(b"\r\nCONNECT\r\n")
+    assert stray_connect_lines(logged) == [
+        "ignored a bare CONNECT from the module (data mode needs a transparent AT+QIOPEN or "
+        "ATO on the wire, or a transparent server listening; on the wire: nothing)"]
+    assert h.events == []
+    outcome = h.issue(c.csq())
+    assert h.sent() == b"AT+CSQ\r"
+    h.recv(b"\r\n+CSQ: 17,99\r\n\r\nOK\r\n")
+    assert value_of(outcome) == SignalQuality(17, 99)
+
+
+def test_a_bare_connect_during_a_mux_qiopen_leaves_the_command_and_the_queue_working():
+    h = Harness()
+    opened = h.issue(c.qiopen("TCP", "1.2.3.4", 80, socket=0))
+    queued = h.issue(c.csq())
+    assert h.sent() == b'AT+QIOPEN=0,"TCP","1.2.3.4",80\r'
+    with capturedLogs() as logged:
+        h.recv(b"\r\nCONNECT\r\n")
+    assert stray_connect_lines(logged)[0].endswith(
+        'on the wire: AT+QIOPEN=0,"TCP","1.2.3.4",80)')
+    h.recv(b"\r\nOK\r\n")
+    assert value_of(opened) == OpenAccepted(False)
+    assert h.sent() == b"AT+CSQ\r"
+    h.recv(b"\r\n+CSQ: 5,0\r\n\r\nOK\r\n")
+    assert value_of(queued) == SignalQuality(5, 0)
+    assert h.events == []
+
+
+def test_transparent_qiopen_stays_on_the_wire_until_connect_fail():
+    h = Harness()
+    opened = h.issue(c.qiopen_transparent("TCP", "1.2.3.4", 80))
+    queued = h.issue(c.at())
+    h.sent()
+    h.recv(b"\r\nOK\r\n")
+    assert h.sent() == b""  # the module may switch to data mode any moment: nothing is written
+    h.recv(b"\r\nCONNECT FAIL\r\n")
+    assert value_of(opened) == ConnectResult(None, False)
+    assert h.sent() == b"AT\r"
+    h.recv(b"\r\nOK\r\n")
+    assert value_of(queued) == Reply(())
+
+
+def test_a_listening_transparent_server_takes_its_client_on_an_unprompted_connect():
+    h = Harness()
+    h.proto.transparent_server_listening = True
+    h.recv(b"\r\nREMOTE IP: 10.79.141.26\r\n\r\nCONNECT\r\nhello")
+    sink = Sink()
+    h.proto.data_mode.set_sink(sink)
+    assert sink.data == b"hello"
+    assert h.events[-1] == ConnectResult(None, True, transparent=True)
+    h.issue(c.at())
+    assert h.sent() == b""  # commands wait while the UART is the client's
+
+
+def test_no_unprompted_connect_is_taken_once_the_server_stopped_listening():
+    h = Harness()
+    h.proto.transparent_server_listening = True
+    h.proto.transparent_server_listening = False
+    h.recv(b"\r\nCONNECT\r\n")
+    h.issue(c.at())
+    assert h.sent() == b"AT\r"

@@ -1,5 +1,6 @@
 """ATProtocol transcripts: routing, queue and priority, timeouts, resync, lost link."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.error import ConnectionLost
@@ -238,12 +239,108 @@ def test_late_prompt_after_the_timeout_recovers_with_one_resync():
     assert value_of(after) == SackResult(5, 5, 0)
 
 
+PUSHED_FRAME = b"\x42" * 1460
+#: What the module still had to send us when the AT+QISEND went out: 1482 bytes, 6.2 s at 2400 baud.
+BACKLOG = b"\r\n+RECEIVE: 1, 1460\r\n" + PUSHED_FRAME
+
+
+def send_behind_backlog(h):
+    """AT+QISEND=0,5 written while the module pushes BACKLOG at 2400 baud (240 bytes a second)."""
+    outcome = h.issue(c.qisend(b"hello", socket=0, prompt_timeout=10, timeout=20))
+    assert h.sent() == b"AT+QISEND=0,5\r"
+    for start in range(0, len(BACKLOG), 240):
+        h.clock.advance(1)
+        h.recv(BACKLOG[start:start + 240])
+    assert h.events == [Received(1, PUSHED_FRAME)]
+    return outcome
+
+
+def test_a_prompt_late_only_by_the_backlog_ahead_of_it_gets_the_payload_not_filler():
+    h = Harness(baud=2400)
+    outcome = send_behind_backlog(h)
+    h.clock.advance(12 - 7)  # past the 10 s base: the prompt queued behind 6.2 s of backlog
+    assert h.sent() == b""
+    h.recv(b"\r\n> ")
+    assert h.sent() == b"hello"
+    h.recv(b"\r\nSEND OK\r\n")
+    assert value_of(outcome) == SendResult(True)
+    assert h.events == [Received(1, PUSHED_FRAME)]  # no StreamCorrupt
+
+
+#: The prompt wait at 2400 baud: the base, then the command line (14 bytes) and the backlog.
+PAST_THE_BACKLOG = 10 + (14 + len(BACKLOG)) * 10 / 2400
+
+
+@pytest.mark.parametrize("baud, limit", [(None, 10.0), (2400, PAST_THE_BACKLOG)])
+def test_the_prompt_wait_ends_at_its_base_plus_the_line_time_of_what_came_before(baud, limit):
+    h = Harness(baud=baud)
+    outcome = send_behind_backlog(h)
+    h.clock.advance(limit - 7 - 0.01)
+    assert outcome == [] and h.sent() == b""
+    h.clock.advance(0.01)
+    assert isinstance(error_of(outcome), CommandTimeout)
+    assert h.events[-1] == StreamCorrupt(0)
+    assert h.sent() == b"\x1b" * 5 + b"\x1bAT\r"
+
+
 def test_timeout_after_the_prompt_needs_no_filler():
     h = Harness()
     h.issue(c.qisend(b"hello", socket=0, prompt_timeout=5, timeout=20))
     h.recv(b"\r\n> ")
     h.clock.advance(20)
     assert h.sent() == b"AT+QISEND=0,5\rhello\x1bAT\r"
+
+
+FULL_READ = bytes(range(256)) * 5 + b"\xaa" * 220  # 1500 bytes
+#: 1500 data bytes + 47 of the longest header and the OK (``\r\n+QIRD: 255.255.255.255:65535,
+#: TCP,1500\r\n`` ... ``\r\nOK\r\n``) at 10 bits per byte and 2400 baud: 6.45 s of line time.
+FULL_READ_LINE_TIME = 1547 * 10 / 2400
+
+
+def test_a_full_qird_at_2400_baud_answered_after_6_4_s_is_no_timeout():
+    h = Harness(baud=2400)
+    outcome = h.issue(c.qird(1500, socket=3))
+    assert h.sent() == b"AT+QIRD=0,1,3,1500\r"
+    h.clock.advance(6.4)
+    h.recv(b"\r\n+QIRD: 10.0.0.1:80,TCP,1500\r\n" + FULL_READ + b"\r\nOK\r\n")
+    assert value_of(outcome) == ReadResult("10.0.0.1:80", "TCP", FULL_READ)
+    assert h.sent() == b""
+    assert h.events == []
+
+
+@pytest.mark.parametrize("baud, limit", [(None, 5.0), (2400, 5.0 + FULL_READ_LINE_TIME)])
+def test_a_qird_times_out_at_its_base_limit_plus_the_line_time_of_its_longest_answer(baud, limit):
+    h = Harness(baud=baud)
+    outcome = h.issue(c.qird(1500, socket=3, timeout=5.0))
+    h.sent()
+    h.clock.advance(limit - 0.01)
+    assert outcome == [] and h.sent() == b""
+    h.clock.advance(0.01)
+    error = error_of(outcome)
+    assert isinstance(error, CommandTimeout) and error.timeout == pytest.approx(limit)
+    assert h.sent() == b"\x1bAT\r"
+
+
+def test_a_qisend_at_2400_baud_waits_for_send_ok_its_limit_plus_its_payloads_line_time():
+    h = Harness(baud=2400)
+    payload = b"\x55" * 1460
+    limit = 20 + 1460 * 10 / 2400  # the 1460 bytes alone take 6.08 s to write
+    answered = h.issue(c.qisend(payload, socket=1, prompt_timeout=10, timeout=20))
+    h.sent()
+    h.recv(b"\r\n> ")
+    assert h.sent() == payload
+    h.clock.advance(limit - 0.01)
+    h.recv(b"\r\nSEND OK\r\n")
+    assert value_of(answered) == SendResult(True)
+    unanswered = h.issue(c.qisend(payload, socket=1, prompt_timeout=10, timeout=20))
+    assert h.sent() == b"AT+QISEND=1,1460\r"
+    h.recv(b"\r\n> ")
+    assert h.sent() == payload
+    h.clock.advance(limit - 0.01)
+    assert unanswered == [] and h.sent() == b""
+    h.clock.advance(0.01)
+    assert isinstance(error_of(unanswered), CommandTimeout)
+    assert h.sent() == b"\x1bAT\r"
 
 
 def test_commands_issued_before_the_port_opens_go_out_on_connect():

@@ -8,6 +8,7 @@ from twisted.internet.defer import fail
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
+from bridge.at import commands
 from bridge.at.commands import DEFAULT_TIMEOUTS, Timeouts
 from bridge.at.errors import CommandTimeout
 from bridge.config import ModemConfig, load_config
@@ -225,6 +226,18 @@ def test_the_configured_qiact_limit_is_the_engines(tmp_path, line, limit):
     sent_at = h.clock.seconds()
     assert h.take() == b"\x1bAT\r"
     assert h.clock.seconds() - sent_at == limit
+
+
+@pytest.mark.parametrize("baudrate, limit", [(115200, 5.0 + 1547 * 10 / 115200),
+                                             (2400, 5.0 + 1547 * 10 / 2400)])
+def test_the_configured_baudrate_paces_the_engines_qird_limit(tmp_path, baudrate, limit):
+    """A full AT+QIRD gets the line time of 1500 bytes and its framing at the modem's baudrate."""
+    h = harness(tmp_path, baudrate=baudrate).up()
+    h.modem.issue(commands.qird(1500, socket=0)).addErrback(lambda failure: None)
+    h.expect(b"AT+QIRD=0,1,0,1500")
+    sent_at = h.clock.seconds()
+    assert h.take() == b"\x1bAT\r"
+    assert h.clock.seconds() - sent_at == pytest.approx(limit)
 
 
 def test_an_explicit_timeouts_option_wins_over_the_config(tmp_path):

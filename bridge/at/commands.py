@@ -21,6 +21,7 @@ from enum import IntEnum
 from typing import Callable, List, Optional, Pattern, Tuple
 
 from bridge.at.errors import ATError, CmeError, CmsError, CommandError, SendRefused
+from bridge.at.events import parse_urc
 from bridge.at.framing import Payload
 from bridge.at.redact import redact
 
@@ -28,6 +29,8 @@ from bridge.at.redact import redact
 MAX_SEND = 1460
 #: Largest AT+QIRD request (§4.8).
 MAX_READ = 1500
+#: The longest framing around an AT+QIRD's data (app note §5.3.2): header line before, OK after.
+READ_FRAMING = len(b"\r\n+QIRD: 255.255.255.255:65535,TCP,1500\r\n" b"\r\nOK\r\n")
 
 
 class Priority(IntEnum):
@@ -39,7 +42,11 @@ class Priority(IntEnum):
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Per-command limits in seconds (quectel-at.md §7); pass your own to the factories."""
+    """Per-command limits in seconds (quectel-at.md §7); pass your own to the factories.
+
+    ``send``, ``qird`` and ``prompt`` are base limits: the engine adds the time their bytes need at
+    its baud (``Command.transfer_bytes``; for the prompt, what the module sends before it), so a
+    slow line does not turn every full read or busy send into a timeout."""
 
     simple: float = 5.0
     pin: float = 10.0
@@ -49,10 +56,11 @@ class Timeouts:
     qideact: float = 40.0
     qiopen: float = 10.0  # until OK only; the wait for CONNECT OK after it is ``connect``
     connect: float = 75.0  # AT+QIOPEN's OK to ``n, CONNECT OK|FAIL`` (§4.3: up to 75 s)
-    # The prompt queues behind the module's UART TX backlog: pushed +RECEIVE data in push mode,
-    # ~5.5 KB (the simulator's high water plus one frame) is 5.8 s at 9600 baud.  10 s is the top
-    # of the drivers' range (§7).  A prompt later still costs only the link: the engine writes
-    # filler before its resync (protocol._unwritten_payload_filler).
+    # The module's own delay before its ``> ``: the engine adds the line time of the command and of
+    # every byte the module sends ahead of the prompt (pushed +RECEIVE data, URCs, the echo), the
+    # UART backlog it queues behind.  10 s is the top of the drivers' range (§7).  A prompt later
+    # still costs the link: the engine writes filler before its resync
+    # (protocol._unwritten_payload_filler; README, "Dead links and recovery").
     prompt: float = 10.0
     send: float = 20.0
     qisack: float = 5.0
@@ -152,10 +160,15 @@ def _text(line: bytes) -> str:
 class Command:
     """One command on the wire: bytes to write, its own lines, its end, its typed result."""
 
+    #: The most payload bytes that cross the UART between this command's line and its final result
+    #: (written after its prompt, or read back with their framing): the engine adds their line
+    #: time at the configured baud to ``timeout``.
+    transfer_bytes = 0
+
     def __init__(self, line: bytes, *, timeout: float, parse: Callable = None,
                  own: Optional[Pattern] = None, ends: Optional[Pattern] = None,
                  ok_ends: bool = True, collects_info: bool = False,
-                 priority: Priority = Priority.CONTROL) -> None:
+                 priority: Priority = Priority.CONTROL, enters_data_mode: bool = False) -> None:
         self.line = line
         self.timeout = timeout
         self.priority = priority
@@ -163,6 +176,9 @@ class Command:
         self.ends = ends
         self.ok_ends = ok_ends
         self.collects_info = collects_info
+        #: Its bare ``CONNECT`` switches the UART to data mode (ATO, a transparent AT+QIOPEN);
+        #: the protocol ignores a bare ``CONNECT`` that no such command (or server) explains.
+        self.enters_data_mode = enters_data_mode
         self._parse = parse or (lambda lines: Reply(tuple(_text(x) for x in lines)))
         self.lines: List[bytes] = []
         self.done = False
@@ -245,6 +261,7 @@ class SendCommand(Command):
                          ok_ends=False, priority=Priority.BULK,
                          parse=lambda lines: SendResult(lines[-1] == b"SEND OK"))
         self.payload = payload
+        self.transfer_bytes = len(payload)
         self.socket = socket
         self.prompt_timeout = prompt_timeout
         self.prompted = False
@@ -262,6 +279,7 @@ class ReadCommand(Command):
     def __init__(self, line: bytes, length: int, *, timeout: float) -> None:
         super().__init__(line, timeout=timeout, priority=Priority.BULK, parse=self._read_result)
         self.length = length  # the most bytes this read may return: a longer header is junk
+        self.transfer_bytes = length + READ_FRAMING
         self._frame: Optional[Payload] = None
 
     def take_payload(self, frame: Payload) -> bool:
@@ -526,16 +544,34 @@ def qisrvc(server: bool, timeout: float = DEFAULT_TIMEOUTS.simple) -> Command:
 
 # -- factories: sockets -----------------------------------------------------------------------
 
-def qiopen(proto: str, host: str, port: int, socket: Optional[int] = None,
-           timeout: float = DEFAULT_TIMEOUTS.qiopen) -> Command:
-    """-> OpenAccepted on OK or ``ALREADY CONNECT``; the connect outcome is a later event."""
+def _qiopen_line(proto: str, host: str, port: int, socket: Optional[int]) -> bytes:
     if proto not in ("TCP", "UDP") or not 0 < port < 65536:
         raise ValueError(f"bad protocol/port {proto}/{port}")
     prefix = _slot(socket) + (b"," if socket is not None else b"")
     line = b"AT+QIOPEN=" + prefix + b'"%s",' % proto.encode() + _quoted(host, "host")
+    return line + b",%d" % port
+
+
+def qiopen(proto: str, host: str, port: int, socket: Optional[int] = None,
+           timeout: float = DEFAULT_TIMEOUTS.qiopen) -> Command:
+    """-> OpenAccepted on OK or ``ALREADY CONNECT``; the connect outcome is a later event."""
     already = re.compile(rb"ALREADY CONNECT")
-    return Command(line + b",%d" % port, timeout=timeout, own=already, ends=already,
-                   parse=lambda lines: OpenAccepted(bool(lines)))
+    return Command(_qiopen_line(proto, host, port, socket), timeout=timeout, own=already,
+                   ends=already, parse=lambda lines: OpenAccepted(bool(lines)))
+
+
+def qiopen_transparent(proto: str, host: str, port: int,
+                       timeout: float = DEFAULT_TIMEOUTS.qiopen + DEFAULT_TIMEOUTS.connect
+                       ) -> Command:
+    """Transparent mode (AT+QIMODE=1, app note §4.1): ``OK``, then ``CONNECT`` (the UART is now the
+    socket), ``CONNECT FAIL`` or ``ALREADY CONNECT`` -> ConnectResult.
+
+    It stays on the wire until that outcome: a command written after the ``OK`` could reach a
+    module that has just switched to data mode and go to the remote as payload."""
+    outcome = re.compile(rb"CONNECT(?: FAIL)?|ALREADY CONNECT")
+    return Command(_qiopen_line(proto, host, port, None), timeout=timeout, own=outcome,
+                   ends=outcome, ok_ends=False, parse=lambda lines: parse_urc(lines[-1]),
+                   enters_data_mode=True)
 
 
 def qisend(data: bytes, socket: Optional[int] = None, timeout: float = DEFAULT_TIMEOUTS.send,
@@ -608,4 +644,4 @@ def ato(timeout: float = DEFAULT_TIMEOUTS.simple) -> Command:
     """Back to transparent data mode; ends on ``CONNECT`` (the protocol switches modes)."""
     connect = re.compile(rb"CONNECT")
     return Command(b"ATO", timeout=timeout, own=connect, ends=connect, ok_ends=False,
-                   parse=_no_result)
+                   parse=_no_result, enters_data_mode=True)

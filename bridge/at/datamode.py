@@ -1,8 +1,11 @@
 """Transparent data mode (AT+QIMODE=1): the UART is the socket until ``+++`` or a close.
 
-Entered when the module prints a bare ``CONNECT`` (after AT+QIOPEN or ATO).  Bytes then flow raw
-both ways; the session's consumer (the *sink*) gets them through ``data_received(data)`` and hears
-``data_mode_ended(reason)`` when data mode ends ('escaped', 'closed' or 'lost').
+Entered when the module prints a bare ``CONNECT`` to a transparent AT+QIOPEN or an ATO on the
+wire, or while a transparent server listens (``ATProtocol.transparent_server_listening``, app note
+§4.2); any other bare ``CONNECT`` is logged and ignored (a mux-mode module has no data mode).
+Bytes then flow raw both ways; the session's consumer (the *sink*) gets them through
+``data_received(data)`` and hears ``data_mode_ended(reason)`` when data mode ends ('escaped',
+'closed' or 'lost').
 
 Leaving on purpose: silence for ``guard_time``, ``+++``, silence, then ``OK`` (app note §4: >= 0.5 s
 on each side, < 20 ms between the pluses).

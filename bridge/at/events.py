@@ -102,7 +102,7 @@ class Unsolicited:
 
 @dataclass(frozen=True)
 class StreamCorrupt:
-    """An AT+QISEND on ``socket`` timed out: its stream may have swallowed resync bytes.
+    """An AT+QISEND on ``socket`` timed out: its stream may have taken filler or resync bytes.
 
     Sent before any resync byte is written; the link must be aborted, never resumed."""
 

@@ -9,12 +9,18 @@ Routing of each line (quectel-at.md §12.4): the echo of the in-flight command i
 in-flight command claims lines specifically its own (``1, CLOSE OK`` for AT+QICLOSE=1,
 ``+QISACK:``, ``STATE:`` ...); then URCs are recognised; then generic finals (OK, ERROR, +CME
 ERROR) and free-form info lines go to the in-flight command; whatever is left is an
-``Unsolicited`` event.  The next queued command is written as soon as the previous final is
-routed, before its Deferred fires: at 115200 baud the turnaround is the throughput.
+``Unsolicited`` event.  A bare ``CONNECT`` switches to data mode only when a transparent
+AT+QIOPEN or ATO is on the wire or a transparent server listens; any other is logged and dropped,
+so a stray one cannot wedge a mux-mode engine.  The next queued command is written as soon as the
+previous final is routed, before its Deferred fires: at 115200 baud the turnaround is the
+throughput.
 
-An in-flight timeout resyncs (ESC, ``AT``) before anything else is written; an AT+QISEND that
-timed out before its ``> `` first gets ``len`` ESC bytes, so a module whose prompt was only late
-takes those as the payload instead of the resync (``StreamCorrupt`` is emitted before either).
+Limits follow the line: with a ``baud`` a command's limit grows by the line time of the payload
+it moves, and the wait for an AT+QISEND's ``> `` by that of its line and of every byte the module
+sends before the prompt (the UART backlog queued ahead of it).  An in-flight timeout resyncs (ESC,
+``AT``) before anything else is written; an AT+QISEND that timed out before its ``> `` first gets
+``len`` ESC bytes, so a module whose prompt was only late takes those as the payload instead of
+the resync (``StreamCorrupt`` is emitted before either).
 Every resync first drops a half-cut payload from the framer: a truncated or bogus frame would
 otherwise swallow the module's answers to it.  The framer is told what the command on the wire
 may produce: payload is written only on the ``> `` of an AT+QISEND whose line is out and has no
@@ -43,6 +49,8 @@ from bridge.at.ring import TrafficRing
 from bridge.at.stall import STALL_TIMEOUT, StallWatch
 
 ESC = b"\x1b"
+#: UART bits per byte: start bit, 8 data bits, stop bit.
+BITS_PER_BYTE = 10
 #: How long each resync ``AT`` may take, and how many tries before giving up.
 RESYNC_TIMEOUT = 2.0
 RESYNC_ATTEMPTS = 3
@@ -51,12 +59,13 @@ RESYNC_ATTEMPTS = 3
 def _unwritten_payload_filler(command) -> bytes:
     """Bytes to write before a resync when ``command`` timed out waiting for its ``> ``.
 
-    A fixed-length AT+QISEND whose prompt is only late (the module's UART TX backlog, §7) has
-    put the module in payload input: it would take the next ``len`` bytes, our ESC and ``AT\\r``
-    included, as data and look mute.  ``len`` ESC bytes satisfy it either way: as payload they
-    complete the input (the module answers SEND OK and the remote gets up to ``len`` ESC bytes at
-    the end of a stream that is being aborted anyway); in command mode each ESC only clears the
-    command line, the byte drivers send to abort input (§4.4).
+    The prompt wait already allows for the backlog the engine sees ahead of the prompt
+    (``ATProtocol._prompt_behind``), so this is rare; but a fixed-length AT+QISEND whose prompt is
+    later still has put the module in payload input: it would take the next ``len`` bytes, our ESC
+    and ``AT\\r`` included, as data and look mute.  ``len`` ESC bytes end that input either way:
+    as payload they complete it (the module answers SEND OK and the remote gets them, then the
+    close of a link that is being failed: README, "Dead links and recovery"), or the first one
+    cancels it (app note §5.2.2.2 reads so); on the command line each ESC only clears it.
     """
     if isinstance(command, SendCommand) and not command.prompted:
         return ESC * len(command.payload)
@@ -70,12 +79,19 @@ class _Outstanding:
         self.command = command
         self.deferred = deferred
         self.timer = None
+        self.limit = command.timeout  # of the wait ``timer`` runs for
         self.abandoned = False  # cancelled by the caller while on the wire
         self.attempt = attempt  # > 0 for a resync probe
 
     @property
     def is_resync(self) -> bool:
         return self.attempt > 0
+
+    @property
+    def awaits_prompt(self) -> bool:
+        """An AT+QISEND line is out and its timer is the wait for the ``> ``."""
+        command = self.command
+        return self.timer is not None and isinstance(command, SendCommand) and not command.prompted
 
 
 class ATProtocol(Protocol):
@@ -86,7 +102,7 @@ class ATProtocol(Protocol):
     def __init__(self, clock, *, payload_echo: bool = False, ring: Optional[TrafficRing] = None,
                  resync_timeout: float = RESYNC_TIMEOUT, resync_attempts: int = RESYNC_ATTEMPTS,
                  guard_time: float = 1.0, escape_timeout: float = 2.0, sleep=None,
-                 stall_timeout: float = STALL_TIMEOUT) -> None:
+                 stall_timeout: float = STALL_TIMEOUT, baud: Optional[int] = None) -> None:
         """
         :param clock: an ``IReactorTime`` (``task.Clock`` in tests)
         :param payload_echo: the module echoes AT+QISEND payloads (AT+QISDE=1); skip them
@@ -94,6 +110,8 @@ class ATProtocol(Protocol):
         :param sleep: ``wake() -> Deferred`` awaited before each command, ``idle()`` when the
             queues are empty; None: write at once
         :param stall_timeout: silence in the middle of a payload after which it is dropped
+        :param baud: the UART's line rate: a command's limit grows by the time its payload needs
+            on the line (``Command.transfer_bytes``); None or 0: unpaced, no extra time
         """
         self.clock = clock
         self.sleep = sleep
@@ -103,6 +121,7 @@ class ATProtocol(Protocol):
         """``clock.seconds()`` when the module last answered a command (for the watchdog)."""
         self._resync_timeout = resync_timeout
         self._resync_attempts = resync_attempts
+        self._baud = baud
         self._framer = Framer()
         self._stall = StallWatch(clock, self._framer, self._payload_stalled, stall_timeout)
         self._queues = {priority: deque() for priority in Priority}
@@ -110,6 +129,9 @@ class ATProtocol(Protocol):
         self._desynced = False
         self._lost = False
         self._listeners: list = []
+        self.transparent_server_listening = False
+        """Set while a transparent-mode server listens: its accepted client arrives as an
+        unprompted ``CONNECT`` (app note §4.2, §5.1) that must switch the UART to data mode."""
         self.data_mode = DataMode(self, self._framer, clock, guard_time, escape_timeout)
 
     # -- public API -------------------------------------------------------------------------------
@@ -147,6 +169,7 @@ class ATProtocol(Protocol):
         self._pump()  # commands issued before the port opened
 
     def dataReceived(self, data: bytes) -> None:
+        self._prompt_behind(len(data))
         for frame in self._framer.feed(data):
             try:
                 self._route(frame)
@@ -211,8 +234,34 @@ class ATProtocol(Protocol):
         self._framer.expect(
             prompt=isinstance(command, SendCommand),
             read_length=command.length if isinstance(command, ReadCommand) else None)
-        first_wait = command.prompt_timeout if isinstance(command, SendCommand) else command.timeout
-        entry.timer = self.clock.callLater(first_wait, self._wire_timeout, entry)
+        if isinstance(command, SendCommand):
+            self._arm(entry, command.prompt_timeout + self._line_time(len(command.wire_bytes())))
+        else:
+            self._arm_for_answer(entry)
+
+    def _arm_for_answer(self, entry: _Outstanding) -> None:
+        """Wait for the final result: the base limit plus the line time of the payload."""
+        command = entry.command
+        self._arm(entry, command.timeout + self._line_time(command.transfer_bytes))
+
+    def _arm(self, entry: _Outstanding, limit: float) -> None:
+        entry.limit = limit
+        entry.timer = self.clock.callLater(limit, self._wire_timeout, entry)
+
+    def _prompt_behind(self, size: int) -> None:
+        """Bytes the module sends before an AT+QISEND's ``> `` were queued ahead of it on the
+        UART (pushed +RECEIVE frames, URCs, the echo): the prompt is late by their line time, and
+        the prompt wait is pushed back by as much.  A prompt that misses even this wait costs the
+        link (``_unwritten_payload_filler``), so the wait follows what the line really carries."""
+        entry = self._current
+        if entry is not None and entry.awaits_prompt:
+            behind = self._line_time(size)
+            entry.limit += behind
+            entry.timer.delay(behind)
+
+    def _line_time(self, size: int) -> float:
+        """Seconds ``size`` bytes need on the UART at the configured baud; 0 when unpaced."""
+        return size * BITS_PER_BYTE / self._baud if self._baud else 0.0
 
     def _next_queued(self) -> Optional[_Outstanding]:
         for priority in Priority:
@@ -243,10 +292,13 @@ class ATProtocol(Protocol):
                           size=len(frame.data), reason=frame.reason)
 
     def _route_line(self, line: bytes) -> None:
-        if line == b"CONNECT":
-            self.data_mode.enter()  # before anything can be written as a command
         entry = self._current
         command = entry.command if entry else None
+        if line == b"CONNECT":
+            if not self._connect_expected(command):
+                self._ignore_connect(command)
+                return
+            self.data_mode.enter()  # before anything can be written as a command
         if command is not None and command.is_echo(line):
             return
         if command is not None and command.claim(line):
@@ -261,6 +313,18 @@ class ATProtocol(Protocol):
             return
         self.log.debug("unsolicited line {line!r}", line=redact(line))
         self.emit(Unsolicited(line))
+
+    def _connect_expected(self, command: Optional[Command]) -> bool:
+        """Only transparent mode has data mode: a mux module's stray ``CONNECT`` must not wedge
+        the engine in a data mode nobody will ever leave."""
+        in_flight = command is not None and command.enters_data_mode
+        return in_flight or self.transparent_server_listening
+
+    def _ignore_connect(self, command: Optional[Command]) -> None:
+        self.log.warn("ignored a bare CONNECT from the module (data mode needs a transparent "
+                      "AT+QIOPEN or ATO on the wire, or a transparent server listening; "
+                      "on the wire: {command})",
+                      command=command.text if command is not None else "nothing")
 
     def _route_payload(self, frame: Payload) -> None:
         if self._current is not None and self._current.command.take_payload(frame):
@@ -281,7 +345,7 @@ class ATProtocol(Protocol):
         if self.payload_echo:
             self._framer.expect_echo(command.payload)
         self._stop_timer(entry)
-        entry.timer = self.clock.callLater(command.timeout, self._wire_timeout, entry)
+        self._arm_for_answer(entry)
 
     def _check_done(self) -> None:
         entry = self._current
@@ -330,7 +394,7 @@ class ATProtocol(Protocol):
             self.emit(StreamCorrupt(command.socket))
         self._log_recovery("{command} timed out on the wire; resynchronising",
                            command=command.text)
-        self._fire(entry, CommandTimeout(command.text, command.timeout, queued=False))
+        self._fire(entry, CommandTimeout(command.text, entry.limit, queued=False))
         self._send_resync(probe, filler=_unwritten_payload_filler(command))
 
     def _start_resync(self, attempt: int) -> None:

@@ -189,7 +189,7 @@ class Modem(Service):
     def _connect(self) -> Deferred:
         """Open the port with a fresh engine -> Deferred(None) once it is ``self.protocol``."""
         protocol = _ModemProtocol(self.reactor, self._port_lost, sleep=self.sleep,
-                                  resync_timeout=self._resync_timeout)
+                                  resync_timeout=self._resync_timeout, baud=self.config.baudrate)
         for secret in (self.config.pin, self.config.password):
             if secret:
                 protocol.ring.add_secret(secret.encode())
