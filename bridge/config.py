@@ -184,11 +184,12 @@ SCHEMA = {
                          "once (1-6)"),
         "queue": Key(count(0), "local connections that may wait for a free module socket"),
         "queue_timeout": Key(seconds, "seconds a local connection may wait in the queue"),
-        "linger": Key(seconds_or_zero, "seconds a half-closed link stays open without traffic"),
+        "linger": Key(seconds_or_zero, "seconds a half-closed link stays open without traffic "
+                      "(less once idle 0.2 s while another connection waits for a socket)"),
         "probe": Key(probe_bytes, r"bytes sent on a link idle for keepalive_idle (escapes \n \r "
                      r"\t \0 \\ \xHH); empty = never inject"),
-        "reopen": Key(boolean, "reopen a dead link with backoff (UDP sessions, persistent links); "
-                      "a tcp profile refuses yes at start: a reset TCP stream cannot be resumed"),
+        "reopen": Key(boolean, "reopen a dead link with backoff; not supported yet: a tcp profile "
+                      "refuses yes at start"),
     },
     "server": {
         "modem": Key(plain_text, "name of the [modem:NAME] to use; optional with one modem"),
