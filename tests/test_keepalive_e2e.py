@@ -141,3 +141,29 @@ async def test_idle_link_the_module_reports_closed_is_found_by_qistate(tmp_path)
         assert "AT+QISACK=0" not in [e["cmd"] for e in bed.log() if e["t"] > muted_at]
         assert bed.modem.counters.get("link_dead", cause="idle_not_connected") == 1
         await echo_works(bed, b"next")
+
+
+class StallBed(KeepaliveBed):
+    """A dead link found in 15 s: long enough for the window's back-off to show its average."""
+
+    modem_keys = "keepalive_first = 3\nkeepalive_interval = 4\nkeepalive_retries = 3\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_link_whose_acks_stall_costs_at_most_one_and_a_half_qisack_per_second(tmp_path):
+    """Window polls and keepalive checks together, counted in the simulator's command log from
+    the first send after the kill until AT+QICLOSE."""
+    async with await StallBed.start(tmp_path, server(Echo)) as bed:
+        doomed = await open_link(bed)
+        await until(lambda: bed.acks_settled(0), what="the first schedule to end")
+        bed.sim.kill(0)
+        killed_at = bed.log()[-1]["t"]
+        doomed.transport.write(salted(12 * 1024, seed=5))  # twice the send window: it blocks
+        await dead_link_ends(bed, doomed, 15.0)
+        start = [t for t in bed.times("AT+QISEND=0,1460", after=killed_at)][0]
+        end = bed.times("AT+QICLOSE=0", after=start)[0]
+        asked = bed.times("AT+QISACK=0", after=start)
+        asked = [t for t in asked if t <= end]
+        assert 15.0 - EPSILON <= end - start < 15.0 + 2.0  # the keepalive schedule, unchanged
+        assert len(asked) <= 1.5 * (end - start), (len(asked), end - start)
+        assert len(asked) > 4  # the window asked too, not only the keepalive's four checks

@@ -541,9 +541,10 @@ class ModuleSocket:
             self.modem.pump.kick()
 
     def _refuse_write(self, size: int) -> None:
-        self.log.warn("socket {slot}: {n} bytes written after the stream stopped carrying "
-                      "({phase})", slot=self.slot, n=size, phase=self.phase.value)
-        self._fail(f"{size} bytes written after the stream stopped carrying", "late_write")
+        """A write after loseConnection/loseWriteConnection or the remote's close cannot be
+        carried: the protocol must learn that its bytes were not delivered."""
+        self._fail(f"{size} bytes written after the stream stopped carrying "
+                   f"({self.phase.value})", "late_write")
 
     def _fail(self, reason: str, cause: str) -> None:
         """Bytes may be lost: one line, ``link_dead{cause}``, ConnectionLost, AT+QICLOSE."""
