@@ -193,3 +193,36 @@ def test_with_nobody_waiting_a_lingering_socket_keeps_its_full_linger(tmp_path):
     assert bench.wire() == b"" and not bench.local.disconnecting
     bench.clock.advance(0.0625)
     assert bench.wire() == QICLOSE_0
+
+
+def test_lose_connection_sends_the_rest_waits_for_its_acks_then_closes(bench):
+    protocol = connected(bench)
+    protocol.transport.write(b"bye")
+    protocol.transport.loseConnection()
+    assert bench.send_ok(1).endswith(b"AT+QISACK=0\r")  # the tail must be acked first
+    assert protocol.reason is None
+    bench.module(b"\r\n+QISACK: 3, 3, 0\r\n\r\nOK\r\n")
+    assert bench.wire() == QICLOSE_0 and protocol.reason.check(ConnectionDone)
+
+
+def test_abort_connection_closes_at_once(bench):
+    from twisted.internet.error import ConnectionAborted
+
+    protocol = connected(bench)
+    protocol.transport.write(b"never sent")
+    bench.wire()
+    protocol.transport.abortConnection()
+    assert protocol.reason.check(ConnectionAborted)
+    bench.module(PROMPT)  # the AT+QISEND already on the wire still gets its payload
+    assert bench.wire() == b"never sent"
+    bench.module(b"\r\nSEND OK\r\n")
+    assert bench.wire() == QICLOSE_0
+
+
+def test_a_write_after_lose_connection_is_not_dropped_silently(bench):
+    protocol = connected(bench)
+    protocol.transport.write(b"a")
+    protocol.transport.loseConnection()
+    protocol.transport.write(b"late")
+    assert protocol.reason.check(ConnectionLost)
+    assert "4 bytes written after the stream stopped carrying" in protocol.reason.getErrorMessage()
