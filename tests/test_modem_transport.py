@@ -55,8 +55,8 @@ def test_flow_control_is_off_unless_configured(pty_pair):
     _, device = pty_pair
     port = open_serial(reactor, device, ATProtocol(reactor), 115200, False)
     try:
-        assert not port._serial.rtscts
-        assert not termios.tcgetattr(port._serial.fd)[2] & termios.CRTSCTS
+        assert not port.line.rtscts
+        assert not termios.tcgetattr(port.line.fd)[2] & termios.CRTSCTS
     finally:
         port.loseConnection()
 
@@ -68,7 +68,7 @@ def test_permission_denied_names_the_dialout_group():
     with pytest.raises(TransportError, match="add the user running cellbridge to the 'dialout' "
                                              "group"):
         open_serial(reactor, "/dev/ttyUSB0", ATProtocol(reactor), 115200, False,
-                    port_class=no_access)
+                    serial_class=no_access)
 
 
 @defer.inlineCallbacks
@@ -91,7 +91,7 @@ def test_serial_port_carries_commands_and_answers(pty_pair):
     protocol = ATProtocol(reactor)
     port = yield open_port(reactor, ModemConfig(name="t", port=device, rtscts=True), protocol)
     # Our end of hardware flow control (the module's, AT+IFC=2,2, is in test_modem_bringup).
-    serial_port = port.transport._serial
+    serial_port = port.transport.line
     assert serial_port.rtscts and termios.tcgetattr(serial_port.fd)[2] & termios.CRTSCTS
     answered = protocol.issue(commands.at())
     written = yield read_master(master, b"AT\r")

@@ -1,8 +1,9 @@
 """The byte pipe to the module, chosen by the modem's ``port`` setting.
 
-- a device path: Twisted's ``SerialPort`` over pyserial, opened with an exclusive ``flock`` (Twisted
-  does not pass pyserial's ``exclusive=``; twisted-notes §2.5), so a second cellbridge on the same
-  device fails at once instead of both reading half of every answer;
+- a device path: pyserial opened with ``exclusive=True`` (an ``flock``), so a second cellbridge on
+  the same device fails at once instead of both reading half of every answer, and read and
+  written by our ``SerialTransport`` (Twisted's ``SerialPort`` opens the device itself and has no
+  public way to ask for the lock);
 - ``tcp:HOST:PORT``: a TCP client, for a module exported raw by ser2net or similar;
 - ``sim``: the built-in simulator as a child process on a pty (its costs stay out of ours), opened
   like a device once it printed ``device: /dev/pts/N``.
@@ -16,15 +17,13 @@ import os
 import shutil
 import sys
 import tempfile
-from functools import partial
 from typing import Optional
 
 import serial
-from twisted.internet import defer
+from twisted.internet import abstract, defer, fdesc
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.serialport import SerialPort
 from twisted.logger import Logger
 
 import bridge
@@ -40,10 +39,35 @@ class TransportError(CellbridgeError):
     """The module's port cannot be opened; the text says why and what to do."""
 
 
-class ExclusiveSerialPort(SerialPort):
-    """``SerialPort`` that takes pyserial's exclusive lock on the device."""
+class SerialTransport(abstract.FileDescriptor):
+    """An open pyserial port as a Twisted transport: the reactor reads and writes its descriptor
+    (as Twisted's ``SerialPort`` does), pyserial keeps its settings, lock and modem lines."""
 
-    _serialFactory = partial(serial.Serial, exclusive=True)
+    connected = True
+
+    def __init__(self, reactor, line: serial.Serial, protocol) -> None:
+        super().__init__(reactor)
+        self.line = line
+        self.protocol = protocol
+        protocol.makeConnection(self)
+        self.startReading()
+
+    def fileno(self) -> int:
+        return self.line.fd
+
+    def setDTR(self, asserted: bool) -> None:
+        self.line.dtr = asserted
+
+    def writeSomeData(self, data):
+        return fdesc.writeToFD(self.fileno(), data)
+
+    def doRead(self):
+        return fdesc.readFromFD(self.fileno(), self.protocol.dataReceived)
+
+    def connectionLost(self, reason) -> None:
+        super().connectionLost(reason)
+        self.line.close()
+        self.protocol.connectionLost(reason)
 
 
 def describe_serial_error(path: str, error: serial.SerialException) -> str:
@@ -61,12 +85,13 @@ def describe_serial_error(path: str, error: serial.SerialException) -> str:
 
 
 def open_serial(reactor, path: str, protocol, baudrate: int, rtscts: bool,
-                port_class=ExclusiveSerialPort) -> SerialPort:
-    """Open ``path`` exclusively and connect ``protocol`` (synchronously, like SerialPort)."""
+                serial_class=serial.Serial) -> SerialTransport:
+    """Open ``path`` exclusively and connect ``protocol`` (synchronously)."""
     try:
-        return port_class(protocol, path, reactor, baudrate=baudrate, rtscts=int(rtscts))
+        line = serial_class(path, baudrate=baudrate, rtscts=rtscts, exclusive=True, timeout=0)
     except serial.SerialException as error:
         raise TransportError(describe_serial_error(path, error)) from error
+    return SerialTransport(reactor, line, protocol)
 
 
 class ModemPort:
