@@ -5,6 +5,7 @@ import os
 import pty
 import subprocess
 import sys
+import tempfile
 import termios
 import tty
 
@@ -13,7 +14,7 @@ import pytest_twisted
 import serial
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 
 from bridge.at import commands
 from bridge.at.protocol import ATProtocol
@@ -140,6 +141,24 @@ def test_sim_port_runs_a_child_and_ends_it_on_close():
     assert os.path.islink(os.path.join(child.directory, "tty"))
     yield port.close().addTimeout(WAIT, reactor)
     assert child._exited and not os.path.exists(child.directory)
+
+
+class _SpawnFails(Clock):
+    """A clock as reactor whose spawnProcess fails the way a missing interpreter makes it fail."""
+
+    def spawnProcess(self, protocol, executable, *args, **kwargs):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", executable)
+
+
+def test_a_sim_child_that_cannot_start_leaves_no_directory_and_no_timer(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    clock = _SpawnFails()
+    outcome = []
+    open_port(clock, ModemConfig(name="t", port="sim"), Protocol()).addErrback(outcome.append)
+    assert os.listdir(tmp_path) == [] and clock.getDelayedCalls() == []
+    assert outcome[0].check(TransportError)
+    assert str(outcome[0].value) == (f"sim: cannot start the simulator: [Errno 2] No such file or "
+                                     f"directory: {sys.executable!r}")
 
 
 class _Root:

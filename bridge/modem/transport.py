@@ -146,22 +146,31 @@ class SimChild(ProcessProtocol):
     def __init__(self, reactor, sim_args, start_timeout: float = SIM_START_TIMEOUT,
                  stop_timeout: float = SIM_STOP_TIMEOUT) -> None:
         self.reactor = reactor
-        self.directory = tempfile.mkdtemp(prefix="cellbridge-sim-")
-        self.argv = [sys.executable, "-m", "bridge.sim",
-                     "--link", os.path.join(self.directory, "tty"),
-                     "--control", os.path.join(self.directory, "ctl"), *sim_args]
+        self.sim_args = sim_args
+        self.directory: Optional[str] = None  # made by spawn(), removed once the child is gone
         self.device = defer.Deferred()
         self._exited = False
         self._waiters = []
+        self._start_timer = None
         self._kill_timer = None
         self._stdout = b""
         self._stderr = b""
+        self._start_timeout = start_timeout
         self._stop_timeout = stop_timeout
-        self._start_timer = reactor.callLater(start_timeout, self._start_timed_out, start_timeout)
 
     def spawn(self):
-        """Start the child; returns the Deferred of its pty path."""
-        self.reactor.spawnProcess(self, self.argv[0], self.argv, env=child_environment())
+        """Start the child; returns the Deferred of its pty path. A child that cannot be started
+        leaves neither its directory nor a timer behind."""
+        self.directory = tempfile.mkdtemp(prefix="cellbridge-sim-")
+        argv = [sys.executable, "-m", "bridge.sim", "--link", os.path.join(self.directory, "tty"),
+                "--control", os.path.join(self.directory, "ctl"), *self.sim_args]
+        try:
+            self.reactor.spawnProcess(self, argv[0], argv, env=child_environment())
+        except Exception as error:  # OSError (no interpreter, no free fds) or a rejected argument
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.device.errback(TransportError(f"sim: cannot start the simulator: {error}"))
+            return self.device
+        self._start_timer = self.reactor.callLater(self._start_timeout, self._start_timed_out)
         return self.device
 
     def outReceived(self, data: bytes) -> None:
@@ -190,9 +199,9 @@ class SimChild(ProcessProtocol):
         for waiter in waiters:
             waiter.callback(None)
 
-    def _start_timed_out(self, timeout: float) -> None:
+    def _start_timed_out(self) -> None:
         self.device.errback(TransportError(
-            f"sim: no 'device:' line from the simulator within {timeout:g} s"))
+            f"sim: no 'device:' line from the simulator within {self._start_timeout:g} s"))
         self._signal("KILL")
 
     def stop(self):
