@@ -3,10 +3,13 @@
 import errno
 import os
 import pty
+import select
+import signal
 import subprocess
 import sys
 import tempfile
 import termios
+import time
 import tty
 
 import pytest
@@ -141,6 +144,59 @@ def test_sim_port_runs_a_child_and_ends_it_on_close():
     assert os.path.islink(os.path.join(child.directory, "tty"))
     yield port.close().addTimeout(WAIT, reactor)
     assert child._exited and not os.path.exists(child.directory)
+
+
+# A daemon reduced to its sim port: it spawns the child exactly as open_port does, then prints
+# the child's pid once the child is ready.
+SIM_PARENT = """
+from twisted.internet import reactor
+from bridge.modem.transport import SimChild
+
+child = SimChild(reactor, ())
+child.spawn().addCallback(lambda device: print(child.transport.pid, flush=True))
+reactor.run()
+"""
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (whoever adopts an orphan may be slow to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_the_sim_child_ends_with_its_daemon_even_on_sigkill():
+    parent = subprocess.Popen([sys.executable, "-c", SIM_PARENT], stdout=subprocess.PIPE,
+                              env=ENV, text=True)
+    child = None
+    try:
+        assert select.select([parent.stdout], [], [], WAIT)[0], "the sim child never got ready"
+        child = int(parent.stdout.readline())
+        assert running(child)
+        parent.kill()  # SIGKILL: the daemon's own clean-up never runs
+        parent.wait(WAIT)
+        deadline = time.monotonic() + WAIT
+        while running(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not running(child)
+    finally:
+        parent.kill()
+        parent.wait(WAIT)
+        if child is not None and running(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_a_sim_child_whose_parent_died_before_it_could_follow_it_exits_at_once():
+    """The race the parent-death signal leaves open: the parent was gone before it was asked for."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-m", "bridge.sim", "--exit-with-parent",
+                             gone.stdout.strip()], capture_output=True, text=True, env=ENV,
+                            timeout=WAIT)
+    assert (result.returncode, result.stdout) == (0, "")
+    assert "is gone" in result.stderr
 
 
 class _SpawnFails(Clock):

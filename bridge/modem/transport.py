@@ -6,7 +6,8 @@
   public way to ask for the lock);
 - ``tcp:HOST:PORT``: a TCP client, for a module exported raw by ser2net or similar;
 - ``sim``: the built-in simulator as a child process on a pty (its costs stay out of ours), opened
-  like a device once it printed ``device: /dev/pts/N``.
+  like a device once it printed ``device: /dev/pts/N``; it stops when we end, however we end
+  (``--exit-with-parent``, bridge.sim.lifeline).
 
 ``open_port(reactor, config, protocol)`` connects ``protocol`` and returns a ``ModemPort`` whose
 ``close()`` undoes everything (for ``sim`` it also ends the child).
@@ -163,7 +164,8 @@ class SimChild(ProcessProtocol):
         leaves neither its directory nor a timer behind."""
         self.directory = tempfile.mkdtemp(prefix="cellbridge-sim-")
         argv = [sys.executable, "-m", "bridge.sim", "--link", os.path.join(self.directory, "tty"),
-                "--control", os.path.join(self.directory, "ctl"), *self.sim_args]
+                "--control", os.path.join(self.directory, "ctl"),
+                "--exit-with-parent", str(os.getpid()), *self.sim_args]
         try:
             self.reactor.spawnProcess(self, argv[0], argv, env=child_environment())
         except Exception as error:  # OSError (no interpreter, no free fds) or a rejected argument
