@@ -167,9 +167,10 @@ def running(pid: int) -> bool:
         return False
 
 
-def test_the_sim_child_ends_with_its_daemon_even_on_sigkill():
+def test_the_sim_child_ends_with_its_daemon_even_on_sigkill(tmp_path):
+    # TMPDIR: a killed daemon cannot remove the child's directory; keep it out of /tmp.
     parent = subprocess.Popen([sys.executable, "-c", SIM_PARENT], stdout=subprocess.PIPE,
-                              env=ENV, text=True)
+                              env=dict(ENV, TMPDIR=str(tmp_path)), text=True)
     child = None
     try:
         assert select.select([parent.stdout], [], [], WAIT)[0], "the sim child never got ready"
