@@ -44,7 +44,7 @@ class SerialTransport(abstract.FileDescriptor):
     """An open pyserial port as a Twisted transport: the reactor reads and writes its descriptor
     (as Twisted's ``SerialPort`` does), pyserial keeps its settings, lock and modem lines."""
 
-    connected = True
+    connected = True  # from the start: FileDescriptor.write() drops data while not connected
 
     def __init__(self, reactor, line: serial.Serial, protocol) -> None:
         super().__init__(reactor)
