@@ -9,8 +9,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from twisted.internet.endpoints import _parse, serverFromString
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.endpoints import serverFromString
 
 DEFAULT_INTERFACE = "127.0.0.1"
 """A listener without ``interface=`` binds loopback: a gateway must not expose a bridge by accident."""
@@ -240,48 +239,104 @@ def _interface(kind, text):
         raise Invalid(f"interface {text!r} is not an IPv{6 if kind == 'tcp6' else 4} address")
 
 
-_DEFAULT_INTERFACES = {"tcp": DEFAULT_INTERFACE, "ssl": DEFAULT_INTERFACE, "tcp6": r"\:\:1"}
+_LOOPBACK = {"tcp": DEFAULT_INTERFACE, "ssl": DEFAULT_INTERFACE, "tcp6": "::1"}
+"""Where a listener of these kinds binds without ``interface=``."""
+_TCP_OPTIONS = ("interface", "backlog")
+
+
+def endpoint_fields(text):
+    """``([positional, ...], {key: value})`` by the grammar of Twisted's endpoint strings (see
+    ``serverFromString``): ``:`` separates fields, a field's first ``=`` splits a key from its
+    value, and a backslash makes the next character literal."""
+    fields, parts, chars = [], [""], iter(text)
+    for char in chars:
+        if char == "\\":
+            escaped = next(chars, None)
+            if escaped is None:
+                raise Invalid("ends in a lone backslash")
+            parts[-1] += escaped
+        elif char == ":":
+            fields.append(parts)
+            parts = [""]
+        elif char == "=" and len(parts) == 1:
+            parts.append("")
+        else:
+            parts[-1] += char
+    fields.append(parts)
+    return ([parts[0] for parts in fields if len(parts) == 1],
+            {parts[0]: parts[1] for parts in fields if len(parts) == 2})
+
+
+def _escaped(value):
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+class _ParseOnlyReactor:
+    """What Twisted's endpoint parsers get as the reactor while a config is checked: they only
+    keep it for a later ``listen()``, which checking never calls."""
+
+
+def server_endpoint(text):
+    """Let Twisted parse a server endpoint string (its own and plugin kinds know their options;
+    ``ssl:`` also reads its key files), so a bad one fails at load, not at start."""
+    try:
+        serverFromString(_ParseOnlyReactor(), text)
+    except Exception as error:  # TypeError/ValueError/IndexError/OSError, depending on the parser
+        raise Invalid(f"not a valid server endpoint ({type(error).__name__}: {error})") from None
 
 
 def listen(text):
-    """``udp:PORT[:interface=ADDR]`` (ours) or any Twisted server endpoint string; a tcp/ssl/tcp6
+    """``udp:PORT[:interface=ADDR]`` (ours) or a Twisted server endpoint string; a tcp/ssl/tcp6
     endpoint without ``interface=`` is bound to loopback."""
     if text.startswith("udp:"):
         return _udp_listen(text)
-    try:
-        args, options = _parse(text)
-    except Exception as error:  # Twisted's tokenizer raises assorted types on bad input
-        raise Invalid(f"not a server endpoint string: {error}") from None
-    kind = args[0] if args else ""
-    if kind in _DEFAULT_INTERFACES and "interface" not in options:
-        text = f"{text}:interface={_DEFAULT_INTERFACES[kind]}"
-        options["interface"] = _parse(text)[1]["interface"]
-    try:
-        serverFromString(MemoryReactor(), text)
-    except Exception as error:  # TypeError/ValueError/IndexError/OSError, depending on the parser
-        raise Invalid(f"not a valid server endpoint ({type(error).__name__}: {error})") from None
-    if kind not in _DEFAULT_INTERFACES:
+    positional, options = endpoint_fields(text)
+    kind = positional[0]
+    if kind not in _LOOPBACK:
+        server_endpoint(text)
         return Listen("tcp", text, 0, "")
+    if len(positional) < 2:
+        raise Invalid(f"expected {kind}:PORT")
+    port = _port_number(positional[1], allow_zero=True)
+    if "interface" not in options:
+        options["interface"] = _LOOPBACK[kind]
+        text = f"{text}:interface={_escaped(_LOOPBACK[kind])}"
     _interface(kind, options["interface"])
-    return Listen("tcp", text, _port_number(args[1], allow_zero=True), options["interface"])
+    if kind == "ssl":
+        server_endpoint(text)  # its key files and other options are Twisted's to check
+    else:
+        _tcp_rest(kind, positional, options)
+    return Listen("tcp", text, port, options["interface"])
+
+
+def _tcp_rest(kind, positional, options):
+    """After the port, Twisted's tcp: and tcp6: parsers take only ``_TCP_OPTIONS``."""
+    if len(positional) > 2:
+        raise Invalid(f"expected {kind}:PORT, then NAME=VALUE options only")
+    for name in options:
+        if name not in _TCP_OPTIONS:
+            raise Invalid(f"unknown option {name!r}" + (did_you_mean(name, _TCP_OPTIONS) or
+                                                        f" (one of {', '.join(_TCP_OPTIONS)})"))
+    if "backlog" in options:
+        try:
+            count(1)(options["backlog"])
+        except Invalid as error:
+            raise Invalid(f"backlog: {error}") from None
 
 
 def _udp_listen(text):
-    args, options = _parse(text)
-    if len(args) != 2 or set(options) - {"interface"}:
+    positional, options = endpoint_fields(text)
+    if len(positional) != 2 or set(options) - {"interface"}:
         raise Invalid("expected udp:PORT or udp:PORT:interface=ADDR")
     interface = options.get("interface", DEFAULT_INTERFACE)
     _interface("udp", interface)
-    return Listen("udp", text, _port_number(args[1], allow_zero=True), interface)
+    return Listen("udp", text, _port_number(positional[1], allow_zero=True), interface)
 
 
 def control_endpoint(text):
     if not text:
         return None
-    try:
-        serverFromString(MemoryReactor(), text)
-    except Exception as error:
-        raise Invalid(f"not a valid server endpoint ({type(error).__name__}: {error})") from None
+    server_endpoint(text)
     return text
 
 

@@ -1,6 +1,6 @@
 """Transcript harness for Modem tests (no tests here).
 
-A Modem on a task.Clock whose port is a StringTransport. ``expect(command, reply)`` lets the clock
+A Modem on a task.Clock (with an inline thread pool) whose port is a StringTransport. ``expect(command, reply)`` lets the clock
 run call by call until the modem writes something, asserts it is exactly ``command + CR`` and feeds
 ``reply`` back; ``times`` records the clock time of every command written.
 """
@@ -33,6 +33,20 @@ AFTER_SIM = REGISTERED + ATTACH + BEARER + ACTIVATE
 PLAIN = SYNC + IDENTITY + SIM_READY + AFTER_SIM
 
 
+class InlineThreadsClock(Clock):
+    """A task.Clock whose thread pool runs work inline: the PIN hash goes to the reactor's thread
+    pool (deferToThreadPool), and a transcript must stay one deterministic thread."""
+
+    def getThreadPool(self):
+        return self
+
+    def callInThreadWithCallback(self, on_result, function, *args, **kwargs):
+        on_result(True, function(*args, **kwargs))
+
+    def callFromThread(self, function, *args, **kwargs):
+        function(*args, **kwargs)
+
+
 class FakePort:
     description = "fake"
 
@@ -48,7 +62,7 @@ class FakePort:
 
 class ModemHarness:
     def __init__(self, state_dir, *, persistent=False, health_interval=30.0, **config):
-        self.clock = Clock()
+        self.clock = InlineThreadsClock()
         self.clock.advance(START)
         options = dict(name="main", port="/dev/ttyFAKE", apn="internet")
         options.update(config)

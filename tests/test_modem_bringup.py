@@ -18,7 +18,7 @@ from bridge.modem.modem import Modem
 from bridge.modem.pinstore import PinStore
 from bridge.modem.stack import StackMachine
 from tests.modem_harness import (ACTIVATE, AFTER_SIM, ATTACH, BEARER, IDENTITY, OK, PLAIN, REGISTERED,
-                                 SIM_READY, SYNC, ModemHarness)
+                                 SIM_READY, SYNC, InlineThreadsClock, ModemHarness)
 
 SIM_PIN = [(b"AT+CPIN?", b"\r\n+CPIN: SIM PIN\r\n" + OK)]
 
@@ -123,13 +123,13 @@ def test_a_pin_without_an_answer_is_never_sent_again(tmp_path):
 
 def test_a_pin_command_that_timed_out_in_the_queue_is_an_ordinary_failure(tmp_path):
     """It never reached the SIM, so no try was used: bring-up fails and may be retried."""
-    store = PinStore(str(tmp_path), "main")
+    store = PinStore(InlineThreadsClock(), str(tmp_path), "main")
     run = BringUp(None, lambda command: fail(CommandTimeout(command.text, 10.0, queued=True)),
                   ModemConfig(name="main", port="sim", pin="1234"), store, StackMachine())
     outcome = []
     run._enter_pin().addErrback(outcome.append)
     assert outcome[0].check(BringUpFailed) and outcome[0].value.step == "sim"
-    assert store.refusal("1234") is None
+    assert not os.path.exists(store.path)
 
 
 @pytest.mark.parametrize("state,pin,message", [

@@ -42,13 +42,13 @@ class DtrTransport(StringTransport):
 
 
 class SerialLike:
-    """What Twisted's ``SerialPort.setDTR`` does, on a real pyserial port."""
+    """What ``SerialTransport.setDTR`` does, on a real pyserial port."""
 
     def __init__(self, line):
-        self._serial = line
+        self.line = line
 
-    def setDTR(self, on=1):
-        self._serial.setDTR(on)
+    def setDTR(self, asserted):
+        self.line.dtr = asserted
 
 
 class RecoveryHarness(ModemHarness):

@@ -3,9 +3,13 @@
 import errno
 import os
 import pty
+import select
+import signal
 import subprocess
 import sys
+import tempfile
 import termios
+import time
 import tty
 
 import pytest
@@ -13,7 +17,7 @@ import pytest_twisted
 import serial
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 
 from bridge.at import commands
 from bridge.at.protocol import ATProtocol
@@ -55,8 +59,8 @@ def test_flow_control_is_off_unless_configured(pty_pair):
     _, device = pty_pair
     port = open_serial(reactor, device, ATProtocol(reactor), 115200, False)
     try:
-        assert not port._serial.rtscts
-        assert not termios.tcgetattr(port._serial.fd)[2] & termios.CRTSCTS
+        assert not port.line.rtscts
+        assert not termios.tcgetattr(port.line.fd)[2] & termios.CRTSCTS
     finally:
         port.loseConnection()
 
@@ -68,7 +72,7 @@ def test_permission_denied_names_the_dialout_group():
     with pytest.raises(TransportError, match="add the user running cellbridge to the 'dialout' "
                                              "group"):
         open_serial(reactor, "/dev/ttyUSB0", ATProtocol(reactor), 115200, False,
-                    port_class=no_access)
+                    serial_class=no_access)
 
 
 @defer.inlineCallbacks
@@ -91,7 +95,7 @@ def test_serial_port_carries_commands_and_answers(pty_pair):
     protocol = ATProtocol(reactor)
     port = yield open_port(reactor, ModemConfig(name="t", port=device, rtscts=True), protocol)
     # Our end of hardware flow control (the module's, AT+IFC=2,2, is in test_modem_bringup).
-    serial_port = port.transport._serial
+    serial_port = port.transport.line
     assert serial_port.rtscts and termios.tcgetattr(serial_port.fd)[2] & termios.CRTSCTS
     answered = protocol.issue(commands.at())
     written = yield read_master(master, b"AT\r")
@@ -140,6 +144,78 @@ def test_sim_port_runs_a_child_and_ends_it_on_close():
     assert os.path.islink(os.path.join(child.directory, "tty"))
     yield port.close().addTimeout(WAIT, reactor)
     assert child._exited and not os.path.exists(child.directory)
+
+
+# A daemon reduced to its sim port: it spawns the child exactly as open_port does, then prints
+# the child's pid once the child is ready.
+SIM_PARENT = """
+from twisted.internet import reactor
+from bridge.modem.transport import SimChild
+
+child = SimChild(reactor, ())
+child.spawn().addCallback(lambda device: print(child.transport.pid, flush=True))
+reactor.run()
+"""
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (whoever adopts an orphan may be slow to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_the_sim_child_ends_with_its_daemon_even_on_sigkill(tmp_path):
+    # TMPDIR: a killed daemon cannot remove the child's directory; keep it out of /tmp.
+    parent = subprocess.Popen([sys.executable, "-c", SIM_PARENT], stdout=subprocess.PIPE,
+                              env=dict(ENV, TMPDIR=str(tmp_path)), text=True)
+    child = None
+    try:
+        assert select.select([parent.stdout], [], [], WAIT)[0], "the sim child never got ready"
+        child = int(parent.stdout.readline())
+        assert running(child)
+        parent.kill()  # SIGKILL: the daemon's own clean-up never runs
+        parent.wait(WAIT)
+        deadline = time.monotonic() + WAIT
+        while running(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not running(child)
+    finally:
+        parent.kill()
+        parent.wait(WAIT)
+        if child is not None and running(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_a_sim_child_whose_parent_died_before_it_could_follow_it_exits_at_once():
+    """The race the parent-death signal leaves open: the parent was gone before it was asked for."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-m", "bridge.sim", "--exit-with-parent",
+                             gone.stdout.strip()], capture_output=True, text=True, env=ENV,
+                            timeout=WAIT)
+    assert (result.returncode, result.stdout) == (0, "")
+    assert "is gone" in result.stderr
+
+
+class _SpawnFails(Clock):
+    """A clock as reactor whose spawnProcess fails the way a missing interpreter makes it fail."""
+
+    def spawnProcess(self, protocol, executable, *args, **kwargs):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", executable)
+
+
+def test_a_sim_child_that_cannot_start_leaves_no_directory_and_no_timer(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    clock = _SpawnFails()
+    outcome = []
+    open_port(clock, ModemConfig(name="t", port="sim"), Protocol()).addErrback(outcome.append)
+    assert os.listdir(tmp_path) == [] and clock.getDelayedCalls() == []
+    assert outcome[0].check(TransportError)
+    assert str(outcome[0].value) == (f"sim: cannot start the simulator: [Errno 2] No such file or "
+                                     f"directory: {sys.executable!r}")
 
 
 class _Root:

@@ -200,7 +200,7 @@ class BringUp:
         if pin is None:
             raise SimLocked("the SIM wants a PIN and none is configured (set pin in "
                             f"[modem:{self.config.name}])")
-        refusal = self.pins.refusal(pin)
+        refusal = yield self.pins.refusal(pin)
         if refusal == REJECTED:
             raise SimLocked(f"this PIN was rejected before (recorded in {self.pins.path}); "
                             "it is not sent again until the configured pin changes")
@@ -212,13 +212,13 @@ class BringUp:
         except CmeError as error:
             if not cme_matches(error, 16, "incorrect password"):
                 raise BringUpFailed("sim", str(error)) from error
-            self._rejected(pin)
+            yield self._rejected(pin)
         except ATError:  # plain ERROR for AT+CPIN= is a rejection too
-            self._rejected(pin)
+            yield self._rejected(pin)
         except CommandTimeout as error:
             if error.queued:  # never reached the SIM: an ordinary failure
                 raise BringUpFailed("sim", str(error)) from error
-            self.pins.remember(pin, UNCONFIRMED)
+            yield self.pins.remember(pin, UNCONFIRMED)
             raise SimLocked(f"AT+CPIN= got no answer within {error.timeout:g} s, so the SIM may "
                             f"have rejected the PIN; {self._check_sim()}") from error
         except ATEngineError as error:
@@ -229,8 +229,9 @@ class BringUp:
             self.pins.forget()
             self.log.info("sim: PIN accepted")
 
-    def _rejected(self, pin: str) -> None:
-        self.pins.remember(pin, REJECTED)
+    @inlineCallbacks
+    def _rejected(self, pin: str):
+        yield self.pins.remember(pin, REJECTED)
         raise SimLocked("the SIM rejected the configured PIN; it will not be sent again "
                         "until the pin setting changes (a SIM blocks after three wrong PINs)")
 

@@ -96,7 +96,7 @@ class Modem(Service):
         self.local_ip: Optional[str] = None
         self.info: dict = {}
         self.stack = StackMachine()
-        self.pins = PinStore(state_dir, config.name)
+        self.pins = PinStore(reactor, state_dir, config.name)
         self.counters = counters if counters is not None else Counters()
         self.persistent = persistent
         self.timeouts = (timeouts if timeouts is not None

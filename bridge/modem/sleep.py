@@ -5,7 +5,7 @@ its DTR pin is HIGH and nothing else keeps it awake. Pulling DTR LOW wakes it, a
 port will be active after DTR is pulled to low status for 20ms" — so every command written while
 it may be asleep must wait at least 20 ms after the pin went LOW.
 
-Pin level versus pyserial's ``dtr`` (what ``set_dtr`` receives; Twisted's ``SerialPort.setDTR``
+Pin level versus pyserial's ``dtr`` (what ``set_dtr`` receives; ``SerialTransport.setDTR``
 passes it straight to pyserial): ``dtr = True`` *asserts* DTR. Asserted is the RS-232 "ON" state
 (positive line voltage), and every common path to the module's 2.8 V logic pin inverts it: USB-UART
 chips drive DTR as an active-low TTL output (FTDI labels it DTR#; CP210x, CH340 and PL2303 do the

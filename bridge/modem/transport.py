@@ -1,11 +1,13 @@
 """The byte pipe to the module, chosen by the modem's ``port`` setting.
 
-- a device path: Twisted's ``SerialPort`` over pyserial, opened with an exclusive ``flock`` (Twisted
-  does not pass pyserial's ``exclusive=``; twisted-notes §2.5), so a second cellbridge on the same
-  device fails at once instead of both reading half of every answer;
+- a device path: pyserial opened with ``exclusive=True`` (an ``flock``), so a second cellbridge on
+  the same device fails at once instead of both reading half of every answer, and read and
+  written by our ``SerialTransport`` (Twisted's ``SerialPort`` opens the device itself and has no
+  public way to ask for the lock);
 - ``tcp:HOST:PORT``: a TCP client, for a module exported raw by ser2net or similar;
 - ``sim``: the built-in simulator as a child process on a pty (its costs stay out of ours), opened
-  like a device once it printed ``device: /dev/pts/N``.
+  like a device once it printed ``device: /dev/pts/N``; it stops when we end, however we end
+  (``--exit-with-parent``, bridge.sim.lifeline).
 
 ``open_port(reactor, config, protocol)`` connects ``protocol`` and returns a ``ModemPort`` whose
 ``close()`` undoes everything (for ``sim`` it also ends the child).
@@ -16,15 +18,13 @@ import os
 import shutil
 import sys
 import tempfile
-from functools import partial
 from typing import Optional
 
 import serial
-from twisted.internet import defer
+from twisted.internet import abstract, defer, fdesc
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.serialport import SerialPort
 from twisted.logger import Logger
 
 import bridge
@@ -40,10 +40,35 @@ class TransportError(CellbridgeError):
     """The module's port cannot be opened; the text says why and what to do."""
 
 
-class ExclusiveSerialPort(SerialPort):
-    """``SerialPort`` that takes pyserial's exclusive lock on the device."""
+class SerialTransport(abstract.FileDescriptor):
+    """An open pyserial port as a Twisted transport: the reactor reads and writes its descriptor
+    (as Twisted's ``SerialPort`` does), pyserial keeps its settings, lock and modem lines."""
 
-    _serialFactory = partial(serial.Serial, exclusive=True)
+    connected = True  # from the start: FileDescriptor.write() drops data while not connected
+
+    def __init__(self, reactor, line: serial.Serial, protocol) -> None:
+        super().__init__(reactor)
+        self.line = line
+        self.protocol = protocol
+        protocol.makeConnection(self)
+        self.startReading()
+
+    def fileno(self) -> int:
+        return self.line.fd
+
+    def setDTR(self, asserted: bool) -> None:
+        self.line.dtr = asserted
+
+    def writeSomeData(self, data):
+        return fdesc.writeToFD(self.fileno(), data)
+
+    def doRead(self):
+        return fdesc.readFromFD(self.fileno(), self.protocol.dataReceived)
+
+    def connectionLost(self, reason) -> None:
+        super().connectionLost(reason)
+        self.line.close()
+        self.protocol.connectionLost(reason)
 
 
 def describe_serial_error(path: str, error: serial.SerialException) -> str:
@@ -61,12 +86,13 @@ def describe_serial_error(path: str, error: serial.SerialException) -> str:
 
 
 def open_serial(reactor, path: str, protocol, baudrate: int, rtscts: bool,
-                port_class=ExclusiveSerialPort) -> SerialPort:
-    """Open ``path`` exclusively and connect ``protocol`` (synchronously, like SerialPort)."""
+                serial_class=serial.Serial) -> SerialTransport:
+    """Open ``path`` exclusively and connect ``protocol`` (synchronously)."""
     try:
-        return port_class(protocol, path, reactor, baudrate=baudrate, rtscts=int(rtscts))
+        line = serial_class(path, baudrate=baudrate, rtscts=rtscts, exclusive=True, timeout=0)
     except serial.SerialException as error:
         raise TransportError(describe_serial_error(path, error)) from error
+    return SerialTransport(reactor, line, protocol)
 
 
 class ModemPort:
@@ -121,22 +147,32 @@ class SimChild(ProcessProtocol):
     def __init__(self, reactor, sim_args, start_timeout: float = SIM_START_TIMEOUT,
                  stop_timeout: float = SIM_STOP_TIMEOUT) -> None:
         self.reactor = reactor
-        self.directory = tempfile.mkdtemp(prefix="cellbridge-sim-")
-        self.argv = [sys.executable, "-m", "bridge.sim",
-                     "--link", os.path.join(self.directory, "tty"),
-                     "--control", os.path.join(self.directory, "ctl"), *sim_args]
+        self.sim_args = sim_args
+        self.directory: Optional[str] = None  # made by spawn(), removed once the child is gone
         self.device = defer.Deferred()
         self._exited = False
         self._waiters = []
+        self._start_timer = None
         self._kill_timer = None
         self._stdout = b""
         self._stderr = b""
+        self._start_timeout = start_timeout
         self._stop_timeout = stop_timeout
-        self._start_timer = reactor.callLater(start_timeout, self._start_timed_out, start_timeout)
 
     def spawn(self):
-        """Start the child; returns the Deferred of its pty path."""
-        self.reactor.spawnProcess(self, self.argv[0], self.argv, env=child_environment())
+        """Start the child; returns the Deferred of its pty path. A child that cannot be started
+        leaves neither its directory nor a timer behind."""
+        self.directory = tempfile.mkdtemp(prefix="cellbridge-sim-")
+        argv = [sys.executable, "-m", "bridge.sim", "--link", os.path.join(self.directory, "tty"),
+                "--control", os.path.join(self.directory, "ctl"),
+                "--exit-with-parent", str(os.getpid()), *self.sim_args]
+        try:
+            self.reactor.spawnProcess(self, argv[0], argv, env=child_environment())
+        except Exception as error:  # OSError (no interpreter, no free fds) or a rejected argument
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.device.errback(TransportError(f"sim: cannot start the simulator: {error}"))
+            return self.device
+        self._start_timer = self.reactor.callLater(self._start_timeout, self._start_timed_out)
         return self.device
 
     def outReceived(self, data: bytes) -> None:
@@ -165,9 +201,9 @@ class SimChild(ProcessProtocol):
         for waiter in waiters:
             waiter.callback(None)
 
-    def _start_timed_out(self, timeout: float) -> None:
+    def _start_timed_out(self) -> None:
         self.device.errback(TransportError(
-            f"sim: no 'device:' line from the simulator within {timeout:g} s"))
+            f"sim: no 'device:' line from the simulator within {self._start_timeout:g} s"))
         self._signal("KILL")
 
     def stop(self):

@@ -3,6 +3,7 @@
 import argparse
 import sys
 
+from .lifeline import exit_with_parent
 from .options import SimOptions
 
 
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-socket unacked bytes before SEND FAIL")
     p.add_argument("--rx-buffer", type=int, default=7300, metavar="BYTES",
                    help="per-socket receive buffer; the remote sender is slowed when it is full")
+    p.add_argument("--exit-with-parent", type=int, metavar="PID",
+                   help="stop when process PID, which started this one, ends, even by SIGKILL "
+                        "(Linux); cellbridge passes its own PID for port = sim")
     return p
 
 
@@ -49,6 +53,10 @@ def options_from(args) -> SimOptions:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.exit_with_parent is not None and not exit_with_parent(args.exit_with_parent):
+        print(f"cellbridge sim: process {args.exit_with_parent}, which started this one, is gone",
+              file=sys.stderr)
+        return 0
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
