@@ -1,1 +1,1 @@
-"""The module: bring-up, stack state, socket slots and links."""
+"""The module: bring-up, stack state, recovery, and its sockets as Twisted transports."""

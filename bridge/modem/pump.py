@@ -2,14 +2,14 @@
 
 Why one: the UART carries one command at a time anyway, and a deep queue of bulk commands would
 make a control command (AT+QISACK, AT+QICLOSE, AT+QIOPEN) wait behind kilobytes of payload, and
-would decide now which link gets the wire next instead of when the wire frees. So the pump keeps
+would decide now which socket gets the wire next instead of when the wire frees. So the pump keeps
 a single bulk command outstanding; control commands, issued at CONTROL priority, go out between
 two bulk commands. The engine writes the next queued command before firing the finished
 command's Deferred, and the pump issues the next bulk command synchronously inside that callback
 (never via callLater): at 115200 baud the turnaround is the throughput.
 
-Links are served round robin (magic-wormhole's outbound rotation): the link that just got the wire
-goes to the back, and a link with nothing to do is skipped.
+Sockets are served round robin (magic-wormhole's outbound rotation): the socket that just got the
+wire goes to the back, and a socket with nothing to do is skipped.
 """
 
 from collections import deque
@@ -18,7 +18,7 @@ from twisted.logger import Logger
 
 
 class BulkJob:
-    """One bulk command a link wants issued, and where its outcome goes.
+    """One bulk command a socket wants issued, and where its outcome goes.
 
     :param command: an AT engine command (``commands.qisend`` / ``commands.qird``)
     :param done: ``done(result_or_failure)`` called when it finishes
@@ -32,9 +32,9 @@ class BulkJob:
 
 
 class Pump:
-    """Round-robin bulk scheduler over the links of one modem.
+    """Round-robin bulk scheduler over the sockets of one modem.
 
-    A link offers work through ``next_bulk() -> BulkJob | None``; it calls :meth:`kick` whenever
+    A socket offers work through ``next_bulk() -> BulkJob | None``; it calls :meth:`kick` whenever
     it may have new work (bytes from the local side, a ``+QIRDI``, an ack, a resume).
 
     :param issue: ``issue(command) -> Deferred`` (``Modem.issue``)
@@ -44,22 +44,22 @@ class Pump:
 
     def __init__(self, issue) -> None:
         self._issue = issue
-        self._links = deque()
+        self._sockets = deque()
         self._busy = False
         self._kicking = False
         self.issued = 0  #: bulk commands issued so far (stats)
 
-    def add(self, link) -> None:
-        if link not in self._links:
-            self._links.append(link)
+    def add(self, socket) -> None:
+        if socket not in self._sockets:
+            self._sockets.append(socket)
 
-    def remove(self, link) -> None:
-        if link in self._links:
-            self._links.remove(link)
+    def remove(self, socket) -> None:
+        if socket in self._sockets:
+            self._sockets.remove(socket)
 
     @property
-    def links(self):
-        return tuple(self._links)
+    def sockets(self):
+        return tuple(self._sockets)
 
     @property
     def busy(self) -> bool:
@@ -70,7 +70,7 @@ class Pump:
         """Issue the next bulk command if none is outstanding.
 
         A loop, not recursion: a command that fails at once (modem down) finishes inside
-        ``issue`` and the loop goes on with the next link.
+        ``issue`` and the loop goes on with the next socket.
         """
         if self._busy or self._kicking:
             return
@@ -87,10 +87,10 @@ class Pump:
             self._kicking = False
 
     def _next_job(self):
-        for _ in range(len(self._links)):
-            link = self._links.popleft()
-            self._links.append(link)
-            job = link.next_bulk()
+        for _ in range(len(self._sockets)):
+            socket = self._sockets.popleft()
+            self._sockets.append(socket)
+            job = socket.next_bulk()
             if job is not None:
                 return job
         return None
@@ -100,6 +100,6 @@ class Pump:
         try:
             job.done(result)
         except Exception:
-            self.log.failure("link failed handling the result of {command!r}",
+            self.log.failure("socket failed handling the result of {command!r}",
                              command=job.command)
         self.kick()

@@ -1,1 +1,1 @@
-"""The local side: listeners and the pumps between local sockets and module links."""
+"""The local side: each profile's listener, and splices of local and module sockets."""
