@@ -226,3 +226,23 @@ def test_a_write_after_lose_connection_is_not_dropped_silently(bench):
     protocol.transport.write(b"late")
     assert protocol.reason.check(ConnectionLost)
     assert "4 bytes written after the stream stopped carrying" in protocol.reason.getErrorMessage()
+
+
+def test_a_lingering_socket_whose_paused_reader_has_bytes_waiting_is_not_reclaimed(tmp_path):
+    """Reclaiming would lose those bytes: the reader keeps its whole linger to resume."""
+    bench = lingering_six(tmp_path)
+    bench.socket.pauseProducing()
+    bench.module(b"+QIRDI: 0,1,0\r\n")
+    bench.accept()  # a connection waits for a socket
+    bench.clock.advance(1.0)
+    assert bench.wire() == b"" and not bench.local.disconnecting
+    bench.socket.resumeProducing()
+    assert bench.wire() == b"AT+QIRD=0,1,0,1500\r"
+    bench.module(b"\r\n+QIRD: 10.1.2.3:80,TCP,5\r\nreply\r\nOK\r\n")
+    assert bench.wire() == b"AT+QIRD=0,1,0,1500\r"
+    bench.module(OK)  # drained: idle from here
+    bench.clock.advance(0.1875)
+    assert bench.wire() == b""
+    bench.clock.advance(0.0125)
+    assert bench.wire() == QICLOSE_0
+    assert bench.local.value() == b"reply" and not bench.local.disconnected  # clean EOF

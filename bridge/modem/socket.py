@@ -435,13 +435,17 @@ class ModuleSocket:
         self._reclaim = None
         if self.phase is not Phase.LINGERING or not self.modem.sockets.wanted_by_waiter(self.slot):
             return
-        if self.clock.seconds() - self._last_traffic < RECLAIM_IDLE or self._reading:
+        if self._reading or self._want_read:
+            # The module holds bytes for us (a read in flight, due, or waiting for a paused
+            # reader): not idle. Look again later; for a paused reader the linger end decides.
+            self._reclaim = self.clock.callLater(RECLAIM_IDLE, self._reclaim_due)
+            return
+        if self.clock.seconds() - self._last_traffic < RECLAIM_IDLE:
             self.reclaim()  # traffic came meanwhile: idle again first
             return
-        self.log.info("socket {slot}: lingering, idle and wanted by a waiting connection; "
-                      "closing early", slot=self.slot)
-        self._cancel("_linger")
-        self._linger_over()
+        self.log.info("socket {slot}: lingering, idle {t:g} s and wanted by a waiting "
+                      "connection; closing early", slot=self.slot, t=RECLAIM_IDLE)
+        self._close_socket(Failure(ConnectionDone()))
 
     def _traffic(self) -> None:
         self._last_traffic = self.clock.seconds()
