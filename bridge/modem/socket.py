@@ -172,6 +172,7 @@ class ModuleSocket:
         self._producer_paused = False
         self._send_failures = 0
         self._protocol_calls = 0  # depth of protocol calls into us (see _called_by_protocol)
+        self._telling = False  # the protocol's connectionLost is due or running
         self._backoff = None
         self._acks_deadline = None
         self._linger = None
@@ -204,7 +205,9 @@ class ModuleSocket:
         if not data:
             return
         if self.phase is not Phase.CONNECTED:
-            self._refuse_write(len(data))
+            if not self._telling:  # else dropped, as a TCP transport drops writes after an
+                # abortConnection or inside connectionLost (a TLS layer sends its alert there)
+                self._refuse_write(len(data))
             return
         self._uplink += data
         self._note_held()
@@ -600,10 +603,19 @@ class ModuleSocket:
     def _tell_protocol(self, reason: Failure) -> None:
         protocol, self.protocol = self.protocol, None
         self._producer = None
-        if protocol is not None and self._protocol_calls:
-            self.clock.callLater(0, protocol.connectionLost, reason)
-        elif protocol is not None:
+        if protocol is None:
+            return
+        self._telling = True
+        if self._protocol_calls:
+            self.clock.callLater(0, self._told, protocol, reason)
+        else:
+            self._told(protocol, reason)
+
+    def _told(self, protocol, reason: Failure) -> None:
+        try:
             protocol.connectionLost(reason)
+        finally:
+            self._telling = False
 
     def _stop(self) -> None:
         self.modem.pump.remove(self)
