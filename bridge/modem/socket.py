@@ -31,7 +31,7 @@ checked with AT+QISTATE (:mod:`bridge.modem.liveness`).
 
 import enum
 from dataclasses import dataclass
-from functools import partial
+from functools import partial, wraps
 from typing import Optional
 
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
@@ -51,6 +51,23 @@ from bridge.modem.pump import BulkJob
 
 #: A lingering socket idle this long gives its index to a connection waiting for one.
 RECLAIM_IDLE = 0.2
+
+
+def _called_by_protocol(method):
+    """Marks a transport method the protocol calls: a close it causes reaches the protocol's
+    ``connectionLost`` on the next reactor turn, as with Twisted's own transports, never from
+    inside the call. TLSMemoryBIOProtocol drops its TLS state in ``connectionLost`` and then goes
+    on using it (e.g. ``loseConnection`` on close_notify inside its ``dataReceived``)."""
+
+    @wraps(method)
+    def call(self, *args):
+        self._protocol_calls += 1
+        try:
+            return method(self, *args)
+        finally:
+            self._protocol_calls -= 1
+
+    return call
 
 
 @dataclass(frozen=True)
@@ -154,6 +171,8 @@ class ModuleSocket:
         self._producer = None  # the producer that writes to us (paused above high water)
         self._producer_paused = False
         self._send_failures = 0
+        self._protocol_calls = 0  # depth of protocol calls into us (see _called_by_protocol)
+        self._telling = False  # the protocol's connectionLost is due or running
         self._backoff = None
         self._acks_deadline = None
         self._linger = None
@@ -181,11 +200,14 @@ class ModuleSocket:
 
     # -- ITransport -------------------------------------------------------------------------------
 
+    @_called_by_protocol
     def write(self, data: bytes) -> None:
         if not data:
             return
         if self.phase is not Phase.CONNECTED:
-            self._refuse_write(len(data))
+            if not self._telling:  # else dropped, as a TCP transport drops writes after an
+                # abortConnection or inside connectionLost (a TLS layer sends its alert there)
+                self._refuse_write(len(data))
             return
         self._uplink += data
         self._note_held()
@@ -205,6 +227,7 @@ class ModuleSocket:
             self._to(Phase.FLUSHING)
             self._after_uplink_progress()
 
+    @_called_by_protocol
     def loseConnection(self) -> None:
         """Send the rest, wait until it is acked, then AT+QICLOSE."""
         if self.phase is Phase.CONNECTED:
@@ -215,6 +238,7 @@ class ModuleSocket:
         elif self.phase in (Phase.LINGERING, Phase.DRAINING):
             self._close_socket(Failure(ConnectionDone()))
 
+    @_called_by_protocol
     def abortConnection(self) -> None:
         """AT+QICLOSE now; bytes not yet sent are dropped, the protocol hears ConnectionAborted."""
         if self.phase not in (Phase.CLOSING, Phase.CLOSED):
@@ -584,8 +608,19 @@ class ModuleSocket:
     def _tell_protocol(self, reason: Failure) -> None:
         protocol, self.protocol = self.protocol, None
         self._producer = None
-        if protocol is not None:
+        if protocol is None:
+            return
+        self._telling = True
+        if self._protocol_calls:
+            self.clock.callLater(0, self._told, protocol, reason)
+        else:
+            self._told(protocol, reason)
+
+    def _told(self, protocol, reason: Failure) -> None:
+        try:
             protocol.connectionLost(reason)
+        finally:
+            self._telling = False
 
     def _stop(self) -> None:
         self.modem.pump.remove(self)
