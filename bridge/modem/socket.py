@@ -256,6 +256,8 @@ class ModuleSocket:
     def registerProducer(self, producer, streaming: bool) -> None:
         if not streaming:
             raise ValueError("a module socket takes push producers only")
+        if self._producer is not None:
+            raise RuntimeError(f"{self!r} already has a producer: {self._producer!r}")
         self._producer = producer
         self._producer_paused = False
 
