@@ -417,3 +417,18 @@ def test_recorded_exchange_outcome():
                       DataAvailable(0, False, 1), ConnectResult(3, False)]
     assert wire == (b"AT+QISEND=0,4\rping" b"AT+QISACK=0\r" b"AT+QICLOSE=1\r"
                     b"AT+QISTAT\r" b"AT+QIRD=0,1,0,1500\r")
+
+
+def test_a_command_queued_behind_a_long_read_waits_as_long_as_the_line_needs_for_it():
+    """At 2400 baud a full AT+QIRD answer takes 6.45 s on the line: an AT+QISACK (5 s limit)
+    queued behind it must not time out before it was ever written."""
+    h = Harness(baud=2400)
+    read = h.issue(c.qird(1500, socket=0))
+    sack = h.issue(c.qisack(0, timeout=5))
+    assert h.sent() == b"AT+QIRD=0,1,0,1500\r"
+    h.clock.advance(6.4)
+    h.recv(b"\r\n+QIRD: 10.1.2.3:80,TCP,1500\r\n" + b"r" * 1500 + b"\r\nOK\r\n")
+    assert value_of(read).data == b"r" * 1500 and sack == []
+    assert h.sent() == b"AT+QISACK=0\r"
+    h.recv(b"\r\n+QISACK: 5, 5, 0\r\n\r\nOK\r\n")
+    assert value_of(sack) == SackResult(5, 5, 0)

@@ -146,7 +146,8 @@ class ATProtocol(Protocol):
             return fail(LinkLost(f"{command.text}: the UART connection is gone"))
         entry = _Outstanding(command, None)
         entry.deferred = Deferred(lambda _: self._cancel(entry))
-        entry.timer = self.clock.callLater(command.timeout, self._queued_timeout, entry)
+        entry.timer = self.clock.callLater(command.timeout + self._line_time_ahead(),
+                                           self._queued_timeout, entry)
         self._queues[command.priority].append(entry)
         self._pump()
         return entry.deferred
@@ -258,6 +259,15 @@ class ATProtocol(Protocol):
             behind = self._line_time(size)
             entry.limit += behind
             entry.timer.delay(behind)
+
+    def _line_time_ahead(self) -> float:
+        """How long the commands already on the wire or queued may hold the line with their
+        payloads at the configured baud: a newcomer may wait that much longer in the queue (its
+        own limit is for the module's answer, not for other commands' payloads)."""
+        ahead = [self._current] if self._current is not None else []
+        ahead.extend(entry for queue in self._queues.values() for entry in queue)
+        return self._line_time(sum(len(entry.command.wire_bytes()) + entry.command.transfer_bytes
+                                   for entry in ahead))
 
     def _line_time(self, size: int) -> float:
         """Seconds ``size`` bytes need on the UART at the configured baud; 0 when unpaced."""
