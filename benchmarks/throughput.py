@@ -1,4 +1,4 @@
-"""Goodput and CPU cost of the bridge's data path, through the simulator (issue 4 benchmark).
+"""Goodput and CPU cost of the bridge's data path, through the simulator.
 
 Each run starts ``cellbridge run`` as its own process with ``port = sim`` (so the simulator is a
 separate child process and its CPU is not counted), bridges two profiles to loopback servers in

@@ -1,7 +1,8 @@
 """The ``cellbridge`` command: run, check, sim, probe.
 
-Exit statuses (issue 3): 0 success; 2 bad command line; 78 bad config; 3 SIM locked or PIN
-rejected; 1 anything else. Expected errors are one line on stderr, never a traceback.
+Exit statuses (part of the user-facing contract, see bridge.errors): 0 success; 2 bad command
+line; 78 bad config; 3 SIM locked or PIN rejected; 1 anything else. Expected errors are one
+line on stderr, never a traceback.
 """
 
 import argparse
@@ -51,8 +52,8 @@ def command_run(args):
 
 
 def install_ring_dump(reactor, root):
-    """``kill -USR1`` logs every modem's AT traffic ring (issue 3: dumpable on demand). The dump
-    runs in the reactor: a signal handler may interrupt it anywhere."""
+    """``kill -USR1`` logs every modem's AT traffic ring (dumpable on demand, without a
+    restart). The dump runs in the reactor: a signal handler may interrupt it anywhere."""
     signal.signal(signal.SIGUSR1,
                   lambda signum, frame: reactor.callFromThread(dump_traffic_rings, root))
 

@@ -1,6 +1,7 @@
 """The cellbridge INI file -> validated, frozen dataclasses. No other module reads the INI.
 
-Syntax rules, decided once (twisted-notes §4.2):
+Syntax rules, decided once rather than left to configparser's defaults (``%`` interpolation, a
+``[DEFAULT]`` section that leaks into every other):
 
 - Comments are whole lines starting with ``;`` or ``#``. A value runs verbatim to the end of its
   line (leading/trailing blanks stripped): ``password = a ;b`` is the password ``a ;b``.
@@ -126,12 +127,13 @@ def _show_default(value):
 def _timeouts_doc():
     defaults = " ".join(f"{f.name}={_show_default(getattr(DEFAULT_TIMEOUTS, f.name))}"
                         for f in dataclasses.fields(DEFAULT_TIMEOUTS))
-    return ("space-separated NAME=SECONDS overrides of the per-command limits (quectel-at.md §7), "
-            f"e.g. qiact=240 qideact=60; built in: {defaults}. qiopen is the wait for AT+QIOPEN's "
-            "OK, connect the wait for the CONNECT OK or FAIL after it (quectel-at.md §4.3). send "
-            "and qird grow by the time their payload needs at baudrate (10 bits per byte; an "
-            "AT+QIRD counts the length it asks for plus its header and OK), prompt by that of the "
-            "command and of every byte the module sends before its > prompt")
+    return ("space-separated NAME=SECONDS overrides of the per-command limits "
+            f"(docs/at-dialect.md §7), e.g. qiact=240 qideact=60; built in: {defaults}. qiopen is "
+            "the wait for AT+QIOPEN's OK, connect the wait for the CONNECT OK or FAIL after it "
+            "(docs/at-dialect.md §4.3). send and qird grow by the time their payload needs at "
+            "baudrate (10 bits per byte; an AT+QIRD counts the length it asks for plus its header "
+            "and OK), prompt by that of the command and of every byte the module sends before its "
+            "> prompt")
 
 
 SECTION_TYPES = {"cellbridge": General, "modem": ModemConfig, "profile": ProfileConfig,

@@ -18,7 +18,7 @@ BAUDRATES = (1200, 2400, 4800, 9600, 14400, 19200, 28800, 38400, 57600, 115200, 
 """Fixed rates of the M95-class UART (AT+IPR); autobaud (0) is not offered: we need a known rate."""
 
 MAX_MODULE_SOCKETS = 6  # AT+QIMUX=1 gives sockets 0..5
-MAX_SEND_WINDOW = 7300  # the module's per-socket send buffer (quectel-at.md §4.4-4.5)
+MAX_SEND_WINDOW = 7300  # the module's per-socket send buffer (docs/at-dialect.md §4.4-4.5)
 
 
 @dataclass(frozen=True)

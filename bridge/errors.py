@@ -1,6 +1,6 @@
 """Exceptions shared by every cellbridge component, and the exit status each one maps to.
 
-The exit statuses are part of the user-facing contract (issue 3): a systemd unit refuses to restart
+The exit statuses are part of the user-facing contract: a systemd unit refuses to restart
 into a SIM lock (3) or a broken config (78), so the status must say which of these happened.
 """
 

@@ -51,8 +51,8 @@ class AckProgressWatch:
     - check 0 at ``t0 + first`` [t0+5], then check k at ``t0 + first + k * interval`` for
       k = 1..``retries`` [t0+15, t0+25, ..., t0+125], each check one ``query_acks()``;
     - a check with ``unacked == 0`` ends the schedule (the next ``data_sent()`` starts a new one).
-      A link the module already dropped also answers ``0, 0, 0`` (reference §4.5): that case is
-      caught by the close URC or AT+QISTATE, not here;
+      A link the module already dropped also answers ``0, 0, 0`` (docs/at-dialect.md §4.5): that
+      case is caught by the close URC or AT+QISTATE, not here;
     - a check whose ``acked`` is greater than the previous check's *restarts the schedule from that
       check*: that check becomes check 0 of a new schedule, so the next check is at that check's
       time + ``interval`` and the link dies only after ``interval * retries`` [120 s] without progress.

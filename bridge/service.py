@@ -126,7 +126,8 @@ def add_modem_services(root, components):
 def add_profile_services(root, components, modems):
     """One ``profile:NAME`` listener per profile. A tcp listener is a ``strports.service``: its bind
     happens in ``privilegedStartService`` and a failure raises there (``_raiseSynchronously``) instead
-    of being logged while the daemon runs on without its port (twisted-notes §2.2)."""
+    of being logged while the daemon runs on without its port (a bare StreamServerEndpointService
+    only logs a failed bind)."""
     for profile in root.config.profiles.values():
         modem = modems[profile.modem]
         if profile.listen.kind == "udp":

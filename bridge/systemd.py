@@ -1,4 +1,5 @@
-"""systemd readiness, status and watchdog, without a dependency (twisted-notes §2.8).
+"""systemd readiness, status and watchdog, without a dependency (the protocol is
+one datagram, simple enough to speak directly).
 
 The protocol is one datagram per message to the AF_UNIX socket named by ``$NOTIFY_SOCKET`` (a
 leading ``@`` means the abstract namespace). Outside systemd the variable is unset and every call is

@@ -1,4 +1,4 @@
-"""bridge.config: the INI contract (issue 4), AT-bound values (issue 3), issue 5's keys."""
+"""bridge.config: the INI contract, AT-bound values, the keepalive and recovery keys."""
 
 import dataclasses
 import pathlib

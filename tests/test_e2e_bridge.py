@@ -1,4 +1,4 @@
-"""End to end: local sockets -> bridge -> pty -> simulator -> loopback servers (issue 4 Tests)."""
+"""End to end: local sockets -> bridge -> pty -> simulator -> loopback servers."""
 
 import os
 import socket

@@ -1,4 +1,4 @@
-"""Keepalive end to end (issue 5): local sockets -> bridge -> pty -> simulator -> loopback echo.
+"""Keepalive end to end: local sockets -> bridge -> pty -> simulator -> loopback echo.
 
 A socket the simulator kills silently (no acks, no URC) is found dead by the AT+QISACK schedule, an
 idle one by the probe it then sends, and one whose CLOSED URC was lost by AT+QISTATE. Each time the

@@ -1,4 +1,4 @@
-"""End to end with the simulator's faults (issue 5): +PDP DEACT, reboot, a mute module, a port that
+"""End to end with the simulator's faults: +PDP DEACT, reboot, a mute module, a port that
 disappears and comes back. Each fault resets the local connection (never a clean EOF), the modem
 comes back by itself, and the next connection through the bridge works. Short timings throughout;
 wall clock only bounds the waits."""

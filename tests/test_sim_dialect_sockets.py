@@ -1,5 +1,5 @@
 """Transcript tests: bearer setup, QIOPEN/QISEND/QISACK/QIRD/QICLOSE/QISTAT, push receive,
-server sockets, faults.  Exact bytes per reference sections 3-5 and 9."""
+server sockets, faults.  Exact bytes per docs/at-dialect.md §3-§5 and §9."""
 
 import pytest
 

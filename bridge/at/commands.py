@@ -1,6 +1,6 @@
 """AT commands as small objects that know which lines are theirs and which end them.
 
-Few commands of this dialect end in a plain ``OK`` (quectel-at.md §12.1): AT+QIOPEN's OK comes
+Few commands of this dialect end in a plain ``OK`` (docs/at-dialect.md §12.1): AT+QIOPEN's OK comes
 before its real outcome, AT+QISEND ends in ``SEND OK``, AT+QICLOSE in ``[n, ]CLOSE OK``,
 AT+QIDEACT in ``DEACT OK``, AT+QILOCIP in a bare IP, AT+QISTAT puts OK *before* ``STATE:``.  Each
 command therefore carries:
@@ -25,9 +25,9 @@ from bridge.at.events import parse_urc
 from bridge.at.framing import Payload
 from bridge.at.redact import redact
 
-#: Largest fixed-length AT+QISEND payload (quectel-at.md §4.4).
+#: Largest fixed-length AT+QISEND payload (docs/at-dialect.md §4.4).
 MAX_SEND = 1460
-#: Largest AT+QIRD request (§4.8).
+#: Largest AT+QIRD request (docs/at-dialect.md §4.8).
 MAX_READ = 1500
 #: The longest framing around an AT+QIRD's data (app note §5.3.2): header line before, OK after.
 READ_FRAMING = len(b"\r\n+QIRD: 255.255.255.255:65535,TCP,1500\r\n" b"\r\nOK\r\n")
@@ -42,7 +42,7 @@ class Priority(IntEnum):
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Per-command limits in seconds (quectel-at.md §7); pass your own to the factories.
+    """Per-command limits in seconds (docs/at-dialect.md §7); pass your own to the factories.
 
     ``send``, ``qird`` and ``prompt`` are base limits: the engine adds the time their bytes need at
     its baud (``Command.transfer_bytes``; for the prompt, what the module sends before it), so a
@@ -55,11 +55,12 @@ class Timeouts:
     qiact: float = 150.0
     qideact: float = 40.0
     qiopen: float = 10.0  # until OK only; the wait for CONNECT OK after it is ``connect``
-    connect: float = 75.0  # AT+QIOPEN's OK to ``n, CONNECT OK|FAIL`` (§4.3: up to 75 s)
+    # AT+QIOPEN's OK to ``n, CONNECT OK|FAIL`` (docs/at-dialect.md §4.3: up to 75 s)
+    connect: float = 75.0
     # The module's own delay before its ``> ``: the engine adds the line time of the command and of
     # every byte the module sends ahead of the prompt (pushed +RECEIVE data, URCs, the echo), the
-    # UART backlog it queues behind.  10 s is the top of the drivers' range (§7).  A prompt later
-    # still costs the link: the engine writes filler before its resync
+    # UART backlog it queues behind.  10 s is the top of the drivers' range (docs/at-dialect.md
+    # §7).  A prompt later still costs the link: the engine writes filler before its resync
     # (protocol._unwritten_payload_filler; README, "Dead links and recovery").
     prompt: float = 10.0
     send: float = 20.0
@@ -298,7 +299,8 @@ class ReadCommand(Command):
 class StatusCommand(Command):
     """AT+QISTATE in mux mode: OK, ``STATE:``, six ``+QISTATE:`` lines, then (usually) OK.
 
-    The trailing OK is [C1]; with ``trailing_ok=False`` the sixth socket line ends it instead."""
+    Only one driver reports the trailing OK (docs/at-dialect.md §4.7); with
+    ``trailing_ok=False`` the sixth socket line ends it instead."""
 
     def __init__(self, line: bytes, *, timeout: float, trailing_ok: bool, slots: int = 6) -> None:
         super().__init__(line, timeout=timeout, own=_STATUS_LINE, ok_ends=False,

@@ -21,7 +21,7 @@ class CommandError(ATEngineError):
 
 
 class ATError(CommandError):
-    """Plain ``ERROR`` (what QI* commands use for every failure, quectel-at.md §6)."""
+    """Plain ``ERROR`` (what QI* commands use for every failure, docs/at-dialect.md §6)."""
 
 
 class SendRefused(ATError):

@@ -1,8 +1,8 @@
 """Typed events: URCs the module volunteers, plus the engine's own recovery notices.
 
-URCs can arrive at any moment, even between a command and its final result (quectel-at.md §8.1,
+URCs can arrive at any moment, even between a command and its final result (docs/at-dialect.md §8.1,
 §12.4), so they are recognised by shape, whatever is in flight, and handed to listeners as
-frozen dataclasses.  Parsing is tolerant about the comma spacing (§12.7).
+frozen dataclasses.  Parsing is tolerant about the comma spacing (docs/at-dialect.md §12.7).
 """
 
 import re

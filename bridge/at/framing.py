@@ -1,10 +1,10 @@
 """Sans-I/O framer: cuts the module's byte stream into lines, prompts and payloads.
 
 One buffer carries everything the module says: CR/LF-framed lines, the ``> `` prompt that has no
-line ending, and binary payloads whose length is announced in a header (quectel-at.md §1, §4.4,
-§4.8, §12.2-3).  Payloads are cut by length, never by line, so payload bytes that look like ``OK``
-or ``SEND OK`` stay data.  No Twisted here: the framer is pure bytes in, frames out, so it can be
-tested (and property-tested) without a reactor.
+line ending, and binary payloads whose length is announced in a header (docs/at-dialect.md §1,
+§4.4, §4.8, §12.2-12.3).  Payloads are cut by length, never by line, so payload bytes that look
+like ``OK`` or ``SEND OK`` stay data.  No Twisted here: the framer is pure bytes in, frames out,
+so it can be tested (and property-tested) without a reactor.
 
 Cost model (this is the data pump's hot path): every byte is appended to one ``bytearray`` once;
 line ends are found with a compiled regex that resumes where the last search stopped, and payloads
@@ -29,8 +29,9 @@ from bridge.at.ring import repr_without_payload
 
 #: Longest line we keep waiting for; longer unterminated input is junk (real lines are < 200 bytes).
 MAX_LINE = 1024
-#: Largest payload one header may announce: an AT+QIRD asks for at most 1500 (quectel-at.md §4.8);
-#: pushed frames have no documented bound, and a UDP datagram on a 1500-byte MTU carries up to 1472.
+#: Largest payload one header may announce: an AT+QIRD asks for at most 1500
+#: (docs/at-dialect.md §4.8); pushed frames have no documented bound, and a UDP datagram on a
+#: 1500-byte MTU carries up to 1472.
 MAX_PAYLOAD = 1500
 
 #: Data-mode markers the module prints when a transparent session ends (app note §6.3).
@@ -100,7 +101,7 @@ _QIRD = re.compile(rb"\+QIRD:\s*[^,]*,\s*(?:TCP|UDP)\s*,\s*(\d+)\s*")
 _IPD = re.compile(rb"IPD(\d{1,5})(?:TCP|UDP)?:")
 _IPD_PARTIAL = re.compile(rb"I(?:P(?:D(?:\d{1,5}(?:T(?:CP?)?|U(?:DP?)?)?)?)?)?")
 _PEER_LINE = re.compile(rb"(?:RECV FROM:|TO:)")
-#: URC prefixes seen glued after other output on the same line (quectel-at.md §8.1, U8).
+#: URC prefixes seen glued after other output on the same line (docs/at-dialect.md §8.1).
 _GLUED_URCS = (b"+QIRDI:",)
 _CR, _LF, _SPACE, _GT = 0x0D, 0x0A, 0x20, 0x3E
 

@@ -5,8 +5,8 @@ that never disturb the in-flight command, everything failed on disconnect) and m
 Twisted's memcache (small command objects, length-framed payloads, an in-flight timeout means the
 stream is out of sync).
 
-Routing of each line (quectel-at.md §12.4): the echo of the in-flight command is dropped; then the
-in-flight command claims lines specifically its own (``1, CLOSE OK`` for AT+QICLOSE=1,
+Routing of each line (docs/at-dialect.md §12.4): the echo of the in-flight command is dropped;
+then the in-flight command claims lines specifically its own (``1, CLOSE OK`` for AT+QICLOSE=1,
 ``+QISACK:``, ``STATE:`` ...); then URCs are recognised; then generic finals (OK, ERROR, +CME
 ERROR) and free-form info lines go to the in-flight command; whatever is left is an
 ``Unsolicited`` event.  A bare ``CONNECT`` switches to data mode only when a transparent

@@ -1,4 +1,4 @@
-"""The health poll (issue 3): AT+CSQ and AT+CREG? every interval, between data without starving it.
+"""The health poll: AT+CSQ and AT+CREG? every interval, between data without starving it.
 
 A busy engine postpones a round, but at most HEALTH_MAX_SKIPS in a row: then the poll is queued
 anyway at CONTROL priority and slips in between two bulk commands, so a long transfer cannot

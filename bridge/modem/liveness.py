@@ -5,10 +5,11 @@ AT+QISACK=n schedule from each SEND OK. While the link is idle nothing is in fli
 ``keepalive_idle`` seconds without traffic an :class:`IdleProbe` either sends the profile's probe
 bytes (their SEND OK starts the ack schedule like any data) or, without a probe, asks AT+QISTATE
 whether the module still calls the socket CONNECTED. AT+QISTATE, not AT+QISACK: a socket the
-module dropped answers QISACK with ``0, 0, 0`` or with its last counters (reference §4.5, sim note
-24), indistinguishable from a healthy idle socket; QISTATE names its state. Its answer is a few
-hundred bytes every ``keepalive_idle`` seconds per idle link, nothing next to the data.
-UDP links get no liveness at all (no acks; the caller never builds one).
+module dropped answers QISACK with ``0, 0, 0`` or with its last counters (docs/at-dialect.md
+§4.5; the simulator's choice 24 in bridge/sim/__init__.py), indistinguishable from a healthy idle
+socket; QISTATE names its state. Its answer is a few hundred bytes every ``keepalive_idle``
+seconds per idle link, nothing next to the data. UDP links get no liveness at all (no acks; the
+caller never builds one).
 """
 
 from typing import Callable
@@ -20,7 +21,7 @@ from twisted.python.failure import Failure
 
 from bridge.keepalive import AckProgressWatch, IdleProbe, KeepaliveTimings
 
-ALIVE_STATE = "CONNECTED"  #: the +QISTATE socket state of a usable link (quectel-at.md §4.7)
+ALIVE_STATE = "CONNECTED"  #: the +QISTATE socket state of a usable link (docs/at-dialect.md §4.7)
 
 
 class LinkLiveness:

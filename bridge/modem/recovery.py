@@ -1,12 +1,12 @@
 """Bringing a mute module back without a human: the recovery ladder, backoff, the reset command.
 
-A module that stops answering is escalated through ever heavier steps (issue 5; reference §12 (8)):
+A module that stops answering is escalated through ever heavier steps (docs/at-dialect.md §12.8):
 resync (ESC, AT) -> AT+QIDEACT and re-activation -> AT+CFUN=1,1 -> the modem's external
 ``reset_command`` (e.g. a GPIO power-cycle) -> the whole ladder again after an exponential, jittered
 delay, for ever, until a step succeeds or the ladder is stopped. The ladder knows nothing about AT:
 the modem layer builds the steps, each an action returning a Deferred that succeeds only once the
-module is usable again, with its own timeout (the AT+QIDEACT step: 60 s; the app note allows the
-command up to 2.5 min, the issue says escalate after 60 s).
+module is usable again, with its own timeout (the AT+QIDEACT step: 60 s; the command may take up to
+2.5 min, but the app note advises giving up after about a minute, app note §5.5).
 """
 
 import random

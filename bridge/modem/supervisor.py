@@ -1,6 +1,7 @@
-"""Bringing the module back without a human (issue 5): one recovery procedure at a time.
+"""Bringing the module back without a human: one recovery procedure at a time.
 
-What went wrong decides what runs (quectel-at.md §3, §8 (4, 7, 9), §12 (8); app note §6.3):
+What went wrong decides what runs (docs/at-dialect.md §3, §8.4, §8.7, §8.9, §12.8;
+app note §6.3):
 
 - the context was lost (``+PDP DEACT``): AT+QIDEACT, then AT+QIREGAPP, AT+QIACT, AT+QILOCIP
   (``BringUp.reactivate``); the module kept its settings;

@@ -6,7 +6,7 @@ cmd_ipconfig / cmd_socket, payload, transparent) -> stack (PDP contexts, slots, 
 sockets (host sockets behind shaping.RadioPipe, delivery.DeliveryMeter for QISACK) -> reports
 (URCs, pushed data); control, commandlog, chaos, cellular, resolver, settings around them.
 
-Choices made where the reference marks a fact [INF]/unknown (each one a hypothesis):
+Choices made where docs/at-dialect.md marks a fact [inferred] or open (§11), each a hypothesis:
 
 Framing and general
  1. ATE1 echoes the raw input bytes as they arrive (CR and LF included), for every command line.
@@ -56,8 +56,8 @@ Sockets
     unresolvable name gives OK then CONNECT FAIL. CONNECT OK/FAIL arrive one RTT after the host
     connect completes or fails (or after --connect-timeout). Transparent failure is `CONNECT FAIL`.
 21. QIOPEN on an allocated multi-link index (connected, failed or closed but not QICLOSEd) gives
-    OK then `<n>, CONNECT FAIL` (S13) and leaves the slot alone; a single link after CLOSED or
-    CONNECT FAIL is simply replaced by the new QIOPEN.
+    OK then `<n>, CONNECT FAIL` (as one driver reports, docs/at-dialect.md §4.3) and leaves the
+    slot alone; a single link after CLOSED or CONNECT FAIL is simply replaced by the new QIOPEN.
 22. The prompt is `\\r\\n> `; ESC cancelling a variable-length QISEND answers OK; variable-length
     input beyond 1460 bytes is dropped; with QIMUX=1, `AT+QISEND=<n>` is variable length on socket
     n (app note 5.2.2.1); QISEND in transparent mode's command state answers ERROR; a socket closed

@@ -1,6 +1,6 @@
 """Socket commands: QIOPEN, QISEND, QISACK, QICLOSE, QIRD, QISTAT/QISTATE/QISSTAT, QISERVER.
 
-Argument rules per reference section 12 #10: with QIMUX=1 the socket index is required, with
+Argument rules per docs/at-dialect.md §12.10: with QIMUX=1 the socket index is required, with
 QIMUX=0 it must be omitted; AT+QISRVC chooses client (1) or server-accepted (2) sockets.
 """
 

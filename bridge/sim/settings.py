@@ -1,4 +1,4 @@
-"""Power-up defaults of the UART-level settings (reference section 10)."""
+"""Power-up defaults of the UART-level settings (docs/at-dialect.md §10)."""
 
 from dataclasses import dataclass, field
 
