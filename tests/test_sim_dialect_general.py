@@ -6,7 +6,7 @@ OK = b"\r\nOK\r\n"
 ERROR = b"\r\nERROR\r\n"
 
 
-def test_boot_urcs_in_reference_order():
+def test_boot_urcs_in_the_documented_order():
     m = Module()
     assert m.boot == (b"\r\nRDY\r\n\r\n+CFUN: 1\r\n\r\n+CPIN: READY\r\n"
                       b"\r\nCall Ready\r\n\r\nSMS Ready\r\n")
