@@ -28,7 +28,6 @@ AT+QIOPEN on any index, i.e. how long a waiting connection waited for the module
 import argparse
 import json
 import os
-import re
 import socket
 import statistics
 import subprocess
@@ -138,22 +137,10 @@ class Bridge:
 
     def closes(self):
         """(lingering sockets closed early for a waiter, closed after the whole linger), from the
-        info log. An early close may also log the linger-end line for the same socket right
-        after; that one is not a whole linger."""
-        early = ended = 0
-        last = {}  # socket index -> its previous log line was an early close
-        for line in list(self.log):
-            match = re.search(r"socket (\d+)", line)
-            if match is None:
-                continue
-            slot = match.group(1)
-            if "wanted by a waiting connection" in line:
-                early += 1
-                last[slot] = True
-                continue
-            if "after the local EOF; closing" in line and not last.get(slot):
-                ended += 1
-            last[slot] = False
+        info log."""
+        log = list(self.log)
+        early = sum("wanted by a waiting connection" in line for line in log)
+        ended = sum("after the local EOF; closing" in line for line in log)
         return early, ended
 
     def sim_commands(self):
