@@ -124,6 +124,7 @@ class AckTracker:
         if not isinstance(result, SackResult):
             self.log.warn("{name}: AT+QISACK failed: {why}", name=self._name,
                           why=result.getErrorMessage() if isinstance(result, Failure) else result)
+            self._poll_clock.observe(self._clock.seconds(), self.acked)  # no progress seen
         deficit = self._deficit()
         if deficit > 0:
             self._poll = self._clock.callLater(self._poll_clock.delay(deficit), self._polled)

@@ -16,6 +16,7 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from bridge.at import commands
@@ -104,7 +105,14 @@ class _Connecting:
             self._close_unused(slot)
             self.result.errback(ConnectError(string="the factory refused the connection"))
             return
-        ModuleSocket(self.modem, slot, address, self.endpoint.settings).makeConnection(protocol)
+        socket = ModuleSocket(self.modem, slot, address, self.endpoint.settings)
+        try:
+            socket.makeConnection(protocol)
+        except Exception:
+            failure = Failure()
+            socket.abortConnection()
+            self.result.errback(failure)
+            return
         self.result.callback(protocol)
 
     def _close_unused(self, slot: int) -> None:

@@ -299,7 +299,11 @@ class Modem(Service):
             return
         self.ready = False
         for handler in list(self._handlers.values()):
-            handler.modem_down(reason)
+            try:
+                handler.modem_down(reason)
+            except Exception:
+                self.log.failure("{name}: socket handler {handler!r} failed on modem down",
+                                 name=self.name, handler=handler)
         (self.log.info if expected else self.log.warn)("{name}: down: {reason}", name=self.name,
                                                        reason=reason)
         self._notify("down", reason)

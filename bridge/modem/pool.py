@@ -48,6 +48,7 @@ class SocketPool:
         self._held = Counter()  # group -> indices held
         self._groups = {}  # index -> group
         self._reclaimable: Set = set()
+        self._reclaiming: Set[int] = set()  # indices closing early for a waiter, not yet back
         self._serving = False
         self._again = False
 
@@ -73,6 +74,7 @@ class SocketPool:
     def release(self, index: int) -> None:
         """Give ``index`` back (once: it may be somebody else's right after) and serve the
         waiters."""
+        self._reclaiming.discard(index)
         group = self._groups.pop(index, None)
         if group is not None:
             self._held[group] -= 1
@@ -106,9 +108,15 @@ class SocketPool:
         self._reclaimable.discard(socket)
 
     def wanted_by_waiter(self, index: int) -> bool:
-        """Would freeing ``index`` serve somebody who waits now?"""
+        """Would freeing ``index`` serve somebody who waits now and is not already being served
+        by another index closing early (one waiter must not empty every linger)?"""
         group = self._groups.get(index)
-        return any(self._held[w.group] - (w.group == group) < w.limit for w in self._waiters)
+        served = sum(1 for w in self._waiters if self._held[w.group] - (w.group == group) < w.limit)
+        return served > len(self._reclaiming)
+
+    def reclaiming(self, index: int) -> None:
+        """``index`` closes early for a waiter; it counts as on its way back until released."""
+        self._reclaiming.add(index)
 
     # -- serving ----------------------------------------------------------------------------------
 
@@ -130,6 +138,8 @@ class SocketPool:
         for waiter in list(self._waiters):
             if not self._ready:
                 return
+            if waiter not in self._waiters:
+                continue  # cancelled by an earlier waiter's callback
             if waiter.group in blocked or self._held[waiter.group] >= waiter.limit:
                 blocked.add(waiter.group)
                 continue

@@ -165,6 +165,8 @@ class ModuleSocket:
         self._sending = False
         self._reading = False
         self._want_read = False  # the module said it holds bytes for us (+QIRDI, CLOSED)
+        self._announced = 0  # +QIRDI seen so far
+        self._announced_at_read = 0  # of those, seen when the AT+QIRD in flight went out
         self._turn_read = False  # alternate send/read when both are wanted
         self._paused = False  # our consumer paused us
         self._held = 0  # bytes delivered since our consumer paused us
@@ -273,7 +275,6 @@ class ModuleSocket:
     def resumeProducing(self) -> None:
         self._paused = False
         self._held = 0
-        self._want_read = self._want_read or self._pull  # a +QIRDI may have come while paused
         self.modem.pump.kick()
 
     def stopProducing(self) -> None:
@@ -285,6 +286,7 @@ class ModuleSocket:
     def socket_event(self, event) -> None:
         """URCs naming this socket (routed by the Modem)."""
         if isinstance(event, DataAvailable):
+            self._announced += 1
             self._want_read = True
             self.modem.pump.kick()
         elif isinstance(event, Received):
@@ -300,6 +302,8 @@ class ModuleSocket:
         if self.phase in (Phase.CLOSING, Phase.CLOSED):
             return
         self.log.warn("socket {slot}: modem down ({reason})", slot=self.slot, reason=reason)
+        self._to(Phase.CLOSING)  # a write from the protocol's connectionLost is not carried
+        self._stop()
         self._tell_protocol(Failure(ConnectionLost(f"modem down: {reason}")))
         self._release()
 
@@ -316,6 +320,7 @@ class ModuleSocket:
             return self._send_job()
         if read:
             self._reading = True
+            self._announced_at_read = self._announced
             t = self.modem.timeouts
             return BulkJob(commands.qird(self.settings.read_size, self.slot, self.modem.context,
                                          timeout=t.qird), self._read_done)
@@ -437,8 +442,10 @@ class ModuleSocket:
 
     def _linger_over(self) -> None:
         self._linger = None
-        if self._reading or (self._want_read and not self._paused):
-            # A read is in flight or due: its bytes are traffic, the linger starts again.
+        if (self._reading or (self._want_read and not self._paused)
+                or (self.phase is Phase.DRAINING and not self._want_read)):
+            # A read is in flight or due (its bytes are traffic), or the drain after a remote
+            # close ends by itself: the linger starts again.
             self._linger = self.clock.callLater(self.settings.linger, self._linger_over)
             return
         if self._want_read:
@@ -471,6 +478,7 @@ class ModuleSocket:
             return
         self.log.info("socket {slot}: lingering, idle {t:g} s and wanted by a waiting "
                       "connection; closing early", slot=self.slot, t=RECLAIM_IDLE)
+        self.modem.sockets.reclaiming(self.slot)
         self._close_socket(Failure(ConnectionDone()))
 
     def _traffic(self) -> None:
@@ -497,6 +505,11 @@ class ModuleSocket:
         if isinstance(result, ReadResult) and result.data:
             self._deliver(result.data)
             return
+        if self._announced != self._announced_at_read:
+            # A +QIRDI came while this read was out (URCs arrive anywhere, docs/at-dialect.md
+            # §8.1): the empty answer may predate the bytes it announced.
+            self.modem.pump.kick()
+            return
         self._want_read = False
         if self.phase is Phase.DRAINING:
             self._drained()
@@ -507,7 +520,15 @@ class ModuleSocket:
         self.bytes_down += len(data)
         self._traffic()
         self._liveness.data_received()
-        self.protocol.dataReceived(data)
+        try:
+            self.protocol.dataReceived(data)
+        except Exception:
+            failure = Failure()
+            self.log.failure("socket {slot}: the protocol failed on received bytes; closing",
+                             failure, slot=self.slot)
+            if self.phase not in (Phase.CLOSING, Phase.CLOSED):
+                self._close_socket(failure)
+            return
         if not self._paused:
             return
         self._held += len(data)
@@ -523,7 +544,8 @@ class ModuleSocket:
         self.log.info("socket {slot}: remote closed", slot=self.slot)
         reading = self._pull and not (self.phase is Phase.FLUSHING
                                       and not self._linger_after_flush)
-        self._cancel("_linger", "_reclaim", "_acks_deadline")
+        # A linger goes on bounding a paused reader (see _linger_over); a reclaim stops.
+        self._cancel("_reclaim", "_acks_deadline")
         self.modem.sockets.remove_reclaimable(self)
         self._to(Phase.DRAINING)
         if reading:
@@ -586,12 +608,12 @@ class ModuleSocket:
         self._close_socket(Failure(ConnectionLost(reason)))
 
     def _close_socket(self, reason: Failure) -> None:
-        """Tell the protocol, then AT+QICLOSE=n (after a remote close it may answer ERROR too)."""
+        """AT+QICLOSE=n (after a remote close it may answer ERROR too), and tell the protocol."""
         self._to(Phase.CLOSING)
         self._stop()
-        self._tell_protocol(reason)
         self.modem.issue(commands.qiclose(self.slot, timeout=self.modem.timeouts.qiclose)
                          ).addBoth(self._socket_closed)
+        self._tell_protocol(reason)
 
     def _socket_closed(self, result) -> None:
         if isinstance(result, Failure) and not result.check(ATError):
@@ -604,6 +626,7 @@ class ModuleSocket:
             return
         self._to(Phase.CLOSED)
         self._stop()
+        self._uplink.clear()
         self.modem.detach_socket(self.slot)
         self.modem.sockets.release(self.slot)
 
@@ -621,6 +644,8 @@ class ModuleSocket:
     def _told(self, protocol, reason: Failure) -> None:
         try:
             protocol.connectionLost(reason)
+        except Exception:
+            self.log.failure("socket {slot}: the protocol's connectionLost failed", slot=self.slot)
         finally:
             self._telling = False
 

@@ -13,7 +13,6 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from bridge.modem.endpoint import ModemEndpoint
-from bridge.modem.socket import Phase
 from bridge.proxy.splice import LocalSide, ModuleSide
 
 
@@ -33,7 +32,7 @@ class Admission(Factory):
                                       group=profile.name, limit=profile.max_links,
                                       wait=profile.queue_timeout)
         self.served = 0
-        self._sockets = []
+        self._sockets = set()
 
     def buildProtocol(self, addr) -> LocalSide:
         local = LocalSide(self)
@@ -58,8 +57,12 @@ class Admission(Factory):
 
     def _connected(self, module: ModuleSide, local: LocalSide) -> None:
         self.served += 1
-        self._sockets.append(module.transport)
+        self._sockets.add(module.transport)
         local.spliced(module)
+
+    def ended(self, socket) -> None:
+        """A module socket of this profile stopped carrying (its ModuleSide was told)."""
+        self._sockets.discard(socket)
 
     def _failed(self, failure, local: LocalSide) -> None:
         local.connecting = None
@@ -72,9 +75,8 @@ class Admission(Factory):
 
     @property
     def sockets(self) -> list:
-        """This profile's module sockets that still hold their index."""
-        self._sockets = [s for s in self._sockets if s.phase is not Phase.CLOSED]
-        return list(self._sockets)
+        """This profile's module sockets that still carry, lowest index first."""
+        return sorted(self._sockets, key=lambda socket: socket.slot)
 
     def stats(self) -> dict:
         """Sockets, waiting connections and the bytes the bridge holds for them."""

@@ -92,6 +92,7 @@ class ModuleSide(Protocol):
         self.local.transport.write(data)
 
     def connectionLost(self, reason=None) -> None:
+        self.local.admission.ended(self.transport)
         self.transport = None
         if self.local.ended:
             return
