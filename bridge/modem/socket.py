@@ -222,6 +222,7 @@ class ModuleSocket:
     def writeSequence(self, data) -> None:
         self.write(b"".join(data))
 
+    @_called_by_protocol
     def loseWriteConnection(self) -> None:
         """Half-close: send the rest, wait until it is acked, then linger for the reply."""
         if self.phase is Phase.CONNECTED:
