@@ -30,24 +30,17 @@ import json
 import os
 import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bridge_process import BridgeProcess, free_port
+
 PAYLOAD = 200
 TARGET = 20.0  # connections/s, plain close with the default linger
 CEILING = 30.0  # six sockets, each reclaimable after 0.2 s idle
 CYCLE_TIMEOUT = 40.0  # one socket operation (> the profile's queue_timeout of 30 s)
 DEFAULT_LINGER = 2.0
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class EchoServer:
@@ -102,38 +95,19 @@ class EchoServer:
         return not self.open
 
 
-class Bridge:
+class Bridge(BridgeProcess):
     """One ``cellbridge run`` process with one profile to the echo server."""
 
     def __init__(self, tmp, linger, echo):
         self.port = free_port()
         self.control = os.path.join(tmp, "sim.sock")
-        config = os.path.join(tmp, "churn.ini")
         linger_line = "" if linger is None else f"linger = {linger:g}\n"
-        with open(config, "w") as handle:
-            handle.write(
-                f"[cellbridge]\nlog_level = info\nstate_dir = {tmp}\n"
-                f"[modem:main]\nport = sim\napn = internet\n"
-                f"sim_args = --act-delay 0.05 --control {self.control}\n"
-                f"[profile:churn]\nlisten = tcp:{self.port}\n"
-                f"remote = tcp:127.0.0.1:{echo.port}\n{linger_line}")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bridge.cli", "run", "-c", config], cwd=ROOT,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ,
-                                                                   "PYTHONPATH": ROOT})
-        self.ready = threading.Event()
-        self.log = []
-        threading.Thread(target=self._read_log, daemon=True).start()
-        if not self.ready.wait(60):
-            self.stop()
-            raise SystemExit("bridge did not become ready:\n" + "".join(self.log[-20:]))
-
-    def _read_log(self):
-        for line in iter(self.process.stdout.readline, b""):
-            text = line.decode(errors="replace")
-            self.log.append(text)
-            if ", local IP" in text:
-                self.ready.set()
+        super().__init__(tmp, (
+            f"[cellbridge]\nlog_level = info\nstate_dir = {tmp}\n"
+            f"[modem:main]\nport = sim\napn = internet\n"
+            f"sim_args = --act-delay 0.05 --control {self.control}\n"
+            f"[profile:churn]\nlisten = tcp:{self.port}\n"
+            f"remote = tcp:127.0.0.1:{echo.port}\n{linger_line}"), "churn.ini")
 
     def closes(self):
         """(lingering sockets closed early for a waiter, closed after the whole linger), from the
@@ -156,13 +130,6 @@ class Bridge:
                     break
                 answer += data
         return json.loads(answer)["commands"]
-
-    def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 def recv_exactly(sock, size):
@@ -216,8 +183,8 @@ class Result:
         ok = self.cycles - sum(self.failures.values())
         times = sorted(self.times)
         text = (f"  {self.label:<28} {rate:7.1f} conn/s  {self.cycles:3d} cycles in "
-                f"{self.total:6.2f} s  (cycle median {statistics.median(times) * 1e3:4.0f} ms, "
-                f"slowest {times[-1] * 1e3:5.0f} ms)  {ok}/{self.cycles} echoes ok")
+            f"{self.total:6.2f} s  (cycle median {statistics.median(times) * 1e3:4.0f} ms, "
+            f"slowest {times[-1] * 1e3:5.0f} ms)  {ok}/{self.cycles} echoes ok")
         if target is not None:
             verdict = "ok" if rate >= target and not self.failures else "below target"
             if rate >= target and self.failures:

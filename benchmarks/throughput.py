@@ -18,13 +18,12 @@ Usage: python benchmarks/throughput.py [--quick] [--only a|b|c]
 import argparse
 import os
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bridge_process import BridgeProcess, free_port
+
 UART_BYTES_PER_S = 115200 / 10
 RADIO_UP_BPS, RADIO_DOWN_BPS, RADIO_RTT_MS = 26800, 53600, 700
 TIMEOUT = 600.0
@@ -59,12 +58,6 @@ def listener():
     return sock
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def receive_into(conn, arrivals, expected):
     try:
         while arrivals.total < expected:
@@ -85,39 +78,20 @@ def serve_once(sock, handler):
     threading.Thread(target=run, daemon=True).start()
 
 
-class Bridge:
+class Bridge(BridgeProcess):
     """One ``cellbridge run`` process with an uplink and a downlink profile."""
 
     def __init__(self, tmp, receive="pull", window=5840, sim_args=""):
         self.sink, self.source = listener(), listener()
         self.up_port, self.down_port = free_port(), free_port()
-        config = os.path.join(tmp, "bench.ini")
-        with open(config, "w") as handle:
-            handle.write(
-                f"[cellbridge]\nlog_level = info\nstate_dir = {tmp}\n"
-                f"[modem:main]\nport = sim\napn = internet\nreceive = {receive}\n"
-                f"send_window = {window}\nsim_args = --act-delay 0.05 {sim_args}\n"
-                f"[profile:up]\nlisten = tcp:{self.up_port}\n"
-                f"remote = tcp:127.0.0.1:{self.sink.getsockname()[1]}\n"
-                f"[profile:down]\nlisten = tcp:{self.down_port}\n"
-                f"remote = tcp:127.0.0.1:{self.source.getsockname()[1]}\n")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bridge.cli", "run", "-c", config], cwd=ROOT,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ,
-                                                                   "PYTHONPATH": ROOT})
-        self.ready = threading.Event()
-        self.log = []
-        threading.Thread(target=self._read_log, daemon=True).start()
-        if not self.ready.wait(60):
-            self.stop()
-            raise SystemExit("bridge did not become ready:\n" + "".join(self.log[-20:]))
-
-    def _read_log(self):
-        for line in iter(self.process.stdout.readline, b""):
-            text = line.decode(errors="replace")
-            self.log.append(text)
-            if ", local IP" in text:
-                self.ready.set()
+        super().__init__(tmp, (
+            f"[cellbridge]\nlog_level = info\nstate_dir = {tmp}\n"
+            f"[modem:main]\nport = sim\napn = internet\nreceive = {receive}\n"
+            f"send_window = {window}\nsim_args = --act-delay 0.05 {sim_args}\n"
+            f"[profile:up]\nlisten = tcp:{self.up_port}\n"
+            f"remote = tcp:127.0.0.1:{self.sink.getsockname()[1]}\n"
+            f"[profile:down]\nlisten = tcp:{self.down_port}\n"
+            f"remote = tcp:127.0.0.1:{self.source.getsockname()[1]}\n"), "bench.ini")
 
     def cpu_seconds(self):
         """utime + stime of the bridge process itself (the simulator child is not included)."""
@@ -142,13 +116,6 @@ class Bridge:
         threading.Thread(target=receive_into, args=(client, arrivals, size), daemon=True).start()
         arrivals.client = client
         return arrivals
-
-    def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 def run(receive="pull", window=5840, sim_args="", up=0, down=0):

@@ -12,7 +12,7 @@ import pytest_twisted
 import trustme
 from OpenSSL import SSL
 from service_identity import VerificationError
-from twisted.internet import defer, endpoints, protocol, reactor, ssl
+from twisted.internet import defer, endpoints, protocol, ssl
 from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher

@@ -18,7 +18,7 @@ from zope.interface.verify import verifyObject
 import bridge.service
 from bridge import tap
 from bridge.config import load_config
-from bridge.errors import CellbridgeError, NotSupported, SimLocked
+from bridge.errors import CellbridgeError, SimLocked
 from bridge.service import make_service
 
 REPO = pathlib.Path(__file__).parent.parent

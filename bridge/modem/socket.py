@@ -41,7 +41,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from bridge.at import commands
-from bridge.at.commands import MAX_READ, MAX_SEND, ReadResult, SackResult, SendResult
+from bridge.at.commands import MAX_READ, MAX_SEND, ReadResult, SendResult
 from bridge.at.errors import ATError
 from bridge.at.events import Closed, DataAvailable, Received, StreamCorrupt
 from bridge.keepalive import KeepaliveTimings
