@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from bridge.at import commands
-from bridge.modem.slots import SLOTS
+from bridge.modem.pool import SLOTS
 from bridge.modem.socket import ModuleAddress, ModuleSocket, SocketSettings
 
 

@@ -1,6 +1,6 @@
 """Who holds which of the module's six sockets, and who waits for one.
 
-Every user of the modem shares the six AT+QIOPEN indices (app note §3.1: AT+QIMUX=1 gives six),
+Every user of the modem shares the six AT+QIOPEN indices (app note §3.3: AT+QIMUX=1 gives six),
 so waiting for one is the modem's business, not a profile's: a socket is handed out when the modem
 is ready and an index is free, to the oldest waiter that its group's limit lets through (a group
 is a profile: ``max_links``). A group at its limit does not hold up another group, and a
@@ -14,13 +14,16 @@ A socket that only lingers for a half-closed client (see :class:`ModuleSocket`) 
 as reclaimable: while somebody waits, it gives its index up once it has been idle for a moment.
 """
 
-from collections import Counter, deque
-from typing import Deque, Optional, Set
+from collections import deque
+from typing import Deque, Dict, Optional, Set
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from bridge.modem.slots import SLOTS, SlotAllocator
+
+
+#: Socket indices with AT+QIMUX=1: AT+QIOPEN=0..5 (app note §2.1, §3.3).
+SLOTS = 6
 
 
 class _Waiter:
@@ -41,12 +44,11 @@ class SocketPool:
     log = Logger()
 
     def __init__(self, on_count=lambda n: None, count: int = SLOTS) -> None:
-        self._slots = SlotAllocator(count)
+        self._count = count
         self._on_count = on_count
         self._ready = False
         self._waiters: Deque[_Waiter] = deque()
-        self._held = Counter()  # group -> indices held
-        self._groups = {}  # index -> group
+        self._groups: Dict[int, str] = {}  # index in use -> the group holding it
         self._reclaimable: Set = set()
         self._reclaiming: Set[int] = set()  # indices closing early for a waiter, not yet back
         self._serving = False
@@ -68,18 +70,15 @@ class SocketPool:
 
     def must_wait(self, group: str = "", limit: int = SLOTS) -> bool:
         """Would ``acquire(group, limit)`` wait now?"""
-        return (not self._ready or self.waiting(group) > 0 or self._held[group] >= limit
-                or len(self._slots.in_use) >= self._slots.count)
+        return (not self._ready or self.waiting(group) > 0 or self._held(group) >= limit
+                or len(self._groups) >= self._count)
 
     def release(self, index: int) -> None:
         """Give ``index`` back (once: it may be somebody else's right after) and serve the
         waiters."""
         self._reclaiming.discard(index)
-        group = self._groups.pop(index, None)
-        if group is not None:
-            self._held[group] -= 1
-            self._slots.release(index)
-            self._on_count(len(self._slots.in_use))
+        if self._groups.pop(index, None) is not None:
+            self._on_count(len(self._groups))
         self._serve()
 
     def set_ready(self, ready: bool) -> None:
@@ -90,7 +89,7 @@ class SocketPool:
 
     @property
     def in_use(self) -> frozenset:
-        return self._slots.in_use
+        return frozenset(self._groups)
 
     def waiting(self, group: Optional[str] = None) -> int:
         """Waiters in all, or of ``group``."""
@@ -111,7 +110,7 @@ class SocketPool:
         """Would freeing ``index`` serve somebody who waits now and is not already being served
         by another index closing early (one waiter must not empty every linger)?"""
         group = self._groups.get(index)
-        served = sum(1 for w in self._waiters if self._held[w.group] - (w.group == group) < w.limit)
+        served = sum(1 for w in self._waiters if self._held(w.group) - (w.group == group) < w.limit)
         return served > len(self._reclaiming)
 
     def reclaiming(self, index: int) -> None:
@@ -140,17 +139,19 @@ class SocketPool:
                 return
             if waiter not in self._waiters:
                 continue  # cancelled by an earlier waiter's callback
-            if waiter.group in blocked or self._held[waiter.group] >= waiter.limit:
+            if waiter.group in blocked or self._held(waiter.group) >= waiter.limit:
                 blocked.add(waiter.group)
                 continue
-            index = self._slots.allocate()
-            if index is None:
+            free = [index for index in range(self._count) if index not in self._groups]
+            if not free:
                 return
             self._waiters.remove(waiter)
-            self._groups[index] = waiter.group
-            self._held[waiter.group] += 1
-            self._on_count(len(self._slots.in_use))
-            waiter.deferred.callback(index)
+            self._groups[free[0]] = waiter.group  # lowest first: transcripts stay predictable
+            self._on_count(len(self._groups))
+            waiter.deferred.callback(free[0])
+
+    def _held(self, group: str) -> int:
+        return sum(1 for holder in self._groups.values() if holder == group)
 
     def _leave(self, waiter: _Waiter) -> None:
         if waiter in self._waiters:
