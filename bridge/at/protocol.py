@@ -264,6 +264,8 @@ class ATProtocol(Protocol):
         """How long the commands already on the wire or queued may hold the line with their
         payloads at the configured baud: a newcomer may wait that much longer in the queue (its
         own limit is for the module's answer, not for other commands' payloads)."""
+        if not self._baud:
+            return 0.0
         ahead = [self._current] if self._current is not None else []
         ahead.extend(entry for queue in self._queues.values() for entry in queue)
         return self._line_time(sum(len(entry.command.wire_bytes()) + entry.command.transfer_bytes
