@@ -158,8 +158,42 @@ def _text(line: bytes) -> str:
     return line.decode("ascii", "replace")
 
 
+#: The selecting settings (app note §7, §3.2): AT+QIFGCNT=<context>, AT+QISRVC=<1 client|2 server>.
+FOREGROUND_CONTEXT = "+QIFGCNT"
+SOCKET_SIDE = "+QISRVC"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a socket command addresses where the module keeps a choice for it: the foreground
+    context (AT+QIFGCNT, app note §7) and client or server-accepted sockets (AT+QISRVC, app note
+    §3.2, §3.4). The engine writes the selecting commands first when the module's choice is not
+    known to match (``ATProtocol``); None = this command does not depend on it."""
+
+    context: Optional[int] = None
+    server: Optional[bool] = None
+
+    def settings(self) -> Tuple[Tuple[str, int], ...]:
+        """The (command name, value) pairs that must be in force, in the order to set them."""
+        wanted = []
+        if self.context is not None:
+            wanted.append((FOREGROUND_CONTEXT, self.context))
+        if self.server is not None:
+            wanted.append((SOCKET_SIDE, 2 if self.server else 1))
+        return tuple(wanted)
+
+
+NO_SELECTION = Selection()
+
+
 class Command:
     """One command on the wire: bytes to write, its own lines, its end, its typed result."""
+
+    #: The module choices (:class:`Selection`) that must be in force before this command.
+    selection: Selection = NO_SELECTION
+    #: ``(name, value)`` of the selecting setting this command makes (AT+QIFGCNT=1), else None:
+    #: the engine learns the module's choice from it.
+    selects: Optional[Tuple[str, int]] = None
 
     #: The most payload bytes that cross the UART between this command's line and its final result
     #: (written after its prompt, or read back with their framing): the engine adds their line
@@ -188,6 +222,11 @@ class Command:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.text}>"
+
+    def addressing(self, selection: Selection) -> "Command":
+        """This command, to be written only once ``selection`` is in force."""
+        self.selection = selection
+        return self
 
     @property
     def text(self) -> str:
@@ -482,8 +521,15 @@ def cfun(fun: int, reset: bool = False, timeout: float = DEFAULT_TIMEOUTS.attach
 
 # -- factories: bearer and modes --------------------------------------------------------------
 
+def select(name: str, value: int, timeout: float = DEFAULT_TIMEOUTS.simple) -> Command:
+    """A selecting setting (``FOREGROUND_CONTEXT`` or ``SOCKET_SIDE``) the engine keeps track of."""
+    command = setting(name, value, timeout=timeout)
+    command.selects = (name, value)
+    return command
+
+
 def qifgcnt(context: int = 0, timeout: float = DEFAULT_TIMEOUTS.simple) -> Command:
-    return setting("+QIFGCNT", context, timeout=timeout)
+    return select(FOREGROUND_CONTEXT, context, timeout)
 
 
 def qicsgp(apn: str, user: str = "", password: str = "", mode: int = 1,
@@ -540,8 +586,8 @@ def qihead(on: bool, timeout: float = DEFAULT_TIMEOUTS.simple) -> Command:
 
 
 def qisrvc(server: bool, timeout: float = DEFAULT_TIMEOUTS.simple) -> Command:
-    """Select server-accepted (True) or client sockets for QISEND/QICLOSE/QISACK/QIRD."""
-    return setting("+QISRVC", 2 if server else 1, timeout=timeout)
+    """Select server-accepted (True) or client sockets for QISEND/QICLOSE/QISACK."""
+    return select(SOCKET_SIDE, 2 if server else 1, timeout)
 
 
 # -- factories: sockets -----------------------------------------------------------------------

@@ -41,6 +41,15 @@ class CmsError(CmeError):
     """``+CMS ERROR: <code|text>`` (SMS-side errors, seen during boot)."""
 
 
+class SelectionFailed(ATEngineError):
+    """The selecting command a socket command needed first (AT+QIFGCNT, AT+QISRVC) failed; the
+    socket command was not written: it would have addressed another socket."""
+
+    def __init__(self, command: str, selector: str, error: Exception) -> None:
+        super().__init__(f"{command}: not sent, {selector} failed first: {error}")
+        self.command = command
+
+
 class CommandTimeout(ATEngineError):
     """No final result in time; ``queued`` says whether the command ever reached the wire."""
 

@@ -68,6 +68,11 @@ class RemoteIp:
     ip: str
 
 
+#: Boot URCs only a (re)starting module prints (``+CPIN``, ``Call Ready``, ``SMS Ready`` can also
+#: follow other commands): every setting is back at its power-up value.
+RESTART_SIGNS = ("RDY", "CFUN")
+
+
 @dataclass(frozen=True)
 class Boot:
     """Boot and SIM URCs: kind is 'RDY', 'Call Ready', 'SMS Ready', 'CFUN' or 'CPIN'."""

@@ -26,6 +26,14 @@ otherwise swallow the module's answers to it.  The framer is told what the comma
 may produce: payload is written only on the ``> `` of an AT+QISEND whose line is out and has no
 final result yet, never on a ``>`` in junk.
 
+Some socket commands address what a module setting selects: AT+QISEND/QISACK/QICLOSE act on the
+foreground context (AT+QIFGCNT, app note §7) and on client or server-accepted sockets (AT+QISRVC,
+app note §3.2, §3.4). A command's ``Selection`` names what it needs; when the engine does not know
+that choice to be in force it writes the selecting command first, at the moment of writing (so
+the choice on the wire is always the one it tracks). A selector that fails fails its command
+unsent: a payload must never reach another socket. A restarting module forgets its choices, and
+so does the engine.
+
 With a ``sleep`` controller (``bridge.modem.sleep.SleepController``) every command waits for its
 ``wake()`` before it is written (the module's UART listens 20 ms after DTR went LOW), and
 ``idle()`` is called whenever the wire is free and nothing is queued.
@@ -41,8 +49,9 @@ from twisted.logger import Logger
 from bridge.at import commands
 from bridge.at.commands import Command, Priority, ReadCommand, SendCommand
 from bridge.at.datamode import DataMode
-from bridge.at.errors import CommandTimeout, LinkLost, ResyncFailed
-from bridge.at.events import Resynced, StreamCorrupt, Unsolicited, parse_urc, received_from
+from bridge.at.errors import CommandTimeout, LinkLost, ResyncFailed, SelectionFailed
+from bridge.at.events import (RESTART_SIGNS, Boot, Resynced, StreamCorrupt, Unsolicited, parse_urc,
+                              received_from)
 from bridge.at.framing import Data, Framer, Junk, Line, Marker, Payload, Prompt
 from bridge.at.redact import redact
 from bridge.at.ring import TrafficRing
@@ -82,6 +91,7 @@ class _Outstanding:
         self.limit = command.timeout  # of the wait ``timer`` runs for
         self.abandoned = False  # cancelled by the caller while on the wire
         self.attempt = attempt  # > 0 for a resync probe
+        self.selecting_for: Optional[_Outstanding] = None  # the command a selector goes before
 
     @property
     def is_resync(self) -> bool:
@@ -129,6 +139,7 @@ class ATProtocol(Protocol):
         self._desynced = False
         self._lost = False
         self._listeners: list = []
+        self._selected: dict = {}  # selecting setting -> the value known to be in force
         self.transparent_server_listening = False
         """Set while a transparent-mode server listens: its accepted client arrives as an
         unprompted ``CONNECT`` (app note §4.2, §5.1) that must switch the UART to data mode."""
@@ -220,12 +231,47 @@ class ATProtocol(Protocol):
             self._queues[entry.command.priority].appendleft(entry)
             self._start_resync(1)
             return
+        selector = self._selector_for(entry)
+        if selector is not None:
+            self._queues[entry.command.priority].appendleft(entry)
+            if entry.timer is not None:
+                entry.timer.delay(selector.limit)  # the selector's wait is not its own
+            entry = selector
         self._stop_timer(entry)
         self._current = entry  # the wire is ours from now on, even while the module wakes
         if self.sleep is None:
             self._write_command(entry)
         else:
             self.sleep.wake().addCallback(lambda _: self._write_command(entry))
+
+    def _selector_for(self, entry: _Outstanding) -> Optional[_Outstanding]:
+        """The selecting command to write before ``entry`` (AT+QIFGCNT / AT+QISRVC, its
+        ``Selection``), or None when the module's choice is known to match. Deciding here, at
+        the moment of writing, follows what is really on the wire: commands of other sockets
+        may have changed the choice since ``entry`` was queued."""
+        for name, value in entry.command.selection.settings():
+            if self._selected.get(name) != value:
+                selector = _Outstanding(commands.select(name, value), None)
+                selector.selecting_for = entry
+                return selector
+        return None
+
+    def _learn_selection(self, entry: _Outstanding, error: Optional[Exception]) -> None:
+        """Record the module's choice after a selecting command; when it failed, the choice is
+        unknown and the command it went before is failed unsent."""
+        command = entry.command
+        if command.selects is None:
+            return
+        name, value = command.selects
+        if error is None:
+            self._selected[name] = value
+            return
+        self._selected.pop(name, None)
+        dependent = entry.selecting_for
+        if dependent is not None and dependent in self._queues[dependent.command.priority]:
+            self._queues[dependent.command.priority].remove(dependent)
+            self._stop_timer(dependent)
+            self._fire(dependent, SelectionFailed(dependent.command.text, command.text, error))
 
     def _write_command(self, entry: _Outstanding) -> None:
         if self._current is not entry or self._lost:
@@ -318,6 +364,8 @@ class ATProtocol(Protocol):
             return
         event = parse_urc(line)
         if event is not None:
+            if isinstance(event, Boot) and event.kind in RESTART_SIGNS:
+                self._selected.clear()  # back at power-up values, which we do not assume
             self.emit(event)
             return
         if command is not None and command.take(line):
@@ -370,6 +418,7 @@ class ATProtocol(Protocol):
         if entry.is_resync:
             self._resync_answered(entry)
             return
+        self._learn_selection(entry, entry.command.error)
         self._pump()  # next command out before any callback runs
         self._fire(entry, entry.command.error)
 
@@ -401,12 +450,14 @@ class ATProtocol(Protocol):
             return
         command = entry.command
         self._current = probe = self._resync_probe(1)  # nothing else may be written now
+        error = CommandTimeout(command.text, entry.limit, queued=False)
+        self._learn_selection(entry, error)
         if isinstance(command, SendCommand):
             # Filler or resync bytes may become this socket's payload: its stream is corrupt.
             self.emit(StreamCorrupt(command.socket))
         self._log_recovery("{command} timed out on the wire; resynchronising",
                            command=command.text)
-        self._fire(entry, CommandTimeout(command.text, entry.limit, queued=False))
+        self._fire(entry, error)
         self._send_resync(probe, filler=_unwritten_payload_filler(command))
 
     def _start_resync(self, attempt: int) -> None:
@@ -446,6 +497,7 @@ class ATProtocol(Protocol):
             return
         self._current = None
         self._desynced = True
+        self._selected.clear()  # whatever answers next may have restarted
         self._log_recovery("module silent after {n} resync attempts", n=attempt)
         abandoned = [entry for queue in self._queues.values() for entry in queue]
         for queue in self._queues.values():

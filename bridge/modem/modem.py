@@ -22,7 +22,8 @@ from twisted.logger import Logger
 from bridge.at import commands
 from bridge.at.commands import DEFAULT_TIMEOUTS, Timeouts
 from bridge.at.events import (Boot, Closed, ConnectResult, DataAvailable, PdpDeact, Received,
-                              Registration, RemoteIp, Resynced, StreamCorrupt)
+                              Registration, RemoteIp, Resynced, RESTART_SIGNS,
+                              StreamCorrupt)
 from bridge.at.protocol import RESYNC_ATTEMPTS, RESYNC_TIMEOUT, ATProtocol
 from bridge.at.ring import describe_payload
 from bridge.counters import Counters
@@ -44,9 +45,6 @@ from bridge.modem.transport import TransportError, open_port
 #: Without an answer for this long (and nothing on the wire) the modem is not healthy.
 ANSWER_STALE = 120.0
 SOCKET_EVENTS = (ConnectResult, Closed, DataAvailable, Received, RemoteIp, StreamCorrupt)
-#: Boot URCs that only a (re)starting module prints; Call Ready, SMS Ready and +CPIN can also
-#: follow other commands, so they only trigger a settings check.
-RESET_SIGNS = ("RDY", "CFUN")
 
 
 class _ModemProtocol(ATProtocol):
@@ -331,7 +329,7 @@ class Modem(Service):
             self.stack.step("PDP DEACT")
             self._lost_module(self.supervisor.context_lost,
                               "PDP context deactivated by the network (+PDP DEACT)")
-        elif isinstance(event, Boot) and event.kind in RESET_SIGNS:
+        elif isinstance(event, Boot) and event.kind in RESTART_SIGNS:
             self.stack.state = None
             self._lost_module(self.supervisor.module_reset, f"the module restarted ({event.kind})")
         elif isinstance(event, Boot):
