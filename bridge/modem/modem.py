@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
 from bridge.at import commands
-from bridge.at.commands import DEFAULT_TIMEOUTS, Timeouts
+from bridge.at.commands import DEFAULT_TIMEOUTS, Selection, Timeouts
 from bridge.at.events import (Boot, Closed, ConnectResult, DataAvailable, PdpDeact, Received,
                               Registration, RemoteIp, Resynced, RESTART_SIGNS,
                               StreamCorrupt)
@@ -88,7 +88,10 @@ class Modem(Service):
         self.config = config
         self.name = f"modem:{config.name}"
         self.receive_mode = config.receive
-        self.context = 0
+        #: PDP contexts the profiles and servers on this modem use (the service tree adds them)
+        self.contexts_in_use = {0}
+        #: a module-side server listens: socket commands must say client or server side
+        self.serves = False
         self.protocol: Optional[ATProtocol] = None
         self.ready = False
         self.local_ip: Optional[str] = None
@@ -374,12 +377,22 @@ class Modem(Service):
             return fail(ModemDown(f"{self.name} is not ready"))
         return self.protocol.issue(command)
 
-    def query_stack(self) -> Deferred:
-        """Ask the module for its stack state (AT+QISTATE/QISTAT) and adopt it -> StackState."""
+    def query_stack(self, context: int = 0) -> Deferred:
+        """Ask the module for the stack state of ``context`` (AT+QISTATE/QISTAT) and adopt it
+        -> StackState."""
         if self.protocol is None:
             return fail(ModemDown(f"{self.name}: the port is not open"))
         command = self.stack.status_command(self.mux, self.timeouts.simple)
+        command.addressing(self.selection(context))
         return self.protocol.issue(command).addCallback(self.stack.observed)
+
+    def selection(self, context: int = 0, server: Optional[bool] = None) -> Selection:
+        """What a command on a socket of ``context`` (and side, for AT+QISEND/QISACK/QICLOSE)
+        must have selected first (``Selection``). Nothing on a modem that uses context 0 alone
+        and no server: its module keeps the power-up choices and bring-up's AT+QIFGCNT=0."""
+        two_contexts = self.contexts_in_use != {0}
+        return Selection(context=context if two_contexts else None,
+                         server=server if self.serves and server is not None else None)
 
     @property
     def slots_in_use(self) -> frozenset:
@@ -399,12 +412,13 @@ class Modem(Service):
     def detach_socket(self, index: int) -> None:
         self._handlers.pop(index, None)
 
-    def open_socket(self, index: int, proto: str, host: str, port: int) -> Deferred:
+    def open_socket(self, index: int, proto: str, host: str, port: int,
+                    context: int = 0) -> Deferred:
         """AT+QIDNSIP, AT+QIOPEN, wait for CONNECT OK -> Deferred(None); ConnectFailed or
         ModemDown otherwise (see :class:`~bridge.modem.opener.SocketOpener`)."""
         if not self.ready:
             return fail(ModemDown(f"{self.name} is not ready"))
-        return self._opener.open(index, proto, host, port)
+        return self._opener.open(index, proto, host, port, context)
 
 
 def make_modem_service(modem_config, root, **options) -> Modem:

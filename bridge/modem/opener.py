@@ -41,12 +41,12 @@ class SocketOpener:
         self._waiters: Dict[int, Deferred] = {}
         self._turn = defer.DeferredLock()
 
-    def open(self, index: int, proto: str, host: str, port: int) -> Deferred:
-        """-> Deferred(None) once connected; ConnectFailed (the module's index is closed
-        again), or ModemDown."""
+    def open(self, index: int, proto: str, host: str, port: int, context: int = 0) -> Deferred:
+        """-> Deferred(None) once connected on PDP ``context``; ConnectFailed (the module's
+        index is closed again), or ModemDown."""
         if index in self._waiters:
             return fail(ConnectFailed(f"socket {index} is already opening"))
-        return self._open(index, proto, host, port)
+        return self._open(index, proto, host, port, context)
 
     def connect_result(self, socket: int, event) -> bool:
         """Give ``CONNECT OK|FAIL`` to the open waiting for it; False if none was."""
@@ -62,25 +62,26 @@ class SocketOpener:
             waiter.errback(error)
 
     @inlineCallbacks
-    def _open(self, index, proto, host, port):
+    def _open(self, index, proto, host, port, context):
         wire_index = index if self.modem.mux else None
         connected = Deferred()
         self._waiters[index] = connected
         try:
             try:
-                accepted = yield self._turn.run(self._request, wire_index, proto, host, port)
+                accepted = yield self._turn.run(self._request, wire_index, proto, host, port,
+                                                context)
             except ATEngineError as error:
-                yield self._close_after_failure(wire_index, resync=True)
+                yield self._close_after_failure(wire_index, context, resync=True)
                 raise ConnectFailed(f"AT+QIOPEN failed: {error}") from error
             if accepted.already:
-                yield self._close_after_failure(wire_index)
+                yield self._close_after_failure(wire_index, context)
                 raise ConnectFailed(f"socket {index} was already connected on the module")
             result = yield connected.addTimeout(self.modem.timeouts.connect, self.modem.reactor)
             if not result.ok:
-                yield self._close_after_failure(wire_index)
+                yield self._close_after_failure(wire_index, context)
                 raise ConnectFailed(f"{proto} {host}:{port}: CONNECT FAIL")
         except defer.TimeoutError:
-            yield self._close_after_failure(wire_index)
+            yield self._close_after_failure(wire_index, context)
             raise ConnectFailed(f"no CONNECT OK within {self.modem.timeouts.connect:g} s") from None
         finally:
             if self._waiters.get(index) is connected:
@@ -90,32 +91,35 @@ class SocketOpener:
             connected.addErrback(lambda _: None)  # e.g. ModemDown while QIOPEN was in flight
 
     @inlineCallbacks
-    def _request(self, wire_index, proto, host, port):
-        """AT+QIDNSIP (1 for a host name, 0 for a dotted address), then AT+QIOPEN -> its OK."""
-        t = self.modem.timeouts
+    def _request(self, wire_index, proto, host, port, context):
+        """AT+QIDNSIP (1 for a host name, 0 for a dotted address), then AT+QIOPEN -> its OK;
+        both on ``context``'s stack (the foreground one, app note §7)."""
+        t, on_context = self.modem.timeouts, self.modem.selection(context)
         try:
-            yield self.modem.issue(commands.qidnsip(not is_dotted_ip(host), t.simple))
+            yield self.modem.issue(
+                commands.qidnsip(not is_dotted_ip(host), t.simple).addressing(on_context))
         except ATEngineError as error:
             raise ConnectFailed(f"AT+QIDNSIP failed: {error}") from error
-        accepted = yield self.modem.issue(commands.qiopen(proto, host, port, wire_index,
-                                                          t.qiopen))
+        accepted = yield self.modem.issue(
+            commands.qiopen(proto, host, port, wire_index, t.qiopen).addressing(on_context))
         return accepted
 
     @inlineCallbacks
-    def _close_after_failure(self, wire_index, resync: bool = False):
+    def _close_after_failure(self, wire_index, context, resync: bool = False):
         """The index stays allocated on the module after a failed open: AT+QICLOSE=n (errors
         ignored); after an ERROR also ask the module for its stack state."""
         modem = self.modem
         if modem.protocol is None:
             return
+        close = commands.qiclose(wire_index, modem.timeouts.qiclose)
         try:
-            yield modem.protocol.issue(commands.qiclose(wire_index, modem.timeouts.qiclose))
+            yield modem.protocol.issue(close.addressing(modem.selection(context, server=False)))
         except ATEngineError as error:
             self.log.info("{name}: close after a failed open: {error}", name=modem.name,
                           error=error)
         if resync and modem.protocol is not None:
             try:
-                yield modem.query_stack()
+                yield modem.query_stack(context)
             except (ATEngineError, ModemDown) as error:
                 self.log.warn("{name}: stack state query failed: {error}", name=modem.name,
                               error=error)

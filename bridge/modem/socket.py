@@ -140,18 +140,24 @@ class ModuleSocket:
     """The transport of one connected module socket.
 
     :param modem: the Modem (``reactor``, ``pump``, ``issue``, ``sockets``, ``counters``,
-        ``receive_mode``, ``context``, ``timeouts``, ``query_stack``, ``attach_socket``,
+        ``receive_mode``, ``selection``, ``timeouts``, ``query_stack``, ``attach_socket``,
         ``detach_socket``)
     :param slot: the module socket index, held by this socket until it is released
     :param peer: the remote (``ModuleAddress``)
+    :param context: the PDP context it lives on (AT+QIFGCNT id, app note §7)
+    :param server: accepted by a module-side server (AT+QISRVC=2 sockets, app note §3.4)
     """
 
     log = Logger()
 
-    def __init__(self, modem, slot: int, peer: ModuleAddress, settings: SocketSettings) -> None:
+    def __init__(self, modem, slot: int, peer: ModuleAddress, settings: SocketSettings,
+                 context: int = 0, server: bool = False) -> None:
         self.modem = modem
         self.clock = modem.reactor
         self.slot = slot
+        self.context = context
+        self.server = server
+        self._selection = modem.selection(context, server)
         self.peer = peer
         self.settings = settings
         self.protocol = None
@@ -183,7 +189,8 @@ class ModuleSocket:
         self.acks = AckTracker(self.clock, self._ask_acks, self._ack_deficit, self._acks_answered,
                                settings, f"socket {slot}")
         self._liveness = LinkLiveness(self.clock, slot, settings.keepalive, settings.probe,
-                                      self.acks.query, modem.query_stack, self._send_probe,
+                                      self.acks.query, partial(modem.query_stack, context),
+                                      self._send_probe,
                                       self._fail)
 
     def __repr__(self) -> str:
@@ -323,8 +330,8 @@ class ModuleSocket:
             self._reading = True
             self._announced_at_read = self._announced
             t = self.modem.timeouts
-            return BulkJob(commands.qird(self.settings.read_size, self.slot, self.modem.context,
-                                         timeout=t.qird), self._read_done)
+            return BulkJob(commands.qird(self.settings.read_size, self.slot, self.context,
+                                         self.server, timeout=t.qird), self._read_done)
         return None
 
     def _can_read(self) -> bool:
@@ -353,8 +360,8 @@ class ModuleSocket:
         chunk = bytes(self._uplink[:self.settings.chunk])
         self._sending = True
         t = self.modem.timeouts
-        return BulkJob(commands.qisend(chunk, self.slot, timeout=t.send, prompt_timeout=t.prompt),
-                       partial(self._sent, size=len(chunk)))
+        command = commands.qisend(chunk, self.slot, timeout=t.send, prompt_timeout=t.prompt)
+        return BulkJob(command.addressing(self._selection), partial(self._sent, size=len(chunk)))
 
     def _sent(self, result, size: int) -> None:
         self._sending = False
@@ -395,7 +402,8 @@ class ModuleSocket:
         self.modem.pump.kick()
 
     def _ask_acks(self):
-        return self.modem.issue(commands.qisack(self.slot, timeout=self.modem.timeouts.qisack))
+        command = commands.qisack(self.slot, timeout=self.modem.timeouts.qisack)
+        return self.modem.issue(command.addressing(self._selection))
 
     def _acks_answered(self) -> None:
         if self.phase not in (Phase.CLOSING, Phase.CLOSED):
@@ -612,8 +620,8 @@ class ModuleSocket:
         """AT+QICLOSE=n (after a remote close it may answer ERROR too), and tell the protocol."""
         self._to(Phase.CLOSING)
         self._stop()
-        self.modem.issue(commands.qiclose(self.slot, timeout=self.modem.timeouts.qiclose)
-                         ).addBoth(self._socket_closed)
+        command = commands.qiclose(self.slot, timeout=self.modem.timeouts.qiclose)
+        self.modem.issue(command.addressing(self._selection)).addBoth(self._socket_closed)
         self._tell_protocol(reason)
 
     def _socket_closed(self, result) -> None:

@@ -1,0 +1,93 @@
+"""A module socket on a modem that serves or uses the second context: its commands carry the
+selection (AT+QIFGCNT, AT+QISRVC) and its reads name context and side (app note §3.4, §7)."""
+
+from twisted.internet.protocol import Protocol
+
+from bridge.modem.socket import ModuleAddress, ModuleSocket
+from tests.socket_bench import PROMPT, SEND_OK, ModemBench, sack
+from tests.modem_harness import OK
+
+
+class Collect(Protocol):
+    def connectionMade(self):
+        self.received = b""
+
+    def dataReceived(self, data):
+        self.received += data
+
+
+def server_socket(bench, slot=2, context=1):
+    bench.modem.contexts_in_use = {0, 1}
+    bench.modem.serves = True
+    socket = ModuleSocket(bench.modem, slot, ModuleAddress("TCP", "10.9.8.7", 40000),
+                          bench.modem.socket_settings(), context=context, server=True)
+    protocol = Collect()
+    socket.makeConnection(protocol)
+    return socket, protocol
+
+
+def test_a_server_socket_on_context_1_selects_before_sending(tmp_path):
+    bench = ModemBench(tmp_path)
+    socket, _ = server_socket(bench)
+    socket.write(b"hello")
+    assert bench.wire() == b"AT+QIFGCNT=1\r"
+    bench.module(OK)
+    assert bench.wire() == b"AT+QISRVC=2\r"
+    bench.module(OK)
+    assert bench.wire() == b"AT+QISEND=2,5\r"
+    bench.module(PROMPT)
+    assert bench.wire() == b"hello"
+    bench.module(SEND_OK)
+
+
+def test_a_server_socket_reads_with_its_context_and_side(tmp_path):
+    bench = ModemBench(tmp_path)
+    _, protocol = server_socket(bench)
+    bench.module(b"\r\n+QIRDI: 1,2,2\r\n")
+    assert bench.wire() == b"AT+QIRD=1,2,2,1500\r"  # AT+QIRD names both: no selection needed
+    bench.module(b"\r\n+QIRD: 10.9.8.7:40000,TCP,3\r\nabc\r\nOK\r\n")
+    assert protocol.received == b"abc"
+
+
+def test_acks_and_close_keep_the_selection_once_it_is_in_force(tmp_path):
+    bench = ModemBench(tmp_path)
+    socket, _ = server_socket(bench)
+    socket.write(b"x")
+    bench.module(OK)
+    bench.module(OK)
+    bench.module(PROMPT)
+    bench.module(SEND_OK)
+    bench.wire()
+    socket.loseConnection()
+    assert bench.wire() == b"AT+QISACK=2\r"
+    bench.module(sack(1, 1))
+    assert bench.wire() == b"AT+QICLOSE=2\r"
+
+
+def test_an_open_on_context_1_selects_it_first_and_a_client_socket_says_so(tmp_path):
+    bench = ModemBench(tmp_path)
+    bench.modem.contexts_in_use = {0, 1}
+    bench.modem.serves = True
+    outcome = []
+    bench.modem.open_socket(4, "UDP", "10.1.2.3", 53, context=1).addBoth(outcome.append)
+    assert bench.wire() == b"AT+QIFGCNT=1\r"
+    bench.module(OK)
+    assert bench.wire() == b"AT+QIDNSIP=0\r"
+    bench.module(OK)
+    assert bench.wire() == b'AT+QIOPEN=4,"UDP","10.1.2.3",53\r'
+    bench.module(OK + b"\r\n4, CONNECT OK\r\n")
+    assert outcome == [None]
+    socket = ModuleSocket(bench.modem, 4, ModuleAddress("UDP", "10.1.2.3", 53),
+                          bench.modem.socket_settings(), context=1)
+    socket.makeConnection(Collect())
+    socket.write(b"q")
+    assert bench.wire() == b"AT+QISRVC=1\r"
+
+
+def test_a_plain_modem_writes_no_selection_at_all(tmp_path):
+    bench = ModemBench(tmp_path)
+    socket = ModuleSocket(bench.modem, 0, ModuleAddress("TCP", "10.1.2.3", 80),
+                          bench.modem.socket_settings())
+    socket.makeConnection(Collect())
+    socket.write(b"q")
+    assert bench.wire() == b"AT+QISEND=0,1\r"
