@@ -274,6 +274,31 @@ def test_values_reaching_at_commands_are_checked(tmp_path, key, value, message):
         f"[modem:main] {key}: {message} (got {value!r})"]
 
 
+@pytest.mark.parametrize("value, servers", [
+    ("", ()), ("9.9.9.9", ("9.9.9.9",)), ("1.1.1.1   8.8.8.8", ("1.1.1.1", "8.8.8.8"))])
+def test_dns_servers(tmp_path, value, servers):
+    assert load_config(write(tmp_path, MODEM + f"dns = {value}\n")).modems["main"].dns == servers
+
+
+@pytest.mark.parametrize("value, wrong", [
+    ("1.1.1.1,8.8.8.8", "1.1.1.1,8.8.8.8"),
+    ("dns.google", "dns.google"),
+    ("1.1.1.256", "1.1.1.256"),
+    ('1.1.1.1"\rAT+CFUN=0', '1.1.1.1"'),
+    ('8.8.8.8 1.1.1.1",', '1.1.1.1",'),
+])
+def test_bad_dns_servers_never_reach_the_at_command(tmp_path, value, wrong):
+    assert problems(tmp_path, MODEM + f"dns = {value}\n") == [
+        f"[modem:main] dns: {wrong!r} is not a dotted IPv4 address (separate two with a blank) "
+        f"(got {value!r})"]
+
+
+def test_at_most_two_dns_servers(tmp_path):
+    assert problems(tmp_path, MODEM + "dns = 1.1.1.1 8.8.8.8 9.9.9.9\n") == [
+        "[modem:main] dns: at most two DNS servers (primary and secondary) "
+        "(got '1.1.1.1 8.8.8.8 9.9.9.9')"]
+
+
 def test_secret_values_are_not_echoed(tmp_path):
     assert problems(tmp_path, MODEM + 'password = my"secret\npin = 12a4\n') == [
         "[modem:main] password: contains a quote, which would end the AT command's string early "
