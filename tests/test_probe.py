@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from bridge import logs
 from bridge.modem import probe as probe_module
 from bridge.modem.probe import ResolveFailed, resolve_name
 from tests.modem_harness import OK, ModemHarness
@@ -136,6 +137,7 @@ def test_resolve_error_after_ok_is_one_clear_failure(tmp_path, monkeypatch, caps
     (failure,) = resolving(tmp_path, OK + b"\r\nERROR\r\n")
     assert failure.check(ResolveFailed)
     monkeypatch.setattr(probe_module, "run", lambda *args: failure.raiseException())
+    monkeypatch.setattr(logs, "start_logging", lambda level: None)  # global: other tests capture logs
     assert probe_module.main(["--port", "sim", "--resolve", "www.example.com"]) == 1
     out, err = capsys.readouterr()
     assert out == ""
