@@ -31,6 +31,7 @@ from bridge.config_values import (BAUDRATES, MAX_MODULE_SOCKETS, MAX_SEND_WINDOW
                                   ip_port, listen, log_level, pin, plain_text, probe_bytes, remote,
                                   seconds, seconds_or_zero, serial_port, shell_words,
                                   timeout_overrides)
+from bridge.config_values import dns_servers
 from bridge.errors import ConfigError
 
 __all__ = [
@@ -55,6 +56,7 @@ class ModemConfig:
     apn: str = ""
     username: str = ""
     password: str = field(default="", repr=False)
+    dns: tuple = ()  # DNS servers set with AT+QIDNSCFG; empty = the network's
     pin: Optional[str] = field(default=None, repr=False)
     mode: str = "mux"  # "mux" | "transparent"
     receive: str = "pull"  # "pull" | "push"
@@ -155,6 +157,9 @@ SCHEMA = {
         "apn": Key(at_text, "access point name (AT+QICSGP)"),
         "username": Key(at_text, "APN user name (AT+QICSGP)"),
         "password": Key(at_text, "APN password (AT+QICSGP)", secret=True),
+        "dns": Key(dns_servers, "one or two DNS server addresses (dotted IPv4, primary first) set "
+                   "with AT+QIDNSCFG after each context activation; empty = the servers the "
+                   "network gives"),
         "pin": Key(pin, "SIM PIN, 4-8 digits; empty = the SIM needs none. A rejected PIN is "
                    "never sent again until this value changes", secret=True),
         "mode": Key(choice("mux", "transparent"), "mux (AT+QIMUX=1, six sockets) or transparent "

@@ -274,6 +274,12 @@ def test_values_reaching_at_commands_are_checked(tmp_path, key, value, message):
         f"[modem:main] {key}: {message} (got {value!r})"]
 
 
+@pytest.mark.parametrize("value, servers", [
+    ("", ()), ("9.9.9.9", ("9.9.9.9",)), ("1.1.1.1   8.8.8.8", ("1.1.1.1", "8.8.8.8"))])
+def test_dns_servers(tmp_path, value, servers):
+    assert load_config(write(tmp_path, MODEM + f"dns = {value}\n")).modems["main"].dns == servers
+
+
 def test_secret_values_are_not_echoed(tmp_path):
     assert problems(tmp_path, MODEM + 'password = my"secret\npin = 12a4\n') == [
         "[modem:main] password: contains a quote, which would end the AT command's string early "
@@ -285,6 +291,9 @@ def test_secret_values_are_not_echoed(tmp_path):
 def test_bad_pin(tmp_path, pin):
     assert problems(tmp_path, MODEM + f"pin = {pin}\n") == [
         "[modem:main] pin: a PIN is 4 to 8 digits (value hidden)"]
+
+
+NOT_DOTTED = "is not a dotted IPv4 address (separate two with a blank)"
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -304,6 +313,12 @@ def test_bad_pin(tmp_path, pin):
     ("reset_command", "'", "cannot split into words: No closing quotation"),
     ("port", "ttyUSB0", "expected a device path (/dev/...), tcp:HOST:PORT or sim"),
     ("port", "tcp:ser2net.local", "expected tcp:HOST:PORT"),
+    ("dns", "1.1.1.1 8.8.8.8 9.9.9.9", "at most two DNS servers (primary and secondary)"),
+    ("dns", "1.1.1.1,8.8.8.8", f"'1.1.1.1,8.8.8.8' {NOT_DOTTED}"),
+    ("dns", "dns.google", f"'dns.google' {NOT_DOTTED}"),
+    ("dns", "1.1.1.256", f"'1.1.1.256' {NOT_DOTTED}"),
+    ("dns", '1.1.1.1"\rAT+CFUN=0', f"'1.1.1.1\"' {NOT_DOTTED}"),  # never reaches AT+QIDNSCFG
+    ("dns", '8.8.8.8 1.1.1.1",', f"'1.1.1.1\",' {NOT_DOTTED}"),
     ("timeouts", "qiatc=150", "unknown timeout 'qiatc' (did you mean 'qiact'?)"),
     ("timeouts", "zzz=1", "unknown timeout 'zzz' (one of simple, pin, attach, regapp, qiact, "
                           "qideact, qiopen, connect, prompt, send, qisack, qiclose, qird, dns)"),

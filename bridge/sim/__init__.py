@@ -89,7 +89,9 @@ Sockets
     single link accepts 1 client, the multi-link execution form 5; an accepted client takes the
     lowest index free for both kinds. QILPORT? answers `TCP: <p>` and `UDP: <p>` lines then OK.
     In single-link mode client and server socket may coexist (stats key "server").
-33. QIDNSGIP prints one address line; failure is ERROR after the OK.
+33. QIDNSGIP prints one address line; failure is ERROR after the OK. QIDNSCFG takes one or two
+    dotted IPv4 addresses (anything else answers ERROR and changes nothing); the one-address form
+    keeps the secondary server. The servers are only stored: lookups use --hosts and the system.
 
 Transparent mode
 34. `+++` needs --escape-guard (default 0.5 s, the app note's minimum) of silence before and after
