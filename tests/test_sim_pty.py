@@ -299,6 +299,32 @@ async def test_udp_round_trip(sim):
 
 
 @in_thread
+async def test_udp_push_keeps_datagram_boundaries_and_drops_what_one_frame_cannot_carry(sim):
+    datagrams = [b"\r\nOK\r\n", b"+RECEIVE: 0, 5\r\n", b"\x1a\x1b", b"x" * 1460]
+
+    def body(c):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            udp.settimeout(5)
+            out = c.at(f'AT+QIOPEN=0,"UDP","127.0.0.1",{udp.getsockname()[1]}',
+                       until=b"CONNECT OK\r\n")
+            assert out.endswith(b"0, CONNECT OK\r\n")
+            send(c, 0, b"hi")
+            _, addr = udp.recvfrom(100)
+            udp.sendto(b"y" * 1461, addr)  # more than one push frame: dropped, never split
+            for datagram in datagrams:
+                udp.sendto(datagram, addr)
+            for datagram in datagrams:
+                header = b"\r\n+RECEIVE: 0, %d\r\n" % len(datagram)
+                assert c.read_until(header) == header  # nothing before it: no part of the 1461
+                assert c.read_exactly(len(datagram)) == datagram
+            assert unacked(c) == (2, 0, 0)
+            assert call(sim.stats)["sockets"]["0"]["dropped"] == 1
+
+    await run_client(sim, body, indi=0)
+
+
+@in_thread
 async def test_prompt_is_not_starved_by_a_push_downlink_at_115200_baud():
     """Counted in bytes, not seconds: what the UART sends ahead of the prompt is bounded."""
 
