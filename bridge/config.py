@@ -194,7 +194,7 @@ SCHEMA = {
         "max_links": Key(count(1, MAX_MODULE_SOCKETS), "module sockets this profile may hold at "
                          "once (1-6)"),
         "queue": Key(count(0), "local connections that may wait for a free module socket; udp: "
-                     "datagrams (and new sources) that may wait for one"),
+                     "datagrams of one session, and new sources, that may wait for one"),
         "queue_timeout": Key(seconds, "seconds a local connection (udp: a datagram) may wait in "
                              "the queue"),
         "linger": Key(seconds_or_zero, "seconds a half-closed link stays open without traffic "

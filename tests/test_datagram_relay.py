@@ -44,6 +44,12 @@ class RelayBench(ModemBench):
         assert self.wire() == data
         self.module(SEND_OK)
 
+    def session(self, source, first: bytes, n=0) -> None:
+        """``first`` from a new ``source`` opens module socket ``n`` and goes out on it."""
+        self.datagram(first, source)
+        self.connect_ok(n, UDP)
+        self.sent_up(n, first)
+
     def pushed(self, n: int, data: bytes) -> None:
         self.module(b"\r\n+RECEIVE: %d, %d\r\n" % (n, len(data)) + data)
 
@@ -61,12 +67,8 @@ def lines(events, text):
 
 def test_each_source_gets_its_own_module_socket_and_its_own_replies(tmp_path):
     s = RelayBench(tmp_path)
-    s.datagram(b"from a", A)
-    s.connect_ok(0, UDP)
-    s.sent_up(0, b"from a")
-    s.datagram(b"from b", B)
-    s.connect_ok(1, UDP)
-    s.sent_up(1, b"from b")
+    s.session(A, b"from a")
+    s.session(B, b"from b", 1)
     s.datagram(b"a again", A)
     s.sent_up(0, b"a again")  # the same session: no new open
     s.pushed(1, b"to b")
@@ -81,9 +83,7 @@ def test_each_source_gets_its_own_module_socket_and_its_own_replies(tmp_path):
 
 def test_an_idle_session_closes_its_socket_and_the_next_datagram_starts_a_new_one(tmp_path):
     s = RelayBench(tmp_path, udp_idle=30)
-    s.datagram(b"q", A)
-    s.connect_ok(0, UDP)
-    s.sent_up(0, b"q")
+    s.session(A, b"q")
     s.clock.advance(29)
     s.pushed(0, b"reply")  # traffic either way keeps the session
     s.clock.advance(29)
@@ -95,17 +95,13 @@ def test_an_idle_session_closes_its_socket_and_the_next_datagram_starts_a_new_on
     [line] = lines(events, "ended")
     assert "127.0.0.1:4001" in line and "idle 30 s" in line and "module socket(s) 0" in line
     assert "1 datagrams up, 1 down" in line
-    s.datagram(b"later", A)
-    s.connect_ok(0, UDP)
-    s.sent_up(0, b"later")
+    s.session(A, b"later")
     assert s.relay.stats()["started"] == 2
 
 
 def test_sessions_count_against_max_links_and_wait_in_a_bounded_queue(tmp_path):
     s = RelayBench(tmp_path, max_links=1, queue=2, queue_timeout=5, udp_idle=10)
-    s.datagram(b"a", A)
-    s.connect_ok(0, UDP)
-    s.sent_up(0, b"a")
+    s.session(A, b"a")
     s.datagram(b"b1", B)  # B must wait: the profile holds its one socket
     s.datagram(b"b2", B)
     s.datagram(b"b3", B)  # past `queue` datagrams waiting in B's session
@@ -144,9 +140,7 @@ def test_a_datagram_too_large_for_one_qisend_is_dropped_with_one_line_per_sessio
 
 def test_with_reopen_a_session_survives_pdp_deact_and_its_datagrams_wait(tmp_path):
     s = RelayBench(tmp_path, persistent=True, reopen=True)
-    s.datagram(b"before", A)
-    s.connect_ok(0, UDP)
-    s.sent_up(0, b"before")
+    s.session(A, b"before")
     s.module(b"\r\n+PDP DEACT\r\n")
     s.datagram(b"during", A)  # waits for the new socket
     s.play(REACTIVATE)
@@ -160,9 +154,7 @@ def test_with_reopen_a_session_survives_pdp_deact_and_its_datagrams_wait(tmp_pat
 
 def test_without_reopen_the_session_ends_and_the_next_datagram_starts_a_new_one(tmp_path):
     s = RelayBench(tmp_path, persistent=True)
-    s.datagram(b"before", A)
-    s.connect_ok(0, UDP)
-    s.sent_up(0, b"before")
+    s.session(A, b"before")
     with capturedLogs() as events:
         s.module(b"\r\n+PDP DEACT\r\n")
     [line] = lines(events, "ended")
@@ -170,9 +162,7 @@ def test_without_reopen_the_session_ends_and_the_next_datagram_starts_a_new_one(
     assert s.relay.sessions == {}
     s.play(REACTIVATE)
     assert s.wire() == b""  # nothing reopens by itself
-    s.datagram(b"next", A)
-    s.connect_ok(0, UDP)
-    s.sent_up(0, b"next")
+    s.session(A, b"next")
     assert s.relay.stats()["started"] == 2
 
 
@@ -191,9 +181,7 @@ def test_a_failed_open_without_reopen_drops_what_waited_and_ends_the_session(tmp
 
 def test_a_failed_reopen_is_retried_with_backoff(tmp_path):
     s = RelayBench(tmp_path, persistent=True, reopen=True)
-    s.datagram(b"x", A)
-    s.connect_ok(0, UDP)
-    s.sent_up(0, b"x")
+    s.session(A, b"x")
     s.module(b"\r\n0, CLOSED\r\n")  # the module dropped the socket: reopen at once
     s.closed(0)  # ... on index 1: 0 was still closing
     assert s.wire() == b"AT+QIDNSIP=0\r"
@@ -210,9 +198,7 @@ def test_a_failed_reopen_is_retried_with_backoff(tmp_path):
 
 def test_the_listener_stopping_ends_every_session(tmp_path):
     s = RelayBench(tmp_path)
-    s.datagram(b"x", A)
-    s.connect_ok(0, UDP)
-    s.sent_up(0, b"x")
+    s.session(A, b"x")
     s.relay.doStop()
     s.closed(0)
     assert s.relay.sessions == {} and s.modem.slots_in_use == frozenset()

@@ -227,7 +227,7 @@ class ModuleDatagramSocket:
             self.log.info("socket {slot}: AT+QIRD failed: {why}", slot=self.slot,
                           why=result.getErrorMessage())
         elif self._announced != self._announced_at_read:
-            self.modem.pump.kick()  # a +QIRDI came while this read was out (docs §8.1)
+            self.modem.pump.kick()  # a +QIRDI came during the read (docs/at-dialect.md §8.1)
             return
         self._want_read = False
 

@@ -210,7 +210,9 @@ class _Session:
                       name=self.relay.name, source=_address(self.source), slot=self.socket.slot,
                       verb="opened" if self.waiting_first else "reopened")
         self.waiting_first = False
-        self._cancel("_expiry")
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         pending, self._pending = self._pending, collections.deque()
         self.relay.pending -= len(pending)
         for _, datagram in pending:
@@ -263,7 +265,9 @@ class _Session:
         if self.over:
             return
         self.over = True
-        self._cancel("_idle", "_expiry", "_retry")
+        for timer in (self._idle, self._expiry, self._retry):
+            if timer is not None and timer.active():
+                timer.cancel()
         if self._opening is not None:
             self._opening.cancel()
         self._drop_pending(SESSION_ENDED)
@@ -297,13 +301,6 @@ class _Session:
             self.relay.pending -= 1
             self.drops[QUEUE_TIMEOUT] += 1
         self._arm_expiry()
-
-    def _cancel(self, *names: str) -> None:
-        for name in names:
-            timer = getattr(self, name)
-            if timer is not None and timer.active():
-                timer.cancel()
-            setattr(self, name, None)
 
     # -- diagnostics ------------------------------------------------------------------------------
 
