@@ -302,7 +302,7 @@ NOT_DOTTED = "is not a dotted IPv4 address (separate two with a blank)"
     ("baudrate", "115201", "not a rate the module supports (1200, 2400, 4800, 9600, 14400, "
                            "19200, 28800, 38400, 57600, 115200, 230400, 460800)"),
     ("mode", "MUX", "must be one of mux, transparent"),
-    ("receive", "poll", "must be one of pull, push"),
+    ("receive", "poll", "must be one of auto, pull, push"),
     ("keepalive_first", "0", "must be more than 0"),
     ("keepalive_interval", "-1", "must be more than 0"),
     ("keepalive_idle", "nan", "not a finite number"),
@@ -493,3 +493,37 @@ def test_reference_table_lists_every_key():
     assert "| `[modem:NAME]` | `send_window` | 5840 |" in table
     assert "| `[modem:NAME]` | `port` | (required) |" in table
     assert "built in: simple=5 pin=10 attach=90 regapp=10 qiact=150 qideact=40 qiopen=10 " in table
+
+
+UDP_PROFILE = "[profile:u]\nlisten = udp:5353\nremote = udp:h:53\n"
+TCP_PROFILE = "[profile:t]\nlisten = tcp:8080\nremote = tcp:h:80\n"
+
+
+@pytest.mark.parametrize("sections, receive, resolved", [
+    (TCP_PROFILE, "auto", "pull"),
+    (TCP_PROFILE + UDP_PROFILE, "auto", "push"),
+    ("[server:s]\nprotocol = udp\nport = 3030\nforward = udp:127.0.0.1:53\n", "auto", "push"),
+    (TCP_PROFILE, "push", "push"),
+    (UDP_PROFILE, "push", "push"),
+    ("", None, "pull"),
+])
+def test_receive_auto_is_push_exactly_when_the_modem_carries_udp(tmp_path, sections, receive,
+                                                                 resolved):
+    line = f"receive = {receive}\n" if receive else ""
+    config = load_config(write(tmp_path, MODEM + line + sections))
+    assert config.modems["main"].receive == resolved
+
+
+def test_receive_pull_on_a_modem_carrying_udp_is_an_error_saying_why(tmp_path):
+    assert problems(tmp_path, MODEM + "receive = pull\n" + TCP_PROFILE + UDP_PROFILE) == [
+        "[modem:main] receive: pull cannot carry udp ([profile:u]): an AT+QIRD may return "
+        "several buffered datagrams at once (app note §5.3.2), while push keeps one +RECEIVE "
+        "per datagram; use auto or push (got 'pull')"]
+
+
+def test_udp_idle_is_a_profile_duration(tmp_path):
+    config = load_config(write(tmp_path, MODEM + UDP_PROFILE + "udp_idle = 2.5\n"))
+    assert config.profiles["u"].udp_idle == 2.5
+    assert load_config(write(tmp_path, MODEM + UDP_PROFILE)).profiles["u"].udp_idle == 60.0
+    assert problems(tmp_path, MODEM + UDP_PROFILE + "udp_idle = 0\n") == [
+        "[profile:u] udp_idle: must be more than 0 (got '0')"]

@@ -100,6 +100,12 @@ Transparent mode
     in the stream and returns to command mode; `+PDP DEACT` likewise.
 35. Uplink data is packetised per QITCFG; while the send buffer is full the UART input is not
     read, so the host's writes block (like RTS/CTS).
+
+UDP
+36. A UDP datagram is never split: each push frame and each AT+QIRD carries exactly one. One
+    larger than 1460 bytes (what one push frame carries, choice 28) is dropped on arrival, like
+    one that does not fit the receive buffer (choice 29); both count in the socket's `dropped`
+    (control `stats`).
 """
 
 from .options import SimOptions
