@@ -76,16 +76,22 @@ class ModemDatagramEndpoint(ModuleEndpoint):
 class ModuleDatagramSocket:
     """The transport of one open module UDP socket.
 
-    :param modem: the Modem (``reactor``, ``pump``, ``issue``, ``sockets``, ``context``,
+    :param modem: the Modem (``reactor``, ``pump``, ``issue``, ``sockets``, ``selection``,
         ``timeouts``, ``attach_socket``, ``detach_socket``)
     :param slot: the module socket index, held until it is released (once)
+    :param context: the PDP context it lives on (AT+QIFGCNT id, app note §7)
+    :param server: accepted by a module-side server (AT+QISRVC=2 sockets, app note §3.4)
     """
 
     log = Logger()
 
-    def __init__(self, modem, slot: int, peer: ModuleAddress, settings: DatagramSettings) -> None:
+    def __init__(self, modem, slot: int, peer: ModuleAddress, settings: DatagramSettings,
+                 context: int = 0, server: bool = False) -> None:
         self.modem = modem
         self.slot = slot
+        self.context = context
+        self.server = server
+        self._selection = modem.selection(context, server)
         self.peer = peer
         self.settings = settings
         self.protocol = None
@@ -192,14 +198,14 @@ class ModuleDatagramSocket:
             datagram = self._queue.popleft()
             self._queued_bytes -= len(datagram)
             self._sending = True
-            return BulkJob(commands.qisend(datagram, self.slot, timeout=t.send,
-                                           prompt_timeout=t.prompt),
+            command = commands.qisend(datagram, self.slot, timeout=t.send, prompt_timeout=t.prompt)
+            return BulkJob(command.addressing(self._selection),
                            lambda result: self._sent(result, len(datagram)))
         if read:
             self._reading = True
             self._announced_at_read = self._announced
-            return BulkJob(commands.qird(MAX_READ, self.slot, self.modem.context, timeout=t.qird),
-                           self._read_done)
+            return BulkJob(commands.qird(MAX_READ, self.slot, self.context, self.server,
+                                         timeout=t.qird), self._read_done)
         return None
 
     def _sent(self, result, size: int) -> None:
@@ -249,7 +255,8 @@ class ModuleDatagramSocket:
         if not self.open:
             return
         self._stop()
-        closing = self.modem.issue(commands.qiclose(self.slot, timeout=self.modem.timeouts.qiclose))
+        command = commands.qiclose(self.slot, timeout=self.modem.timeouts.qiclose)
+        closing = self.modem.issue(command.addressing(self._selection))
         closing.addErrback(self._close_failed)
         closing.addBoth(lambda _: self._release())
         self._tell(reason)
