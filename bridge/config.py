@@ -55,6 +55,9 @@ class ModemConfig:
     apn: str = ""
     username: str = ""
     password: str = field(default="", repr=False)
+    apn1: str = ""
+    username1: str = ""
+    password1: str = field(default="", repr=False)
     pin: Optional[str] = field(default=None, repr=False)
     mode: str = "mux"  # "mux" | "transparent"
     receive: str = "pull"  # "pull" | "push"
@@ -82,6 +85,7 @@ class ProfileConfig:
     linger: float = 2.0
     probe: bytes = b""
     reopen: bool = False
+    context: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class ServerConfig:
     modem: str = ""  # resolved by load_config
     protocol: str = "tcp"  # "tcp" | "udp"
     max_clients: int = 1
+    context: int = 0
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,9 @@ def _timeouts_doc():
             "> prompt")
 
 
+CONTEXT_DOC = ("the module's PDP context (AT+QIFGCNT, app note §7): 0 (apn, username, password) "
+               "or 1 (apn1, username1, password1); 1 needs mode = mux")
+
 SECTION_TYPES = {"cellbridge": General, "modem": ModemConfig, "profile": ProfileConfig,
                  "server": ServerConfig}
 
@@ -155,6 +163,10 @@ SCHEMA = {
         "apn": Key(at_text, "access point name (AT+QICSGP)"),
         "username": Key(at_text, "APN user name (AT+QICSGP)"),
         "password": Key(at_text, "APN password (AT+QICSGP)", secret=True),
+        "apn1": Key(at_text, "access point name of the second PDP context (AT+QIFGCNT=1, "
+                    "AT+QICSGP), for profiles and servers with context = 1"),
+        "username1": Key(at_text, "APN user name of the second PDP context"),
+        "password1": Key(at_text, "APN password of the second PDP context", secret=True),
         "pin": Key(pin, "SIM PIN, 4-8 digits; empty = the SIM needs none. A rejected PIN is "
                    "never sent again until this value changes", secret=True),
         "mode": Key(choice("mux", "transparent"), "mux (AT+QIMUX=1, six sockets) or transparent "
@@ -192,6 +204,7 @@ SCHEMA = {
                      r"\t \0 \\ \xHH); empty = never inject"),
         "reopen": Key(boolean, "reopen a dead link with backoff; not supported yet: a tcp profile "
                       "refuses yes at start"),
+        "context": Key(count(0, 1), CONTEXT_DOC),
     },
     "server": {
         "modem": Key(plain_text, "name of the [modem:NAME] to use; optional with one modem"),
@@ -200,6 +213,7 @@ SCHEMA = {
         "forward": Key(forward, "tcp:HOST:PORT or udp:HOST:PORT of the local service"),
         "max_clients": Key(count(1, MAX_MODULE_SOCKETS - 1), "module-side clients accepted at "
                            "once (1-5)"),
+        "context": Key(count(0, 1), CONTEXT_DOC),
     },
 }
 
@@ -335,6 +349,13 @@ def _resolve_modem(section, values, modem_names, problems):
     return name
 
 
+def _check_context(section, values, modem, problems):
+    """The second context shares the UART only in mux mode (app note §7.2)."""
+    if values.get("context") == 1 and modem is not None and modem.mode == "transparent":
+        problems.add(section, "context", f"the second PDP context needs mode = mux; "
+                     f"[modem:{modem.name}] has mode = transparent (app note §7.2)", "1")
+
+
 def _wildcard(interface):
     return interface in ("", "0.0.0.0", "::")
 
@@ -387,6 +408,7 @@ def load_config(path):
     profiles, listens = {}, []
     for section, name, values in parsed["profile"]:
         modem = _resolve_modem(section, values, modem_names, problems)
+        _check_context(section, values, modems.get(modem), problems)
         if "listen" in values:
             listens.append((section, values["listen"]))
         if "listen" in values and "remote" in values:
@@ -401,6 +423,7 @@ def load_config(path):
     servers = {}
     for section, name, values in parsed["server"]:
         modem = _resolve_modem(section, values, modem_names, problems)
+        _check_context(section, values, modems.get(modem), problems)
         protocol = values.get("protocol", "tcp")
         if "forward" in values and not values["forward"].startswith(protocol + ":"):
             problems.add(section, "forward", f"must be {protocol}:HOST:PORT for a {protocol} server",
