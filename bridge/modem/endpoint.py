@@ -31,14 +31,17 @@ class ModemEndpoint:
     :param settings: the sockets' tuning (default: the modem's)
     :param group / limit: sockets held by ``group`` at once (a profile's ``max_links``)
     :param wait: seconds ``connect`` may wait for a free socket (None = no bound)
+    :param context: the module's PDP context to connect on (AT+QIFGCNT, app note §7)
     """
 
     def __init__(self, modem, host: str, port: int, settings: Optional[SocketSettings] = None,
-                 group: str = "", limit: int = SLOTS, wait: Optional[float] = None) -> None:
+                 group: str = "", limit: int = SLOTS, wait: Optional[float] = None,
+                 context: int = 0) -> None:
         self.modem = modem
         self.peer = ModuleAddress("TCP", host, port)
         self.settings = settings or modem.socket_settings()
         self.group, self.limit, self.wait = group, limit, wait
+        self.context = context
 
     def connect(self, factory) -> Deferred:
         return _Connecting(self, factory).start()
@@ -81,7 +84,8 @@ class _Connecting:
     def _acquired(self, slot: int) -> None:
         self._waiting = None
         peer = self.endpoint.peer
-        opening = self.modem.open_socket(slot, peer.type, peer.host, peer.port)
+        opening = self.modem.open_socket(slot, peer.type, peer.host, peer.port,
+                                         self.endpoint.context)
         opening.addCallbacks(self._opened, self._open_failed, (slot,), errbackArgs=(slot,))
 
     def _open_failed(self, failure, slot: int) -> None:
@@ -105,7 +109,8 @@ class _Connecting:
             self._close_unused(slot)
             self.result.errback(ConnectError(string="the factory refused the connection"))
             return
-        socket = ModuleSocket(self.modem, slot, address, self.endpoint.settings)
+        socket = ModuleSocket(self.modem, slot, address, self.endpoint.settings,
+                              self.endpoint.context)
         try:
             socket.makeConnection(protocol)
         except Exception:
@@ -116,7 +121,9 @@ class _Connecting:
         self.result.callback(protocol)
 
     def _close_unused(self, slot: int) -> None:
-        closing = self.modem.issue(commands.qiclose(slot, timeout=self.modem.timeouts.qiclose))
+        close = commands.qiclose(slot, timeout=self.modem.timeouts.qiclose)
+        closing = self.modem.issue(
+            close.addressing(self.modem.selection(self.endpoint.context, server=False)))
         closing.addErrback(lambda f: self.log.info("socket {slot}: close after a cancelled "
                                                    "connect: {why}", slot=slot,
                                                    why=f.getErrorMessage()))
