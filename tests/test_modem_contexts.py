@@ -36,6 +36,13 @@ def qistate(state: bytes, *connected: int) -> bytes:
     return OK + b"\r\nSTATE: " + state + b"\r\n" + lines + OK
 
 
+def pdp_deact(h, first: bytes, second: bytes) -> None:
+    """``+PDP DEACT``, and the modem's question to each context: which one is down?"""
+    h.recv(b"\r\n+PDP DEACT\r\n")
+    h.play([(b"AT+QIFGCNT=0", OK), (b"AT+QISTATE", first),
+            (b"AT+QIFGCNT=1", OK), (b"AT+QISTATE", second)])
+
+
 class Link:
     """Stands in for a module socket: records what the modem tells it."""
 
@@ -87,9 +94,7 @@ def test_a_modem_on_context_0_alone_never_selects_one(tmp_path):
 
 def test_pdp_deact_of_the_first_context_recovers_it_alone_while_the_second_carries_on(tmp_path):
     h = up(tmp_path)
-    h.recv(b"\r\n+PDP DEACT\r\n")
-    h.play([(b"AT+QIFGCNT=0", OK), (b"AT+QISTATE", qistate(b"PDP DEACT")),
-            (b"AT+QIFGCNT=1", OK), (b"AT+QISTATE", qistate(b"IP PROCESSING", 1))])
+    pdp_deact(h, qistate(b"PDP DEACT"), qistate(b"IP PROCESSING", 1))
     assert h.links[0].down == ["context 0 lost: PDP context deactivated by the network "
                                "(+PDP DEACT)"]
     assert h.links[1].down == []
@@ -117,9 +122,7 @@ def test_pdp_deact_of_the_first_context_recovers_it_alone_while_the_second_carri
 
 def test_a_context_the_module_shows_otherwise_inactive_counts_as_lost(tmp_path):
     h = up(tmp_path)
-    h.recv(b"\r\n+PDP DEACT\r\n")
-    h.play([(b"AT+QIFGCNT=0", OK), (b"AT+QISTATE", qistate(b"IP PROCESSING", 0)),
-            (b"AT+QIFGCNT=1", OK), (b"AT+QISTATE", qistate(b"IP INITIAL"))])
+    pdp_deact(h, qistate(b"IP PROCESSING", 0), qistate(b"IP INITIAL"))
     assert h.links[1].down and not h.links[0].down
     assert h.context_events[0][:2] == (1, "down")
     h.play(context_up(1, b"10.0.1.3", SECOND_APN))
@@ -128,9 +131,7 @@ def test_a_context_the_module_shows_otherwise_inactive_counts_as_lost(tmp_path):
 
 def test_a_failed_context_recovery_is_retried_alone_after_a_backoff(tmp_path):
     h = up(tmp_path)
-    h.recv(b"\r\n+PDP DEACT\r\n")
-    h.play([(b"AT+QIFGCNT=0", OK), (b"AT+QISTATE", qistate(b"IP PROCESSING")),
-            (b"AT+QIFGCNT=1", OK), (b"AT+QISTATE", qistate(b"PDP DEACT"))])
+    pdp_deact(h, qistate(b"IP PROCESSING"), qistate(b"PDP DEACT"))
     h.play(context_up(1, b"", SECOND_APN)[:6] + [(b"AT+QIACT", b"\r\nERROR\r\n")])
     failed_at = h.clock.seconds()
     h.play(context_up(1, b"10.0.1.3", SECOND_APN))
@@ -141,9 +142,7 @@ def test_a_failed_context_recovery_is_retried_alone_after_a_backoff(tmp_path):
 
 def test_both_contexts_lost_recover_the_whole_modem(tmp_path):
     h = up(tmp_path)
-    h.recv(b"\r\n+PDP DEACT\r\n")
-    h.play([(b"AT+QIFGCNT=0", OK), (b"AT+QISTATE", qistate(b"PDP DEACT")),
-            (b"AT+QIFGCNT=1", OK), (b"AT+QISTATE", qistate(b"PDP DEACT"))])
+    pdp_deact(h, qistate(b"PDP DEACT"), qistate(b"PDP DEACT"))
     assert not h.modem.ready and h.links[0].down and h.links[1].down
     assert h.states[-1] == ("down", "context lost: PDP context deactivated by the network "
                                     "(+PDP DEACT)")
@@ -165,9 +164,7 @@ def test_an_unanswered_query_recovers_the_whole_modem(tmp_path):
 
 def test_a_lost_context_while_the_other_recovers_takes_the_whole_way(tmp_path):
     h = up(tmp_path)
-    h.recv(b"\r\n+PDP DEACT\r\n")
-    h.play([(b"AT+QIFGCNT=0", OK), (b"AT+QISTATE", qistate(b"IP PROCESSING")),
-            (b"AT+QIFGCNT=1", OK), (b"AT+QISTATE", qistate(b"PDP DEACT"))])
+    pdp_deact(h, qistate(b"IP PROCESSING"), qistate(b"PDP DEACT"))
     h.expect(b"AT+QIFGCNT=1", OK)
     h.modem.supervisor.context_down(0, "+PDP DEACT")
     assert not h.modem.ready and h.links[0].down
