@@ -4,9 +4,8 @@ reset and it comes back alone, while the other context's link streams on intact.
 
 import pytest_twisted
 
-from tests.e2e_bed import (ResetSeen, connect, open_link, reset_not_eof, salted, sha, until,
-                           within)
-from tests.e2e_bed import Echo, server
+from tests.e2e_bed import (Echo, ResetSeen, connect, open_link, reset_not_eof, salted, server, sha,
+                           until, within)
 from tests.test_recovery_e2e import RecoveryBed
 
 STREAM = 96 * 1024

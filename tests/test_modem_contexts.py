@@ -1,7 +1,6 @@
 """Transcripts of a modem that uses both PDP contexts (app note §7): bring-up of the second
 context, and a ``+PDP DEACT`` that took one context (the modem asks which) or both."""
 
-from twisted.internet.defer import Deferred
 
 from bridge.at import commands
 from bridge.errors import ModemDown
@@ -169,3 +168,17 @@ def test_a_lost_context_while_the_other_recovers_takes_the_whole_way(tmp_path):
     h.modem.supervisor.context_down(0, "+PDP DEACT")
     assert not h.modem.ready and h.links[0].down
     assert h.states[-1][0] == "down"
+
+
+def test_after_a_mute_spell_the_ladder_checks_both_contexts(tmp_path):
+    h = up(tmp_path)
+    h.modem.issue(commands.csq()).addErrback(lambda _: None)
+    h.expect(b"AT+CSQ")
+    h.silent(3)  # the engine's resync fails: the ladder starts
+    h.expect(b"\x1bAT", OK)  # its resync step: the module answers again
+    h.play([(b"AT", OK), (b"AT+CMEE?", b"\r\n+CMEE: 2\r\n" + OK),
+            (b"AT+QIFGCNT=0", OK), (b"AT+QISTATE", qistate(b"IP STATUS")),
+            (b"AT+QIFGCNT=1", OK), (b"AT+QISTATE", qistate(b"IP PROCESSING", 1)),
+            (b"AT+QICLOSE=1", b"\r\n1, CLOSE OK\r\n")])
+    assert h.modem.ready and h.modem.local_ips == {0: "10.0.0.2", 1: "10.0.1.2"}
+    assert h.counter("recovered", step="resync") == 1

@@ -104,10 +104,10 @@ Transparent mode
     read, so the host's writes block (like RTS/CTS).
 
 Two contexts
-36. The network can drop one context alone (fault `pdp_deact(context)`): its sockets and
+37. The network can drop one context alone (fault `pdp_deact(context)`): its sockets and
     listener go as with both, `+PDP DEACT` comes once and names no context (app note §2.2), and
     only that context reads `STATE: PDP DEACT`; the other context and its sockets carry on.
-37. Two contexts exclude transparent mode (app note §7.2): AT+QIACT (or an implicit activation)
+38. Two contexts exclude transparent mode (app note §7.2): AT+QIACT (or an implicit activation)
     answers ERROR while the other context is active or activating and either has QIMODE=1.
 """
 
