@@ -57,6 +57,9 @@ class ModemConfig:
     username: str = ""
     password: str = field(default="", repr=False)
     dns: tuple = ()  # DNS servers set with AT+QIDNSCFG; empty = the network's
+    apn1: str = ""
+    username1: str = ""
+    password1: str = field(default="", repr=False)
     pin: Optional[str] = field(default=None, repr=False)
     mode: str = "mux"  # "mux" | "transparent"
     receive: str = "auto"  # "auto" | "pull" | "push"; load_config resolves auto
@@ -91,6 +94,7 @@ class ProfileConfig:
     probe: bytes = b""
     reopen: bool = False
     udp_idle: float = 60.0
+    context: int = 0
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,7 @@ class ServerConfig:
     modem: str = ""  # resolved by load_config
     protocol: str = "tcp"  # "tcp" | "udp"
     max_clients: int = 1
+    context: int = 0
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,9 @@ def _timeouts_doc():
             "> prompt")
 
 
+CONTEXT_DOC = ("the module's PDP context (AT+QIFGCNT, app note §7): 0 (apn, username, password) "
+               "or 1 (apn1, username1, password1); 1 needs mode = mux")
+
 SECTION_TYPES = {"cellbridge": General, "modem": ModemConfig, "profile": ProfileConfig,
                  "server": ServerConfig}
 
@@ -167,6 +175,10 @@ SCHEMA = {
         "dns": Key(dns_servers, "one or two DNS server addresses (dotted IPv4, primary first) set "
                    "with AT+QIDNSCFG after each context activation; empty = the servers the "
                    "network gives"),
+        "apn1": Key(at_text, "access point name of the second PDP context (AT+QIFGCNT=1, "
+                    "AT+QICSGP), for profiles and servers with context = 1"),
+        "username1": Key(at_text, "APN user name of the second PDP context"),
+        "password1": Key(at_text, "APN password of the second PDP context", secret=True),
         "pin": Key(pin, "SIM PIN, 4-8 digits; empty = the SIM needs none. A rejected PIN is "
                    "never sent again until this value changes", secret=True),
         "mode": Key(choice("mux", "transparent"), "mux (AT+QIMUX=1, six sockets) or transparent "
@@ -211,6 +223,7 @@ SCHEMA = {
                       "not supported yet for tcp: a tcp profile refuses yes at start"),
         "udp_idle": Key(seconds, "udp profiles only: seconds without a datagram either way "
                         "before a session ends and frees its module socket"),
+        "context": Key(count(0, 1), CONTEXT_DOC),
     },
     "server": {
         "modem": Key(plain_text, "name of the [modem:NAME] to use; optional with one modem"),
@@ -219,6 +232,7 @@ SCHEMA = {
         "forward": Key(forward, "tcp:HOST:PORT or udp:HOST:PORT of the local service"),
         "max_clients": Key(count(1, MAX_MODULE_SOCKETS - 1), "module-side clients accepted at "
                            "once (1-5)"),
+        "context": Key(count(0, 1), CONTEXT_DOC),
     },
 }
 
@@ -354,6 +368,13 @@ def _resolve_modem(section, values, modem_names, problems):
     return name
 
 
+def _check_context(section, values, modem, problems):
+    """The second context shares the UART only in mux mode (app note §7.2)."""
+    if values.get("context") == 1 and modem is not None and modem.mode == "transparent":
+        problems.add(section, "context", f"the second PDP context needs mode = mux; "
+                     f"[modem:{modem.name}] has mode = transparent (app note §7.2)", "1")
+
+
 def _wildcard(interface):
     return interface in ("", "0.0.0.0", "::")
 
@@ -406,6 +427,7 @@ def load_config(path):
     profiles, listens = {}, []
     for section, name, values in parsed["profile"]:
         modem = _resolve_modem(section, values, modem_names, problems)
+        _check_context(section, values, modems.get(modem), problems)
         if "listen" in values:
             listens.append((section, values["listen"]))
         if "listen" in values and "remote" in values:
@@ -420,6 +442,7 @@ def load_config(path):
     servers = {}
     for section, name, values in parsed["server"]:
         modem = _resolve_modem(section, values, modem_names, problems)
+        _check_context(section, values, modems.get(modem), problems)
         protocol = values.get("protocol", "tcp")
         if "forward" in values and not values["forward"].startswith(protocol + ":"):
             problems.add(section, "forward", f"must be {protocol}:HOST:PORT for a {protocol} server",

@@ -113,11 +113,19 @@ class CellbridgeService(MultiService):
             self.notifier.ready(f"ready: {len(listeners)} listener(s) bound")
 
 
+def contexts_in_use(config, modem_name):
+    """The PDP contexts the profiles and servers of a modem use; the first is always up."""
+    users = [*config.profiles.values(), *config.servers.values()]
+    return {0} | {user.context for user in users if user.modem == modem_name}
+
+
 def add_modem_services(root, components):
-    """One ``modem:NAME`` child per modem; returns them by modem name."""
+    """One ``modem:NAME`` child per modem, told which PDP contexts it must bring up; returns
+    them by modem name."""
     modems = {}
     for modem in root.config.modems.values():
         modems[modem.name] = components.modem_service(modem, root)
+        modems[modem.name].contexts_in_use = contexts_in_use(root.config, modem.name)
         modems[modem.name].setName(f"modem:{modem.name}")
         modems[modem.name].setServiceParent(root)
     return modems

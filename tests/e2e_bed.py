@@ -156,8 +156,9 @@ class BoundPort:
 class Bed:
     """Simulator + one bridged profile + one remote server. ``async with await Bed.start(...)``.
 
-    Subclasses add INI lines to the modem and profile sections with ``modem_keys``/``profile_keys``,
-    and may build the tree with other ``components`` or open the simulator at another ``device``.
+    Subclasses add INI lines to the modem and profile sections with ``modem_keys``/``profile_keys``
+    (which may add more ``[profile:NAME]`` sections: ``ports`` has each one's bound port), and may
+    build the tree with other ``components`` or open the simulator at another ``device``.
     """
 
     modem_keys = ""
@@ -170,7 +171,8 @@ class Bed:
         self.receive = receive
         self.linger = linger
         self.sim = Simulator(reactor, SimOptions(**{"baud": 0, "act_delay": 0.05, **sim_options}))
-        self.port = None  # the bridge's listening port, once started
+        self.port = None  # the bridge's listening port of profile p, once started
+        self.ports = {}  # every profile's, by name
 
     def device(self) -> str:
         """The ``port =`` of the modem section."""
@@ -205,13 +207,15 @@ class Bed:
             f"remote = {self.kind}:127.0.0.1:{self.remote.getHost().port}\n"
             f"linger = {self.linger}\n{self.profile_keys}")
         self.root = make_service(load_config(str(path)), reactor, self.components, environ={})
-        self.listener = self.root.getServiceNamed("profile:p")
-        bound = self.bound_port(self.listener)
+        bound = {name[len("profile:"):]: self.bound_port(self.root.getServiceNamed(name))
+                 for name in self.root.namedServices if name.startswith("profile:")}
         self.root.privilegedStartService()
-        self.port = bound()
+        self.ports = {name: port() for name, port in bound.items()}
+        self.port = self.ports["p"]
         self.root.startService()
         self.modem = self.root.getServiceNamed("modem:main")
         await within(self.modem.when_ready(), "the modem's first bring-up", timeout=30.0)
+        self.listener = self.root.getServiceNamed("profile:p")
         self.admission = getattr(self.listener, "factory", None)
 
     async def stop(self):

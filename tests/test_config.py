@@ -281,10 +281,40 @@ def test_dns_servers(tmp_path, value, servers):
 
 
 def test_secret_values_are_not_echoed(tmp_path):
-    assert problems(tmp_path, MODEM + 'password = my"secret\npin = 12a4\n') == [
+    assert problems(tmp_path, MODEM + 'password = my"secret\npin = 12a4\npassword1 = a"b\n') == [
         "[modem:main] password: contains a quote, which would end the AT command's string early "
         "(value hidden)",
-        "[modem:main] pin: a PIN is 4 to 8 digits (value hidden)"]
+        "[modem:main] pin: a PIN is 4 to 8 digits (value hidden)",
+        "[modem:main] password1: contains a quote, which would end the AT command's string early "
+        "(value hidden)"]
+
+
+def test_the_second_context_has_its_own_credentials_and_is_chosen_per_profile(tmp_path):
+    config = load_config(write(tmp_path, MODEM + "apn = one\napn1 = two\nusername1 = u\n"
+                                                 "password1 = s3cond\n"
+                               "[profile:a]\nlisten = tcp:1\nremote = tcp:1.2.3.4:5\n"
+                               "[profile:b]\nlisten = tcp:2\nremote = tcp:1.2.3.4:5\ncontext = 1\n"
+                               "[server:s]\nport = 7\nforward = tcp:127.0.0.1:8\ncontext = 1\n"))
+    modem = config.modems["main"]
+    assert (modem.apn, modem.apn1, modem.username1, modem.password1) == ("one", "two", "u", "s3cond")
+    assert "s3cond" not in repr(modem)
+    assert config.profiles["a"].context == 0 and config.profiles["b"].context == 1
+    assert config.servers["s"].context == 1
+
+
+def test_the_second_context_is_refused_in_transparent_mode(tmp_path):
+    assert problems(tmp_path, MODEM + "mode = transparent\n"
+                    "[profile:a]\nlisten = tcp:1\nremote = tcp:1.2.3.4:5\ncontext = 1\n"
+                    "[server:s]\nport = 7\nforward = tcp:127.0.0.1:8\ncontext = 1\n") == [
+        "[profile:a] context: the second PDP context needs mode = mux; [modem:main] has "
+        "mode = transparent (app note §7.2) (got '1')",
+        "[server:s] context: the second PDP context needs mode = mux; [modem:main] has "
+        "mode = transparent (app note §7.2) (got '1')"]
+
+
+def test_a_context_is_0_or_1(tmp_path):
+    assert problems(tmp_path, MODEM + "[profile:a]\nlisten = tcp:1\nremote = tcp:1.2.3.4:5\n"
+                    "context = 2\n") == ["[profile:a] context: must be at most 1 (got '2')"]
 
 
 @pytest.mark.parametrize("pin", ["123", "123456789", "12 4", "+1234"])

@@ -68,6 +68,8 @@ def test_control_commands_answer_one_line(sim_process):
     assert c.read_exactly(3) == b"\x00\xffA"
     assert control_call(control, "chaos 5") == "ok"
     assert control_call(control, "connectfail -") == "ok"
+    assert control_call(control, "pdp-deact 1") == "ok"  # nothing was up: no URC
+    assert control_call(control, "pdp-deact 2") == "error: no context 2"
     assert control_call(control, "mute 0.3") == "ok"
     c.write(b"AT\r")
     assert c.read_exactly(6, deadline=0.2) == b""  # muted: nothing comes back

@@ -313,6 +313,46 @@ def test_pdp_deact_closes_everything_until_qideact():
     assert m.at("AT+QIREGAPP") == OK
 
 
+def _context_up(m, cid):
+    """AT+QIFGCNT=cid and that context in mux mode, active, with its local IP shown."""
+    for cmd in (f"AT+QIFGCNT={cid}", "AT+QIMUX=1", "AT+QIREGAPP", "AT+QIACT"):
+        assert m.at(cmd) == OK
+    return m.at("AT+QILOCIP")
+
+
+def test_one_context_lost_alone_leaves_the_other_and_its_sockets_alone():
+    from bridge.sim.cmd_general import lose_contexts
+
+    m = Module()
+    m.at("ATE0")
+    assert _context_up(m, 0) == b"\r\n10.100.0.2\r\n"
+    first, _ = m.open(0)
+    assert _context_up(m, 1) == b"\r\n10.101.0.2\r\n"
+    second, _ = m.open(1)
+    lose_contexts(m.proto, 0)
+    assert m.output() == b"\r\n+PDP DEACT\r\n"  # once, naming no context
+    assert first.transport.aborted and not second.transport.aborted
+    assert m.at("AT+QISTATE").startswith(OK + b"\r\nSTATE: IP PROCESSING\r\n")  # context 1
+    second.send(b"still here")
+    assert m.tick() == b"\r\n+RECEIVE: 1, 10\r\nstill here"
+    assert m.at("AT+QIFGCNT=0") == OK
+    assert m.at("AT+QISTATE").startswith(OK + b"\r\nSTATE: PDP DEACT\r\n")
+    assert m.at("AT+QIDEACT") == b"\r\nDEACT OK\r\n"  # the foreground context only
+    assert m.at("AT+QIREGAPP") == OK and m.at("AT+QIACT") == OK
+    assert [ctx.reported_state for ctx in m.proto.contexts] == ["IP GPRSACT", "IP PROCESSING"]
+
+
+def test_two_active_contexts_exclude_transparent_mode():
+    m = Module()
+    m.at("ATE0")
+    for cmd in ("AT+QIMODE=1", "AT+QIREGAPP", "AT+QIACT", "AT+QIFGCNT=1", "AT+QIREGAPP"):
+        assert m.at(cmd) == OK
+    assert m.at("AT+QIACT") == ERROR  # app note §7.2
+    assert m.at("AT+QIFGCNT=0") == OK and m.at("AT+QIDEACT") == b"\r\nDEACT OK\r\n"
+    assert m.at("AT+QIMODE=0") == OK and m.at("AT+QIREGAPP") == OK and m.at("AT+QIACT") == OK
+    assert m.at("AT+QIFGCNT=1") == OK and m.at("AT+QIACT") == OK
+
+
 def test_server_socket_addressing():
     m = Module()
     m.ready(mux=1, indi=1)

@@ -9,6 +9,13 @@ registration (CREG and CGREG, bounded by ``registration_timeout``), attach (AT+C
 state), bearer (QIFGCNT, QICSGP, QIMODE/QIMUX, QINDI), activate (QIREGAPP, QIACT), local-ip
 (QILOCIP), dns (AT+QIDNSCFG, only with ``dns`` configured), signal (CSQ). ``reactivate()`` repeats
 only deactivate, activate, local-ip and dns, for recovery after the context alone was lost.
+
+A modem whose profiles or servers use the second PDP context (app note §7) brings it up after the
+first: ``bring_up_context()`` runs AT+QIFGCNT=1, AT+QIDEACT, its bearer (AT+QICSGP with apn1 ...,
+AT+QIMODE=0, AT+QIMUX=1: the module keeps them per context, app note §7.2), AT+QIREGAPP,
+AT+QIACT, AT+QILOCIP [, AT+QIDNSCFG]; the same steps bring one context back alone while the other
+carries on. Then every stack command names its context (``selection``), so that the socket
+commands of the other context, which select theirs, may come in between.
 """
 
 from dataclasses import dataclass, field
@@ -19,7 +26,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from bridge.at import commands
-from bridge.at.commands import DEFAULT_TIMEOUTS, Timeouts
+from bridge.at.commands import DEFAULT_TIMEOUTS, NO_SELECTION, Timeouts
 from bridge.at.errors import ATEngineError, ATError, CmeError, CommandTimeout, LinkLost
 from bridge.errors import CellbridgeError, SimLocked
 from bridge.modem.pinstore import REJECTED, UNCONFIRMED
@@ -54,9 +61,25 @@ class Pacing:
 
 @dataclass
 class BringUpResult:
-    local_ip: str
+    local_ip: str  #: the first context's
     mux: bool
     info: dict = field(default_factory=dict)
+    local_ips: dict = field(default_factory=dict)  #: every context in use -> its local IP
+
+
+def credentials(config, context: int):
+    """APN, user name and password of PDP ``context`` (its modem keys)."""
+    if context == 0:
+        return config.apn, config.username, config.password
+    return config.apn1, config.username1, config.password1
+
+
+def stack_modes(transparent: bool, timeout: float):
+    """AT+QIMODE and AT+QIMUX, the "on" one last: the module refuses QIMODE=1 while QIMUX=1 and
+    vice versa."""
+    if transparent:
+        return commands.qimux(False, timeout), commands.qimode(True, timeout)
+    return commands.qimode(False, timeout), commands.qimux(True, timeout)
 
 
 def cme_matches(error: Exception, code: int, text: str) -> bool:
@@ -82,17 +105,22 @@ class BringUp:
     """One bring-up run over ``issue`` (an ATProtocol's issue); ``run()`` -> BringUpResult.
 
     :param pins: a PinStore; :param stack: the StackMachine kept in step on the way.
+    :param stacks: every PDP context in use -> its StackMachine (default: context 0, ``stack``)
+    :param selection: ``selection(context)`` -> the ``Selection`` its stack commands need
     """
 
     log = Logger()
 
     def __init__(self, clock, issue, config, pins, stack, timeouts: Timeouts = DEFAULT_TIMEOUTS,
-                 pacing: Pacing = Pacing()) -> None:
+                 pacing: Pacing = Pacing(), *, stacks: Optional[dict] = None,
+                 selection=lambda context: NO_SELECTION) -> None:
         self.clock = clock
         self._issue = issue
         self.config = config
         self.pins = pins
         self.stack = stack
+        self.stacks = stacks or {0: stack}
+        self._selection = selection
         self.t = timeouts
         self.pacing = pacing
         self.info: dict = {}
@@ -120,14 +148,16 @@ class BringUp:
         yield self._wait_registered()
         yield self._at("attach", c.cgatt(True, t.attach))
         try:
-            local_ip = yield self._activate()
+            local_ips = {0: (yield self._activate())}
+            for context in self._other_contexts():
+                local_ips[context] = yield self.bring_up_context(context)
         except BringUpFailed:
             yield self._resync_stack_quietly()
             raise
         quality = yield self._at("signal", c.csq(t.simple))
         self.info["signal"] = describe_signal(quality.rssi, quality.ber)
-        self.info["local_ip"] = local_ip
-        return BringUpResult(local_ip, self.mux, dict(self.info))
+        self.info["local_ip"] = local_ips[0]
+        return BringUpResult(local_ips[0], self.mux, dict(self.info), local_ips)
 
     # -- steps ------------------------------------------------------------------------------------
 
@@ -269,64 +299,93 @@ class BringUp:
                 last, next_progress = stats, self.clock.seconds() + self.pacing.registration_progress
             yield deferLater(self.clock, self.pacing.registration_poll, lambda: None)
 
+    def _other_contexts(self):
+        return sorted(self.stacks)[1:]
+
     @inlineCallbacks
     def _activate(self):
         c, t, cfg = commands, self.t, self.config
-        mux_reply = yield self._at("stack", c.query("+QIMUX", t.simple))
+        on = self._selection(0)
+        mux_reply = yield self._at("stack", c.query("+QIMUX", t.simple).addressing(on))
         self.mux = _first_value(mux_reply, "+QIMUX:") == 1
-        yield self._at("stack", self.stack.status_command(self.mux, t.simple)).addCallback(
-            self.stack.observed)
-        yield self._deactivate(t.qideact)
-        yield self._at("bearer", c.qifgcnt(0, t.simple))
-        yield self._at("bearer", c.qicsgp(cfg.apn, cfg.username, cfg.password, timeout=t.simple))
+        yield self._at("stack", self._status_command(0)).addCallback(self.stack.observed)
+        yield self._deactivate(t.qideact, 0)
+        if not on.settings():  # else every command here selects context 0 itself
+            yield self._at("bearer", c.qifgcnt(0, t.simple))
+        yield self._at("bearer", c.qicsgp(*credentials(cfg, 0), timeout=t.simple).addressing(on))
         transparent = cfg.mode == "transparent"
-        # Switch the "on" mode last: the module refuses QIMODE=1 while QIMUX=1 and vice versa.
-        first, second = ((c.qimux(False, t.simple), c.qimode(True, t.simple)) if transparent else
-                         (c.qimode(False, t.simple), c.qimux(True, t.simple)))
-        yield self._at("bearer", first)
-        yield self._at("bearer", second)
+        for command in stack_modes(transparent, t.simple):
+            yield self._at("bearer", command.addressing(on))
         self.mux = not transparent
         yield self._at("bearer", c.qindi(1 if cfg.receive == "pull" else 0, t.simple))
-        local_ip = yield self._open_context()
+        local_ip = yield self._open_context(0)
+        return local_ip
+
+    @inlineCallbacks
+    def bring_up_context(self, context: int, qideact_timeout: Optional[float] = None):
+        """PDP ``context`` from any state to active, the other context left alone (app note
+        §7.2): AT+QIFGCNT, AT+QIDEACT, AT+QICSGP, AT+QIMODE=0, AT+QIMUX=1, AT+QIREGAPP,
+        AT+QIACT, AT+QILOCIP -> its local IP."""
+        c, t = commands, self.t
+        on = self._selection(context)
+        yield self._at("bearer", c.qifgcnt(context, t.simple))
+        yield self._deactivate(t.qideact if qideact_timeout is None else qideact_timeout, context)
+        yield self._at("bearer", c.qicsgp(*credentials(self.config, context),
+                                          timeout=t.simple).addressing(on))
+        for command in stack_modes(False, t.simple):
+            yield self._at("bearer", command.addressing(on))
+        local_ip = yield self._open_context(context)
+        self.info[f"local_ip{context or ''}"] = local_ip
         return local_ip
 
     @inlineCallbacks
     def reactivate(self, mux: bool, qideact_timeout: Optional[float] = None):
-        """The context is gone but the module kept its settings (``+PDP DEACT``, a mute spell):
-        AT+QIDEACT, then AT+QIREGAPP, AT+QIACT, AT+QILOCIP [, AT+QIDNSCFG] -> BringUpResult."""
+        """The contexts are gone but the module kept its settings (``+PDP DEACT``, a mute
+        spell): AT+QIDEACT, then AT+QIREGAPP, AT+QIACT, AT+QILOCIP [, AT+QIDNSCFG], and the second
+        context anew if it is in use -> BringUpResult."""
         self.mux = mux
-        yield self._deactivate(self.t.qideact if qideact_timeout is None else qideact_timeout)
-        local_ip = yield self._open_context()
-        self.info["local_ip"] = local_ip
-        return BringUpResult(local_ip, mux, dict(self.info))
+        timeout = self.t.qideact if qideact_timeout is None else qideact_timeout
+        yield self._deactivate(timeout, 0)
+        local_ips = {0: (yield self._open_context(0))}
+        for context in self._other_contexts():
+            local_ips[context] = yield self.bring_up_context(context, timeout)
+        self.info["local_ip"] = local_ips[0]
+        return BringUpResult(local_ips[0], mux, dict(self.info), local_ips)
+
+    def _status_command(self, context: int):
+        command = self.stacks[context].status_command(self.mux, self.t.simple)
+        return command.addressing(self._selection(context))
 
     @inlineCallbacks
-    def _deactivate(self, timeout: float):
-        yield self._at("deactivate", commands.qideact(timeout))
-        self.stack.step("QIDEACT")
+    def _deactivate(self, timeout: float, context: int):
+        yield self._at("deactivate", commands.qideact(timeout).addressing(self._selection(context)))
+        self.stacks[context].step("QIDEACT")
 
     @inlineCallbacks
-    def _open_context(self):
+    def _open_context(self, context: int):
         c, t = commands, self.t
-        yield self._at("activate", c.qiregapp(t.regapp))
-        self.stack.step("QIREGAPP")
-        yield self._at("activate", c.qiact(t.qiact))
-        self.stack.step("QIACT")
-        local_ip = yield self._at("local-ip", c.qilocip(t.simple))
-        self.stack.step("QILOCIP")
+        on, stack = self._selection(context), self.stacks[context]
+        yield self._at("activate", c.qiregapp(t.regapp).addressing(on))
+        stack.step("QIREGAPP")
+        yield self._at("activate", c.qiact(t.qiact).addressing(on))
+        stack.step("QIACT")
+        local_ip = yield self._at("local-ip", c.qilocip(t.simple).addressing(on))
+        stack.step("QILOCIP")
         if self.config.dns:
             # The module takes the network's DNS servers when the context comes up, so configured
             # ones are set after it, on every activation (app note §8.2).
-            yield self._at("dns", c.qidnscfg(self.config.dns, t.simple))
+            yield self._at("dns", c.qidnscfg(self.config.dns, t.simple).addressing(on))
         return local_ip
 
     @inlineCallbacks
     def _resync_stack_quietly(self):
-        """After a failed stack step, learn the module's real state (best effort)."""
+        """After a failed stack step, learn the module's real state of every context (best
+        effort)."""
         if self.mux is None:
             return
-        try:
-            yield self._issue(self.stack.status_command(self.mux, self.t.simple)).addCallback(
-                self.stack.observed)
-        except ATEngineError as error:
-            self.log.warn("stack: state query after the failure failed too: {error}", error=error)
+        for context, stack in sorted(self.stacks.items()):
+            try:
+                yield self._issue(self._status_command(context)).addCallback(stack.observed)
+            except ATEngineError as error:
+                self.log.warn("stack: state query after the failure failed too: {error}",
+                              error=error)

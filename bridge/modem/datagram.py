@@ -62,12 +62,12 @@ class ModemDatagramEndpoint(ModuleEndpoint):
 
     def __init__(self, modem, host: str, port: int,
                  settings: DatagramSettings = DatagramSettings(), group: str = "",
-                 limit: int = SLOTS, wait: Optional[float] = None) -> None:
-        super().__init__(modem, host, port, settings, group, limit, wait)
+                 limit: int = SLOTS, wait: Optional[float] = None, context: int = 0) -> None:
+        super().__init__(modem, host, port, settings, group, limit, wait, context)
 
     @staticmethod
-    def transport_type(modem, slot, address, settings):
-        return ModuleDatagramSocket(modem, slot, address, settings)
+    def transport_type(modem, slot, address, settings, context):
+        return ModuleDatagramSocket(modem, slot, address, settings, context)
 
     def connect(self, protocol):
         return self.open(lambda address: protocol)

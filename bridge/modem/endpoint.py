@@ -30,21 +30,23 @@ from bridge.modem.socket import ModuleAddress, ModuleSocket, SocketSettings
 
 class ModuleEndpoint:
     """``proto`` to ``host``:``port`` through ``modem``'s own stack, on ``transport_type``
-    sockets (built as ``transport_type(modem, slot, address, settings)``).
+    sockets (built as ``transport_type(modem, slot, address, settings, context)``).
 
     :param group / limit: sockets held by ``group`` at once (a profile's ``max_links``)
     :param wait: seconds an open may wait for a free socket (None = no bound)
+    :param context: the module's PDP context to open on (AT+QIFGCNT, app note §7)
     """
 
     proto = "TCP"
     transport_type: Callable = ModuleSocket
 
     def __init__(self, modem, host: str, port: int, settings, group: str = "",
-                 limit: int = SLOTS, wait: Optional[float] = None) -> None:
+                 limit: int = SLOTS, wait: Optional[float] = None, context: int = 0) -> None:
         self.modem = modem
         self.peer = ModuleAddress(self.proto, host, port)
         self.settings = settings
         self.group, self.limit, self.wait = group, limit, wait
+        self.context = context
 
     def open(self, build_protocol: Callable) -> Deferred:
         """-> Deferred(protocol) once the socket is open and ``build_protocol(address)``'s
@@ -57,12 +59,14 @@ class ModemEndpoint(ModuleEndpoint):
     """TCP to ``host``:``port`` through ``modem``'s own stack.
 
     :param settings: the sockets' tuning (default: the modem's)
+    :param context: the module's PDP context to connect on (AT+QIFGCNT, app note §7)
     """
 
     def __init__(self, modem, host: str, port: int, settings: Optional[SocketSettings] = None,
-                 group: str = "", limit: int = SLOTS, wait: Optional[float] = None) -> None:
+                 group: str = "", limit: int = SLOTS, wait: Optional[float] = None,
+                 context: int = 0) -> None:
         super().__init__(modem, host, port, settings or modem.socket_settings(), group, limit,
-                         wait)
+                         wait, context)
 
     def connect(self, factory) -> Deferred:
         return self.open(factory.buildProtocol)
@@ -105,7 +109,8 @@ class ModuleOpening:
     def _acquired(self, slot: int) -> None:
         self._waiting = None
         peer = self.endpoint.peer
-        opening = self.modem.open_socket(slot, peer.type, peer.host, peer.port)
+        opening = self.modem.open_socket(slot, peer.type, peer.host, peer.port,
+                                         self.endpoint.context)
         opening.addCallbacks(self._opened, self._open_failed, (slot,), errbackArgs=(slot,))
 
     def _open_failed(self, failure, slot: int) -> None:
@@ -130,7 +135,7 @@ class ModuleOpening:
             self.result.errback(ConnectError(string="the factory refused the connection"))
             return
         socket = self.endpoint.transport_type(self.modem, slot, address,
-                                               self.endpoint.settings)
+                                               self.endpoint.settings, self.endpoint.context)
         try:
             socket.makeConnection(protocol)
         except Exception:
@@ -141,7 +146,9 @@ class ModuleOpening:
         self.result.callback(protocol)
 
     def _close_unused(self, slot: int) -> None:
-        closing = self.modem.issue(commands.qiclose(slot, timeout=self.modem.timeouts.qiclose))
+        close = commands.qiclose(slot, timeout=self.modem.timeouts.qiclose)
+        closing = self.modem.issue(
+            close.addressing(self.modem.selection(self.endpoint.context, server=False)))
         closing.addErrback(lambda f: self.log.info("socket {slot}: close after a cancelled "
                                                    "connect: {why}", slot=slot,
                                                    why=f.getErrorMessage()))

@@ -8,18 +8,24 @@ Module sockets (:class:`~bridge.modem.socket.ModuleSocket`, reached through
 when everything on the module is gone ("down": PDP lost, module rebooted, mute, port lost). The
 way back to "ready" is the :class:`~bridge.modem.supervisor.Supervisor`'s; with
 ``persistent=False`` (``cellbridge probe``) there is none: "down" stays down.
+
+With both PDP contexts in use (app note §7) one context can go down alone: ``+PDP DEACT`` names
+no context, so the modem asks the module (AT+QISTATE on each) which one is gone. Only that
+context's sockets are told "down" and its opens fail; it is brought back alone, and the other
+context's links carry on. Both gone, or no clear answer: the whole modem is down as before.
 """
 
 import dataclasses
 import random
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, NamedTuple, Optional
 
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.logger import Logger
 
 from bridge.at import commands
+from bridge.at.errors import ATEngineError
 from bridge.at.commands import DEFAULT_TIMEOUTS, Selection, Timeouts
 from bridge.at.events import (Boot, Closed, ConnectResult, DataAvailable, PdpDeact, Received,
                               Registration, RemoteIp, Resynced, RESTART_SIGNS,
@@ -38,13 +44,21 @@ from bridge.modem.pump import Pump
 from bridge.modem.recovery import run_reset_command
 from bridge.modem.sleep import SleepController
 from bridge.modem.socket import SocketSettings
-from bridge.modem.stack import StackMachine
+from bridge.modem.stack import ACTIVE_STATES, StackMachine
 from bridge.modem.supervisor import RecoveryTimings, Supervisor
 from bridge.modem.transport import TransportError, open_port
 
 #: Without an answer for this long (and nothing on the wire) the modem is not healthy.
 ANSWER_STALE = 120.0
 SOCKET_EVENTS = (ConnectResult, Closed, DataAvailable, Received, RemoteIp, StreamCorrupt)
+PDP_LOST = "PDP context deactivated by the network (+PDP DEACT)"
+
+
+class _Attached(NamedTuple):
+    """A socket's URC receiver and the PDP context its socket lives on."""
+
+    handler: object
+    context: int
 
 
 class _ModemProtocol(ATProtocol):
@@ -94,9 +108,13 @@ class Modem(Service):
         self.serves = False
         self.protocol: Optional[ATProtocol] = None
         self.ready = False
-        self.local_ip: Optional[str] = None
+        self.local_ip: Optional[str] = None  #: the first context's
+        self.local_ips: dict = {}  #: every context in use -> its local IP
+        #: contexts down alone while the modem is ready (the other one carries on)
+        self.contexts_down: set = set()
         self.info: dict = {}
-        self.stack = StackMachine()
+        self.stacks = {0: StackMachine(), 1: StackMachine()}  #: per PDP context
+        self.stack = self.stacks[0]
         self.pins = PinStore(reactor, state_dir, config.name)
         self.counters = counters if counters is not None else Counters()
         self.persistent = persistent
@@ -114,10 +132,11 @@ class Modem(Service):
         self.health = HealthPoll(reactor, self.name, lambda: self.protocol, self.info, self.timeouts,
                                  health_interval)
         self._opener = SocketOpener(self)
-        self._handlers: Dict[int, object] = {}
+        self._handlers: Dict[int, _Attached] = {}
         self._ready_waiters: list = []
         self._open_waiters: list = []
         self._state_listeners: list = []
+        self._context_listeners: list = []
         self._engine: Optional[ATProtocol] = None  # the last one, kept for last_answer
         self._port = None
         self.mux = config.mode == "mux"
@@ -151,8 +170,14 @@ class Modem(Service):
         return waiter
 
     def add_state_listener(self, listener: Callable) -> None:
-        """``listener(state, reason)`` with state "ready" or "down"."""
+        """``listener(state, reason)`` with state "ready" or "down": the whole modem."""
         self._state_listeners.append(listener)
+
+    def add_context_listener(self, listener: Callable) -> None:
+        """``listener(context, state, reason)`` with state "down" or "ready": one PDP context
+        lost or back alone while the modem stays ready (a whole-modem change goes to the state
+        listeners only, and covers every context)."""
+        self._context_listeners.append(listener)
 
     @property
     def port(self):
@@ -191,7 +216,7 @@ class Modem(Service):
         """Open the port with a fresh engine -> Deferred(None) once it is ``self.protocol``."""
         protocol = _ModemProtocol(self.reactor, self._port_lost, sleep=self.sleep,
                                   resync_timeout=self._resync_timeout, baud=self.config.baudrate)
-        for secret in (self.config.pin, self.config.password):
+        for secret in (self.config.pin, self.config.password, self.config.password1):
             if secret:
                 protocol.ring.add_secret(secret.encode())
         protocol.add_listener(self._on_event)
@@ -264,13 +289,16 @@ class Modem(Service):
 
     def new_bring_up(self) -> BringUp:
         return BringUp(self.reactor, self.protocol.issue, self.config, self.pins, self.stack,
-                       self.timeouts, self.pacing)
+                       self.timeouts, self.pacing, selection=self.selection,
+                       stacks={context: self.stacks[context] for context in self.contexts_in_use})
 
     def came_up(self, result) -> None:
         if self.protocol is None:
             return
         self.info.update(result.info)
         self.local_ip = result.local_ip
+        self.local_ips = dict(result.local_ips)
+        self.contexts_down.clear()
         self.mux = result.mux
         self.ready = True
         self.log.info("{name}: ready, local IP {ip} ({model}, {registration}, signal {signal})",
@@ -288,6 +316,30 @@ class Modem(Service):
     def mark_down(self, reason: str) -> None:
         self._mark_down(reason)
 
+    def mark_context_down(self, context: int, reason: str) -> None:
+        """PDP ``context`` alone is gone: its sockets are told, its opens fail; the other
+        context's carry on."""
+        if not self.ready or context in self.contexts_down:
+            return
+        self.contexts_down.add(context)
+        self._opener.fail_waiting(ModemDown(f"{self.name}: context {context}: {reason}"), context)
+        self._tell_sockets_down(reason, context)
+        self.log.warn("{name}: context {context} down: {reason}", name=self.name, context=context,
+                      reason=reason)
+        self._notify_context(context, "down", reason)
+
+    def context_came_up(self, context: int, local_ip: str) -> None:
+        """PDP ``context`` is back alone (the supervisor's hook)."""
+        if not self.ready:
+            return
+        self.contexts_down.discard(context)
+        self.local_ips[context] = local_ip
+        if context == 0:
+            self.local_ip = local_ip
+        self.log.info("{name}: context {context} ready, local IP {ip}", name=self.name,
+                      context=context, ip=local_ip)
+        self._notify_context(context, "ready", f"local IP {local_ip}")
+
     # -- state ------------------------------------------------------------------------------------
 
     def _mark_down(self, reason: str, expected: bool = False) -> None:
@@ -299,20 +351,32 @@ class Modem(Service):
         if not self.ready:
             return
         self.ready = False
-        for handler in list(self._handlers.values()):
-            try:
-                handler.modem_down(reason)
-            except Exception:
-                self.log.failure("{name}: socket handler {handler!r} failed on modem down",
-                                 name=self.name, handler=handler)
+        self._tell_sockets_down(reason)
         (self.log.info if expected else self.log.warn)("{name}: down: {reason}", name=self.name,
                                                        reason=reason)
         self._notify("down", reason)
 
-    def _notify(self, state: str, reason: str) -> None:
-        for listener in list(self._state_listeners):
+    def _tell_sockets_down(self, reason: str, context: Optional[int] = None) -> None:
+        """``modem_down(reason)`` to every socket, or to those of ``context``."""
+        for attached in list(self._handlers.values()):
+            if context is not None and attached.context != context:
+                continue
             try:
-                listener(state, reason)
+                attached.handler.modem_down(reason)
+            except Exception:
+                self.log.failure("{name}: socket handler {handler!r} failed on modem down",
+                                 name=self.name, handler=attached.handler)
+
+    def _notify(self, state: str, reason: str) -> None:
+        self._tell(self._state_listeners, state, reason)
+
+    def _notify_context(self, context: int, state: str, reason: str) -> None:
+        self._tell(self._context_listeners, context, state, reason)
+
+    def _tell(self, listeners: list, *args) -> None:
+        for listener in list(listeners):
+            try:
+                listener(*args)
             except Exception:
                 self.log.failure("state listener {listener!r} failed", listener=listener)
 
@@ -328,10 +392,11 @@ class Modem(Service):
     def _on_event(self, event) -> None:
         if isinstance(event, SOCKET_EVENTS):
             self._route(event)
+        elif isinstance(event, PdpDeact) and self.ready and self.contexts_in_use != {0}:
+            self._find_lost_context()
         elif isinstance(event, PdpDeact):
             self.stack.step("PDP DEACT")
-            self._lost_module(self.supervisor.context_lost,
-                              "PDP context deactivated by the network (+PDP DEACT)")
+            self._lost_module(self.supervisor.context_lost, PDP_LOST)
         elif isinstance(event, Boot) and event.kind in RESTART_SIGNS:
             self.stack.state = None
             self._lost_module(self.supervisor.module_reset, f"the module restarted ({event.kind})")
@@ -354,14 +419,39 @@ class Modem(Service):
         else:
             self._mark_down(reason)
 
+    @inlineCallbacks
+    def _find_lost_context(self):
+        """``+PDP DEACT`` names no context (app note §2.2): AT+QISTATE on each context in use
+        says which is gone (any state but an active one counts as gone). One gone: it alone
+        goes down and comes back; both, none or no answer: the whole modem, as with one
+        context."""
+        down = []
+        try:
+            for context in sorted(self.contexts_in_use):
+                report = yield self.query_stack(context)
+                if report.state not in ACTIVE_STATES:
+                    down.append(context)
+        except (ATEngineError, ModemDown) as error:
+            self.log.warn("{name}: +PDP DEACT: which context is down is unknown: {error}",
+                          name=self.name, error=error)
+            down = []
+        if not self.ready:
+            return  # the module went away meanwhile: its recovery covers every context
+        if len(down) != 1:
+            self._lost_module(self.supervisor.context_lost, PDP_LOST)
+        elif self.persistent:
+            self.supervisor.context_down(down[0], PDP_LOST)
+        else:
+            self.mark_context_down(down[0], PDP_LOST)
+
     def _route(self, event) -> None:
         socket = event.socket
         if socket is None and not self.mux:
             socket = 0  # transparent mode: the single link is slot 0
         awaited = isinstance(event, ConnectResult) and self._opener.connect_result(socket, event)
-        handler = self._handlers.get(socket)
-        if handler is not None:
-            handler.socket_event(event)
+        attached = self._handlers.get(socket)
+        if attached is not None:
+            attached.handler.socket_event(event)
         elif isinstance(event, Received):
             self.log.warn("{name}: dropped data for socket {socket}, which has no link: {data}",
                           name=self.name, socket=socket, data=describe_payload(event.data).decode())
@@ -382,9 +472,10 @@ class Modem(Service):
         -> StackState."""
         if self.protocol is None:
             return fail(ModemDown(f"{self.name}: the port is not open"))
-        command = self.stack.status_command(self.mux, self.timeouts.simple)
+        stack = self.stacks[context]
+        command = stack.status_command(self.mux, self.timeouts.simple)
         command.addressing(self.selection(context))
-        return self.protocol.issue(command).addCallback(self.stack.observed)
+        return self.protocol.issue(command).addCallback(stack.observed)
 
     def selection(self, context: int = 0, server: Optional[bool] = None) -> Selection:
         """What a command on a socket of ``context`` (and side, for AT+QISEND/QISACK/QICLOSE)
@@ -404,10 +495,11 @@ class Modem(Service):
         return SocketSettings(window=self.config.send_window,
                               keepalive=KeepaliveTimings.from_config(self.config))
 
-    def attach_socket(self, index: int, handler) -> None:
+    def attach_socket(self, index: int, handler, context: int = 0) -> None:
         """Deliver this socket's URC events to ``handler.socket_event(event)`` and tell it
-        ``handler.modem_down(reason)`` when the module's sockets are gone."""
-        self._handlers[index] = handler
+        ``handler.modem_down(reason)`` when the module's sockets (or those of its PDP
+        ``context``) are gone."""
+        self._handlers[index] = _Attached(handler, context)
 
     def detach_socket(self, index: int) -> None:
         self._handlers.pop(index, None)
@@ -418,6 +510,8 @@ class Modem(Service):
         ModemDown otherwise (see :class:`~bridge.modem.opener.SocketOpener`)."""
         if not self.ready:
             return fail(ModemDown(f"{self.name} is not ready"))
+        if context in self.contexts_down:
+            return fail(ModemDown(f"{self.name}: context {context} is down"))
         return self._opener.open(index, proto, host, port, context)
 
 

@@ -7,7 +7,7 @@ is one turn under a lock, or a concurrent open's QIDNSIP could slip in between.
 """
 
 import ipaddress
-from typing import Dict
+from typing import Dict, Optional, Tuple
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, fail, inlineCallbacks
@@ -38,7 +38,7 @@ class SocketOpener:
 
     def __init__(self, modem) -> None:
         self.modem = modem
-        self._waiters: Dict[int, Deferred] = {}
+        self._waiters: Dict[int, Tuple[int, Deferred]] = {}  # index -> (its context, the wait)
         self._turn = defer.DeferredLock()
 
     def open(self, index: int, proto: str, host: str, port: int, context: int = 0) -> Deferred:
@@ -50,22 +50,25 @@ class SocketOpener:
 
     def connect_result(self, socket: int, event) -> bool:
         """Give ``CONNECT OK|FAIL`` to the open waiting for it; False if none was."""
-        waiter = self._waiters.pop(socket, None)
-        if waiter is None:
+        waiting = self._waiters.pop(socket, None)
+        if waiting is None:
             return False
-        waiter.callback(event)
+        waiting[1].callback(event)
         return True
 
-    def fail_waiting(self, error: Exception) -> None:
-        waiters, self._waiters = self._waiters, {}
-        for waiter in waiters.values():
+    def fail_waiting(self, error: Exception, context: Optional[int] = None) -> None:
+        """Fail every wait for a CONNECT result, or those of PDP ``context``."""
+        failing = [index for index, (on, _) in self._waiters.items()
+                   if context is None or on == context]
+        waiters = [self._waiters.pop(index)[1] for index in failing]
+        for waiter in waiters:
             waiter.errback(error)
 
     @inlineCallbacks
     def _open(self, index, proto, host, port, context):
         wire_index = index if self.modem.mux else None
         connected = Deferred()
-        self._waiters[index] = connected
+        self._waiters[index] = (context, connected)
         try:
             try:
                 accepted = yield self._turn.run(self._request, wire_index, proto, host, port,
@@ -84,7 +87,7 @@ class SocketOpener:
             yield self._close_after_failure(wire_index, context)
             raise ConnectFailed(f"no CONNECT OK within {self.modem.timeouts.connect:g} s") from None
         finally:
-            if self._waiters.get(index) is connected:
+            if self._waiters.get(index, (None, None))[1] is connected:
                 del self._waiters[index]
             if not connected.called:
                 connected.cancel()

@@ -201,7 +201,7 @@ class ModuleSocket:
     def makeConnection(self, protocol) -> None:
         """Attach ``protocol`` and start carrying (the endpoint calls this on CONNECT OK)."""
         self.protocol = protocol
-        self.modem.attach_socket(self.slot, self)
+        self.modem.attach_socket(self.slot, self, self.context)
         self.modem.pump.add(self)
         self._liveness.opened()
         protocol.makeConnection(self)

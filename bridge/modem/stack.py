@@ -37,6 +37,8 @@ STEPS = {
 
 #: States in which the context is up and AT+QIOPEN is accepted.
 OPEN_STATES = frozenset({STATUS, PROCESSING, CLOSE, CONNECT_OK})
+#: States of an active context (its sockets live); any other means it is gone or not yet up.
+ACTIVE_STATES = OPEN_STATES | {GPRSACT}
 
 
 class StackMachine:

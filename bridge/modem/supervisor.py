@@ -5,6 +5,8 @@ app note §6.3):
 
 - the context was lost (``+PDP DEACT``): AT+QIDEACT, then AT+QIREGAPP, AT+QIACT, AT+QILOCIP
   (``BringUp.reactivate``); the module kept its settings;
+- one of two PDP contexts was lost, the other carries on: that one alone is brought back
+  (``BringUp.bring_up_context``), tried again after a backoff while it fails;
 - the module was reset (``RDY`` or ``+CFUN:`` out of the blue, or AT+CMEE? found back at its
   default after a weaker sign such as ``Call Ready``): the full bring-up;
 - the module is mute (the engine's resync after a timeout failed): the :class:`RecoveryLadder`
@@ -21,6 +23,7 @@ ring, rate-limited) and a count in the modem's :class:`~bridge.counters.Counters
 
 import random
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Optional
 
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
@@ -71,8 +74,13 @@ class Supervisor:
     ``timeouts``, ``pacing``, ``resync_budget``, ``stack``, ``persistent``, ``ring``,
     ``new_bring_up()`` -> BringUp, ``came_up(result)``, ``mark_down(reason)``, ``fatal(error)``,
     ``reopen_port()`` -> Deferred (fails while the device is missing), ``close_port()``,
-    ``counters``, ``mux``, ``local_ip``, ``info``.
+    ``counters``, ``mux``, ``local_ip``, ``local_ips``, ``info``, ``contexts_in_use``,
+    ``stacks``, ``query_stack(context)``, ``selection(context)``,
+    ``mark_context_down(context, reason)``, ``context_came_up(context, local_ip)``.
     """
+
+    #: the job that brings one PDP context back alone
+    CONTEXT_JOB = "reactivate-context"
 
     log = Logger()
 
@@ -87,7 +95,9 @@ class Supervisor:
         self._retry_backoff = Backoff(self._rng, timings.retry_initial, timings.retry_maximum)
         self._reopen_backoff = Backoff(self._rng, timings.reopen_initial, timings.reopen_maximum)
         self._job: Optional[Deferred] = None
-        self.job: Optional[str] = None  #: what runs: bring-up, reactivate, ladder, reopen
+        #: what runs: bring-up, reactivate, ladder, reopen, reactivate-context
+        self.job: Optional[str] = None
+        self._context: Optional[int] = None  # the context the reactivate-context job brings back
         self._timer = None
         self._since: Optional[float] = None  # when the module was lost (for "recovered after")
         self._expect_boot = False  # AT+CFUN=1,1 or the reset command: boot URCs are ours
@@ -108,10 +118,21 @@ class Supervisor:
         self._run("bring-up", self._bring_up)
 
     def context_lost(self, cause: str) -> None:
-        if self.job is not None:
+        if self.job is not None and self.job != self.CONTEXT_JOB:
             return  # whatever runs re-activates the context (or reboots the module) anyway
         self._transition("pdp_lost", f"context lost: {cause}; re-activating it")
         self._run("reactivate", self._reactivate)
+
+    def context_down(self, context: int, cause: str) -> None:
+        """PDP ``context`` alone was lost; the other one carries on."""
+        if self.job == self.CONTEXT_JOB and self._context != context:
+            self.context_lost(f"{cause}, while context {self._context} was down too")
+            return
+        if self.job is not None:
+            return  # whatever runs brings every context back
+        self._transition("pdp_lost", f"context {context} lost: {cause}; re-activating it alone",
+                         context)
+        self._run_context(context)
 
     def module_reset(self, cause: str) -> None:
         if self._expect_boot or self.job == "bring-up" or self.job == "reopen":
@@ -150,7 +171,8 @@ class Supervisor:
 
     # -- running one procedure --------------------------------------------------------------------
 
-    def _transition(self, counter: str, text: str) -> None:
+    def _transition(self, counter: str, text: str, context: Optional[int] = None) -> None:
+        """Count, log with the traffic ring, and mark the modem (or only ``context``) down."""
         self.modem.counters.incr(counter)
         if self._since is None:
             self._since = self.clock.seconds()
@@ -160,13 +182,24 @@ class Supervisor:
         else:
             self.log.warn("{name}: {text}\ntraffic ring:\n{dump}", name=self.modem.name,
                           text=text, dump=dump)
-        self.modem.mark_down(text.split(";")[0])
+        if context is None:
+            self.modem.mark_down(text.split(";")[0])
+        else:
+            self.modem.mark_context_down(context, text.split(";")[0])
 
-    def _run(self, kind: str, procedure: Callable[[], Deferred]) -> None:
+    def _run(self, kind: str, procedure: Callable[[], Deferred],
+             came_up: Optional[Callable] = None) -> None:
+        """Run ``procedure``; its result goes to ``came_up`` (default: the modem's)."""
         self._cancel()
         self.job = kind
         job = self._job = procedure()
-        job.addCallbacks(self._up, self._failed, callbackArgs=(job, kind), errbackArgs=(job,))
+        job.addCallbacks(self._up, self._failed, callbackArgs=(job, kind, came_up),
+                         errbackArgs=(job,))
+
+    def _run_context(self, context: int) -> None:
+        self._context = context
+        self._run(self.CONTEXT_JOB, partial(self._reactivate_context, context),
+                  partial(self.modem.context_came_up, context))
 
     def _run_ladder(self, cause: str) -> None:
         self._cancel()
@@ -189,7 +222,8 @@ class Supervisor:
         job.addCallbacks(lambda step: self._up(self._result, job, None), self._failed,
                          errbackArgs=(job,))
 
-    def _up(self, result, job: Deferred, counted_as: Optional[str]) -> None:
+    def _up(self, result, job: Deferred, counted_as: Optional[str],
+            came_up: Optional[Callable] = None) -> None:
         if job is not self._job:
             return
         self._job, self.job, self._expect_boot = None, None, False
@@ -200,20 +234,26 @@ class Supervisor:
             self.log.warn("{name}: recovered after {elapsed:.1f} s", name=self.modem.name,
                           elapsed=self.clock.seconds() - self._since)
             self._since = None
-        self.modem.came_up(result)
+        (came_up or self.modem.came_up)(result)
 
     def _failed(self, failure, job: Deferred) -> None:
         if job is not self._job or failure.check(CancelledError):
             return
+        kind = self.job
         self._job, self.job, self._expect_boot = None, None, False
         error = failure.value
         if isinstance(error, SimLocked) or not self.modem.persistent:
             self.modem.fatal(error)
             return
         delay = self._retry_backoff.next_delay()
-        self.log.error("{name}: {error}; bring-up again in {delay:.1f} s", name=self.modem.name,
-                       error=error, delay=delay)
-        self._timer = self.clock.callLater(delay, self._run, "bring-up", self._bring_up)
+        if kind == self.CONTEXT_JOB:  # the other context still carries: not a full bring-up
+            again, retry = f"context {self._context} re-activation", partial(
+                self._run_context, self._context)
+        else:
+            again, retry = "bring-up", partial(self._run, "bring-up", self._bring_up)
+        self.log.error("{name}: {error}; {again} again in {delay:.1f} s", name=self.modem.name,
+                       error=error, again=again, delay=delay)
+        self._timer = self.clock.callLater(delay, retry)
 
     def _cancel(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -273,6 +313,9 @@ class Supervisor:
         run.info.update(self.modem.info)
         return run.reactivate(self.modem.mux, qideact_timeout).addCallback(self._keep)
 
+    def _reactivate_context(self, context: int) -> Deferred:
+        return self.modem.new_bring_up().bring_up_context(context)
+
     def _keep(self, result):
         self._result = result  # the ladder reports only the step's name
         return result
@@ -288,16 +331,19 @@ class Supervisor:
                           name=self.modem.name)
             result = yield self._bring_up()
             return self._keep(result)
-        state = yield engine.issue(self.modem.stack.status_command(self.modem.mux, t.simple))
-        self.modem.stack.observed(state)
-        if not self.modem.stack.context_up:
+        states = {}
+        for context in sorted(self.modem.contexts_in_use):
+            states[context] = yield self.modem.query_stack(context)
+        if not all(self.modem.stacks[context].context_up for context in states):
             result = yield self._reactivate()
             return result
-        yield self._close_leftovers(state)
-        return self._keep(BringUpResult(self.modem.local_ip, self.modem.mux, dict(self.modem.info)))
+        for context, state in states.items():
+            yield self._close_leftovers(context, state)
+        return self._keep(BringUpResult(self.modem.local_ip, self.modem.mux, dict(self.modem.info),
+                                        dict(self.modem.local_ips)))
 
     @inlineCallbacks
-    def _close_leftovers(self, state):
+    def _close_leftovers(self, context: int, state):
         """Module sockets of links that died while the module was mute still hold their index."""
         engine, mux = self.modem.protocol, self.modem.mux
         if mux:
@@ -306,7 +352,8 @@ class Supervisor:
             busy = [None] if state.state in SINGLE_LINK_BUSY else []
         for socket in busy:
             try:
-                yield engine.issue(commands.qiclose(socket, self.modem.timeouts.qiclose))
+                yield engine.issue(commands.qiclose(socket, self.modem.timeouts.qiclose)
+                                   .addressing(self.modem.selection(context)))
             except ATEngineError as error:
                 self.log.info("{name}: closing leftover socket {socket}: {error}",
                               name=self.modem.name, socket=socket, error=error)

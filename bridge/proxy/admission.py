@@ -30,7 +30,7 @@ class Admission(Factory):
                                        probe=profile.probe)
         self.endpoint = ModemEndpoint(modem, profile.remote.host, profile.remote.port, settings,
                                       group=profile.name, limit=profile.max_links,
-                                      wait=profile.queue_timeout)
+                                      wait=profile.queue_timeout, context=profile.context)
         self.served = 0
         self._sockets = set()
 

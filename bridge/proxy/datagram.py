@@ -64,7 +64,8 @@ class DatagramRelay(DatagramProtocol):
         self.clock = modem.reactor
         self.name = f"profile:{profile.name}"
         self.endpoint = ModemDatagramEndpoint(modem, profile.remote.host, profile.remote.port,
-                                              group=profile.name, limit=profile.max_links)
+                                              group=profile.name, limit=profile.max_links,
+                                              context=profile.context)
         self.sessions = {}  # local source address -> _Session
         self.pending = 0  # datagrams of all sessions waiting for a socket
         self.started = 0

@@ -40,6 +40,10 @@ Framing and general
 Bearer and stack
 13. Contexts 0 and 1 each have their own APN, state, QIMUX, QIMODE, sockets and listener; UART
     settings (QINDI, QISDE, QIHEAD, ...) are global. Local IPs are 10.100.0.2 / 10.101.0.2.
+    Socket indices 0-5 are per context, so the same index can be live on both: URCs that name
+    an index and no context (`n, CLOSED`, `+RECEIVE: n, len`, `n, CONNECT OK`) are then
+    ambiguous, and the simulator does not help the host to tell them apart. AT+QIDEACT,
+    AT+QISTAT/QISTATE act on the foreground context only.
 14. AT+QIACT runs --act-delay (IP CONFIG, then IP IND half-way). AT+QIDEACT answers DEACT OK in
     any state after --deact-delay, closing everything without CLOSED URCs.
 15. Multi-link STATE is IP PROCESSING while any slot is allocated (app note figure 4).
@@ -106,6 +110,12 @@ UDP
     larger than 1460 bytes (what one push frame carries, choice 28) is dropped on arrival, like
     one that does not fit the receive buffer (choice 29); both count in the socket's `dropped`
     (control `stats`).
+Two contexts
+37. The network can drop one context alone (fault `pdp_deact(context)`): its sockets and
+    listener go as with both, `+PDP DEACT` comes once and names no context (app note §2.2), and
+    only that context reads `STATE: PDP DEACT`; the other context and its sockets carry on.
+38. Two contexts exclude transparent mode (app note §7.2): AT+QIACT (or an implicit activation)
+    answers ERROR while the other context is active or activating and either has QIMODE=1.
 """
 
 from .options import SimOptions

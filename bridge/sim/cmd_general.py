@@ -187,9 +187,11 @@ def cgatt(module, cmd):
     module.r.ok()
 
 
-def lose_contexts(module) -> None:
-    """The network took the PDP contexts away: `+PDP DEACT` once if any was up."""
-    if any([ctx.lost() for ctx in module.contexts]):
+def lose_contexts(module, cid=None) -> None:
+    """The network took the PDP contexts away (only context `cid` unless None): `+PDP DEACT`
+    once if any was up. The URC names no context (app note §2.2)."""
+    contexts = module.contexts if cid is None else [module.contexts[cid]]
+    if any([ctx.lost() for ctx in contexts]):
         module.reports.pdp_lost()
 
 

@@ -6,7 +6,7 @@ from twisted.internet import protocol
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
-USAGE = ("stats | kill N | heal N | close N | pdp-deact | reboot | garbage HEX | mute SECONDS | "
+USAGE = ("stats | kill N | heal N | close N | pdp-deact [CONTEXT] | reboot | garbage HEX | mute SECONDS | "
          "sendfail N [COUNT] | connectfail HOST|- | chaos SEED|off")
 
 
@@ -40,7 +40,7 @@ class ControlProtocol(LineOnlyReceiver):
         if verb in simple:
             simple[verb](int(args[0]))
         elif verb == "pdp-deact":
-            sim.pdp_deact()
+            sim.pdp_deact(int(args[0]) if args else None)
         elif verb == "reboot":
             sim.reboot()
         elif verb == "garbage":

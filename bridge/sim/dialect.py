@@ -76,6 +76,7 @@ class ModuleProtocol(protocol.Protocol):
         self.r.settings = self.settings
         self.ipr = self.persisted_ipr
         self.contexts = [Context(self.reactor, cid, self.options, self.reports) for cid in (0, 1)]
+        self.contexts[0].sibling, self.contexts[1].sibling = self.contexts[1], self.contexts[0]
         self.cellular = Cellular(self.reactor, self.options.pin, self.options.register_delay,
                                  self.options.register_deny, self.reports.registration_changed)
         if self.persisted_ipr:

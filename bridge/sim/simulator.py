@@ -104,8 +104,11 @@ class Simulator:
         """The network closes socket n: the peer sees the connection end, the module `CLOSED`."""
         self._socket(n).remote_close()
 
-    def pdp_deact(self) -> None:
-        lose_contexts(self.module)
+    def pdp_deact(self, context=None) -> None:
+        """The network drops every PDP context, or only `context` (0 or 1): `+PDP DEACT` once."""
+        if context not in (None, 0, 1):
+            raise ValueError(f"no context {context}")
+        lose_contexts(self.module, context)
 
     def reboot(self) -> None:
         """Power-cycle: power-up defaults and the boot URCs."""
@@ -142,6 +145,7 @@ class Simulator:
             "indi": module.settings.indi,
             "context": module.settings.fgcnt,
             "sockets": ctx.describe_sockets(),
+            "contexts": [each.reported_state for each in module.contexts],
             "listener": {"port": ctx.listen_port} if ctx.listener else None,
             "data_mode": module.data_mode is not None,
             "powered": module.powered,

@@ -38,6 +38,7 @@ class Context:
         self.slots = {}
         self.listener = None  # (proto, max clients, twisted port)
         self.lports = {"TCP": 2020, "UDP": 3030}
+        self.sibling = None  # the module's other context
         self._reactor = reactor
         self._options = options
         self._events = events
@@ -70,12 +71,18 @@ class Context:
 
     def activate(self, attached: bool):
         """AT+QIACT from IP START: a Deferred firing True (active) or False (failed)."""
-        if self.state != "IP START" or not attached:
+        if self.state != "IP START" or not attached or self._transparent_clash():
             return defer.succeed(False)
         self.state = "IP CONFIG"
         self._reactor.callLater(self._options.act_delay / 2, self._indicating)
         self._activation = task.deferLater(self._reactor, self._options.act_delay, self._activated)
         return self._activation
+
+    def _transparent_clash(self) -> bool:
+        """Two contexts up on one UART exclude transparent mode (app note §7.2)."""
+        other = self.sibling
+        in_use = other is not None and other.state not in ("IP INITIAL", "IP START", "PDP DEACT")
+        return in_use and bool(self.mode or other.mode)
 
     def _indicating(self):
         if self.state == "IP CONFIG":
