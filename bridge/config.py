@@ -368,11 +368,11 @@ def _resolve_modem(section, values, modem_names, problems):
     return name
 
 
-def _check_context(section, values, modem, problems):
+def _check_context(section, values, modem, modem_values, problems):
     """The second context shares the UART only in mux mode (app note §7.2)."""
-    if values.get("context") == 1 and modem is not None and modem.mode == "transparent":
+    if values.get("context") == 1 and modem_values.get("mode") == "transparent":
         problems.add(section, "context", f"the second PDP context needs mode = mux; "
-                     f"[modem:{modem.name}] has mode = transparent (app note §7.2)", "1")
+                     f"[modem:{modem}] has mode = transparent (app note §7.2)", "1")
 
 
 def _wildcard(interface):
@@ -427,7 +427,7 @@ def load_config(path):
     profiles, listens = {}, []
     for section, name, values in parsed["profile"]:
         modem = _resolve_modem(section, values, modem_names, problems)
-        _check_context(section, values, modems.get(modem), problems)
+        _check_context(section, values, modem, modem_values.get(modem, {}), problems)
         if "listen" in values:
             listens.append((section, values["listen"]))
         if "listen" in values and "remote" in values:
@@ -442,7 +442,7 @@ def load_config(path):
     servers = {}
     for section, name, values in parsed["server"]:
         modem = _resolve_modem(section, values, modem_names, problems)
-        _check_context(section, values, modems.get(modem), problems)
+        _check_context(section, values, modem, modem_values.get(modem, {}), problems)
         protocol = values.get("protocol", "tcp")
         if "forward" in values and not values["forward"].startswith(protocol + ":"):
             problems.add(section, "forward", f"must be {protocol}:HOST:PORT for a {protocol} server",
