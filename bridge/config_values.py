@@ -18,6 +18,7 @@ BAUDRATES = (1200, 2400, 4800, 9600, 14400, 19200, 28800, 38400, 57600, 115200, 
 """Fixed rates of the M95-class UART (AT+IPR); autobaud (0) is not offered: we need a known rate."""
 
 MAX_MODULE_SOCKETS = 6  # AT+QIMUX=1 gives sockets 0..5
+MAX_WHILE_SERVING = 5  # client plus server connections while a server listens (app note §3.4)
 MAX_SEND_WINDOW = 7300  # the module's per-socket send buffer (docs/at-dialect.md §4.4-4.5)
 
 
@@ -216,6 +217,18 @@ def remote(text):
 def forward(text):
     remote(text)
     return text
+
+
+def networks(text):
+    """Space-separated IPv4 ``ADDR[/BITS]`` (host bits ignored: 10.1.2.3/8 is 10.0.0.0/8); empty
+    = none listed."""
+    found = []
+    for word in text.split():
+        try:
+            found.append(ipaddress.IPv4Network(word, strict=False))
+        except ValueError:
+            raise Invalid(f"{word!r} is not an IPv4 ADDR or ADDR/BITS") from None
+    return tuple(found)
 
 
 def serial_port(text):
