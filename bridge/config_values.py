@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from twisted.internet.endpoints import serverFromString
 
+from bridge.modem.pool import WHILE_SERVING as MAX_WHILE_SERVING
+
 DEFAULT_INTERFACE = "127.0.0.1"
 """A listener without ``interface=`` binds loopback: a gateway must not expose a bridge by accident."""
 
@@ -18,7 +20,6 @@ BAUDRATES = (1200, 2400, 4800, 9600, 14400, 19200, 28800, 38400, 57600, 115200, 
 """Fixed rates of the M95-class UART (AT+IPR); autobaud (0) is not offered: we need a known rate."""
 
 MAX_MODULE_SOCKETS = 6  # AT+QIMUX=1 gives sockets 0..5
-MAX_WHILE_SERVING = 5  # client plus server connections while a server listens (app note §3.4)
 MAX_SEND_WINDOW = 7300  # the module's per-socket send buffer (docs/at-dialect.md §4.4-4.5)
 
 
