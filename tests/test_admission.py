@@ -191,7 +191,7 @@ def test_transparent_mode_is_refused_at_start():
         make_stream_factory(PROFILE, None, _Root("transparent"))
 
 
-def test_udp_profiles_and_servers_are_refused_at_start(tmp_path):
+def test_udp_profiles_and_udp_servers_are_refused_at_start(tmp_path):
     from twisted.internet.testing import MemoryReactorClock
 
     from bridge.config import load_config
@@ -199,8 +199,8 @@ def test_udp_profiles_and_servers_are_refused_at_start(tmp_path):
 
     for extra, what in (("[profile:u]\nlisten = udp:5353\nremote = udp:10.0.0.1:53\n",
                          r"\[profile:u\] udp profiles"),
-                        ("[server:s]\nport = 2020\nforward = tcp:127.0.0.1:22\n",
-                         r"\[server:s\] module-side servers")):
+                        ("[server:s]\nprotocol = udp\nport = 2020\nforward = udp:127.0.0.1:22\n",
+                         r"\[server:s\] udp servers")):
         path = tmp_path / "bridge.ini"
         path.write_text(f"[cellbridge]\nstate_dir = {tmp_path}\n[modem:main]\nport = sim\n"
                         + extra)

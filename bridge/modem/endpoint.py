@@ -116,7 +116,8 @@ class _Connecting:
         self.result.callback(protocol)
 
     def _close_unused(self, slot: int) -> None:
-        closing = self.modem.issue(commands.qiclose(slot, timeout=self.modem.timeouts.qiclose))
+        close = commands.qiclose(slot, timeout=self.modem.timeouts.qiclose)
+        closing = self.modem.issue(close.addressing(self.modem.selection(server=False)))
         closing.addErrback(lambda f: self.log.info("socket {slot}: close after a cancelled "
                                                    "connect: {why}", slot=slot,
                                                    why=f.getErrorMessage()))

@@ -17,7 +17,7 @@ A module-side server shares the same indices: the module picks the index of each
 accepts (``n, REMOTE IP``, app note §3.4), and while it listens client plus server connections are
 at most five. So a modem with servers keeps their ``max_clients`` free (``reserve_for_servers``):
 client links get at most the rest, from the highest index down, away from the lowest free index
-the module is expected to pick; the index the module picked is then ``claim``\ed.
+the module is expected to pick; the index the module picked is then claimed (``claim``).
 """
 
 from collections import deque
