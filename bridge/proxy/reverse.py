@@ -18,7 +18,8 @@ from typing import Dict, Optional
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, inlineCallbacks
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -230,7 +231,9 @@ class Forwarding:
         self.module = ModuleSide(self.local)
         self.socket.makeConnection(self.module)
         self.socket.pauseProducing()  # nothing is read until the local service answers
-        connecting = self.local.connecting = connectProtocol(server.endpoint, self.local)
+        factory = Factory.forProtocol(lambda: self.local)
+        factory.noisy = False  # the accept and the close are logged, one line each
+        connecting = self.local.connecting = server.endpoint.connect(factory)
         connecting.addErrback(self._local_failed)
 
     def arrived(self, local: LocalSide) -> None:
