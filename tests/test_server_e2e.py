@@ -32,8 +32,8 @@ class ServerBed(RecoveryBed):
                 f"allow = {self.allow}\n")
 
     def listening(self) -> bool:
-        listener = self.sim.stats()["listener"] or {}
-        return listener.get("port") == self.server_port and self.service.listening
+        listening = self.sim.stats()["listeners"].get("TCP") == self.server_port
+        return listening and self.service.listening
 
     @property
     def service(self):
