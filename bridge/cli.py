@@ -28,8 +28,8 @@ The same service tree also runs under twistd:  twistd -n cellbridge -c FILE
 # Commands implemented by other packages: (module with main(argv) -> int, one-line help).
 DELEGATED = {
     "sim": ("bridge.sim.cli", "run the built-in module simulator (see: cellbridge sim --help)"),
-    "probe": ("bridge.modem.probe", "bring the module up and print what was found "
-              "(see: cellbridge probe --help)"),
+    "probe": ("bridge.modem.probe", "bring the module up and print what was found, or "
+              "resolve a name through it (see: cellbridge probe --help)"),
 }
 
 

@@ -31,6 +31,7 @@ from bridge.config_values import (BAUDRATES, MAX_MODULE_SOCKETS, MAX_SEND_WINDOW
                                   did_you_mean, directory, forward, ip_port, listen, log_level,
                                   networks, pin, plain_text, probe_bytes, remote, seconds,
                                   seconds_or_zero, serial_port, shell_words, timeout_overrides)
+from bridge.config_values import dns_servers
 from bridge.errors import ConfigError
 
 __all__ = [
@@ -55,9 +56,10 @@ class ModemConfig:
     apn: str = ""
     username: str = ""
     password: str = field(default="", repr=False)
+    dns: tuple = ()  # DNS servers set with AT+QIDNSCFG; empty = the network's
     pin: Optional[str] = field(default=None, repr=False)
     mode: str = "mux"  # "mux" | "transparent"
-    receive: str = "pull"  # "pull" | "push"
+    receive: str = "auto"  # "auto" | "pull" | "push"; load_config resolves auto
     keepalive_first: float = 5.0
     keepalive_interval: float = 10.0
     keepalive_retries: int = 12
@@ -68,6 +70,12 @@ class ModemConfig:
     sim_args: tuple = ()
     registration_timeout: float = 180.0
     timeouts: tuple = ()  # ((name, seconds), ...) over DEFAULT_TIMEOUTS
+
+    def __post_init__(self):
+        # load_config resolves auto from the profiles and servers the modem carries; a config
+        # built on its own carries no udp, so auto is pull there (downstream sees pull or push).
+        if self.receive == "auto":
+            object.__setattr__(self, "receive", "pull")
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,7 @@ class ProfileConfig:
     linger: float = 2.0
     probe: bytes = b""
     reopen: bool = False
+    udp_idle: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -156,12 +165,17 @@ SCHEMA = {
         "apn": Key(at_text, "access point name (AT+QICSGP)"),
         "username": Key(at_text, "APN user name (AT+QICSGP)"),
         "password": Key(at_text, "APN password (AT+QICSGP)", secret=True),
+        "dns": Key(dns_servers, "one or two DNS server addresses (dotted IPv4, primary first) set "
+                   "with AT+QIDNSCFG after each context activation; empty = the servers the "
+                   "network gives"),
         "pin": Key(pin, "SIM PIN, 4-8 digits; empty = the SIM needs none. A rejected PIN is "
                    "never sent again until this value changes", secret=True),
         "mode": Key(choice("mux", "transparent"), "mux (AT+QIMUX=1, six sockets) or transparent "
                     "(AT+QIMODE=1, one session)"),
-        "receive": Key(choice("pull", "push"), "pull (AT+QINDI=1 + AT+QIRD; back-pressure) or "
-                       "push (+RECEIVE)"),
+        "receive": Key(choice("auto", "pull", "push"), "pull (AT+QINDI=1 + AT+QIRD; "
+                       "back-pressure) or push (+RECEIVE, one per datagram); auto = push if the "
+                       "modem carries a udp profile or server, else pull. pull with udp is an "
+                       "error: an AT+QIRD may return several datagrams at once (app note §5.3.2)"),
         "keepalive_first": Key(seconds, "seconds from SEND OK to the first AT+QISACK check"),
         "keepalive_interval": Key(seconds, "seconds between AT+QISACK checks while bytes are unacked"),
         "keepalive_retries": Key(count(0), "checks after the first before a link without ack "
@@ -185,14 +199,19 @@ SCHEMA = {
         "modem": Key(plain_text, "name of the [modem:NAME] to use; optional with one modem"),
         "max_links": Key(count(1, MAX_MODULE_SOCKETS), "module sockets this profile may hold at "
                          "once (1-6)"),
-        "queue": Key(count(0), "local connections that may wait for a free module socket"),
-        "queue_timeout": Key(seconds, "seconds a local connection may wait in the queue"),
+        "queue": Key(count(0), "local connections that may wait for a free module socket; udp: "
+                     "datagrams of one session, and new sources, that may wait for one"),
+        "queue_timeout": Key(seconds, "seconds a local connection (udp: a datagram) may wait in "
+                             "the queue"),
         "linger": Key(seconds_or_zero, "seconds a half-closed link stays open without traffic "
                       "(less once idle 0.2 s while another connection waits for a socket)"),
         "probe": Key(probe_bytes, r"bytes sent on a link idle for keepalive_idle (escapes \n \r "
                      r"\t \0 \\ \xHH); empty = never inject"),
-        "reopen": Key(boolean, "reopen a dead link with backoff; not supported yet: a tcp profile "
-                      "refuses yes at start"),
+        "reopen": Key(boolean, "udp: a session whose module socket is lost (+PDP DEACT, module "
+                      "reboot, port lost) opens a new one as soon as the modem is ready again; "
+                      "not supported yet for tcp: a tcp profile refuses yes at start"),
+        "udp_idle": Key(seconds, "udp profiles only: seconds without a datagram either way "
+                        "before a session ends and frees its module socket"),
     },
     "server": {
         "modem": Key(plain_text, "name of the [modem:NAME] to use; optional with one modem"),
@@ -416,10 +435,10 @@ def load_config(path):
         absolute = os.path.join(os.path.dirname(os.path.abspath(path)), general.state_dir)
         general = dataclasses.replace(general, state_dir=os.path.normpath(absolute))
 
-    modems, modem_names = {}, [name for _, name, _ in parsed["modem"]]
+    modem_values, modem_names = {}, [name for _, name, _ in parsed["modem"]]
     for section, name, values in parsed["modem"]:
         if "port" in values:
-            modems[name] = ModemConfig(name=name, **values)
+            modem_values[name] = values
     if not parsed["modem"]:
         problems.add_file("no [modem:NAME] section: cellbridge needs a modem")
 
@@ -432,7 +451,7 @@ def load_config(path):
             if values["listen"].kind.upper() != values["remote"].proto:
                 problems.add(section, "remote", f"a {values['listen'].kind} listener needs a "
                              f"{values['listen'].kind}: remote", parser.get(section, "remote"))
-            elif modem in modems:
+            elif modem in modem_values:
                 values["modem"] = modem
                 profiles[name] = ProfileConfig(name=name, **values)
     _check_listen_clashes(listens, problems)
@@ -444,14 +463,35 @@ def load_config(path):
         if "forward" in values and not values["forward"].startswith(protocol + ":"):
             problems.add(section, "forward", f"must be {protocol}:HOST:PORT for a {protocol} server",
                          values["forward"])
-        elif modem in modems and "port" in values and "forward" in values:
+        elif modem in modem_values and "port" in values and "forward" in values:
             values["modem"] = modem
             servers[name] = ServerConfig(name=name, **values)
     _check_server_capacity(parsed, profiles, servers, problems)
 
+    modems = {}
+    for name, values in modem_values.items():
+        values["receive"] = _receive_mode(name, values.get("receive", "auto"), profiles, servers,
+                                          problems)
+        modems[name] = ModemConfig(name=name, **values)
+
     if problems.lines:
         raise ConfigError(problems.lines)
     return Config(path, general, modems, profiles, servers)
+
+
+def _receive_mode(modem, receive, profiles, servers, problems):
+    """``auto`` -> push for a modem that carries udp, else pull; pull with udp is a problem."""
+    udp = [f"[profile:{p.name}]" for p in profiles.values()
+           if p.modem == modem and p.listen.kind == "udp"]
+    udp += [f"[server:{s.name}]" for s in servers.values()
+            if s.modem == modem and s.protocol == "udp"]
+    if udp and receive == "pull":
+        problems.add(f"modem:{modem}", "receive", f"pull cannot carry udp ({', '.join(udp)}): "
+                     "an AT+QIRD may return several buffered datagrams at once (app note §5.3.2), "
+                     "while push keeps one +RECEIVE per datagram; use auto or push", receive)
+    if receive == "auto":
+        return "push" if udp else "pull"
+    return receive
 
 
 def _cannot_drive_dtr(modem):

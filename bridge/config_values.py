@@ -167,6 +167,14 @@ def pin(text):
 _LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
+def _is_ipv4(text):
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def host(text):
     """A dotted IPv4 address or a host name of letters, digits and hyphens (the module resolves it)."""
     at_text(text)
@@ -174,14 +182,24 @@ def host(text):
         raise Invalid("no host given")
     labels = text.split(".")
     if labels[-1].isdigit():
-        try:
-            ipaddress.IPv4Address(text)
-        except ValueError:
-            raise Invalid("not a valid dotted IPv4 address") from None
+        if not _is_ipv4(text):
+            raise Invalid("not a valid dotted IPv4 address")
         return text
     if len(text) > 253 or not all(_LABEL.match(label) for label in labels):
         raise Invalid("not a valid host name (letters, digits, hyphens; dot-separated labels)")
     return text
+
+
+def dns_servers(text):
+    """Empty (the servers the network gives) or one or two dotted IPv4 addresses: primary, then
+    secondary (AT+QIDNSCFG, app note §8.2). Only digits and dots reach the command line."""
+    servers = tuple(text.split())
+    if len(servers) > 2:
+        raise Invalid("at most two DNS servers (primary and secondary)")
+    wrong = [server for server in servers if not _is_ipv4(server)]
+    if wrong:
+        raise Invalid(f"{wrong[0]!r} is not a dotted IPv4 address (separate two with a blank)")
+    return servers
 
 
 def _port_number(text, allow_zero=False):

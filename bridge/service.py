@@ -17,9 +17,10 @@ from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from bridge.errors import EXIT_FAILURE, EXIT_OK, CellbridgeError, NotSupported
+from bridge.errors import EXIT_FAILURE, EXIT_OK, CellbridgeError
 from bridge.modem.modem import make_modem_service
-from bridge.proxy.service import make_server_service, make_stream_factory
+from bridge.proxy.service import (make_datagram_protocol, make_server_service,
+                                  make_stream_factory)
 from bridge.systemd import SystemdNotifier
 
 
@@ -39,8 +40,8 @@ class Components:
         return make_stream_factory(profile, modem_service, root)
 
     def datagram_protocol(self, profile, modem_service, root):
-        """The ``DatagramProtocol`` behind a udp profile's port: not built yet."""
-        raise NotSupported(f"[profile:{profile.name}] udp profiles are not supported yet")
+        """The ``DatagramProtocol`` behind a udp profile's port."""
+        return make_datagram_protocol(profile, modem_service, root)
 
     def server_service(self, server, modem_service, root):
         """An ``IService`` for one module-side listener (AT+QISERVER)."""

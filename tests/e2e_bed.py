@@ -182,26 +182,37 @@ class Bed:
         await bed._start()
         return bed
 
+    kind = "tcp"  #: the profile's kind: its listen and remote are tcp:... or udp:...
+
+    def start_remote(self):
+        """The remote server's listening port."""
+        return reactor.listenTCP(0, self.remote_factory, interface="127.0.0.1")
+
+    def bound_port(self, listener):
+        """Call before the tree binds; returns a callable giving the port it bound after."""
+        listener.endpoint = bound = BoundPort(listener.endpoint)
+        return lambda: bound.port
+
     async def _start(self):
         self.sim.start()
-        self.remote = reactor.listenTCP(0, self.remote_factory, interface="127.0.0.1")
+        self.remote = self.start_remote()
         path = self.tmp_path / "bridge.ini"
         path.write_text(
             "[cellbridge]\nlog_level = warn\nstate_dir = state\n"
             f"[modem:main]\nport = {self.device()}\napn = internet\nreceive = {self.receive}\n"
             f"{self.modem_keys}"
-            "[profile:p]\nlisten = tcp:0:interface=127.0.0.1\n"
-            f"remote = tcp:127.0.0.1:{self.remote.getHost().port}\nlinger = {self.linger}\n"
-            f"{self.profile_keys}")
+            f"[profile:p]\nlisten = {self.kind}:0:interface=127.0.0.1\n"
+            f"remote = {self.kind}:127.0.0.1:{self.remote.getHost().port}\n"
+            f"linger = {self.linger}\n{self.profile_keys}")
         self.root = make_service(load_config(str(path)), reactor, self.components, environ={})
-        listener = self.root.getServiceNamed("profile:p")
-        listener.endpoint = bound = BoundPort(listener.endpoint)
+        self.listener = self.root.getServiceNamed("profile:p")
+        bound = self.bound_port(self.listener)
         self.root.privilegedStartService()
-        self.port = bound.port
+        self.port = bound()
         self.root.startService()
         self.modem = self.root.getServiceNamed("modem:main")
         await within(self.modem.when_ready(), "the modem's first bring-up", timeout=30.0)
-        self.admission = listener.factory
+        self.admission = getattr(self.listener, "factory", None)
 
     async def stop(self):
         try:

@@ -191,18 +191,21 @@ def test_transparent_mode_is_refused_at_start():
         make_stream_factory(PROFILE, None, _Root("transparent"))
 
 
-def test_udp_profiles_and_udp_servers_are_refused_at_start(tmp_path):
+def test_udp_servers_are_refused_at_start_and_udp_profiles_are_built(tmp_path):
     from twisted.internet.testing import MemoryReactorClock
 
     from bridge.config import load_config
+    from bridge.proxy.datagram import DatagramRelay
     from bridge.service import make_service
 
-    for extra, what in (("[profile:u]\nlisten = udp:5353\nremote = udp:10.0.0.1:53\n",
-                         r"\[profile:u\] udp profiles"),
-                        ("[server:s]\nprotocol = udp\nport = 2020\nforward = udp:127.0.0.1:22\n",
-                         r"\[server:s\] udp servers")):
-        path = tmp_path / "bridge.ini"
-        path.write_text(f"[cellbridge]\nstate_dir = {tmp_path}\n[modem:main]\nport = sim\n"
-                        + extra)
-        with pytest.raises(NotSupported, match=what + " are not supported yet"):
-            make_service(load_config(str(path)), MemoryReactorClock(), environ={})
+    path = tmp_path / "bridge.ini"
+    head = f"[cellbridge]\nstate_dir = {tmp_path}\n[modem:main]\nport = sim\n"
+    path.write_text(head + "[server:s]\nprotocol = udp\nport = 2020\nforward = udp:127.0.0.1:22\n")
+    with pytest.raises(NotSupported, match=r"\[server:s\] udp servers are not supported"):
+        make_service(load_config(str(path)), MemoryReactorClock(), environ={})
+    path.write_text(head + "[profile:u]\nlisten = udp:5353\nremote = udp:10.0.0.1:53\n")
+    root = make_service(load_config(str(path)), MemoryReactorClock(), environ={})
+    listener = root.getServiceNamed("profile:u")
+    assert isinstance(listener.args[1], DatagramRelay)
+    assert listener.args[1].modem is root.getServiceNamed("modem:main")
+    assert root.config.modems["main"].receive == "push"  # auto, with a udp profile

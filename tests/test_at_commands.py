@@ -14,8 +14,8 @@ from bridge.at.commands import (
     SocketState,
     StackState,
 )
-from bridge.at.errors import ATError, CmeError, CmsError, SendRefused
-from bridge.at.events import ConnectResult, DataAvailable, Unsolicited
+from bridge.at.errors import ATError, CmeError, CmsError, CommandTimeout, SendRefused
+from bridge.at.events import Closed, ConnectResult, DataAvailable, Unsolicited
 from tests.test_at_harness import Harness, error_of, value_of
 
 
@@ -59,8 +59,6 @@ def test_setting_and_query():
     (c.qiclose(2), b"AT+QICLOSE=2\r", b"\r\nCLOSE OK\r\n", None),
     (c.qiclose(), b"AT+QICLOSE\r", b"\r\nCLOSE OK\r\n", None),
     (c.qistat(), b"AT+QISTAT\r", b"\r\nOK\r\n\r\nSTATE: IP INITIAL\r\n", StackState("IP INITIAL")),
-    (c.qidnsgip("example.com"), b'AT+QIDNSGIP="example.com"\r', b"\r\nOK\r\n\r\n93.184.216.34\r\n",
-     "93.184.216.34"),
     (c.qiopen("TCP", "1.2.3.4", 80, socket=0), b'AT+QIOPEN=0,"TCP","1.2.3.4",80\r',
      b"\r\nOK\r\n", OpenAccepted(False)),
     (c.qiopen("TCP", "1.2.3.4", 80), b'AT+QIOPEN="TCP","1.2.3.4",80\r',
@@ -94,10 +92,84 @@ def test_qistate_mux_without_trailing_ok_ends_at_the_sixth_socket():
     assert [s.state for s in value_of(outcome).sockets] == ["INITIAL"] * 6
 
 
-def test_qidnsgip_error_after_ok():
-    _, outcome = exchange(c.qidnsgip("nx.example"), b"\r\nOK\r\n\r\nERROR\r\n",
-                          b'AT+QIDNSGIP="nx.example"\r')
+def test_qidnsgip_one_address_is_complete_once_the_module_goes_quiet():
+    h, outcome = exchange(c.qidnsgip("example.com"), b"\r\nOK\r\n\r\n93.184.216.34\r\n",
+                          b'AT+QIDNSGIP="example.com"\r')
+    h.clock.advance(c.ADDRESS_QUIET - 0.01)
+    assert outcome == []  # more addresses may follow
+    h.clock.advance(0.01)
+    assert value_of(outcome) == ("93.184.216.34",)
+
+
+def test_qidnsgip_several_address_lines_with_a_urc_between():
+    """The app note's example answers three addresses (docs/at-dialect.md §4.1); a URC among them
+    is routed as an event and no address is lost or taken for something else."""
+    h, outcome = exchange(c.qidnsgip("www.google.com"),
+                          b"\r\nOK\r\n\r\n64.233.189.99\r\n\r\n0, CLOSED\r\n",
+                          b'AT+QIDNSGIP="www.google.com"\r')
+    next_command = h.issue(c.at())
+    h.clock.advance(c.ADDRESS_QUIET - 0.1)
+    h.recv(b"\r\n64.233.189.104\r\n")
+    h.clock.advance(c.ADDRESS_QUIET - 0.1)
+    h.recv(b"\r\n64.233.189.147\r\n")
+    h.clock.advance(c.ADDRESS_QUIET - 0.1)
+    assert (outcome, h.sent()) == ([], b"")  # the module is still talking: the wire stays held
+    h.clock.advance(0.1)
+    assert value_of(outcome) == ("64.233.189.99", "64.233.189.104", "64.233.189.147")
+    assert h.events == [Closed(0)]
+    assert h.sent() == b"AT\r" and next_command == []
+
+
+def test_qidnsgip_addresses_on_one_line():
+    h, outcome = exchange(c.qidnsgip("www.google.com"),
+                          b"\r\nOK\r\n\r\n64.233.189.99 64.233.189.104,64.233.189.147\r\n",
+                          b'AT+QIDNSGIP="www.google.com"\r')
+    h.clock.advance(c.ADDRESS_QUIET)
+    assert value_of(outcome) == ("64.233.189.99", "64.233.189.104", "64.233.189.147")
+
+
+def test_qidnsgip_a_module_that_never_stops_talking_ends_at_the_limit():
+    h, outcome = exchange(c.qidnsgip("example.com", timeout=14.0),
+                          b"\r\nOK\r\n\r\n93.184.216.34\r\n", b'AT+QIDNSGIP="example.com"\r')
+    for _ in range(139):
+        h.clock.advance(0.1)
+        h.recv(b"\r\nCall Ready\r\n")
+    assert outcome == []
+    h.clock.advance(0.1)
+    assert value_of(outcome) == ("93.184.216.34",)
+
+
+@pytest.mark.parametrize("reply", [b"\r\nOK\r\n\r\nERROR\r\n", b"\r\nERROR\r\n"])
+def test_qidnsgip_error_after_ok_or_instead_of_it(reply):
+    h, outcome = exchange(c.qidnsgip("nx.example"), reply, b'AT+QIDNSGIP="nx.example"\r')
     assert isinstance(error_of(outcome), ATError)
+    h.clock.advance(c.ADDRESS_QUIET)
+    assert h.sent() == b""  # no resync: the answer was complete
+
+
+def test_qidnsgip_without_an_answer_times_out_at_its_limit():
+    h, outcome = exchange(c.qidnsgip("slow.example", timeout=14.0), b"\r\nOK\r\n",
+                          b'AT+QIDNSGIP="slow.example"\r')
+    h.clock.advance(13.9)
+    assert outcome == []
+    h.clock.advance(0.1)
+    assert isinstance(error_of(outcome), CommandTimeout)
+
+
+@pytest.mark.parametrize("servers, wire", [
+    (("1.1.1.1", "8.8.8.8"), b'AT+QIDNSCFG="1.1.1.1","8.8.8.8"\r'),
+    (("9.9.9.9",), b'AT+QIDNSCFG="9.9.9.9"\r'),
+])
+def test_qidnscfg(servers, wire):
+    _, outcome = exchange(c.qidnscfg(servers), b"\r\nOK\r\n", wire)
+    assert value_of(outcome) == Reply(())
+
+
+@pytest.mark.parametrize("servers", [(), ("1.1.1.1", "2.2.2.2", "3.3.3.3"), ("dns.example",),
+                                     ('1.1.1.1"\rAT+CFUN=0',), ("1.1.1.1\r",)])
+def test_qidnscfg_takes_only_one_or_two_dotted_addresses(servers):
+    with pytest.raises(ValueError):
+        c.qidnscfg(servers)
 
 
 def test_qiopen_ok_then_connect_event_later():

@@ -274,6 +274,12 @@ def test_values_reaching_at_commands_are_checked(tmp_path, key, value, message):
         f"[modem:main] {key}: {message} (got {value!r})"]
 
 
+@pytest.mark.parametrize("value, servers", [
+    ("", ()), ("9.9.9.9", ("9.9.9.9",)), ("1.1.1.1   8.8.8.8", ("1.1.1.1", "8.8.8.8"))])
+def test_dns_servers(tmp_path, value, servers):
+    assert load_config(write(tmp_path, MODEM + f"dns = {value}\n")).modems["main"].dns == servers
+
+
 def test_secret_values_are_not_echoed(tmp_path):
     assert problems(tmp_path, MODEM + 'password = my"secret\npin = 12a4\n') == [
         "[modem:main] password: contains a quote, which would end the AT command's string early "
@@ -287,13 +293,16 @@ def test_bad_pin(tmp_path, pin):
         "[modem:main] pin: a PIN is 4 to 8 digits (value hidden)"]
 
 
+NOT_DOTTED = "is not a dotted IPv4 address (separate two with a blank)"
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("rtscts", "maybe", "not a boolean (use yes or no)"),
     ("sleep", "", "not a boolean (use yes or no)"),
     ("baudrate", "115201", "not a rate the module supports (1200, 2400, 4800, 9600, 14400, "
                            "19200, 28800, 38400, 57600, 115200, 230400, 460800)"),
     ("mode", "MUX", "must be one of mux, transparent"),
-    ("receive", "poll", "must be one of pull, push"),
+    ("receive", "poll", "must be one of auto, pull, push"),
     ("keepalive_first", "0", "must be more than 0"),
     ("keepalive_interval", "-1", "must be more than 0"),
     ("keepalive_idle", "nan", "not a finite number"),
@@ -304,6 +313,12 @@ def test_bad_pin(tmp_path, pin):
     ("reset_command", "'", "cannot split into words: No closing quotation"),
     ("port", "ttyUSB0", "expected a device path (/dev/...), tcp:HOST:PORT or sim"),
     ("port", "tcp:ser2net.local", "expected tcp:HOST:PORT"),
+    ("dns", "1.1.1.1 8.8.8.8 9.9.9.9", "at most two DNS servers (primary and secondary)"),
+    ("dns", "1.1.1.1,8.8.8.8", f"'1.1.1.1,8.8.8.8' {NOT_DOTTED}"),
+    ("dns", "dns.google", f"'dns.google' {NOT_DOTTED}"),
+    ("dns", "1.1.1.256", f"'1.1.1.256' {NOT_DOTTED}"),
+    ("dns", '1.1.1.1"\rAT+CFUN=0', f"'1.1.1.1\"' {NOT_DOTTED}"),  # never reaches AT+QIDNSCFG
+    ("dns", '8.8.8.8 1.1.1.1",', f"'1.1.1.1\",' {NOT_DOTTED}"),
     ("timeouts", "qiatc=150", "unknown timeout 'qiatc' (did you mean 'qiact'?)"),
     ("timeouts", "zzz=1", "unknown timeout 'zzz' (one of simple, pin, attach, regapp, qiact, "
                           "qideact, qiopen, connect, prompt, send, qisack, qiclose, qird, dns)"),
@@ -478,3 +493,37 @@ def test_reference_table_lists_every_key():
     assert "| `[modem:NAME]` | `send_window` | 5840 |" in table
     assert "| `[modem:NAME]` | `port` | (required) |" in table
     assert "built in: simple=5 pin=10 attach=90 regapp=10 qiact=150 qideact=40 qiopen=10 " in table
+
+
+UDP_PROFILE = "[profile:u]\nlisten = udp:5353\nremote = udp:h:53\n"
+TCP_PROFILE = "[profile:t]\nlisten = tcp:8080\nremote = tcp:h:80\n"
+
+
+@pytest.mark.parametrize("sections, receive, resolved", [
+    (TCP_PROFILE, "auto", "pull"),
+    (TCP_PROFILE + UDP_PROFILE, "auto", "push"),
+    ("[server:s]\nprotocol = udp\nport = 3030\nforward = udp:127.0.0.1:53\n", "auto", "push"),
+    (TCP_PROFILE, "push", "push"),
+    (UDP_PROFILE, "push", "push"),
+    ("", None, "pull"),
+])
+def test_receive_auto_is_push_exactly_when_the_modem_carries_udp(tmp_path, sections, receive,
+                                                                 resolved):
+    line = f"receive = {receive}\n" if receive else ""
+    config = load_config(write(tmp_path, MODEM + line + sections))
+    assert config.modems["main"].receive == resolved
+
+
+def test_receive_pull_on_a_modem_carrying_udp_is_an_error_saying_why(tmp_path):
+    assert problems(tmp_path, MODEM + "receive = pull\n" + TCP_PROFILE + UDP_PROFILE) == [
+        "[modem:main] receive: pull cannot carry udp ([profile:u]): an AT+QIRD may return "
+        "several buffered datagrams at once (app note §5.3.2), while push keeps one +RECEIVE "
+        "per datagram; use auto or push (got 'pull')"]
+
+
+def test_udp_idle_is_a_profile_duration(tmp_path):
+    config = load_config(write(tmp_path, MODEM + UDP_PROFILE + "udp_idle = 2.5\n"))
+    assert config.profiles["u"].udp_idle == 2.5
+    assert load_config(write(tmp_path, MODEM + UDP_PROFILE)).profiles["u"].udp_idle == 60.0
+    assert problems(tmp_path, MODEM + UDP_PROFILE + "udp_idle = 0\n") == [
+        "[profile:u] udp_idle: must be more than 0 (got '0')"]

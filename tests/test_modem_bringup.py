@@ -51,6 +51,29 @@ def test_transparent_push_rtscts_bring_up(tmp_path):
     assert "s3cret" not in h.modem.protocol.ring.dump()
 
 
+@pytest.mark.parametrize("servers, line", [
+    (("1.1.1.1", "8.8.8.8"), b'AT+QIDNSCFG="1.1.1.1","8.8.8.8"'),
+    (("9.9.9.9",), b'AT+QIDNSCFG="9.9.9.9"'),
+])
+def test_configured_dns_servers_are_set_once_the_context_is_up(tmp_path, servers, line):
+    """After AT+QILOCIP: activation hands the module the network's servers (app note §8.2)."""
+    h = harness(tmp_path, dns=servers)
+    local_ip, signal = ACTIVATE[2:]
+    h.up(SYNC + IDENTITY + SIM_READY + REGISTERED + ATTACH + BEARER + ACTIVATE[:2]
+         + [local_ip, (line, OK), signal])
+
+
+def test_a_refused_dns_setting_fails_bring_up_at_the_dns_step(tmp_path):
+    h = harness(tmp_path, dns=("1.1.1.1",)).start()
+    h.play(SYNC + IDENTITY + SIM_READY + REGISTERED + ATTACH + BEARER + ACTIVATE[:3]
+           + [(b'AT+QIDNSCFG="1.1.1.1"', b"\r\nERROR\r\n")])
+    h.expect(b"AT+QISTATE")  # what the module's stack is in after the failure (best effort)
+    h.recv(b"\r\nERROR\r\n")
+    (error,) = h.fatal
+    assert isinstance(error, BringUpFailed) and error.step == "dns"
+    assert str(error) == 'bring-up failed at step \'dns\': AT+QIDNSCFG="1.1.1.1": ERROR'
+
+
 def test_sync_retries_until_an_autobauding_module_answers(tmp_path):
     h = harness(tmp_path).start()
     h.expect(b"AT")  # silent: the module is still learning the baud rate

@@ -110,6 +110,16 @@ def test_pdp_deact_reactivates_the_context_with_exactly_four_commands(tmp_path):
     assert h.take() == b"AT+CSQ\r"  # next: the health poll, nothing else of the recovery
 
 
+def test_a_reactivated_context_gets_the_configured_dns_servers_again(tmp_path):
+    h = RecoveryHarness(tmp_path / "state", dns=("1.1.1.1", "8.8.8.8"))
+    dns = (b'AT+QIDNSCFG="1.1.1.1","8.8.8.8"', OK)
+    h.up(PLAIN[:-1] + [dns, PLAIN[-1]])
+    h.recv(b"\r\n+PDP DEACT\r\n")
+    h.play(REACTIVATE + [dns])
+    assert h.modem.ready and h.modem.local_ip == "10.0.0.3"
+    assert h.take() == b"AT+CSQ\r"
+
+
 def test_a_failed_reactivation_falls_back_to_a_full_bring_up_after_a_backoff(tmp_path):
     h = harness(tmp_path)
     h.recv(b"\r\n+PDP DEACT\r\n")

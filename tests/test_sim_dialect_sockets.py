@@ -266,6 +266,17 @@ def test_dns_get_ip_ok_then_address():
     assert m.at("AT+QIDNSCFG?") == b"\r\nPrimaryDns:1.1.1.1\r\n\r\nSecondaryDns:0.0.0.0\r\n" + OK
 
 
+@pytest.mark.parametrize("arguments", ['"dns.google"', '""', '"1.1.1.1","8.8.8"', "1", '"1.1.1.256"',
+                                       '"1.1.1.1","8.8.8.8","9.9.9.9"'])
+def test_dns_servers_must_be_dotted_addresses(arguments):
+    """A bad argument answers ERROR (docs/at-dialect.md §6) and keeps the servers as they were."""
+    m = Module()
+    m.at("ATE0")
+    assert m.at('AT+QIDNSCFG="1.1.1.1","8.8.8.8"') == OK
+    assert m.at(f"AT+QIDNSCFG={arguments}") == ERROR
+    assert m.at("AT+QIDNSCFG?") == b"\r\nPrimaryDns:1.1.1.1\r\n\r\nSecondaryDns:8.8.8.8\r\n" + OK
+
+
 def test_implicit_activation_from_ip_initial():
     m = Module(act_delay=1.0)
     m.at("ATE0")

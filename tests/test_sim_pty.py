@@ -4,6 +4,7 @@ The simulator runs in-process on the test reactor; the client side runs in a thr
 pyserial), and talks to the simulator's fault API through blockingCallFromThread.
 """
 
+import contextlib
 import socket
 import threading
 import time
@@ -84,6 +85,18 @@ def send(c: Client, index: int, data: bytes):
     assert c.at(f"AT+QISEND={index},{len(data)}", until=b"> ").endswith(b"\r\n> ")
     c.write(data)
     assert c.read_until(b"SEND OK\r\n").endswith(b"\r\nSEND OK\r\n")
+
+
+@contextlib.contextmanager
+def udp_peer(c: Client):
+    """A loopback UDP socket, and module socket 0 opened to it (AT+QIOPEN ... CONNECT OK)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        udp.settimeout(5)
+        out = c.at(f'AT+QIOPEN=0,"UDP","127.0.0.1",{udp.getsockname()[1]}',
+                   until=b"CONNECT OK\r\n")
+        assert out.endswith(b"0, CONNECT OK\r\n")
+        yield udp
 
 
 def unacked(c: Client, index=0) -> tuple:
@@ -317,12 +330,7 @@ async def test_a_udp_server_announces_each_peer_at_its_first_datagram(sim):
 @in_thread
 async def test_udp_round_trip(sim):
     def body(c):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            udp.settimeout(5)
-            out = c.at(f'AT+QIOPEN=0,"UDP","127.0.0.1",{udp.getsockname()[1]}',
-                       until=b"CONNECT OK\r\n")
-            assert out.endswith(b"0, CONNECT OK\r\n")
+        with udp_peer(c) as udp:
             send(c, 0, b"ping")
             data, addr = udp.recvfrom(100)
             assert data == b"ping"
@@ -332,6 +340,27 @@ async def test_udp_round_trip(sim):
             assert unacked(c) == (4, 0, 0)
 
     await run_client(sim, body)
+
+
+@in_thread
+async def test_udp_push_keeps_datagram_boundaries_and_drops_what_one_frame_cannot_carry(sim):
+    datagrams = [b"\r\nOK\r\n", b"+RECEIVE: 0, 5\r\n", b"\x1a\x1b", b"x" * 1460]
+
+    def body(c):
+        with udp_peer(c) as udp:
+            send(c, 0, b"hi")
+            _, addr = udp.recvfrom(100)
+            udp.sendto(b"y" * 1461, addr)  # more than one push frame: dropped, never split
+            for datagram in datagrams:
+                udp.sendto(datagram, addr)
+            for datagram in datagrams:
+                header = b"\r\n+RECEIVE: 0, %d\r\n" % len(datagram)
+                assert c.read_until(header) == header  # nothing before it: no part of the 1461
+                assert c.read_exactly(len(datagram)) == datagram
+            assert unacked(c) == (2, 0, 0)
+            assert call(sim.stats)["sockets"]["0"]["dropped"] == 1
+
+    await run_client(sim, body, indi=0)
 
 
 @in_thread

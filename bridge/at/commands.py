@@ -31,6 +31,9 @@ MAX_SEND = 1460
 MAX_READ = 1500
 #: The longest framing around an AT+QIRD's data (app note §5.3.2): header line before, OK after.
 READ_FRAMING = len(b"\r\n+QIRD: 255.255.255.255:65535,TCP,1500\r\n" b"\r\nOK\r\n")
+#: AT+QIDNSGIP's address lines have no terminator (docs/at-dialect.md §4.1): the answer is complete
+#: once the module has sent nothing for this long after an address. Its lines come back to back.
+ADDRESS_QUIET = 0.5
 
 
 class Priority(IntEnum):
@@ -203,7 +206,8 @@ class Command:
     def __init__(self, line: bytes, *, timeout: float, parse: Callable = None,
                  own: Optional[Pattern] = None, ends: Optional[Pattern] = None,
                  ok_ends: bool = True, collects_info: bool = False,
-                 priority: Priority = Priority.CONTROL, enters_data_mode: bool = False) -> None:
+                 priority: Priority = Priority.CONTROL, enters_data_mode: bool = False,
+                 quiet_end: Optional[float] = None) -> None:
         self.line = line
         self.timeout = timeout
         self.priority = priority
@@ -214,6 +218,9 @@ class Command:
         #: Its bare ``CONNECT`` switches the UART to data mode (ATO, a transparent AT+QIOPEN);
         #: the protocol ignores a bare ``CONNECT`` that no such command (or server) explains.
         self.enters_data_mode = enters_data_mode
+        #: A reply of own lines with no end line (AT+QIDNSGIP's addresses): once one has arrived,
+        #: the module's silence for this many seconds completes it (the engine keeps the clock).
+        self.quiet_end = quiet_end
         self._parse = parse or (lambda lines: Reply(tuple(_text(x) for x in lines)))
         self.lines: List[bytes] = []
         self.done = False
@@ -278,6 +285,10 @@ class Command:
         code = int(detail) if detail.isdigit() else None
         kind = CmeError if match.group(1) == b"CME" else CmsError
         return kind(self.text, _text(line), code, detail)
+
+    def went_quiet(self) -> None:
+        """The module sent nothing for ``quiet_end`` after an own line: the reply is complete."""
+        self._finish()
 
     def _finish(self) -> None:
         try:
@@ -359,6 +370,9 @@ class StatusCommand(Command):
 # -- parsers ----------------------------------------------------------------------------------
 
 _IP = re.compile(rb"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
+#: One address per line, or several on one line (separated by blanks or commas): the app note's
+#: example of AT+QIDNSGIP does not show which (docs/at-dialect.md §4.1), so both are taken.
+_ADDRESSES = re.compile(_IP.pattern + rb"(?:(?:\s*,\s*|\s+)" + _IP.pattern + rb")*")
 _SEND_RESULT = re.compile(rb"SEND (?:OK|FAIL)")
 _STATUS_LINE = re.compile(rb"(?:STATE:|\+QISTATE:).*")
 _NUMBERS = re.compile(rb"\d+")
@@ -402,6 +416,10 @@ def _registration(lines) -> RegistrationState:
 
 def _no_result(lines) -> None:
     return None
+
+
+def _addresses(lines) -> Tuple[str, ...]:
+    return tuple(_text(address) for line in lines for address in _IP.findall(line))
 
 
 # -- argument checks --------------------------------------------------------------------------
@@ -662,9 +680,19 @@ def qistate(trailing_ok: bool = True, timeout: float = DEFAULT_TIMEOUTS.simple) 
 
 
 def qidnsgip(host: str, timeout: float = DEFAULT_TIMEOUTS.dns) -> Command:
-    """-> str: OK comes first, then the IP line (or ERROR)."""
-    return Command(b"AT+QIDNSGIP=" + _quoted(host, "host"), timeout=timeout, own=_IP, ends=_IP,
-                   ok_ends=False, parse=_last_text)
+    """-> tuple of address strings. OK comes first, then one or more address lines with no end
+    line (so the module's silence ends the answer), or ERROR (docs/at-dialect.md §4.1)."""
+    return Command(b"AT+QIDNSGIP=" + _quoted(host, "host"), timeout=timeout, own=_ADDRESSES,
+                   ok_ends=False, parse=_addresses, quiet_end=ADDRESS_QUIET)
+
+
+def qidnscfg(servers: Tuple[str, ...], timeout: float = DEFAULT_TIMEOUTS.simple) -> Command:
+    """The module's DNS servers, primary then optional secondary: ``AT+QIDNSCFG="a"[,"b"]``.
+    Only dotted addresses go on the line (app note §8.2)."""
+    if not 1 <= len(servers) <= 2 or not all(_IP.fullmatch(s.encode("ascii")) for s in servers):
+        raise ValueError(f"DNS servers {servers!r} are not one or two dotted IPv4 addresses")
+    return basic(b"AT+QIDNSCFG=" + b",".join(_quoted(s, "DNS server") for s in servers),
+                 timeout=timeout)
 
 
 def qird(length: int = MAX_READ, socket: int = 0, context: int = 0, server: bool = False,

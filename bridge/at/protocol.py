@@ -11,7 +11,9 @@ then the in-flight command claims lines specifically its own (``1, CLOSE OK`` fo
 ERROR) and free-form info lines go to the in-flight command; whatever is left is an
 ``Unsolicited`` event.  A bare ``CONNECT`` switches to data mode only when a transparent
 AT+QIOPEN or ATO is on the wire or a transparent server listens; any other is logged and dropped,
-so a stray one cannot wedge a mux-mode engine.  The next queued command is written as soon as the
+so a stray one cannot wedge a mux-mode engine.  A reply with no end line (AT+QIDNSGIP's
+addresses) is complete once the module goes quiet after its first own line
+(``Command.quiet_end``).  The next queued command is written as soon as the
 previous final is routed, before its Deferred fires: at 115200 baud the turnaround is the
 throughput.
 
@@ -92,6 +94,8 @@ class _Outstanding:
         self.abandoned = False  # cancelled by the caller while on the wire
         self.attempt = attempt  # > 0 for a resync probe
         self.selecting_for: Optional[_Outstanding] = None  # the command a selector goes before
+        self.settling = False  # ``timer`` waits for the module's silence (``Command.quiet_end``)
+        self.settle_by = 0.0  # when a settling reply ends even if the module keeps talking
 
     @property
     def is_resync(self) -> bool:
@@ -182,6 +186,7 @@ class ATProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self._prompt_behind(len(data))
+        self._still_talking()
         for frame in self._framer.feed(data):
             try:
                 self._route(frame)
@@ -361,6 +366,7 @@ class ATProtocol(Protocol):
             return
         if command is not None and command.claim(line):
             self._check_done()
+            self._await_quiet(entry)
             return
         event = parse_urc(line)
         if event is not None:
@@ -407,6 +413,25 @@ class ATProtocol(Protocol):
         self._stop_timer(entry)
         self._arm_for_answer(entry)
 
+    def _await_quiet(self, entry: _Outstanding) -> None:
+        """A reply with no end line (``Command.quiet_end``) got its first own line: from now on
+        the module's silence completes it, instead of the command's limit failing it."""
+        command = entry.command
+        if self._current is not entry or command.quiet_end is None or entry.settling:
+            return
+        self._stop_timer(entry)
+        entry.settling = True
+        entry.settle_by = self.clock.seconds() + command.timeout
+        self._arm(entry, command.quiet_end)
+
+    def _still_talking(self) -> None:
+        """Bytes from the module postpone the end of a reply that ends in silence, up to the
+        command's limit again (a module that never stops talking does not hold the wire)."""
+        entry = self._current
+        if entry is not None and entry.settling:
+            left = max(0.0, entry.settle_by - self.clock.seconds())
+            entry.timer.reset(min(entry.limit, left))
+
     def _check_done(self) -> None:
         entry = self._current
         if entry is None or not entry.command.done:
@@ -443,6 +468,10 @@ class ATProtocol(Protocol):
 
     def _wire_timeout(self, entry: _Outstanding) -> None:
         entry.timer = None
+        if entry.settling:
+            entry.command.went_quiet()
+            self._check_done()
+            return
         self._current = None
         self._framer.expect()
         if entry.is_resync:

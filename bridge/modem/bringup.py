@@ -7,8 +7,8 @@ flow-control (AT+IFC=2,2 with ``rtscts``), identity (ATI, AT+GMR, AT+GSN), sim (
 registration (CREG and CGREG, bounded by ``registration_timeout``), attach (AT+CGATT=1), stack
 (AT+QIMUX? then AT+QISTAT/QISTATE: the module's real state), deactivate (AT+QIDEACT: a known
 state), bearer (QIFGCNT, QICSGP, QIMODE/QIMUX, QINDI), activate (QIREGAPP, QIACT), local-ip
-(QILOCIP), signal (CSQ). ``reactivate()`` repeats only deactivate, activate and local-ip, for
-recovery after the context alone was lost.
+(QILOCIP), dns (AT+QIDNSCFG, only with ``dns`` configured), signal (CSQ). ``reactivate()`` repeats
+only deactivate, activate, local-ip and dns, for recovery after the context alone was lost.
 """
 
 from dataclasses import dataclass, field
@@ -293,7 +293,7 @@ class BringUp:
     @inlineCallbacks
     def reactivate(self, mux: bool, qideact_timeout: Optional[float] = None):
         """The context is gone but the module kept its settings (``+PDP DEACT``, a mute spell):
-        AT+QIDEACT, then AT+QIREGAPP, AT+QIACT, AT+QILOCIP -> BringUpResult."""
+        AT+QIDEACT, then AT+QIREGAPP, AT+QIACT, AT+QILOCIP [, AT+QIDNSCFG] -> BringUpResult."""
         self.mux = mux
         yield self._deactivate(self.t.qideact if qideact_timeout is None else qideact_timeout)
         local_ip = yield self._open_context()
@@ -314,6 +314,10 @@ class BringUp:
         self.stack.step("QIACT")
         local_ip = yield self._at("local-ip", c.qilocip(t.simple))
         self.stack.step("QILOCIP")
+        if self.config.dns:
+            # The module takes the network's DNS servers when the context comes up, so configured
+            # ones are set after it, on every activation (app note §8.2).
+            yield self._at("dns", c.qidnscfg(self.config.dns, t.simple))
         return local_ip
 
     @inlineCallbacks

@@ -8,9 +8,13 @@ So Twisted's own tools work on it unchanged: ``connectProtocol``, ``wrapClientTL
 Cancelling while waiting for a socket leaves the queue. Cancelling while the module is opening
 cannot stop the module: the open is let finish and its socket closed at once, so nothing stays
 open on the module with nobody behind it.
+
+The wait, the open and the cancel are :class:`ModuleOpening`'s, shared with the datagram sockets
+(:class:`~bridge.modem.datagram.ModemDatagramEndpoint`): only the transport built on the opened
+index differs.
 """
 
-from typing import Optional
+from typing import Callable, Optional
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import ConnectError
@@ -24,35 +28,55 @@ from bridge.modem.pool import SLOTS
 from bridge.modem.socket import ModuleAddress, ModuleSocket, SocketSettings
 
 
+class ModuleEndpoint:
+    """``proto`` to ``host``:``port`` through ``modem``'s own stack, on ``transport_type``
+    sockets (built as ``transport_type(modem, slot, address, settings)``).
+
+    :param group / limit: sockets held by ``group`` at once (a profile's ``max_links``)
+    :param wait: seconds an open may wait for a free socket (None = no bound)
+    """
+
+    proto = "TCP"
+    transport_type: Callable = ModuleSocket
+
+    def __init__(self, modem, host: str, port: int, settings, group: str = "",
+                 limit: int = SLOTS, wait: Optional[float] = None) -> None:
+        self.modem = modem
+        self.peer = ModuleAddress(self.proto, host, port)
+        self.settings = settings
+        self.group, self.limit, self.wait = group, limit, wait
+
+    def open(self, build_protocol: Callable) -> Deferred:
+        """-> Deferred(protocol) once the socket is open and ``build_protocol(address)``'s
+        protocol is connected to its transport."""
+        return ModuleOpening(self, build_protocol).start()
+
+
 @implementer(IStreamClientEndpoint)
-class ModemEndpoint:
+class ModemEndpoint(ModuleEndpoint):
     """TCP to ``host``:``port`` through ``modem``'s own stack.
 
     :param settings: the sockets' tuning (default: the modem's)
-    :param group / limit: sockets held by ``group`` at once (a profile's ``max_links``)
-    :param wait: seconds ``connect`` may wait for a free socket (None = no bound)
     """
 
     def __init__(self, modem, host: str, port: int, settings: Optional[SocketSettings] = None,
                  group: str = "", limit: int = SLOTS, wait: Optional[float] = None) -> None:
-        self.modem = modem
-        self.peer = ModuleAddress("TCP", host, port)
-        self.settings = settings or modem.socket_settings()
-        self.group, self.limit, self.wait = group, limit, wait
+        super().__init__(modem, host, port, settings or modem.socket_settings(), group, limit,
+                         wait)
 
     def connect(self, factory) -> Deferred:
-        return _Connecting(self, factory).start()
+        return self.open(factory.buildProtocol)
 
 
-class _Connecting:
-    """One ``connect()``: wait for a socket, open it, build the protocol."""
+class ModuleOpening:
+    """One open: wait for a socket, open it, build the protocol and its transport."""
 
     log = Logger()
 
-    def __init__(self, endpoint: ModemEndpoint, factory) -> None:
+    def __init__(self, endpoint: ModuleEndpoint, build_protocol: Callable) -> None:
         self.endpoint = endpoint
         self.modem = endpoint.modem
-        self.factory = factory
+        self.build_protocol = build_protocol
         self.result = Deferred(self._cancel)
         self._waiting: Optional[Deferred] = None
         self._cancelled = False
@@ -96,7 +120,7 @@ class _Connecting:
             self._close_unused(slot)
             return
         try:
-            protocol = self.factory.buildProtocol(address)
+            protocol = self.build_protocol(address)
         except Exception:
             self._close_unused(slot)
             self.result.errback()
@@ -105,7 +129,8 @@ class _Connecting:
             self._close_unused(slot)
             self.result.errback(ConnectError(string="the factory refused the connection"))
             return
-        socket = ModuleSocket(self.modem, slot, address, self.endpoint.settings)
+        socket = self.endpoint.transport_type(self.modem, slot, address,
+                                               self.endpoint.settings)
         try:
             socket.makeConnection(protocol)
         except Exception:

@@ -1,15 +1,17 @@
-"""What ``bridge.service.Components`` asks of this package: the factory behind a tcp profile and
-the service behind a module-side server."""
+"""What ``bridge.service.Components`` asks of this package: the factory behind a tcp profile,
+the protocol behind a udp profile and the service behind a module-side server."""
 
 from bridge.errors import NotSupported
 from bridge.proxy.admission import Admission
+from bridge.proxy.datagram import DatagramRelay
 from bridge.proxy.reverse import ModuleServer
 
 #: The PDP context module-side servers listen on (one value, passed from here).
 SERVER_CONTEXT = 0
 
 
-def _mux_only(modem_config) -> None:
+def _require_mux(section, root) -> None:
+    modem_config = root.config.modems[section.modem]
     if modem_config.mode != "mux":
         raise NotSupported(f"[modem:{modem_config.name}] mode = {modem_config.mode} is not "
                            "supported yet (use mode = mux)")
@@ -17,18 +19,24 @@ def _mux_only(modem_config) -> None:
 
 def make_stream_factory(profile, modem_service, root) -> Admission:
     """The factory of one tcp profile's listener, on the modem service's sockets."""
-    _mux_only(root.config.modems[profile.modem])
+    _require_mux(profile, root)
     if profile.reopen:
         raise NotSupported(f"[profile:{profile.name}] reopen = yes is not supported yet for a "
                            "tcp profile: a dead link resets its local connection")
     return Admission(profile, modem_service)
 
 
+def make_datagram_protocol(profile, modem_service, root) -> DatagramRelay:
+    """The protocol of one udp profile's port, on the modem service's sockets."""
+    _require_mux(profile, root)
+    return DatagramRelay(profile, modem_service)
+
+
 def make_server_service(server, modem_service, root) -> ModuleServer:
     """The service of one ``[server:NAME]``. Its modem addresses socket commands to a side
     (AT+QISRVC) and keeps its servers' ``max_clients`` free (app note §3.4), from before it
     starts."""
-    _mux_only(root.config.modems[server.modem])
+    _require_mux(server, root)
     if server.protocol != "tcp":
         raise NotSupported(f"[server:{server.name}] udp servers are not supported yet")
     modem_service.serves = True

@@ -96,7 +96,9 @@ Sockets
     peer past the max clients is dropped without a word. AT+QICLOSE on the server side without
     an index closes every listener and the UDP server's sockets (they have no host socket of
     their own), without CLOSED URCs.
-33. QIDNSGIP prints one address line; failure is ERROR after the OK.
+33. QIDNSGIP prints one address line; failure is ERROR after the OK. QIDNSCFG takes one or two
+    dotted IPv4 addresses (anything else answers ERROR and changes nothing); the one-address form
+    keeps the secondary server. The servers are only stored: lookups use --hosts and the system.
 
 Transparent mode
 34. `+++` needs --escape-guard (default 0.5 s, the app note's minimum) of silence before and after
@@ -105,6 +107,12 @@ Transparent mode
     in the stream and returns to command mode; `+PDP DEACT` likewise.
 35. Uplink data is packetised per QITCFG; while the send buffer is full the UART input is not
     read, so the host's writes block (like RTS/CTS).
+
+UDP
+36. A UDP datagram is never split: each push frame and each AT+QIRD carries exactly one. One
+    larger than 1460 bytes (what one push frame carries, choice 28) is dropped on arrival, like
+    one that does not fit the receive buffer (choice 29); both count in the socket's `dropped`
+    (control `stats`).
 """
 
 from .options import SimOptions

@@ -4,6 +4,7 @@ from twisted.internet import task
 
 from .atparse import ParseError
 from .cmd_general import setting
+from .resolver import is_ip
 
 
 def qicsgp(module, cmd):
@@ -91,7 +92,8 @@ def qiautos(module, cmd):
 
 
 def qidnscfg(module, cmd):
-    if cmd.kind == "set" and 1 <= len(cmd.args) <= 2:
+    """Primary [, secondary] DNS server, dotted IPv4 only: anything else is a bad argument."""
+    if cmd.kind == "set" and 1 <= len(cmd.args) <= 2 and all(map(is_ip, cmd.args)):
         module.settings.dns = [cmd.args[0], cmd.args[1] if len(cmd.args) > 1 else module.settings.dns[1]]
     elif cmd.kind == "read":
         module.r.info(f"PrimaryDns:{module.settings.dns[0]}")

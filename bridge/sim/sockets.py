@@ -253,8 +253,9 @@ class SimSocket:
         """Bytes (or one datagram) read from the host socket."""
         if self._closing or self.state == "CLOSED":
             return
-        if self.proto == "UDP" and self.rx_buffered + len(data) > self._options.rx_buffer:
-            self.dropped += 1
+        if self.proto == "UDP" and (len(data) > SEGMENT
+                                    or self.rx_buffered + len(data) > self._options.rx_buffer):
+            self.dropped += 1  # too large for one push frame or read (choice 36), or no room
             return
         self.measure_delivery()  # acks sent before this data must not reach the module after it
         self._down.put(data)
@@ -329,6 +330,7 @@ class SimSocket:
             "acked": self.acked,
             "unacked": self.unacked,
             "rx_buffered": self.rx_buffered,
+            "dropped": self.dropped,
             "dead": self.dead,
             "server": self.server,
         }
