@@ -7,10 +7,11 @@ import ipaddress
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from bridge.config import ServerConfig, load_config
+from bridge.modem.datagram import DatagramSettings, ModuleDatagramSocket
 from bridge.modem.socket import ModuleAddress, ModuleSocket
 from bridge.proxy.reverse import RELISTEN_DELAY, SERVER_OK_WAIT, ModuleServer
 from bridge.service import make_service
@@ -178,6 +179,20 @@ def test_a_server_side_qirdi_never_reaches_the_client_link_on_that_index(tmp_pat
     assert bench.wire() == b""
     bench.module(b"\r\n+QIRDI: 0,1,5\r\n")
     assert bench.wire() == b"AT+QIRD=0,1,5,1500\r"
+
+
+def test_a_udp_profile_socket_on_a_serving_modem_addresses_the_client_side(tmp_path):
+    bench = Bench(tmp_path).listen()
+    bench.module(b"\r\n0, REMOTE IP: 192.0.2.9\r\n")  # refused: AT+QISRVC=2 is in force
+    bench.module(OK + b"\r\n0, CLOSE OK\r\n")
+    bench.wire()
+    socket = ModuleDatagramSocket(bench.modem, 4, ModuleAddress("UDP", "10.1.2.3", 53),
+                                  DatagramSettings())
+    socket.makeConnection(DatagramProtocol())
+    socket.write(b"ask")
+    assert bench.wire() == b"AT+QISRVC=1\r"
+    bench.module(OK)
+    assert bench.wire() == b"AT+QISEND=4,3\r"
 
 
 def test_the_service_tree_makes_the_modem_serve_and_keeps_the_clients_free(tmp_path):

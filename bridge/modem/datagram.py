@@ -76,18 +76,23 @@ class ModemDatagramEndpoint(ModuleEndpoint):
 class ModuleDatagramSocket:
     """The transport of one open module UDP socket.
 
-    :param modem: the Modem (``reactor``, ``pump``, ``issue``, ``sockets``, ``context``,
+    :param modem: the Modem (``reactor``, ``pump``, ``issue``, ``sockets``, ``selection``,
         ``timeouts``, ``attach_socket``, ``detach_socket``)
     :param slot: the module socket index, held until it is released (once)
+    :param context: the PDP context it lives on (AT+QIFGCNT id, app note §7)
     """
 
     log = Logger()
 
-    def __init__(self, modem, slot: int, peer: ModuleAddress, settings: DatagramSettings) -> None:
+    def __init__(self, modem, slot: int, peer: ModuleAddress, settings: DatagramSettings,
+                 context: int = 0) -> None:
         self.modem = modem
         self.slot = slot
         self.peer = peer
         self.settings = settings
+        self.context = context
+        # a client socket: on a modem that also serves, its commands say so (AT+QISRVC=1)
+        self._client_side = modem.selection(context, server=False)
         self.protocol = None
         self.open = False
         self.released = False
@@ -192,13 +197,13 @@ class ModuleDatagramSocket:
             datagram = self._queue.popleft()
             self._queued_bytes -= len(datagram)
             self._sending = True
-            return BulkJob(commands.qisend(datagram, self.slot, timeout=t.send,
-                                           prompt_timeout=t.prompt),
+            send = commands.qisend(datagram, self.slot, timeout=t.send, prompt_timeout=t.prompt)
+            return BulkJob(send.addressing(self._client_side),
                            lambda result: self._sent(result, len(datagram)))
         if read:
             self._reading = True
             self._announced_at_read = self._announced
-            return BulkJob(commands.qird(MAX_READ, self.slot, self.modem.context, timeout=t.qird),
+            return BulkJob(commands.qird(MAX_READ, self.slot, self.context, timeout=t.qird),
                            self._read_done)
         return None
 
@@ -249,7 +254,8 @@ class ModuleDatagramSocket:
         if not self.open:
             return
         self._stop()
-        closing = self.modem.issue(commands.qiclose(self.slot, timeout=self.modem.timeouts.qiclose))
+        close = commands.qiclose(self.slot, timeout=self.modem.timeouts.qiclose)
+        closing = self.modem.issue(close.addressing(self._client_side))
         closing.addErrback(self._close_failed)
         closing.addBoth(lambda _: self._release())
         self._tell(reason)
