@@ -9,6 +9,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs, formatEvent
 
 from bridge.config import ServerConfig, load_config
 from bridge.modem.datagram import DatagramSettings, ModuleDatagramSocket
@@ -134,7 +135,10 @@ def test_an_accepted_client_is_claimed_and_forwarded_and_read_only_once_spliced(
 
 def test_a_peer_outside_allow_is_closed_on_the_server_side(tmp_path):
     bench = Bench(tmp_path).listen()
-    bench.module(b"\r\n0, REMOTE IP: 192.0.2.9\r\n")
+    with capturedLogs() as events:
+        bench.module(b"\r\n0, REMOTE IP: 192.0.2.9\r\n\r\n+RECEIVE: 0, 3\r\nabc")
+    assert [formatEvent(e) for e in events] == [
+        "[server:ssh] refused 192.0.2.9 on socket 0: not in allow"]  # its bytes go nowhere
     assert bench.wire() == b"AT+QISRVC=2\r"
     bench.module(OK)
     assert bench.wire() == b"AT+QICLOSE=0\r"

@@ -199,16 +199,35 @@ class ModuleServer(Service):
         self.modem.counters.incr("server_refused", server=self.server.name, cause=cause)
         self.log.warn("[{label}] refused {ip} on socket {index}: {why}", label=self.label, ip=ip,
                       index=index, why=why)
+        if claimed:
+            self.modem.attach_socket(index, _Refused())
         close = commands.qiclose(index, self.modem.timeouts.qiclose)
         closing = self.modem.issue(close.addressing(self._server_side()))
         closing.addErrback(lambda failure: self.log.info(
             "[{label}] closing refused socket {index}: {why}", label=self.label, index=index,
             why=failure.getErrorMessage()))
         if claimed:
-            closing.addBoth(lambda _: self.modem.sockets.release(index))
+            closing.addBoth(lambda _: self._refused_closed(index))
+
+    def _refused_closed(self, index: int) -> None:
+        self.modem.detach_socket(index)
+        self.modem.sockets.release(index)
 
     def ended(self, forwarding: "Forwarding") -> None:
         self.clients.pop(forwarding.socket.slot, None)
+
+
+class _Refused:
+    """The handler of a refused client's socket until its AT+QICLOSE is answered: what the
+    client sent meanwhile (pushed, or announced) was never accepted, and goes nowhere."""
+
+    server = True
+
+    def socket_event(self, event) -> None:
+        """Dropped on purpose: the refusal is logged once."""
+
+    def modem_down(self, reason: str) -> None:
+        """The socket is gone with the rest; the close answer releases the index."""
 
 
 class Forwarding:
