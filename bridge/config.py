@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from bridge.at.commands import DEFAULT_TIMEOUTS
-from bridge.config_values import (BAUDRATES, MAX_MODULE_SOCKETS, MAX_SEND_WINDOW, Invalid, Listen,
-                                  Remote, at_text, baudrate, boolean, choice, command_line,
-                                  control_endpoint, count, did_you_mean, directory, forward,
-                                  ip_port, listen, log_level, pin, plain_text, probe_bytes, remote,
-                                  seconds, seconds_or_zero, serial_port, shell_words,
-                                  timeout_overrides)
+from bridge.config_values import (BAUDRATES, MAX_MODULE_SOCKETS, MAX_SEND_WINDOW,
+                                  MAX_WHILE_SERVING, Invalid, Listen, Remote, at_text, baudrate,
+                                  boolean, choice, command_line, control_endpoint, count,
+                                  did_you_mean, directory, forward, ip_port, listen, log_level,
+                                  networks, pin, plain_text, probe_bytes, remote, seconds,
+                                  seconds_or_zero, serial_port, shell_words, timeout_overrides)
 from bridge.config_values import dns_servers
 from bridge.errors import ConfigError
 
@@ -106,6 +106,7 @@ class ServerConfig:
     protocol: str = "tcp"  # "tcp" | "udp"
     max_clients: int = 1
     context: int = 0
+    allow: tuple = ()  # IPv4Network, ...: module-side peers allowed; empty = any
 
 
 @dataclass(frozen=True)
@@ -230,8 +231,12 @@ SCHEMA = {
         "protocol": Key(choice("tcp", "udp"), "tcp or udp"),
         "port": Key(ip_port, "port the module listens on (AT+QISERVER)"),
         "forward": Key(forward, "tcp:HOST:PORT or udp:HOST:PORT of the local service"),
-        "max_clients": Key(count(1, MAX_MODULE_SOCKETS - 1), "module-side clients accepted at "
-                           "once (1-5)"),
+        "max_clients": Key(count(1, MAX_WHILE_SERVING), "module-side clients accepted at "
+                           "once (1-5); kept free for them: a modem's client links plus its "
+                           "servers' max_clients are at most 5 (app note §3.4)"),
+        "allow": Key(networks, "space-separated IPv4 ADDR[/BITS] of the module-side peers "
+                     "allowed to connect (from the module's REMOTE IP); empty = any, with a "
+                     "warning: the local service is then open to the carrier network"),
         "context": Key(count(0, 1), CONTEXT_DOC),
     },
 }
@@ -393,6 +398,40 @@ def _check_listen_clashes(profiles, problems):
         seen.append((section, listen_))
 
 
+def _check_server_capacity(parsed, profiles, servers, problems):
+    """The module listens on one TCP and one UDP port (AT+QILPORT), and while it listens carries
+    at most five client plus server connections (app note §3.4): each server's ``max_clients``
+    are kept free, so a profile's explicit ``max_links`` must fit in what is left."""
+    sections = {(kind, name): section for kind in ("profile", "server")
+                for section, name, _ in parsed[kind]}
+    explicit_links = {name for section, name, values in parsed["profile"] if "max_links" in values}
+    for modem in {server.modem for server in servers.values()}:
+        reserved, seen = 0, {}
+        for server in (s for s in servers.values() if s.modem == modem):
+            section = sections["server", server.name]
+            if server.protocol in seen:
+                problems.add(section, "protocol", f"[modem:{modem}] already has a "
+                             f"{server.protocol} server, [server:{seen[server.protocol]}] (the "
+                             f"module has one {server.protocol.upper()} listening port, "
+                             "AT+QILPORT)", server.protocol)
+                continue
+            seen[server.protocol] = server.name
+            reserved += server.max_clients
+            if reserved > MAX_WHILE_SERVING:
+                problems.add(section, "max_clients", f"the servers of [modem:{modem}] would keep "
+                             f"{reserved} connections free, more than the module's "
+                             f"{MAX_WHILE_SERVING} while it listens (app note §3.4)",
+                             str(server.max_clients))
+        left = MAX_WHILE_SERVING - reserved
+        for profile in profiles.values():
+            if (profile.modem == modem and profile.name in explicit_links
+                    and profile.max_links > left):
+                problems.add(sections["profile", profile.name], "max_links", f"must be at most "
+                             f"{max(left, 0)}: [modem:{modem}]'s servers keep {reserved} of the "
+                             f"module's {MAX_WHILE_SERVING} connections free for their clients "
+                             "(app note §3.4)", str(profile.max_links))
+
+
 def load_config(path):
     """Read and validate one INI file.
 
@@ -450,6 +489,7 @@ def load_config(path):
         elif modem in modem_values and "port" in values and "forward" in values:
             values["modem"] = modem
             servers[name] = ServerConfig(name=name, **values)
+    _check_server_capacity(parsed, profiles, servers, problems)
 
     modems = {}
     for name, values in modem_values.items():
@@ -491,4 +531,14 @@ def config_warnings(config):
                             "line (a pty or a TCP socket has none), so sleep control will not work")
         if modem.sim_args and modem.port != "sim":
             warnings.append(f"{where} sim_args: warning: ignored because port is not sim")
+    for server in config.servers.values():
+        if not server.allow:
+            warnings.append(f"{config.path}: [server:{server.name}] allow: warning: "
+                            f"{open_server_warning(server)}")
     return warnings
+
+
+def open_server_warning(server):
+    """What an empty ``allow`` means, for ``check`` and the log at start."""
+    return (f"empty, so any peer that reaches the module's port {server.port} gets to "
+            f"{server.forward}: the local service is exposed to the carrier network")

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from twisted.internet.endpoints import serverFromString
 
+from bridge.modem.pool import WHILE_SERVING as MAX_WHILE_SERVING
+
 DEFAULT_INTERFACE = "127.0.0.1"
 """A listener without ``interface=`` binds loopback: a gateway must not expose a bridge by accident."""
 
@@ -234,6 +236,18 @@ def remote(text):
 def forward(text):
     remote(text)
     return text
+
+
+def networks(text):
+    """Space-separated IPv4 ``ADDR[/BITS]`` (host bits ignored: 10.1.2.3/8 is 10.0.0.0/8); empty
+    = none listed."""
+    found = []
+    for word in text.split():
+        try:
+            found.append(ipaddress.IPv4Network(word, strict=False))
+        except ValueError:
+            raise Invalid(f"{word!r} is not an IPv4 ADDR or ADDR/BITS") from None
+    return tuple(found)
 
 
 def serial_port(text):

@@ -17,9 +17,10 @@ from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from bridge.errors import EXIT_FAILURE, EXIT_OK, CellbridgeError, NotSupported
+from bridge.errors import EXIT_FAILURE, EXIT_OK, CellbridgeError
 from bridge.modem.modem import make_modem_service
-from bridge.proxy.service import make_datagram_protocol, make_stream_factory
+from bridge.proxy.service import (make_datagram_protocol, make_server_service,
+                                  make_stream_factory)
 from bridge.systemd import SystemdNotifier
 
 
@@ -43,8 +44,8 @@ class Components:
         return make_datagram_protocol(profile, modem_service, root)
 
     def server_service(self, server, modem_service, root):
-        """An ``IService`` for one module-side listener (AT+QISERVER): not built yet."""
-        raise NotSupported(f"[server:{server.name}] module-side servers are not supported yet")
+        """An ``IService`` for one module-side listener (AT+QISERVER)."""
+        return make_server_service(server, modem_service, root)
 
 
 class CellbridgeService(MultiService):

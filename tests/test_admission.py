@@ -191,7 +191,7 @@ def test_transparent_mode_is_refused_at_start():
         make_stream_factory(PROFILE, None, _Root("transparent"))
 
 
-def test_module_side_servers_are_refused_at_start_and_udp_profiles_are_built(tmp_path):
+def test_udp_servers_are_refused_at_start_and_udp_profiles_are_built(tmp_path):
     from twisted.internet.testing import MemoryReactorClock
 
     from bridge.config import load_config
@@ -200,8 +200,8 @@ def test_module_side_servers_are_refused_at_start_and_udp_profiles_are_built(tmp
 
     path = tmp_path / "bridge.ini"
     head = f"[cellbridge]\nstate_dir = {tmp_path}\n[modem:main]\nport = sim\n"
-    path.write_text(head + "[server:s]\nport = 2020\nforward = tcp:127.0.0.1:22\n")
-    with pytest.raises(NotSupported, match=r"\[server:s\] module-side servers are not supported"):
+    path.write_text(head + "[server:s]\nprotocol = udp\nport = 2020\nforward = udp:127.0.0.1:22\n")
+    with pytest.raises(NotSupported, match=r"\[server:s\] udp servers are not supported"):
         make_service(load_config(str(path)), MemoryReactorClock(), environ={})
     path.write_text(head + "[profile:u]\nlisten = udp:5353\nremote = udp:10.0.0.1:53\n")
     root = make_service(load_config(str(path)), MemoryReactorClock(), environ={})

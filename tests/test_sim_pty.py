@@ -277,7 +277,7 @@ async def test_server_accepts_real_loopback_client(sim):
     def body(c):
         assert c.at('AT+QILPORT="TCP",0') == OK
         assert c.at("AT+QISERVER=0,2", until=b"SERVER OK\r\n") == OK + b"\r\nSERVER OK\r\n"
-        port = call(sim.stats)["listener"]["port"]
+        port = call(sim.stats)["listeners"]["TCP"]
         with socket.create_connection(("127.0.0.1", port), timeout=5) as remote:
             c.read_until(b"\r\n0, REMOTE IP: 127.0.0.1\r\n")
             remote.sendall(b"hello module")
@@ -287,6 +287,42 @@ async def test_server_accepts_real_loopback_client(sim):
             assert c.at("AT+QISRVC=2") == OK
             send(c, 0, b"hey")
             assert remote.recv(10) == b"hey"
+
+    await run_client(sim, body)
+
+
+@in_thread
+async def test_a_udp_server_announces_each_peer_at_its_first_datagram(sim):
+    """AT+QISERVER=1 (app note §3.2, §3.4): a peer becomes server socket n at its first
+    datagram; its datagrams are read one per AT+QIRD, AT+QISEND answers that peer only."""
+    def body(c):
+        assert c.at('AT+QILPORT="UDP",0') == OK
+        assert c.at("AT+QISERVER=1,2", until=b"SERVER OK\r\n") == OK + b"\r\nSERVER OK\r\n"
+        assert c.at("AT+QISERVER=1,2", until=b"ERROR\r\n") == b"\r\nERROR\r\n"  # one at a time
+        port = call(sim.stats)["listeners"]["UDP"]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as late:
+            for peer in (a, b, late):
+                peer.settimeout(5)
+                peer.bind(("127.0.0.1", 0))
+            a.sendto(b"one", ("127.0.0.1", port))
+            c.wait_seen(b"\r\n0, REMOTE IP: 127.0.0.1\r\n\r\n+QIRDI: 0,2,0\r\n")
+            a.sendto(b"two", ("127.0.0.1", port))
+            b.sendto(b"other", ("127.0.0.1", port))
+            c.wait_seen(b"\r\n1, REMOTE IP: 127.0.0.1\r\n")
+            late.sendto(b"third peer", ("127.0.0.1", port))  # past the 2 clients: dropped
+            assert c.at("AT+QIRD=0,2,0,100").endswith(b",UDP,3\r\none\r\nOK\r\n")
+            assert c.at("AT+QIRD=0,2,0,100").endswith(b",UDP,3\r\ntwo\r\nOK\r\n")
+            assert c.at("AT+QIRD=0,2,1,100").endswith(b",UDP,5\r\nother\r\nOK\r\n")
+            assert c.at("AT+QISRVC=2") == OK
+            send(c, 1, b"back to b")
+            assert b.recvfrom(100) == (b"back to b", ("127.0.0.1", port))
+            send(c, 0, b"back to a")
+            assert a.recvfrom(100)[0] == b"back to a"
+            assert set(call(sim.stats)["sockets"]) == {"0", "1"}
+            assert c.at("AT+QICLOSE", until=b"CLOSE OK\r\n") == b"\r\nCLOSE OK\r\n"
+            assert call(sim.stats)["sockets"] == {} and call(sim.stats)["listeners"] == {}
 
     await run_client(sim, body)
 

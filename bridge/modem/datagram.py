@@ -118,7 +118,7 @@ class ModuleDatagramSocket:
         """Attach ``protocol`` (the endpoint calls this on CONNECT OK)."""
         self.protocol = protocol
         self.open = True
-        self.modem.attach_socket(self.slot, self)
+        self.modem.attach_socket(self.slot, self, self.context)
         self.modem.pump.add(self)
         protocol.makeConnection(self)
 

@@ -28,7 +28,7 @@ from bridge.at import commands
 from bridge.at.errors import ATEngineError
 from bridge.at.commands import DEFAULT_TIMEOUTS, Selection, Timeouts
 from bridge.at.events import (Boot, Closed, ConnectResult, DataAvailable, PdpDeact, Received,
-                              Registration, RemoteIp, Resynced, RESTART_SIGNS,
+                              Registration, RemoteIp, Resynced, RESTART_SIGNS, ServerStarted,
                               StreamCorrupt)
 from bridge.at.protocol import RESYNC_ATTEMPTS, RESYNC_TIMEOUT, ATProtocol
 from bridge.at.ring import describe_payload
@@ -50,7 +50,10 @@ from bridge.modem.transport import TransportError, open_port
 
 #: Without an answer for this long (and nothing on the wire) the modem is not healthy.
 ANSWER_STALE = 120.0
-SOCKET_EVENTS = (ConnectResult, Closed, DataAvailable, Received, RemoteIp, StreamCorrupt)
+SOCKET_EVENTS = (ConnectResult, Closed, DataAvailable, Received, StreamCorrupt)
+#: What module-side servers hear: an accepted client (on whatever index the module picked, even
+#: one a client link holds: never that link's business) and ``SERVER OK``.
+SERVER_EVENTS = (RemoteIp, ServerStarted)
 PDP_LOST = "PDP context deactivated by the network (+PDP DEACT)"
 
 
@@ -137,6 +140,7 @@ class Modem(Service):
         self._open_waiters: list = []
         self._state_listeners: list = []
         self._context_listeners: list = []
+        self._server_listeners: list = []
         self._engine: Optional[ATProtocol] = None  # the last one, kept for last_answer
         self._port = None
         self.mux = config.mode == "mux"
@@ -178,6 +182,10 @@ class Modem(Service):
         lost or back alone while the modem stays ready (a whole-modem change goes to the state
         listeners only, and covers every context)."""
         self._context_listeners.append(listener)
+
+    def add_server_listener(self, listener: Callable) -> None:
+        """``listener(event)`` for each of :data:`SERVER_EVENTS`."""
+        self._server_listeners.append(listener)
 
     @property
     def port(self):
@@ -378,7 +386,7 @@ class Modem(Service):
             try:
                 listener(*args)
             except Exception:
-                self.log.failure("state listener {listener!r} failed", listener=listener)
+                self.log.failure("listener {listener!r} failed", listener=listener)
 
     @staticmethod
     def _fire_all(waiters: list, value) -> None:
@@ -394,6 +402,8 @@ class Modem(Service):
             self._route(event)
         elif isinstance(event, PdpDeact) and self.ready and self.contexts_in_use != {0}:
             self._find_lost_context()
+        elif isinstance(event, SERVER_EVENTS):
+            self._tell(self._server_listeners, event)
         elif isinstance(event, PdpDeact):
             self.stack.step("PDP DEACT")
             self._lost_module(self.supervisor.context_lost, PDP_LOST)
@@ -450,8 +460,14 @@ class Modem(Service):
             socket = 0  # transparent mode: the single link is slot 0
         awaited = isinstance(event, ConnectResult) and self._opener.connect_result(socket, event)
         attached = self._handlers.get(socket)
-        if attached is not None:
-            attached.handler.socket_event(event)
+        handler = attached.handler if attached is not None else None
+        if (isinstance(event, DataAvailable) and handler is not None
+                and getattr(handler, "server", event.server) != event.server):
+            self.log.warn("{name}: +QIRDI for the {side} side of socket {socket}, whose link is on "
+                          "the other side: ignored", name=self.name, socket=socket,
+                          side="server" if event.server else "client")
+        elif handler is not None:
+            handler.socket_event(event)
         elif isinstance(event, Received):
             self.log.warn("{name}: dropped data for socket {socket}, which has no link: {data}",
                           name=self.name, socket=socket, data=describe_payload(event.data).decode())

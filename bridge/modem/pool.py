@@ -12,6 +12,12 @@ before it is served, so nobody can be served twice.
 
 A socket that only lingers for a half-closed client (see :class:`ModuleSocket`) registers here
 as reclaimable: while somebody waits, it gives its index up once it has been idle for a moment.
+
+A module-side server shares the same indices: the module picks the index of each client it
+accepts (``n, REMOTE IP``, app note §3.4), and while it listens client plus server connections are
+at most five. So a modem with servers keeps their ``max_clients`` free (``reserve_for_servers``):
+client links get at most the rest, from the highest index down, away from the lowest free index
+the module is expected to pick; the index the module picked is then claimed (``claim``).
 """
 
 from collections import deque
@@ -24,6 +30,8 @@ from twisted.logger import Logger
 
 #: Socket indices with AT+QIMUX=1: AT+QIOPEN=0..5 (app note §2.1, §3.3).
 SLOTS = 6
+#: Client plus server connections while a module-side server listens (app note §3.4).
+WHILE_SERVING = 5
 
 
 class _Waiter:
@@ -49,6 +57,8 @@ class SocketPool:
         self._ready = False
         self._waiters: Deque[_Waiter] = deque()
         self._groups: Dict[int, str] = {}  # index in use -> the group holding it
+        self._accepted: Set[int] = set()  # of those, the ones a module-side server accepted on
+        self._reserved = 0  # connections kept free for module-side servers' clients
         self._reclaimable: Set = set()
         self._reclaiming: Set[int] = set()  # indices closing early for a waiter, not yet back
         self._serving = False
@@ -71,12 +81,13 @@ class SocketPool:
     def must_wait(self, group: str = "", limit: int = SLOTS) -> bool:
         """Would ``acquire(group, limit)`` wait now?"""
         return (not self._ready or self.waiting(group) > 0 or self._held(group) >= limit
-                or len(self._groups) >= self._count)
+                or not self._client_room())
 
     def release(self, index: int) -> None:
         """Give ``index`` back (once: it may be somebody else's right after) and serve the
         waiters."""
         self._reclaiming.discard(index)
+        self._accepted.discard(index)
         if self._groups.pop(index, None) is not None:
             self._on_count(len(self._groups))
         self._serve()
@@ -86,6 +97,21 @@ class SocketPool:
         self._ready = ready
         if ready:
             self._serve()
+
+    def reserve_for_servers(self, count: int) -> None:
+        """Keep ``count`` connections free for module-side servers' clients (the sum of their
+        ``max_clients``): client links get ``WHILE_SERVING - count`` at most."""
+        self._reserved = count
+
+    def claim(self, index: int, group: str) -> bool:
+        """The module accepted a server client on ``index``: hold it for ``group``. False if the
+        index is already held (the module picked one given to a client link)."""
+        if index in self._groups or not 0 <= index < self._count:
+            return False
+        self._groups[index] = group
+        self._accepted.add(index)
+        self._on_count(len(self._groups))
+        return True
 
     @property
     def in_use(self) -> frozenset:
@@ -142,13 +168,23 @@ class SocketPool:
             if waiter.group in blocked or self._held(waiter.group) >= waiter.limit:
                 blocked.add(waiter.group)
                 continue
-            free = [index for index in range(self._count) if index not in self._groups]
-            if not free:
+            if not self._client_room():
                 return
+            free = [index for index in range(self._count) if index not in self._groups]
+            # Lowest first (transcripts stay predictable); highest first beside a server, whose
+            # module picks the lowest free index for the clients it accepts (see the docstring).
+            index = free[-1] if self._reserved else free[0]
             self._waiters.remove(waiter)
-            self._groups[free[0]] = waiter.group  # lowest first: transcripts stay predictable
+            self._groups[index] = waiter.group
             self._on_count(len(self._groups))
-            waiter.deferred.callback(free[0])
+            waiter.deferred.callback(index)
+
+    def _client_room(self) -> bool:
+        """Can one more client link be handed an index?"""
+        links = len(self._groups) - len(self._accepted)
+        if self._reserved:
+            return links < WHILE_SERVING - self._reserved and len(self._groups) < self._count
+        return len(self._groups) < self._count
 
     def _held(self, group: str) -> int:
         return sum(1 for holder in self._groups.values() if holder == group)

@@ -7,6 +7,10 @@ reads. Beyond portforward: half-close (``nc -N`` and HTTP/1.0 clients send EOF a
 the answer, so local EOF becomes the module socket's ``loseWriteConnection``), and a module side
 lost uncleanly resets the local connection instead of closing it: an app must not read a clean
 EOF after bytes were lost.
+
+The module side may come first: a module-side server's client is accepted before its local
+connection exists (:mod:`bridge.proxy.reverse`). Its module socket is paused meanwhile, and what
+it delivers anyway (push mode cannot be paused; the socket bounds it) waits for the splice.
 """
 
 from twisted.internet.error import ConnectionDone
@@ -40,6 +44,9 @@ class LocalSide(Protocol):
         module.transport.registerProducer(self.transport, True)
         self.transport.registerProducer(module.transport, True)
         self._fed = True
+        if module.early:
+            self.transport.write(bytes(module.early))
+            module.early.clear()
         self.transport.resumeProducing()
 
     def dataReceived(self, data: bytes) -> None:
@@ -87,13 +94,21 @@ class ModuleSide(Protocol):
 
     def __init__(self, local: LocalSide) -> None:
         self.local = local
+        self.early = bytearray()  # delivered before the local side was connected
 
     def dataReceived(self, data: bytes) -> None:
-        self.local.transport.write(data)
+        if self.local.transport is None:
+            self.early += data
+        else:
+            self.local.transport.write(data)
 
     def connectionLost(self, reason=None) -> None:
         self.local.admission.ended(self.transport)
         self.transport = None
+        if self.local.transport is None:  # the local connection was never made
+            if self.local.connecting is not None:
+                self.local.connecting.cancel()
+            return
         if self.local.ended:
             return
         if reason is not None and reason.check(ConnectionDone):

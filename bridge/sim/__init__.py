@@ -89,10 +89,17 @@ Sockets
     CONNECTING / CONNECTED / CLOSED, empty slot `+QISTATE: <n>,"","",,"INITIAL"`, then a final OK.
     QISTAT behaves as QISTATE in multi-link mode and vice versa in single-link mode.
 31. QISSTAT answers OK then `S: LISTENNING` (the vendor's spelling) or `S: INITIAL`.
-32. QISERVER: OK then SERVER OK; TCP only (type 1 = UDP answers ERROR); listens on 127.0.0.1 only;
-    single link accepts 1 client, the multi-link execution form 5; an accepted client takes the
-    lowest index free for both kinds. QILPORT? answers `TCP: <p>` and `UDP: <p>` lines then OK.
-    In single-link mode client and server socket may coexist (stats key "server").
+32. QISERVER: OK then SERVER OK; type 0 listens on the TCP QILPORT, type 1 on the UDP one, each
+    at most once at a time (a second of the same type answers ERROR; one of each may run);
+    listens on 127.0.0.1 only; single link accepts 1 client, the multi-link execution form 5; an
+    accepted client takes the lowest index free for both kinds. QILPORT? answers `TCP: <p>` and
+    `UDP: <p>` lines then OK. In single-link mode client and server socket may coexist (stats
+    key "server"). A UDP server's peer (address, port) becomes a server socket, announced with
+    `[n, ]REMOTE IP: ip` only when its first datagram arrives (app note §3.2); its datagrams are
+    then received like any socket's, AT+QISEND on it sends one datagram to that peer, and a new
+    peer past the max clients is dropped without a word. AT+QICLOSE on the server side without
+    an index closes every listener and the UDP server's sockets (they have no host socket of
+    their own), without CLOSED URCs.
 33. QIDNSGIP prints one address line; failure is ERROR after the OK. QIDNSCFG takes one or two
     dotted IPv4 addresses (anything else answers ERROR and changes nothing); the one-address form
     keeps the secondary server. The servers are only stored: lookups use --hosts and the system.

@@ -171,7 +171,7 @@ def qisstat(module, cmd):
     if cmd.kind != "exec":
         raise ParseError(cmd.name)
     module.r.ok()
-    module.r.final("S: LISTENNING" if module.ctx.listener else "S: INITIAL")
+    module.r.final("S: LISTENNING" if module.ctx.listeners else "S: INITIAL")
 
 
 def qiserver(module, cmd):
@@ -182,13 +182,14 @@ def qiserver(module, cmd):
         kind, clients = cmd.int_arg(0, 0, 1), cmd.int_arg(1, 1, 5)
     else:
         raise ParseError(cmd.name)
-    if kind != 0 or ctx.listener is not None or ctx.state == "PDP DEACT" or not module.cellular.attached:
+    proto = ("TCP", "UDP")[kind]
+    if proto in ctx.listeners or ctx.state == "PDP DEACT" or not module.cellular.attached:
         module.r.error()
         return
     module.r.ok()
 
     def listen(up):
-        if up and ctx.listen("TCP", clients):
+        if up and ctx.listen(proto, clients):
             module.r.final("SERVER OK")
         else:
             module.r.error()

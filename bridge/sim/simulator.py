@@ -146,7 +146,7 @@ class Simulator:
             "context": module.settings.fgcnt,
             "sockets": ctx.describe_sockets(),
             "contexts": [each.reported_state for each in module.contexts],
-            "listener": {"port": ctx.listen_port} if ctx.listener else None,
+            "listeners": {proto: ctx.listen_port(proto) for proto in ctx.listeners},
             "data_mode": module.data_mode is not None,
             "powered": module.powered,
             "registered": module.cellular.registered,

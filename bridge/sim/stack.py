@@ -36,7 +36,7 @@ class Context:
         self.local_ip = f"10.{100 + cid}.0.2"
         self.link_closed = False  # single link: report IP CLOSE
         self.slots = {}
-        self.listener = None  # (proto, max clients, twisted port)
+        self.listeners = {}  # proto -> (max clients, listening port)
         self.lports = {"TCP": 2020, "UDP": 3030}
         self.sibling = None  # the module's other context
         self._reactor = reactor
@@ -183,42 +183,75 @@ class Context:
     # -- server ---------------------------------------------------------------------------------
 
     def listen(self, proto: str, max_clients: int) -> bool:
-        if self.listener is not None or proto != "TCP":
+        """AT+QISERVER: listen on the QILPORT of ``proto`` (one listener per protocol)."""
+        if proto in self.listeners:
             return False
+        port = self.lports[proto]
         try:
-            port = self._reactor.listenTCP(self.lports["TCP"], _Acceptor(self), interface="127.0.0.1")
+            if proto == "TCP":
+                listening = self._reactor.listenTCP(port, _Acceptor(self), interface="127.0.0.1")
+            else:
+                listening = self._reactor.listenUDP(port, _DatagramAcceptor(self),
+                                                    interface="127.0.0.1")
         except Exception:
             self.log.failure("QISERVER listen failed")
             return False
-        self.listener = (proto, max_clients, port)
+        self.listeners[proto] = (max_clients, listening)
         return True
 
-    @property
-    def listen_port(self):
-        return self.listener[2].getHost().port if self.listener else None
+    def listen_port(self, proto: str = "TCP"):
+        listener = self.listeners.get(proto)
+        return listener[1].getHost().port if listener else None
 
     def close_listener(self) -> bool:
-        if self.listener is None:
+        """AT+QICLOSE on the server side without an index: every listener goes, and with a UDP
+        listener the peers it carried (they have no host socket of their own)."""
+        if not self.listeners:
             return False
-        self.listener[2].stopListening()
-        self.listener = None
+        for proto, (_, listening) in self.listeners.items():
+            listening.stopListening()
+        self.listeners.clear()
+        for key, sock in list(self.slots.items()):
+            if key[0] and sock.proto == "UDP":
+                self.close(sock)
         return True
 
+    def _server_slot(self, proto: str):
+        """The index for a new server socket of ``proto``, or None (max clients, or all taken)."""
+        listener = self.listeners.get(proto)
+        if listener is None:
+            return None
+        servers = [sock for key, sock in self.slots.items() if key[0] and sock.proto == proto]
+        if len(servers) >= listener[0]:
+            return None
+        return next((i for i in range(SLOTS if self.mux else 1) if (True, i) not in self.slots
+                     and (not self.mux or (False, i) not in self.slots)), None)
+
+    def _new_server_socket(self, index: int, proto: str, remote) -> SimSocket:
+        sock = SimSocket(self._reactor, index, True, proto, remote, self._options, self._events,
+                         self.cid)
+        self.slots[(True, index)] = sock
+        return sock
+
     def accept(self, addr):
-        """A host client connected to the listener: a server socket, or None to refuse."""
-        if self.listener is None:
-            return None
-        servers = [key for key in self.slots if key[0]]
-        if len(servers) >= self.listener[1]:
-            return None
-        index = next((i for i in range(SLOTS if self.mux else 1) if (True, i) not in self.slots
-                      and (not self.mux or (False, i) not in self.slots)), None)
+        """A host client connected to the TCP listener: a server socket, or None to refuse."""
+        index = self._server_slot("TCP")
         if index is None:
             return None
-        sock = SimSocket(self._reactor, index, True, "TCP", (addr.host, addr.port), self._options,
-                         self._events, self.cid)
-        self.slots[(True, index)] = sock
-        return HostStream(sock)
+        return HostStream(self._new_server_socket(index, "TCP", (addr.host, addr.port)))
+
+    def datagram(self, data: bytes, addr, port) -> None:
+        """A datagram on the UDP listener: the peer's server socket gets it; a new peer becomes
+        one (announced by REMOTE IP only now, app note §3.2), or is dropped past max clients."""
+        sock = next((sock for key, sock in self.slots.items()
+                     if key[0] and sock.proto == "UDP" and sock.remote == addr), None)
+        if sock is None:
+            index = self._server_slot("UDP")
+            if index is None:
+                return
+            sock = self._new_server_socket(index, "UDP", addr)
+            sock.attach(_PeerWire(port, addr))
+        sock.from_host(data)
 
     def describe_sockets(self) -> dict:
         out = {}
@@ -226,6 +259,31 @@ class Context:
             key = "server" if server and not self.mux else str(index)
             out[key] = sock.describe()
         return out
+
+
+class _DatagramAcceptor(protocol.DatagramProtocol):
+    """The UDP listener of AT+QISERVER=1: each peer (address, port) is one server socket."""
+
+    noisy = False
+
+    def __init__(self, context: Context):
+        self._context = context
+
+    def datagramReceived(self, data, addr):
+        self._context.datagram(data, addr, self.transport)
+
+
+class _PeerWire:
+    """The host side of a UDP server socket: the listener's port, writing to one peer."""
+
+    def __init__(self, port, addr):
+        self._port, self._addr = port, addr
+
+    def write(self, data: bytes) -> None:
+        self._port.write(data, self._addr)
+
+    def stopListening(self) -> None:
+        """The port is the listener's: closing one peer's socket leaves it open."""
 
 
 class _Acceptor(protocol.ServerFactory):

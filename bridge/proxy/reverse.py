@@ -1,0 +1,288 @@
+"""Module-side servers (reverse tunnels): the module listens (AT+QILPORT, AT+QISERVER, app note
+§3.2, §3.4) and each client it accepts is connected to a local service.
+
+Listening is one step, :meth:`ModuleServer.listen`, run whenever the modem becomes ready (after
+bring-up and after every recovery: whatever took the module's sockets took its listener too) and
+again a while after a failed attempt. A client announced as ``n, REMOTE IP: ip`` (app note §5.1)
+on the index the module picked is claimed in the modem's socket pool; a peer outside ``allow``, a
+client past ``max_clients`` or an index a client link holds is closed at once (AT+QISRVC=2,
+AT+QICLOSE=n), logged and counted. An accepted client becomes a server-side
+:class:`~bridge.modem.socket.ModuleSocket` spliced (:mod:`bridge.proxy.splice`) with its own
+connection to ``forward``: the window, pull with backpressure, graceful close and keepalive of a
+client link, the other way round. Nothing is read from it until the local service has answered;
+if the local service refuses, the module-side client is closed.
+"""
+
+import ipaddress
+from typing import Dict, Optional
+
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, inlineCallbacks
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from bridge.at import commands
+from bridge.at.events import ServerStarted
+from bridge.config import open_server_warning
+from bridge.config_values import remote
+from bridge.modem.socket import ModuleAddress, ModuleSocket
+from bridge.proxy.splice import LocalSide, ModuleSide
+
+#: AT+QISERVER's <type> (app note §3.4).
+SERVER_TYPES = {"tcp": 0, "udp": 1}
+#: How long ``SERVER OK`` may take after AT+QISERVER's OK (app note §3.2). Whether it always
+#: comes is not known for every firmware (docs/at-dialect.md §4.9): without it, the OK stands.
+SERVER_OK_WAIT = 10.0
+#: After a failed attempt to listen, the next one.
+RELISTEN_DELAY = 30.0
+
+
+class ModuleServer(Service):
+    """One ``[server:NAME]`` on ``modem``.
+
+    :param context: the PDP context it listens on (AT+QIFGCNT id, app note §7)
+    :param endpoint: where accepted clients are connected (default: ``forward``'s host and port)
+    """
+
+    log = Logger()
+
+    def __init__(self, server, modem, reactor, context: int, endpoint=None) -> None:
+        self.server = server
+        self.modem = modem
+        self.reactor = reactor
+        self.context = context
+        self.label = f"server:{server.name}"
+        forward = remote(server.forward)
+        self.endpoint = endpoint or HostnameEndpoint(reactor, forward.host, forward.port)
+        self.listening = False
+        self.clients: Dict[int, "Forwarding"] = {}
+        self._generation = 0  # one per modem life: a listen attempt from before a "down" is void
+        self._attempt: Optional[Deferred] = None
+        self._server_ok: Optional[Deferred] = None
+        self._retry = None
+        modem.add_state_listener(self._modem_state)
+        modem.add_context_listener(self._context_state)
+        modem.add_server_listener(self._server_event)
+
+    # -- service ----------------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        if not self.server.allow:
+            self.log.warn("[{label}] allow is {what}", label=self.label,
+                          what=open_server_warning(self.server))
+        self.listen()
+
+    def stopService(self):
+        """Close the accepted clients, then the listener (AT+QISRVC=2, AT+QICLOSE: app note
+        §3.4 step 4), as far as the modem still runs; its next bring-up's AT+QIDEACT closes
+        whatever is left."""
+        super().stopService()
+        self._forget_attempt()
+        for forwarding in list(self.clients.values()):
+            forwarding.socket.abortConnection()
+        if self.listening:
+            self.listening = False
+            close = commands.qiclose(None, self.modem.timeouts.qiclose)
+            closing = self.modem.issue(close.addressing(self._server_side()))
+            closing.addErrback(lambda failure: self.log.info(
+                "[{label}] closing the listener: {why}", label=self.label,
+                why=failure.getErrorMessage()))
+
+    # -- listening --------------------------------------------------------------------------------
+
+    def listen(self) -> None:
+        """Make the module listen (again): AT+QILPORT, AT+QISERVER, ``SERVER OK``. Does nothing
+        while an attempt runs, the modem is not ready or the service is stopped."""
+        if not self.running or not self.modem.ready or self._attempt is not None:
+            return
+        self.listening = False
+        attempt = self._attempt = self._listen()
+        attempt.addBoth(self._listened, self._generation)
+
+    @inlineCallbacks
+    def _listen(self):
+        server, timeouts = self.server, self.modem.timeouts
+        on_context = self.modem.selection(self.context)
+        self._server_ok = Deferred()
+        yield self.modem.issue(commands.qilport(server.protocol.upper(), server.port,
+                                                timeouts.simple).addressing(on_context))
+        yield self.modem.issue(commands.qiserver((SERVER_TYPES[server.protocol],
+                                                  server.max_clients),
+                                                 timeouts.simple).addressing(on_context))
+        try:
+            yield self._server_ok.addTimeout(SERVER_OK_WAIT, self.reactor)
+        except TimeoutError:
+            self.log.info("[{label}] no SERVER OK within {wait:g} s of AT+QISERVER's OK; taking "
+                          "the OK as listening", label=self.label, wait=SERVER_OK_WAIT)
+
+    def _listened(self, result, generation: int) -> None:
+        if generation != self._generation:
+            return  # the modem went down meanwhile; its next "ready" listens again
+        self._attempt = self._server_ok = None
+        if not isinstance(result, Failure):
+            self.listening = True
+            self.log.info("[{label}] listening on the module's {proto} port {port}, forwarded to "
+                          "{forward}: clients reach this server at {ip}:{port} if the APN gives "
+                          "the module a reachable address", label=self.label,
+                          proto=self.server.protocol.upper(), port=self.server.port,
+                          forward=self.server.forward, ip=self.modem.local_ip)
+            return
+        self.modem.counters.incr("server_listen_failed", server=self.server.name)
+        self.log.warn("[{label}] the module does not listen: {why}; trying again in {delay:g} s",
+                      label=self.label, why=result.getErrorMessage(), delay=RELISTEN_DELAY)
+        self._retry = self.reactor.callLater(RELISTEN_DELAY, self._relisten)
+
+    def _relisten(self) -> None:
+        self._retry = None
+        self.listen()
+
+    def _forget_attempt(self) -> None:
+        self._generation += 1
+        self._attempt = self._server_ok = None
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+
+    def _modem_state(self, state: str, reason: str) -> None:
+        if state == "ready":
+            self.listen()
+        else:
+            self.listening = False  # the module's sockets are gone, its listener too
+            self._forget_attempt()
+
+    def _context_state(self, context: int, state: str, reason: str) -> None:
+        """Its PDP context alone went down or came back (the other carried on)."""
+        if context == self.context:
+            self._modem_state(state, reason)
+
+    def _server_side(self):
+        return self.modem.selection(self.context, server=True)
+
+    # -- clients ----------------------------------------------------------------------------------
+
+    def _server_event(self, event) -> None:
+        if not self.running:
+            return
+        if isinstance(event, ServerStarted):
+            if self._server_ok is not None and not self._server_ok.called:
+                self._server_ok.callback(None)
+            return
+        if event.socket is None:
+            self.log.warn("[{label}] REMOTE IP {ip} without a socket index (single link): "
+                          "ignored", label=self.label, ip=event.ip)
+            return
+        self.accept(event.socket, event.ip)
+
+    def accept(self, index: int, ip: str) -> None:
+        """The module accepted a client from ``ip`` on socket ``index``: forward it or refuse."""
+        if not self.modem.sockets.claim(index, self.label):
+            self._refuse(index, ip, "index_taken", f"the module put it on socket {index}, which "
+                         "a client link holds", claimed=False)
+        elif not self._allowed(ip):
+            self._refuse(index, ip, "allow", "not in allow")
+        elif len(self.clients) >= self.server.max_clients:
+            self._refuse(index, ip, "max_clients",
+                         f"{len(self.clients)} clients already (max_clients)")
+        else:
+            self.modem.counters.incr("server_accepted", server=self.server.name)
+            Forwarding(self, index, ip)
+
+    def _allowed(self, ip: str) -> bool:
+        if not self.server.allow:
+            return True
+        try:
+            address = ipaddress.IPv4Address(ip)
+        except ValueError:
+            return False
+        return any(address in network for network in self.server.allow)
+
+    def _refuse(self, index: int, ip: str, cause: str, why: str, claimed: bool = True) -> None:
+        """Close the server-side socket ``index`` at once; give the index back once it is closed
+        (unless it is a client link's)."""
+        self.modem.counters.incr("server_refused", server=self.server.name, cause=cause)
+        self.log.warn("[{label}] refused {ip} on socket {index}: {why}", label=self.label, ip=ip,
+                      index=index, why=why)
+        if claimed:
+            self.modem.attach_socket(index, _Refused(), self.context)
+        close = commands.qiclose(index, self.modem.timeouts.qiclose)
+        closing = self.modem.issue(close.addressing(self._server_side()))
+        closing.addErrback(lambda failure: self.log.info(
+            "[{label}] closing refused socket {index}: {why}", label=self.label, index=index,
+            why=failure.getErrorMessage()))
+        if claimed:
+            closing.addBoth(lambda _: self._refused_closed(index))
+
+    def _refused_closed(self, index: int) -> None:
+        self.modem.detach_socket(index)
+        self.modem.sockets.release(index)
+
+    def ended(self, forwarding: "Forwarding") -> None:
+        self.clients.pop(forwarding.socket.slot, None)
+
+
+class _Refused:
+    """The handler of a refused client's socket until its AT+QICLOSE is answered: what the
+    client sent meanwhile (pushed, or announced) was never accepted, and goes nowhere."""
+
+    server = True
+
+    def socket_event(self, event) -> None:
+        """Dropped on purpose: the refusal is logged once."""
+
+    def modem_down(self, reason: str) -> None:
+        """The socket is gone with the rest; the close answer releases the index."""
+
+
+class Forwarding:
+    """One accepted module-side client and its connection to the local service: the admission
+    of that connection's :class:`~bridge.proxy.splice.LocalSide`."""
+
+    log = Logger()
+
+    def __init__(self, server: ModuleServer, index: int, ip: str) -> None:
+        self.server = server
+        self.name = server.server.name
+        self.ip = ip
+        modem = server.modem
+        # REMOTE IP names no port (app note §5.1).
+        peer = ModuleAddress(server.server.protocol.upper(), ip, 0, modem.name, index)
+        self.socket = ModuleSocket(modem, index, peer, modem.socket_settings(),
+                                   context=server.context, server=True)
+        server.clients[index] = self
+        self.local = LocalSide(self)
+        self.module = ModuleSide(self.local)
+        self.socket.makeConnection(self.module)
+        self.socket.pauseProducing()  # nothing is read until the local service answers
+        factory = Factory.forProtocol(lambda: self.local)
+        factory.noisy = False  # the accept and the close are logged, one line each
+        connecting = self.local.connecting = server.endpoint.connect(factory)
+        connecting.addErrback(self._local_failed)
+
+    def arrived(self, local: LocalSide) -> None:
+        """The local service accepted the connection: splice, and start reading the module."""
+        self.server.log.info("[{label}] client {ip} on socket {index} forwarded to {forward}",
+                             label=self.server.label, ip=self.ip, index=self.socket.slot,
+                             forward=self.server.server.forward)
+        local.spliced(self.module)
+        self.socket.resumeProducing()
+
+    def _local_failed(self, failure) -> None:
+        self.local.connecting = None
+        if failure.check(CancelledError):
+            return  # the module-side client went away first
+        self.server.modem.counters.incr("server_refused", server=self.name, cause="forward")
+        self.log.warn("[{label}] {forward} refused the connection for client {ip} on socket "
+                      "{index}: {why}; closing the client", label=self.server.label,
+                      forward=self.server.server.forward, ip=self.ip, index=self.socket.slot,
+                      why=failure.getErrorMessage())
+        self.socket.abortConnection()
+
+    def ended(self, socket: ModuleSocket) -> None:
+        """The module socket stopped carrying (its ModuleSide was told)."""
+        self.log.info("[{label}] client {ip} on socket {index} closed: {up} bytes from it, "
+                      "{down} bytes to it", label=self.server.label, ip=self.ip,
+                      index=socket.slot, up=socket.bytes_down, down=socket.acks.sent)
+        self.server.ended(self)

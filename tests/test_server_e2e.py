@@ -1,0 +1,105 @@
+"""End to end through the simulator: a module-side server (AT+QILPORT, AT+QISERVER) whose
+clients reach a local echo service; a peer outside ``allow`` is refused; the module listens again
+after +PDP DEACT and after a reboot. The module-side client is a real TCP client connecting to
+the simulator's listener (a real loopback port)."""
+
+import socket
+
+import pytest_twisted
+from twisted.logger import capturedLogs, formatEvent
+
+from tests.e2e_bed import Echo, connect, ended, salted, server, sha, until
+from tests.test_recovery_e2e import RecoveryBed
+
+
+def free_port() -> int:
+    """A loopback port free a moment ago (the simulator listens on the configured port)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ServerBed(RecoveryBed):
+    """The bed's modem also carries ``[server:s]``, forwarded to the bed's echo server."""
+
+    allow = "127.0.0.0/8"
+
+    @property
+    def profile_keys(self):
+        self.server_port = free_port()
+        return (f"max_links = 3\n[server:s]\nport = {self.server_port}\n"
+                f"forward = tcp:127.0.0.1:{self.remote.getHost().port}\nmax_clients = 2\n"
+                f"allow = {self.allow}\n")
+
+    def listening(self) -> bool:
+        listening = self.sim.stats()["listeners"].get("TCP") == self.server_port
+        return listening and self.service.listening
+
+    @property
+    def service(self):
+        return self.root.getServiceNamed("server:s")
+
+
+async def start(tmp_path, bed_class=ServerBed, **sim_options):
+    bed = await bed_class.start(tmp_path, server(Echo), act_delay=0.05, deact_delay=0.05,
+                                **sim_options)
+    await until(bed.listening, what="the module to listen")
+    return bed
+
+
+async def echo_through_the_module(bed, payload: bytes):
+    client = await connect(bed.server_port)
+    client.transport.write(payload)
+    await until(lambda: len(client.received) >= len(payload), timeout=60.0,
+                what=f"the echo of {len(payload)} bytes through the module-side server")
+    client.transport.loseConnection()
+    await ended(client)
+    assert sha(client.received) == sha(payload)
+    await until(lambda: not bed.service.clients and not bed.slots_in_use(),
+                what="the server socket to be closed and freed")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_module_side_client_reaches_the_local_service_and_256_kib_round_trip(tmp_path):
+    async with await start(tmp_path) as bed:
+        commands = bed.commands()
+        listen = commands.index(f'AT+QILPORT="TCP",{bed.server_port}')
+        assert commands[listen + 1] == "AT+QISERVER=0,2"
+        with capturedLogs() as events:
+            await echo_through_the_module(bed, salted(256 * 1024, seed=21))
+        lines = [formatEvent(event) for event in events]
+        assert any("client 127.0.0.1 on socket 0 forwarded to tcp:127.0.0.1:" in line
+                   for line in lines), lines
+        assert any("closed: 262144 bytes from it, 262144 bytes to it" in line for line in lines)
+        assert "AT+QISRVC=2" in bed.commands()[listen:]
+        assert bed.modem.counters.get("server_accepted", server="s") == 1
+        assert len(bed.remote_factory.connections) == 1
+
+
+class RefusingBed(ServerBed):
+    allow = "10.0.0.0/8 192.0.2.1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_outside_allow_is_closed_at_once(tmp_path):
+    async with await start(tmp_path, RefusingBed) as bed:
+        client = await connect(bed.server_port)
+        client.transport.write(b"let me in")
+        assert await ended(client, "the refused client to be closed") == b""
+        assert bed.modem.counters.get("server_refused", server="s", cause="allow") == 1
+        assert not bed.remote_factory.connections  # the local service never saw it
+        await until(lambda: not bed.slots_in_use() and not bed.module_sockets(),
+                    what="the refused socket to be closed on the module")
+        assert bed.commands()[-2:] == ["AT+QISRVC=2", "AT+QICLOSE=0"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_module_listens_again_after_pdp_deact_and_after_a_reboot(tmp_path):
+    async with await start(tmp_path) as bed:
+        for fault, counter in ((bed.sim.pdp_deact, "pdp_lost"), (bed.sim.reboot, "module_reset")):
+            seen = len(bed.commands())
+            fault()
+            await until(lambda: bed.modem.counters.get(counter) == 1, what=counter)
+            await until(bed.listening, what=f"the module to listen again after {counter}")
+            assert f'AT+QILPORT="TCP",{bed.server_port}' in bed.commands()[seen:]
+            await echo_through_the_module(bed, f"after {counter}".encode())

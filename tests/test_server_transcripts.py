@@ -1,0 +1,241 @@
+"""Module-side server transcripts (task.Clock, exact bytes, the real Modem): listening after
+bring-up and again after a recovery (AT+QILPORT, AT+QISERVER, SERVER OK; app note §3.4), a client
+accepted (``n, REMOTE IP``) claimed and forwarded, refusals by allow, max_clients and a client
+link's index (AT+QISRVC=2, AT+QICLOSE=n), and a local service that refuses."""
+
+import ipaddress
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.protocol import DatagramProtocol, Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs, formatEvent
+
+from bridge.config import ServerConfig, load_config
+from bridge.modem.datagram import DatagramSettings, ModuleDatagramSocket
+from bridge.modem.socket import ModuleAddress, ModuleSocket
+from bridge.proxy.reverse import RELISTEN_DELAY, SERVER_OK_WAIT, ModuleServer
+from bridge.service import make_service
+from tests.modem_harness import OK, ModemHarness
+from tests.socket_bench import PROMPT, SEND_OK
+from tests.test_modem_recovery import REACTIVATE
+
+SERVER = ServerConfig("ssh", 2020, "tcp:127.0.0.1:22", modem="main", max_clients=2,
+                      allow=(ipaddress.IPv4Network("10.0.0.0/8"),))
+LISTEN = [(b'AT+QILPORT="TCP",2020', OK), (b"AT+QISERVER=0,2", OK + b"\r\nSERVER OK\r\n")]
+
+
+class LocalService:
+    """An endpoint standing for ``forward``: each connect waits until the test answers it."""
+
+    def __init__(self):
+        self.pending = []
+
+    def connect(self, factory):
+        waiting = Deferred()
+        self.pending.append((factory, waiting))
+        return waiting
+
+    def answer(self):
+        """The local service accepts the oldest connect: -> its StringTransport."""
+        factory, waiting = self.pending.pop(0)
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        waiting.callback(protocol)
+        return transport
+
+    def refuse(self):
+        self.pending.pop(0)[1].errback(ConnectionRefusedError("connection refused"))
+
+
+class Bench:
+    """A modem with one server, brought up; the server listens once ``listen()`` played."""
+
+    def __init__(self, tmp_path, server=SERVER, reserve=None):
+        self.harness = ModemHarness(tmp_path / "state", persistent=True, health_interval=1e9)
+        self.modem = self.harness.modem
+        self.modem.serves = True
+        self.modem.sockets.reserve_for_servers(server.max_clients if reserve is None else reserve)
+        self.local = LocalService()
+        self.server = ModuleServer(server, self.modem, self.harness.clock, 0, self.local)
+        self.server.startService()
+        self.harness.up()
+
+    def listen(self):
+        self.harness.play(LISTEN)
+        assert self.server.listening
+        return self
+
+    def wire(self) -> bytes:
+        value = self.harness.transport.value()
+        self.harness.transport.clear()
+        return value
+
+    def module(self, data: bytes) -> None:
+        self.harness.recv(data)
+
+    def counter(self, name, **labels):
+        return self.modem.counters.get(name, server="ssh", **labels)
+
+
+def test_the_module_listens_right_after_bring_up(tmp_path):
+    bench = Bench(tmp_path).listen()
+    assert bench.wire() == b""
+
+
+def test_without_server_ok_the_ok_stands_after_a_while(tmp_path):
+    bench = Bench(tmp_path)
+    bench.harness.play([LISTEN[0], (b"AT+QISERVER=0,2", OK)])
+    assert not bench.server.listening
+    bench.harness.clock.advance(SERVER_OK_WAIT)
+    assert bench.server.listening
+
+
+def test_the_module_listens_again_after_a_recovery(tmp_path):
+    bench = Bench(tmp_path).listen()
+    bench.module(b"\r\n+PDP DEACT\r\n")
+    assert not bench.server.listening
+    bench.harness.play(REACTIVATE + LISTEN)
+    assert bench.server.listening
+
+
+def test_a_failed_listen_is_tried_again_later(tmp_path):
+    bench = Bench(tmp_path)
+    bench.harness.play([LISTEN[0], (b"AT+QISERVER=0,2", b"\r\nERROR\r\n")])
+    assert not bench.server.listening and bench.counter("server_listen_failed") == 1
+    bench.harness.clock.advance(RELISTEN_DELAY - 1)
+    assert bench.wire() == b""
+    bench.harness.clock.advance(1)
+    bench.harness.play(LISTEN)
+    assert bench.server.listening
+
+
+def test_an_accepted_client_is_claimed_and_forwarded_and_read_only_once_spliced(tmp_path):
+    bench = Bench(tmp_path).listen()
+    bench.module(b"\r\n0, REMOTE IP: 10.9.8.7\r\n+QIRDI: 0,2,0\r\n")
+    assert bench.modem.slots_in_use == {0} and len(bench.local.pending) == 1
+    assert bench.wire() == b""  # nothing is read before the local service answers
+    local = bench.local.answer()
+    assert bench.wire() == b"AT+QIRD=0,2,0,1500\r"
+    bench.module(b"\r\n+QIRD: 10.9.8.7:40000,TCP,5\r\nhello\r\nOK\r\n")
+    assert local.value() == b"hello"
+    bench.wire()
+    bench.module(b"\r\nOK\r\n")  # drained
+    local.protocol.dataReceived(b"hi")
+    assert bench.wire() == b"AT+QISRVC=2\r"
+    bench.module(OK)
+    assert bench.wire() == b"AT+QISEND=0,2\r"
+    bench.module(PROMPT)
+    assert bench.wire() == b"hi"
+    bench.module(SEND_OK)
+    assert bench.counter("server_accepted") == 1
+
+
+def test_a_peer_outside_allow_is_closed_on_the_server_side(tmp_path):
+    bench = Bench(tmp_path).listen()
+    with capturedLogs() as events:
+        bench.module(b"\r\n0, REMOTE IP: 192.0.2.9\r\n\r\n+RECEIVE: 0, 3\r\nabc")
+    assert [formatEvent(e) for e in events] == [
+        "[server:ssh] refused 192.0.2.9 on socket 0: not in allow"]  # its bytes go nowhere
+    assert bench.wire() == b"AT+QISRVC=2\r"
+    bench.module(OK)
+    assert bench.wire() == b"AT+QICLOSE=0\r"
+    assert bench.modem.slots_in_use == {0}  # until the module closed it
+    bench.module(b"\r\n0, CLOSE OK\r\n")
+    assert bench.modem.slots_in_use == frozenset()
+    assert not bench.local.pending and bench.counter("server_refused", cause="allow") == 1
+
+
+def test_a_client_past_max_clients_is_closed(tmp_path):
+    bench = Bench(tmp_path).listen()
+    bench.module(b"\r\n0, REMOTE IP: 10.0.0.1\r\n\r\n1, REMOTE IP: 10.0.0.2\r\n"
+                 b"\r\n2, REMOTE IP: 10.0.0.3\r\n")
+    assert bench.wire() == b"AT+QISRVC=2\r"
+    bench.module(OK)
+    assert bench.wire() == b"AT+QICLOSE=2\r"
+    bench.module(b"\r\n2, CLOSE OK\r\n")
+    assert bench.modem.slots_in_use == {0, 1} and len(bench.local.pending) == 2
+    assert bench.counter("server_refused", cause="max_clients") == 1
+
+
+def test_a_client_on_an_index_a_link_holds_is_closed_and_the_link_keeps_it(tmp_path):
+    bench = Bench(tmp_path).listen()
+    taken = []
+    bench.modem.sockets.acquire("web").addCallback(taken.append)
+    assert taken == [5]  # links start at the top, away from the module's pick
+    bench.module(b"\r\n5, REMOTE IP: 10.0.0.1\r\n")
+    assert bench.wire() == b"AT+QISRVC=2\r"
+    bench.module(OK)
+    assert bench.wire() == b"AT+QICLOSE=5\r"
+    bench.module(b"\r\n5, CLOSE OK\r\n")
+    assert bench.modem.slots_in_use == {5} and not bench.local.pending
+    assert bench.counter("server_refused", cause="index_taken") == 1
+
+
+def test_a_server_side_qirdi_never_reaches_the_client_link_on_that_index(tmp_path):
+    bench = Bench(tmp_path).listen()
+    socket = ModuleSocket(bench.modem, 5, ModuleAddress("TCP", "10.1.2.3", 80),
+                          bench.modem.socket_settings(), server=False)
+    socket.makeConnection(Protocol())
+    bench.module(b"\r\n+QIRDI: 0,2,5\r\n")
+    assert bench.wire() == b""
+    bench.module(b"\r\n+QIRDI: 0,1,5\r\n")
+    assert bench.wire() == b"AT+QIRD=0,1,5,1500\r"
+
+
+def test_a_udp_profile_socket_on_a_serving_modem_addresses_the_client_side(tmp_path):
+    bench = Bench(tmp_path).listen()
+    bench.module(b"\r\n0, REMOTE IP: 192.0.2.9\r\n")  # refused: AT+QISRVC=2 is in force
+    bench.module(OK + b"\r\n0, CLOSE OK\r\n")
+    bench.wire()
+    socket = ModuleDatagramSocket(bench.modem, 4, ModuleAddress("UDP", "10.1.2.3", 53),
+                                  DatagramSettings())
+    socket.makeConnection(DatagramProtocol())
+    socket.write(b"ask")
+    assert bench.wire() == b"AT+QISRVC=1\r"
+    bench.module(OK)
+    assert bench.wire() == b"AT+QISEND=4,3\r"
+
+
+def test_the_service_tree_makes_the_modem_serve_and_keeps_the_clients_free(tmp_path):
+    path = tmp_path / "bridge.ini"
+    path.write_text(f"[cellbridge]\nstate_dir = {tmp_path}\n[modem:main]\nport = sim\n"
+                    "[profile:web]\nlisten = tcp:0\nremote = tcp:10.1.2.3:80\n"
+                    "[server:ssh]\nport = 2020\nforward = tcp:127.0.0.1:22\nmax_clients = 3\n")
+    root = make_service(load_config(str(path)), MemoryReactorClock(), environ={})
+    modem = root.getServiceNamed("modem:main")
+    assert modem.serves and isinstance(root.getServiceNamed("server:ssh"), ModuleServer)
+    modem.sockets.set_ready(True)
+    taken = []
+    for _ in range(3):
+        modem.sockets.acquire("web").addCallback(taken.append)
+    assert taken == [5, 4]  # five connections, three kept for the server's clients
+
+
+def test_a_refusing_local_service_closes_the_module_side_client(tmp_path):
+    bench = Bench(tmp_path).listen()
+    bench.module(b"\r\n3, REMOTE IP: 10.0.0.1\r\n")
+    bench.local.refuse()
+    assert bench.wire() == b"AT+QISRVC=2\r"
+    bench.module(OK)
+    assert bench.wire() == b"AT+QICLOSE=3\r"
+    bench.module(b"\r\n3, CLOSE OK\r\n")
+    bench.harness.clock.advance(0)  # the module side hears of its close on the next turn
+    assert bench.modem.slots_in_use == frozenset() and not bench.server.clients
+    assert bench.counter("server_refused", cause="forward") == 1
+
+
+def test_stopping_closes_the_clients_then_the_listener(tmp_path):
+    bench = Bench(tmp_path).listen()
+    bench.module(b"\r\n0, REMOTE IP: 10.0.0.1\r\n")
+    bench.local.answer()
+    bench.server.stopService()
+    assert bench.wire() == b"AT+QISRVC=2\r"
+    bench.module(OK)
+    assert bench.wire() == b"AT+QICLOSE=0\r"
+    bench.module(b"\r\n0, CLOSE OK\r\n")
+    assert bench.wire() == b"AT+QICLOSE\r"
+    bench.module(b"\r\nCLOSE OK\r\n")
+    assert not bench.server.listening
