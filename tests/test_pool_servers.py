@@ -57,3 +57,11 @@ def test_the_reservation_holds_whatever_index_the_module_picked():
     assert taken(sockets, 5) == [4, 3, 2, 1]  # 4 links + 1 accepted client = 5
     sockets.release(5)
     assert sockets.waiting() == 1  # still four links: the reservation holds with no client
+
+
+def test_a_link_waiting_at_its_cap_wants_a_links_index_back_not_an_accepted_clients():
+    sockets, _ = pool(reserved=2)
+    assert sockets.claim(0, "server:ssh")
+    assert taken(sockets, 4) == [5, 4, 3]  # the third link waits for client room
+    assert not sockets.wanted_by_waiter(0)  # freeing it leaves links at five minus two
+    assert sockets.wanted_by_waiter(5)

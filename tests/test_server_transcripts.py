@@ -13,7 +13,7 @@ from twisted.logger import capturedLogs, formatEvent
 
 from bridge.config import ServerConfig, load_config
 from bridge.modem.datagram import DatagramSettings, ModuleDatagramSocket
-from bridge.modem.socket import ModuleAddress, ModuleSocket
+from bridge.modem.socket import RECLAIM_IDLE, ModuleAddress, ModuleSocket
 from bridge.proxy.reverse import RELISTEN_DELAY, SERVER_OK_WAIT, ModuleServer
 from bridge.service import make_service
 from tests.modem_harness import OK, ModemHarness
@@ -239,3 +239,22 @@ def test_stopping_closes_the_clients_then_the_listener(tmp_path):
     assert bench.wire() == b"AT+QICLOSE\r"
     bench.module(b"\r\nCLOSE OK\r\n")
     assert not bench.server.listening
+
+
+def test_a_link_waiting_for_client_room_leaves_a_lingering_server_client_alone(tmp_path):
+    """Links at their cap (five minus max_clients): freeing an accepted client's index would
+    give the waiting link no room, so the client's lingering session is not cut for it."""
+    bench = Bench(tmp_path).listen()
+    bench.module(b"\r\n0, REMOTE IP: 10.0.0.1\r\n")
+    local = bench.local.answer()
+    bench.wire()
+    taken = []
+    for _ in range(3):
+        bench.modem.sockets.acquire("web").addCallback(taken.append)
+    assert taken == [5, 4, 3]
+    local.protocol.readConnectionLost()  # the local service sent EOF: the socket lingers
+    waiting = bench.modem.sockets.acquire("web")
+    bench.harness.clock.advance(RECLAIM_IDLE * 5)
+    assert bench.wire() == b"" and bench.modem.slots_in_use == {0, 3, 4, 5}
+    bench.modem.sockets.release(3)
+    assert waiting.result == 3

@@ -134,7 +134,10 @@ class SocketPool:
 
     def wanted_by_waiter(self, index: int) -> bool:
         """Would freeing ``index`` serve somebody who waits now and is not already being served
-        by another index closing early (one waiter must not empty every linger)?"""
+        by another index closing early (one waiter must not empty every linger)? Beside a
+        server, freeing an accepted client's index gives client links no room."""
+        if not self._client_room(freeing=index):
+            return False
         group = self._groups.get(index)
         served = sum(1 for w in self._waiters if self._held(w.group) - (w.group == group) < w.limit)
         return served > len(self._reclaiming)
@@ -179,12 +182,13 @@ class SocketPool:
             self._on_count(len(self._groups))
             waiter.deferred.callback(index)
 
-    def _client_room(self) -> bool:
-        """Can one more client link be handed an index?"""
-        links = len(self._groups) - len(self._accepted)
+    def _client_room(self, freeing: Optional[int] = None) -> bool:
+        """Can one more client link be handed an index (once ``freeing`` is given back)?"""
+        held = len(self._groups) - (freeing in self._groups)
+        links = held - len(self._accepted - {freeing})
         if self._reserved:
-            return links < WHILE_SERVING - self._reserved and len(self._groups) < self._count
-        return len(self._groups) < self._count
+            return links < WHILE_SERVING - self._reserved and held < self._count
+        return held < self._count
 
     def _held(self, group: str) -> int:
         return sum(1 for holder in self._groups.values() if holder == group)
