@@ -4,6 +4,7 @@ context, and a ``+PDP DEACT`` that took one context (the modem asks which) or bo
 
 from bridge.at import commands
 from bridge.errors import ModemDown
+from bridge.modem.bringup import BringUpResult
 from tests.modem_harness import IDENTITY, OK, REGISTERED, SIM_READY, SYNC
 from tests.test_modem_recovery import RecoveryHarness
 
@@ -182,3 +183,18 @@ def test_after_a_mute_spell_the_ladder_checks_both_contexts(tmp_path):
             (b"AT+QICLOSE=1", b"\r\n1, CLOSE OK\r\n")])
     assert h.modem.ready and h.modem.local_ips == {0: "10.0.0.2", 1: "10.0.1.2"}
     assert h.counter("recovered", step="resync") == 1
+
+
+def test_an_answer_from_before_the_modem_came_back_is_not_applied(tmp_path):
+    """The modem went down and came up again while it asked which context +PDP DEACT took:
+    the answer describes the module before that recovery, which covered every context."""
+    h = up(tmp_path)
+    h.recv(b"\r\n+PDP DEACT\r\n")
+    h.play([(b"AT+QIFGCNT=0", OK), (b"AT+QISTATE", qistate(b"PDP DEACT")),
+            (b"AT+QIFGCNT=1", OK)])
+    h.expect(b"AT+QISTATE")
+    h.modem.mark_down("the module restarted (RDY)")  # what the supervisor's hooks do
+    h.modem.came_up(BringUpResult("10.0.0.3", True, {}, {0: "10.0.0.3", 1: "10.0.1.3"}))
+    h.recv(qistate(b"IP GPRSACT"))
+    assert h.transport.value() == b"" and h.context_events == []
+    assert h.modem.contexts_down == set() and not h.modem.supervisor.recovering

@@ -113,6 +113,7 @@ class Modem(Service):
         self.ready = False
         self.local_ip: Optional[str] = None  #: the first context's
         self.local_ips: dict = {}  #: every context in use -> its local IP
+        self._ups = 0  # how often the modem came up: answers from before the last one are stale
         #: contexts down alone while the modem is ready (the other one carries on)
         self.contexts_down: set = set()
         self.info: dict = {}
@@ -309,6 +310,7 @@ class Modem(Service):
         self.contexts_down.clear()
         self.mux = result.mux
         self.ready = True
+        self._ups += 1
         self.log.info("{name}: ready, local IP {ip} ({model}, {registration}, signal {signal})",
                       name=self.name, ip=self.local_ip, model=self.info.get("model"),
                       registration=self.info.get("registration"), signal=self.info.get("signal"))
@@ -435,7 +437,7 @@ class Modem(Service):
         says which is gone (any state but an active one counts as gone). One gone: it alone
         goes down and comes back; both, none or no answer: the whole modem, as with one
         context."""
-        down = []
+        ups, down = self._ups, []
         try:
             for context in sorted(self.contexts_in_use):
                 report = yield self.query_stack(context)
@@ -445,7 +447,7 @@ class Modem(Service):
             self.log.warn("{name}: +PDP DEACT: which context is down is unknown: {error}",
                           name=self.name, error=error)
             down = []
-        if not self.ready:
+        if not self.ready or self._ups != ups:
             return  # the module went away meanwhile: its recovery covers every context
         if len(down) != 1:
             self._lost_module(self.supervisor.context_lost, PDP_LOST)
