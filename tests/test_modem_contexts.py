@@ -185,6 +185,67 @@ def test_after_a_mute_spell_the_ladder_checks_both_contexts(tmp_path):
     assert h.counter("recovered", step="resync") == 1
 
 
+def test_a_context_lost_while_bring_up_activates_the_other_is_asked_about_once_it_is_up(tmp_path):
+    """AT+QIACT of the second context may take 150 s: a +PDP DEACT meanwhile is about contexts
+    bring-up has not finished with, so the modem asks which one is gone once it is ready."""
+    h = TwoContexts(tmp_path / "state")
+    h.start()
+    qiact_of_context_1 = len(TWO_CONTEXTS) - 3  # ... AT+QIACT, AT+QILOCIP, AT+CSQ
+    h.play(TWO_CONTEXTS[:qiact_of_context_1])
+    h.expect(b"AT+QIACT")
+    h.recv(b"\r\n+PDP DEACT\r\n")  # the network drops context 0 meanwhile
+    h.recv(OK)
+    h.play(TWO_CONTEXTS[qiact_of_context_1 + 1:])
+    assert h.modem.ready and h.states == [("ready", "local IP 10.0.0.2")]
+    h.play([(b"AT+QIFGCNT=0", OK), (b"AT+QISTATE", qistate(b"PDP DEACT")),
+            (b"AT+QIFGCNT=1", OK), (b"AT+QISTATE", qistate(b"IP GPRSACT"))])
+    assert h.context_events == [(0, "down", "context 0 lost: PDP context deactivated by the "
+                                            "network (+PDP DEACT)")]
+    h.play(context_up(0, b"10.0.0.3"))
+    assert h.context_events[-1] == (0, "ready", "local IP 10.0.0.3")
+    assert h.modem.contexts_down == set() and not h.modem.supervisor.recovering
+
+
+def test_a_context_lost_again_during_its_own_recovery_is_brought_back_again(tmp_path):
+    """Context 1 drops again while its AT+QIACT runs: asked then, the module would show
+    context 1 still activating; its recovery ends with AT+QILOCIP, then the modem asks, and
+    context 1 goes down and comes back once more."""
+    h = up(tmp_path)
+    pdp_deact(h, qistate(b"IP PROCESSING"), qistate(b"PDP DEACT"))
+    h.play(context_up(1, b"", SECOND_APN)[:6])
+    h.expect(b"AT+QIACT")
+    h.recv(b"\r\n+PDP DEACT\r\n")
+    h.recv(OK)
+    h.play([(b"AT+QILOCIP", b"\r\n10.0.1.3\r\n")])
+    assert h.context_events[-1] == (1, "ready", "local IP 10.0.1.3")
+    pdp_deact_answers = [(b"AT+QIFGCNT=0", OK), (b"AT+QISTATE", qistate(b"IP PROCESSING")),
+                         (b"AT+QIFGCNT=1", OK), (b"AT+QISTATE", qistate(b"PDP DEACT"))]
+    h.play(pdp_deact_answers)
+    assert h.context_events[-1][:2] == (1, "down") and h.modem.contexts_down == {1}
+    h.play(context_up(1, b"10.0.1.4", SECOND_APN))
+    assert h.context_events[-1] == (1, "ready", "local IP 10.0.1.4")
+    assert h.counter("pdp_lost") == 2 and h.states == [("ready", "local IP 10.0.0.2")]
+
+
+def test_a_context_lost_while_the_others_retry_waits_comes_back_first_then_the_other(tmp_path):
+    """Context 1's re-activation failed (after AT+QIACT: the module shows it active) and waits
+    for its retry; context 0 is lost alone now: it is brought back, and context 1 right after
+    (its retry is not dropped), the modem ready all along."""
+    h = up(tmp_path)
+    pdp_deact(h, qistate(b"IP PROCESSING"), qistate(b"PDP DEACT"))
+    h.play(context_up(1, b"", SECOND_APN)[:7] + [(b"AT+QILOCIP", b"\r\nERROR\r\n")])
+    assert h.modem.contexts_down == {1} and h.modem.supervisor.job is None
+    pdp_deact(h, qistate(b"PDP DEACT"), qistate(b"IP GPRSACT"))
+    assert h.modem.contexts_down == {0, 1}
+    h.play(context_up(0, b"10.0.0.3"))
+    assert h.context_events[-1] == (0, "ready", "local IP 10.0.0.3")
+    h.play(context_up(1, b"10.0.1.3", SECOND_APN))
+    assert h.context_events[-1] == (1, "ready", "local IP 10.0.1.3")
+    assert h.modem.contexts_down == set() and not h.modem.supervisor.recovering
+    assert h.modem.local_ips == {0: "10.0.0.3", 1: "10.0.1.3"}
+    assert h.states == [("ready", "local IP 10.0.0.2")]
+
+
 def test_an_answer_from_before_the_modem_came_back_is_not_applied(tmp_path):
     """The modem went down and came up again while it asked which context +PDP DEACT took:
     the answer describes the module before that recovery, which covered every context."""

@@ -12,7 +12,9 @@ way back to "ready" is the :class:`~bridge.modem.supervisor.Supervisor`'s; with
 With both PDP contexts in use (app note §7) one context can go down alone: ``+PDP DEACT`` names
 no context, so the modem asks the module (AT+QISTATE on each) which one is gone. Only that
 context's sockets are told "down" and its opens fail; it is brought back alone, and the other
-context's links carry on. Both gone, or no clear answer: the whole modem is down as before.
+context's links carry on. Both gone, or no clear answer: the whole modem is down as before. While
+a recovery (or the bring-up) activates the contexts, the answer would be about contexts it has not
+finished with: the question waits until it is done.
 """
 
 import dataclasses
@@ -402,8 +404,11 @@ class Modem(Service):
     def _on_event(self, event) -> None:
         if isinstance(event, SOCKET_EVENTS):
             self._route(event)
+        elif (isinstance(event, PdpDeact) and self.contexts_in_use != {0}
+              and self.supervisor.job is not None):
+            self.supervisor.ask_which_context_when_done()
         elif isinstance(event, PdpDeact) and self.ready and self.contexts_in_use != {0}:
-            self._find_lost_context()
+            self.find_lost_context()
         elif isinstance(event, SERVER_EVENTS):
             self._tell(self._server_listeners, event)
         elif isinstance(event, PdpDeact):
@@ -432,7 +437,7 @@ class Modem(Service):
             self._mark_down(reason)
 
     @inlineCallbacks
-    def _find_lost_context(self):
+    def find_lost_context(self):
         """``+PDP DEACT`` names no context (app note §2.2): AT+QISTATE on each context in use
         says which is gone (any state but an active one counts as gone). One gone: it alone
         goes down and comes back; both, none or no answer: the whole modem, as with one

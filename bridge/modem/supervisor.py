@@ -6,7 +6,10 @@ app note §6.3):
 - the context was lost (``+PDP DEACT``): AT+QIDEACT, then AT+QIREGAPP, AT+QIACT, AT+QILOCIP
   (``BringUp.reactivate``); the module kept its settings;
 - one of two PDP contexts was lost, the other carries on: that one alone is brought back
-  (``BringUp.bring_up_context``), tried again after a backoff while it fails;
+  (``BringUp.bring_up_context``), tried again after a backoff while it fails (the other one lost
+  meanwhile comes back first, not instead; lost while that one's recovery runs: the whole modem).
+  A ``+PDP DEACT`` while a procedure runs is asked about (``Modem.find_lost_context``) once it is
+  done;
 - the module was reset (``RDY`` or ``+CFUN:`` out of the blue, or AT+CMEE? found back at its
   default after a weaker sign such as ``Call Ready``): the full bring-up;
 - the module is mute (the engine's resync after a timeout failed): the :class:`RecoveryLadder`
@@ -75,8 +78,9 @@ class Supervisor:
     ``new_bring_up()`` -> BringUp, ``came_up(result)``, ``mark_down(reason)``, ``fatal(error)``,
     ``reopen_port()`` -> Deferred (fails while the device is missing), ``close_port()``,
     ``counters``, ``mux``, ``local_ip``, ``local_ips``, ``info``, ``contexts_in_use``,
-    ``stacks``, ``query_stack(context)``, ``selection(context)``,
-    ``mark_context_down(context, reason)``, ``context_came_up(context, local_ip)``.
+    ``stacks``, ``query_stack(context)``, ``selection(context)``, ``ready``, ``contexts_down``,
+    ``mark_context_down(context, reason)``, ``context_came_up(context, local_ip)``,
+    ``find_lost_context()``.
     """
 
     #: the job that brings one PDP context back alone
@@ -97,11 +101,12 @@ class Supervisor:
         self._job: Optional[Deferred] = None
         #: what runs: bring-up, reactivate, ladder, reopen, reactivate-context
         self.job: Optional[str] = None
-        self._context: Optional[int] = None  # the context the reactivate-context job brings back
+        self._context: Optional[int] = None  # the context the reactivate-context job is at
         self._timer = None
         self._since: Optional[float] = None  # when the module was lost (for "recovered after")
         self._expect_boot = False  # AT+CFUN=1,1 or the reset command: boot URCs are ours
         self._result = None  # what the ladder's successful step brought up
+        self._pdp_deact_seen = False  # during the job, with two contexts: ask which once done
 
     @property
     def recovering(self) -> bool:
@@ -124,15 +129,23 @@ class Supervisor:
         self._run("reactivate", self._reactivate)
 
     def context_down(self, context: int, cause: str) -> None:
-        """PDP ``context`` alone was lost; the other one carries on."""
+        """PDP ``context`` alone was lost; the other one carries on (or waits for its retry, which
+        this recovery then does right after this context)."""
         if self.job == self.CONTEXT_JOB and self._context != context:
             self.context_lost(f"{cause}, while context {self._context} was down too")
             return
-        if self.job is not None:
-            return  # whatever runs brings every context back
+        if self.job is not None or context in self.modem.contexts_down:
+            return  # whatever runs (or the retry it waits for) brings this context back
         self._transition("pdp_lost", f"context {context} lost: {cause}; re-activating it alone",
                          context)
-        self._run_context(context)
+        self._run_contexts()
+
+    def ask_which_context_when_done(self) -> None:
+        """``+PDP DEACT`` on a modem with two contexts while a procedure runs: asked now, the
+        module would answer about contexts the procedure has not finished activating (and a
+        context it already brought back would be lost unnoticed), so the modem asks once the
+        procedure is done (``find_lost_context``)."""
+        self._pdp_deact_seen = True
 
     def module_reset(self, cause: str) -> None:
         if self._expect_boot or self.job == "bring-up" or self.job == "reopen":
@@ -196,10 +209,9 @@ class Supervisor:
         job.addCallbacks(self._up, self._failed, callbackArgs=(job, kind, came_up),
                          errbackArgs=(job,))
 
-    def _run_context(self, context: int) -> None:
-        self._context = context
-        self._run(self.CONTEXT_JOB, partial(self._reactivate_context, context),
-                  partial(self.modem.context_came_up, context))
+    def _run_contexts(self) -> None:
+        """Bring back every context that is down alone; each is reported as it comes back."""
+        self._run(self.CONTEXT_JOB, self._reactivate_contexts, lambda _: None)
 
     def _run_ladder(self, cause: str) -> None:
         self._cancel()
@@ -235,6 +247,7 @@ class Supervisor:
                           elapsed=self.clock.seconds() - self._since)
             self._since = None
         (came_up or self.modem.came_up)(result)
+        self._ask_about_pdp_deact()
 
     def _failed(self, failure, job: Deferred) -> None:
         if job is not self._job or failure.check(CancelledError):
@@ -247,20 +260,27 @@ class Supervisor:
             return
         delay = self._retry_backoff.next_delay()
         if kind == self.CONTEXT_JOB:  # the other context still carries: not a full bring-up
-            again, retry = f"context {self._context} re-activation", partial(
-                self._run_context, self._context)
+            again, retry = f"context {self._context} re-activation", self._run_contexts
         else:
             again, retry = "bring-up", partial(self._run, "bring-up", self._bring_up)
         self.log.error("{name}: {error}; {again} again in {delay:.1f} s", name=self.modem.name,
                        error=error, again=again, delay=delay)
         self._timer = self.clock.callLater(delay, retry)
+        self._ask_about_pdp_deact()
+
+    def _ask_about_pdp_deact(self) -> None:
+        """The job is done; a ``+PDP DEACT`` came meanwhile: which context did it take? (Not
+        while the modem is down: the retried bring-up brings every context back.)"""
+        seen, self._pdp_deact_seen = self._pdp_deact_seen, False
+        if seen and self.modem.ready:
+            self.modem.find_lost_context()
 
     def _cancel(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
         job, self._job, self.job = self._job, None, None
-        self._expect_boot = False
+        self._expect_boot = self._pdp_deact_seen = False
         if job is not None:
             job.addErrback(lambda failure: failure.trap(CancelledError))
             job.cancel()
@@ -313,8 +333,12 @@ class Supervisor:
         run.info.update(self.modem.info)
         return run.reactivate(self.modem.mux, qideact_timeout).addCallback(self._keep)
 
-    def _reactivate_context(self, context: int) -> Deferred:
-        return self.modem.new_bring_up().bring_up_context(context)
+    @inlineCallbacks
+    def _reactivate_contexts(self):
+        for context in sorted(self.modem.contexts_down):
+            self._context = context
+            local_ip = yield self.modem.new_bring_up().bring_up_context(context)
+            self.modem.context_came_up(context, local_ip)
 
     def _keep(self, result):
         self._result = result  # the ladder reports only the step's name
