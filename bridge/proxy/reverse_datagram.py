@@ -115,6 +115,8 @@ class DatagramForwarding(Forwarding):
 class _PeerSide(DatagramProtocol):
     """The protocol on the peer's module socket."""
 
+    noisy = False  # the peer's start and end are logged, one line each
+
     def __init__(self, forwarding: DatagramForwarding) -> None:
         self.forwarding = forwarding
 
