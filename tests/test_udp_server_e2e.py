@@ -10,7 +10,7 @@ from twisted.internet import defer, reactor
 
 from tests.e2e_bed import Echo, salted, server, until
 from tests.test_server_e2e import ServerBed, echo_through_the_module
-from tests.test_udp_e2e import TRICKY, LocalApp, UdpEcho
+from tests.test_udp_e2e import TRICKY, LocalApp, UdpEcho, bound_app
 
 
 def free_udp_port() -> int:
@@ -50,9 +50,7 @@ class UdpServerBed(ServerBed):
                 and self.udp_service.listening)
 
     def peer(self) -> LocalApp:
-        app = LocalApp()
-        self.peers.append(reactor.listenUDP(0, app, interface="127.0.0.1"))
-        return app
+        return bound_app(self.peers)
 
     def send(self, app: LocalApp, datagram: bytes) -> None:
         app.transport.write(datagram, ("127.0.0.1", self.udp_port))

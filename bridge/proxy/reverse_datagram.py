@@ -61,9 +61,9 @@ class DatagramForwarding(Forwarding):
         self._idle = server.reactor.callLater(self.idle, self._idle_over)
         self.socket = ModuleDatagramSocket(server.modem, index, self.peer, DatagramSettings(),
                                            context=server.context, server=True)
-        self.socket.makeConnection(_PeerSide(self))
+        self.socket.makeConnection(_Side(self, self.from_peer))
         try:
-            self.local = server.endpoint.open(_ServiceSide(self))
+            self.local = server.endpoint.open(_Side(self, self.from_service))
         except (CannotListenError, OSError) as error:
             self.unreachable(f"no local socket: {error}")
             self.end("no local socket")
@@ -112,31 +112,23 @@ class DatagramForwarding(Forwarding):
                       f"{counts['datagrams_up']} to it, dropped: {_drops_text(drops)}")
 
 
-class _PeerSide(DatagramProtocol):
-    """The protocol on the peer's module socket."""
+class _Side(DatagramProtocol):
+    """Either socket of a peer's forwarding, its module socket or its local socket: what
+    arrives goes to ``arrived``."""
 
     noisy = False  # the peer's start and end are logged, one line each
 
-    def __init__(self, forwarding: DatagramForwarding) -> None:
+    def __init__(self, forwarding: DatagramForwarding, arrived) -> None:
         self.forwarding = forwarding
+        self.arrived = arrived
 
     def datagramReceived(self, datagram: bytes, addr) -> None:
-        self.forwarding.from_peer(datagram)
+        self.arrived(datagram)
 
     def connectionLost(self, reason) -> None:
+        """The module socket's end (a local UDP port has none)."""
         self.forwarding.end(f"module socket lost: {reason.getErrorMessage()}")
 
-
-class _ServiceSide(DatagramProtocol):
-    """The protocol on the peer's local socket, connected to the local service."""
-
-    noisy = False  # the peer's start and end are logged, one line each
-
-    def __init__(self, forwarding: DatagramForwarding) -> None:
-        self.forwarding = forwarding
-
-    def datagramReceived(self, datagram: bytes, addr) -> None:
-        self.forwarding.from_service(datagram)
-
     def connectionRefused(self) -> None:
+        """The local socket's: ICMP port unreachable from the local service."""
         self.forwarding.drops[LOCAL_REFUSED] += 1
