@@ -30,7 +30,8 @@ from bridge.config_values import (BAUDRATES, MAX_MODULE_SOCKETS, MAX_SEND_WINDOW
                                   boolean, choice, command_line, control_endpoint, count,
                                   did_you_mean, directory, forward, ip_port, listen, log_level,
                                   networks, pin, plain_text, probe_bytes, remote, seconds,
-                                  seconds_or_zero, serial_port, shell_words, timeout_overrides)
+                                  seconds_or_zero, serial_port, shell_words, timeout_overrides,
+                                  is_ipv4)
 from bridge.config_values import dns_servers
 from bridge.errors import ConfigError
 
@@ -107,6 +108,7 @@ class ServerConfig:
     max_clients: int = 1
     context: int = 0
     allow: tuple = ()  # IPv4Network, ...: module-side peers allowed; empty = any
+    udp_idle: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -230,7 +232,8 @@ SCHEMA = {
         "modem": Key(plain_text, "name of the [modem:NAME] to use; optional with one modem"),
         "protocol": Key(choice("tcp", "udp"), "tcp or udp"),
         "port": Key(ip_port, "port the module listens on (AT+QISERVER)"),
-        "forward": Key(forward, "tcp:HOST:PORT or udp:HOST:PORT of the local service"),
+        "forward": Key(forward, "tcp:HOST:PORT or udp:HOST:PORT of the local service (udp: HOST "
+                       "an IPv4 address, to which each peer's local socket is connected)"),
         "max_clients": Key(count(1, MAX_WHILE_SERVING), "module-side clients accepted at "
                            "once (1-5); kept free for them: a modem's client links plus its "
                            "servers' max_clients are at most 5 (app note §3.4)"),
@@ -238,6 +241,9 @@ SCHEMA = {
                      "allowed to connect (from the module's REMOTE IP); empty = any, with a "
                      "warning: the local service is then open to the carrier network"),
         "context": Key(count(0, 1), CONTEXT_DOC),
+        "udp_idle": Key(seconds, "udp servers only: seconds without a datagram either way "
+                        "before a module-side peer is forgotten: its module socket is closed "
+                        "and its local socket released"),
     },
 }
 
@@ -485,6 +491,11 @@ def load_config(path):
         protocol = values.get("protocol", "tcp")
         if "forward" in values and not values["forward"].startswith(protocol + ":"):
             problems.add(section, "forward", f"must be {protocol}:HOST:PORT for a {protocol} server",
+                         values["forward"])
+        elif (protocol == "udp" and "forward" in values
+              and not is_ipv4(remote(values["forward"]).host)):
+            problems.add(section, "forward", "a udp server forwards to an IPv4 address (each "
+                         "peer's local socket is connected to it, and a connect takes no name)",
                          values["forward"])
         elif modem in modem_values and "port" in values and "forward" in values:
             values["modem"] = modem

@@ -167,7 +167,7 @@ def pin(text):
 _LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
-def _is_ipv4(text):
+def is_ipv4(text):
     try:
         ipaddress.IPv4Address(text)
     except ValueError:
@@ -182,7 +182,7 @@ def host(text):
         raise Invalid("no host given")
     labels = text.split(".")
     if labels[-1].isdigit():
-        if not _is_ipv4(text):
+        if not is_ipv4(text):
             raise Invalid("not a valid dotted IPv4 address")
         return text
     if len(text) > 253 or not all(_LABEL.match(label) for label in labels):
@@ -196,7 +196,7 @@ def dns_servers(text):
     servers = tuple(text.split())
     if len(servers) > 2:
         raise Invalid("at most two DNS servers (primary and secondary)")
-    wrong = [server for server in servers if not _is_ipv4(server)]
+    wrong = [server for server in servers if not is_ipv4(server)]
     if wrong:
         raise Invalid(f"{wrong[0]!r} is not a dotted IPv4 address (separate two with a blank)")
     return servers

@@ -31,6 +31,9 @@ ACTIVATE = [(b"AT+QIREGAPP", OK), (b"AT+QIACT", OK), (b"AT+QILOCIP", b"\r\n10.0.
             (b"AT+CSQ", b"\r\n+CSQ: 25,0\r\n" + OK)]
 AFTER_SIM = REGISTERED + ATTACH + BEARER + ACTIVATE
 PLAIN = SYNC + IDENTITY + SIM_READY + AFTER_SIM
+#: PLAIN for ``receive = push``: AT+QINDI=0.
+PUSH = [(b"AT+QINDI=0", reply) if command == b"AT+QINDI=1" else (command, reply)
+        for command, reply in PLAIN]
 
 
 class InlineThreadsClock(Clock):

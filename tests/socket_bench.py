@@ -8,7 +8,7 @@ from twisted.internet.testing import StringTransport
 
 from bridge.config import Listen, ProfileConfig, Remote
 from bridge.proxy.admission import Admission
-from tests.modem_harness import OK, PLAIN, ModemHarness
+from tests.modem_harness import OK, PLAIN, PUSH, ModemHarness
 
 REMOTE = Remote("TCP", "10.1.2.3", 80)
 PROFILE = ProfileConfig("web", Listen("tcp", "tcp:0:interface=127.0.0.1", 0, "127.0.0.1"), REMOTE,
@@ -43,9 +43,7 @@ class ModemBench:
     """A ready modem whose clock moves only when a test moves it."""
 
     def __init__(self, tmp_path, receive="pull", **config):
-        script = PLAIN if receive == "pull" else [
-            (command, reply) if command != b"AT+QINDI=1" else (b"AT+QINDI=0", reply)
-            for command, reply in PLAIN]
+        script = PLAIN if receive == "pull" else PUSH
         self.harness = ModemHarness(tmp_path / "state", health_interval=1e9, receive=receive,
                                     **config).up(script)
         self.modem = self.harness.modem

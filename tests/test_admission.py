@@ -191,18 +191,19 @@ def test_transparent_mode_is_refused_at_start():
         make_stream_factory(PROFILE, None, _Root("transparent"))
 
 
-def test_udp_servers_are_refused_at_start_and_udp_profiles_are_built(tmp_path):
+def test_udp_servers_and_udp_profiles_are_built(tmp_path):
     from twisted.internet.testing import MemoryReactorClock
 
     from bridge.config import load_config
     from bridge.proxy.datagram import DatagramRelay
+    from bridge.proxy.reverse_datagram import DatagramForwarding
     from bridge.service import make_service
 
     path = tmp_path / "bridge.ini"
     head = f"[cellbridge]\nstate_dir = {tmp_path}\n[modem:main]\nport = sim\n"
     path.write_text(head + "[server:s]\nprotocol = udp\nport = 2020\nforward = udp:127.0.0.1:22\n")
-    with pytest.raises(NotSupported, match=r"\[server:s\] udp servers are not supported"):
-        make_service(load_config(str(path)), MemoryReactorClock(), environ={})
+    root = make_service(load_config(str(path)), MemoryReactorClock(), environ={})
+    assert root.getServiceNamed("server:s").forwarding is DatagramForwarding
     path.write_text(head + "[profile:u]\nlisten = udp:5353\nremote = udp:10.0.0.1:53\n")
     root = make_service(load_config(str(path)), MemoryReactorClock(), environ={})
     listener = root.getServiceNamed("profile:u")

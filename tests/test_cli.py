@@ -29,7 +29,7 @@ def cellbridge(*args, env=ENV):
 def test_check_ok(tmp_path):
     result = cellbridge("check", "-c", str(REPO / "configs" / "sim.ini"))
     assert (result.returncode, result.stderr) == (0, "")
-    assert result.stdout.endswith("sim.ini: OK (1 modem(s), 2 profile(s), 1 server(s))\n")
+    assert result.stdout.endswith("sim.ini: OK (1 modem(s), 2 profile(s), 2 server(s))\n")
 
 
 def test_check_bad_config_exits_78_with_one_line_per_problem(tmp_path):

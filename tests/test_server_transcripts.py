@@ -16,7 +16,7 @@ from bridge.modem.datagram import DatagramSettings, ModuleDatagramSocket
 from bridge.modem.socket import RECLAIM_IDLE, ModuleAddress, ModuleSocket
 from bridge.proxy.reverse import RELISTEN_DELAY, SERVER_OK_WAIT, ModuleServer
 from bridge.service import make_service
-from tests.modem_harness import OK, ModemHarness
+from tests.modem_harness import OK, PLAIN, PUSH, ModemHarness
 from tests.socket_bench import PROMPT, SEND_OK
 from tests.test_modem_recovery import REACTIVATE
 
@@ -50,21 +50,64 @@ class LocalService:
         self.pending.pop(0)[1].errback(ConnectionRefusedError("connection refused"))
 
 
-class Bench:
-    """A modem with one server, brought up; the server listens once ``listen()`` played."""
+class LocalUdp:
+    """The local service of a udp server: each ``open`` is one peer's local socket."""
 
-    def __init__(self, tmp_path, server=SERVER, reserve=None):
-        self.harness = ModemHarness(tmp_path / "state", persistent=True, health_interval=1e9)
+    def __init__(self):
+        self.sockets = []
+
+    def open(self, protocol):
+        socket = FakeUdpSocket(protocol)
+        self.sockets.append(socket)
+        return socket
+
+
+class FakeUdpSocket:
+    """One peer's local socket, connected to the service: what it sent, whether it is open."""
+
+    def __init__(self, protocol):
+        self.protocol = protocol
+        self.sent = []
+        self.open = True
+        protocol.makeConnection(self)
+
+    def write(self, datagram):
+        self.sent.append(datagram)
+
+    def stopListening(self):
+        self.open = False
+        self.protocol.doStop()
+
+    def reply(self, datagram):
+        """The local service answers this socket."""
+        self.protocol.datagramReceived(datagram, ("127.0.0.1", 53))
+
+
+class Bench:
+    """A modem with ``servers`` (default: the tcp server ``ssh``), brought up; the first server
+    listens once ``listen()`` played. ``receive = push`` is what a modem with a udp server gets."""
+
+    def __init__(self, tmp_path, *servers, reserve=None, receive="pull"):
+        servers = servers or (SERVER,)
+        script = PLAIN if receive == "pull" else PUSH
+        self.harness = ModemHarness(tmp_path / "state", persistent=True, health_interval=1e9,
+                                    receive=receive)
         self.modem = self.harness.modem
         self.modem.serves = True
-        self.modem.sockets.reserve_for_servers(server.max_clients if reserve is None else reserve)
+        self.modem.sockets.reserve_for_servers(
+            sum(s.max_clients for s in servers) if reserve is None else reserve)
         self.local = LocalService()
-        self.server = ModuleServer(server, self.modem, self.harness.clock, 0, self.local)
-        self.server.startService()
-        self.harness.up()
+        self.udp = LocalUdp()
+        self.servers = {s.name: ModuleServer(s, self.modem, self.harness.clock, 0,
+                                             self.udp if s.protocol == "udp" else self.local)
+                        for s in servers}
+        self.server = self.servers[servers[0].name]
+        for server in self.servers.values():
+            server.startService()
+        self.harness.up(script)
 
-    def listen(self):
-        self.harness.play(LISTEN)
+    def listen(self, script=LISTEN):
+        self.harness.play(script)
         assert self.server.listening
         return self
 
@@ -76,8 +119,8 @@ class Bench:
     def module(self, data: bytes) -> None:
         self.harness.recv(data)
 
-    def counter(self, name, **labels):
-        return self.modem.counters.get(name, server="ssh", **labels)
+    def counter(self, name, server="ssh", **labels):
+        return self.modem.counters.get(name, server=server, **labels)
 
 
 def test_the_module_listens_right_after_bring_up(tmp_path):

@@ -34,6 +34,13 @@ class LocalApp(DatagramProtocol):
         self.received.append(data)
 
 
+def bound_app(ports: list) -> LocalApp:
+    """A LocalApp on a fresh loopback port, added to ``ports`` (to stop them at the end)."""
+    app = LocalApp()
+    ports.append(reactor.listenUDP(0, app, interface="127.0.0.1"))
+    return app
+
+
 class UdpBed(RecoveryBed):
     kind = "udp"
 
@@ -49,9 +56,7 @@ class UdpBed(RecoveryBed):
         return self.listener.args[1]
 
     def app(self) -> LocalApp:
-        app = LocalApp()
-        self.apps.append(reactor.listenUDP(0, app, interface="127.0.0.1"))
-        return app
+        return bound_app(self.apps)
 
     def send(self, app: LocalApp, datagram: bytes) -> None:
         app.transport.write(datagram, ("127.0.0.1", self.port))

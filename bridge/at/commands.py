@@ -126,6 +126,11 @@ class SocketState:
     fields: Tuple[str, ...]
     state: str
 
+    @property
+    def proto(self) -> str:
+        """``TCP`` or ``UDP`` for a socket in use (a free one's field is empty)."""
+        return self.fields[0] if len(self.fields) > 1 else ""
+
 
 @dataclass(frozen=True)
 class StackState:

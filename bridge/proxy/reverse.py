@@ -3,14 +3,18 @@
 
 Listening is one step, :meth:`ModuleServer.listen`, run whenever the modem becomes ready (after
 bring-up and after every recovery: whatever took the module's sockets took its listener too) and
-again a while after a failed attempt. A client announced as ``n, REMOTE IP: ip`` (app note §5.1)
-on the index the module picked is claimed in the modem's socket pool; a peer outside ``allow``, a
-client past ``max_clients`` or an index a client link holds is closed at once (AT+QISRVC=2,
-AT+QICLOSE=n), logged and counted. An accepted client becomes a server-side
-:class:`~bridge.modem.socket.ModuleSocket` spliced (:mod:`bridge.proxy.splice`) with its own
-connection to ``forward``: the window, pull with backpressure, graceful close and keepalive of a
-client link, the other way round. Nothing is read from it until the local service has answered;
-if the local service refuses, the module-side client is closed.
+again a while after a failed attempt; the servers of one modem take turns
+(:mod:`bridge.proxy.server_desk`, which also says whose a client announced as
+``n, REMOTE IP: ip`` is, app note §5.1, and claims its index in the modem's socket pool). A peer
+outside ``allow``, a client past ``max_clients`` or an index a client link holds is closed at
+once (AT+QISRVC=2, AT+QICLOSE=n), logged and counted.
+
+A tcp server's client becomes a server-side :class:`~bridge.modem.socket.ModuleSocket` spliced
+(:mod:`bridge.proxy.splice`) with its own connection to ``forward``: the window, pull with
+backpressure, graceful close and keepalive of a client link, the other way round. Nothing is read
+from it until the local service has answered; if the local service refuses, the module-side
+client is closed. A udp server's peer gets a local socket of its own
+(:mod:`bridge.proxy.reverse_datagram`).
 """
 
 import ipaddress
@@ -24,10 +28,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from bridge.at import commands
-from bridge.at.events import ServerStarted
 from bridge.config import open_server_warning
 from bridge.config_values import remote
-from bridge.modem.socket import ModuleAddress, ModuleSocket
+from bridge.modem.socket import ModuleSocket
+from bridge.proxy.forwarding import Forwarding
+from bridge.proxy.reverse_datagram import DatagramForwarding
+from bridge.proxy.server_desk import ServerDesk
 from bridge.proxy.splice import LocalSide, ModuleSide
 
 #: AT+QISERVER's <type> (app note §3.4).
@@ -43,7 +49,8 @@ class ModuleServer(Service):
     """One ``[server:NAME]`` on ``modem``.
 
     :param context: the PDP context it listens on (AT+QIFGCNT id, app note §7)
-    :param endpoint: where accepted clients are connected (default: ``forward``'s host and port)
+    :param endpoint: where accepted clients are connected (default: ``forward``'s host and port,
+        the forwarding kind's ``local_endpoint``)
     """
 
     log = Logger()
@@ -54,17 +61,18 @@ class ModuleServer(Service):
         self.reactor = reactor
         self.context = context
         self.label = f"server:{server.name}"
-        forward = remote(server.forward)
-        self.endpoint = endpoint or HostnameEndpoint(reactor, forward.host, forward.port)
+        self.forwarding = FORWARDINGS[server.protocol]
+        self.endpoint = endpoint or self.forwarding.local_endpoint(reactor, remote(server.forward))
         self.listening = False
-        self.clients: Dict[int, "Forwarding"] = {}
+        self.clients: Dict[int, Forwarding] = {}
         self._generation = 0  # one per modem life: a listen attempt from before a "down" is void
         self._attempt: Optional[Deferred] = None
         self._server_ok: Optional[Deferred] = None
         self._retry = None
+        self.desk = ServerDesk.of(modem)
+        self.desk.add(self)
         modem.add_state_listener(self._modem_state)
         modem.add_context_listener(self._context_state)
-        modem.add_server_listener(self._server_event)
 
     # -- service ----------------------------------------------------------------------------------
 
@@ -82,7 +90,7 @@ class ModuleServer(Service):
         super().stopService()
         self._forget_attempt()
         for forwarding in list(self.clients.values()):
-            forwarding.socket.abortConnection()
+            forwarding.close()
         if self.listening:
             self.listening = False
             close = commands.qiclose(None, self.modem.timeouts.qiclose)
@@ -99,11 +107,25 @@ class ModuleServer(Service):
         if not self.running or not self.modem.ready or self._attempt is not None:
             return
         self.listening = False
-        attempt = self._attempt = self._listen()
+        attempt = self._attempt = self._listen(self._generation)
         attempt.addBoth(self._listened, self._generation)
 
     @inlineCallbacks
-    def _listen(self):
+    def _listen(self, generation: int):
+        """Wait for this modem's listen turn, then listen (unless the attempt went void
+        meanwhile: the modem's next "ready" listens again)."""
+        yield self.desk.turns.acquire()
+        try:
+            if generation == self._generation:
+                self.desk.on_wire = self
+                yield self._listen_on_wire()
+        finally:
+            if self.desk.on_wire is self:
+                self.desk.on_wire = None
+            self.desk.turns.release()
+
+    @inlineCallbacks
+    def _listen_on_wire(self):
         server, timeouts = self.server, self.modem.timeouts
         on_context = self.modem.selection(self.context)
         self._server_ok = Deferred()
@@ -117,6 +139,11 @@ class ModuleServer(Service):
         except TimeoutError:
             self.log.info("[{label}] no SERVER OK within {wait:g} s of AT+QISERVER's OK; taking "
                           "the OK as listening", label=self.label, wait=SERVER_OK_WAIT)
+
+    def server_started(self) -> None:
+        """``SERVER OK`` came while this server's listen was on the wire."""
+        if self._server_ok is not None and not self._server_ok.called:
+            self._server_ok.callback(None)
 
     def _listened(self, result, generation: int) -> None:
         if generation != self._generation:
@@ -141,6 +168,8 @@ class ModuleServer(Service):
 
     def _forget_attempt(self) -> None:
         self._generation += 1
+        if self._server_ok is not None and not self._server_ok.called:
+            self._server_ok.cancel()  # the void attempt gives the listen turn up now
         self._attempt = self._server_ok = None
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
@@ -163,32 +192,16 @@ class ModuleServer(Service):
 
     # -- clients ----------------------------------------------------------------------------------
 
-    def _server_event(self, event) -> None:
-        if not self.running:
-            return
-        if isinstance(event, ServerStarted):
-            if self._server_ok is not None and not self._server_ok.called:
-                self._server_ok.callback(None)
-            return
-        if event.socket is None:
-            self.log.warn("[{label}] REMOTE IP {ip} without a socket index (single link): "
-                          "ignored", label=self.label, ip=event.ip)
-            return
-        self.accept(event.socket, event.ip)
-
-    def accept(self, index: int, ip: str) -> None:
-        """The module accepted a client from ``ip`` on socket ``index``: forward it or refuse."""
-        if not self.modem.sockets.claim(index, self.label):
-            self._refuse(index, ip, "index_taken", f"the module put it on socket {index}, which "
-                         "a client link holds", claimed=False)
-        elif not self._allowed(ip):
-            self._refuse(index, ip, "allow", "not in allow")
-        elif len(self.clients) >= self.server.max_clients:
-            self._refuse(index, ip, "max_clients",
-                         f"{len(self.clients)} clients already (max_clients)")
-        else:
-            self.modem.counters.incr("server_accepted", server=self.server.name)
-            Forwarding(self, index, ip)
+    def admit(self, index: int, ip: str):
+        """The module accepted a client from ``ip`` on socket ``index`` (claimed for this server
+        by its desk): forward it or refuse it -> the handler of the socket's events now."""
+        if not self._allowed(ip):
+            return self.refuse(index, ip, "allow", "not in allow")
+        if len(self.clients) >= self.server.max_clients:
+            return self.refuse(index, ip, "max_clients",
+                               f"{len(self.clients)} clients already (max_clients)")
+        self.modem.counters.incr("server_accepted", server=self.server.name)
+        return self.forwarding(self, index, ip).socket
 
     def _allowed(self, ip: str) -> bool:
         if not self.server.allow:
@@ -199,14 +212,15 @@ class ModuleServer(Service):
             return False
         return any(address in network for network in self.server.allow)
 
-    def _refuse(self, index: int, ip: str, cause: str, why: str, claimed: bool = True) -> None:
+    def refuse(self, index: int, ip: str, cause: str, why: str, claimed: bool = True):
         """Close the server-side socket ``index`` at once; give the index back once it is closed
-        (unless it is a client link's)."""
+        (unless it is a client link's) -> the handler of the socket's events meanwhile."""
         self.modem.counters.incr("server_refused", server=self.server.name, cause=cause)
         self.log.warn("[{label}] refused {ip} on socket {index}: {why}", label=self.label, ip=ip,
                       index=index, why=why)
+        refused = _Refused()
         if claimed:
-            self.modem.attach_socket(index, _Refused(), self.context)
+            self.modem.attach_socket(index, refused, self.context)
         close = commands.qiclose(index, self.modem.timeouts.qiclose)
         closing = self.modem.issue(close.addressing(self._server_side()))
         closing.addErrback(lambda failure: self.log.info(
@@ -214,13 +228,14 @@ class ModuleServer(Service):
             why=failure.getErrorMessage()))
         if claimed:
             closing.addBoth(lambda _: self._refused_closed(index))
+        return refused
 
     def _refused_closed(self, index: int) -> None:
         self.modem.detach_socket(index)
         self.modem.sockets.release(index)
 
-    def ended(self, forwarding: "Forwarding") -> None:
-        self.clients.pop(forwarding.socket.slot, None)
+    def ended(self, forwarding: Forwarding) -> None:
+        self.clients.pop(forwarding.index, None)
 
 
 class _Refused:
@@ -236,22 +251,19 @@ class _Refused:
         """The socket is gone with the rest; the close answer releases the index."""
 
 
-class Forwarding:
-    """One accepted module-side client and its connection to the local service: the admission
-    of that connection's :class:`~bridge.proxy.splice.LocalSide`."""
+class StreamForwarding(Forwarding):
+    """One accepted tcp client and its connection to the local service: the admission of that
+    connection's :class:`~bridge.proxy.splice.LocalSide`."""
 
-    log = Logger()
+    @staticmethod
+    def local_endpoint(reactor, forward):
+        return HostnameEndpoint(reactor, forward.host, forward.port)
 
     def __init__(self, server: ModuleServer, index: int, ip: str) -> None:
-        self.server = server
-        self.name = server.server.name
-        self.ip = ip
+        super().__init__(server, index, ip)
         modem = server.modem
-        # REMOTE IP names no port (app note §5.1).
-        peer = ModuleAddress(server.server.protocol.upper(), ip, 0, modem.name, index)
-        self.socket = ModuleSocket(modem, index, peer, modem.socket_settings(),
+        self.socket = ModuleSocket(modem, index, self.peer, modem.socket_settings(),
                                    context=server.context, server=True)
-        server.clients[index] = self
         self.local = LocalSide(self)
         self.module = ModuleSide(self.local)
         self.socket.makeConnection(self.module)
@@ -261,11 +273,12 @@ class Forwarding:
         connecting = self.local.connecting = server.endpoint.connect(factory)
         connecting.addErrback(self._local_failed)
 
+    def close(self) -> None:
+        self.socket.abortConnection()
+
     def arrived(self, local: LocalSide) -> None:
         """The local service accepted the connection: splice, and start reading the module."""
-        self.server.log.info("[{label}] client {ip} on socket {index} forwarded to {forward}",
-                             label=self.server.label, ip=self.ip, index=self.socket.slot,
-                             forward=self.server.server.forward)
+        self.forwarded()
         local.spliced(self.module)
         self.socket.resumeProducing()
 
@@ -273,16 +286,13 @@ class Forwarding:
         self.local.connecting = None
         if failure.check(CancelledError):
             return  # the module-side client went away first
-        self.server.modem.counters.incr("server_refused", server=self.name, cause="forward")
-        self.log.warn("[{label}] {forward} refused the connection for client {ip} on socket "
-                      "{index}: {why}; closing the client", label=self.server.label,
-                      forward=self.server.server.forward, ip=self.ip, index=self.socket.slot,
-                      why=failure.getErrorMessage())
+        self.unreachable(failure.getErrorMessage())
         self.socket.abortConnection()
 
     def ended(self, socket: ModuleSocket) -> None:
         """The module socket stopped carrying (its ModuleSide was told)."""
-        self.log.info("[{label}] client {ip} on socket {index} closed: {up} bytes from it, "
-                      "{down} bytes to it", label=self.server.label, ip=self.ip,
-                      index=socket.slot, up=socket.bytes_down, down=socket.acks.sent)
-        self.server.ended(self)
+        self.finished(f"{socket.bytes_down} bytes from it, {socket.acks.sent} bytes to it")
+
+
+#: The forwarding of a client, by the server's protocol.
+FORWARDINGS = {"tcp": StreamForwarding, "udp": DatagramForwarding}

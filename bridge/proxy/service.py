@@ -33,8 +33,6 @@ def make_server_service(server, modem_service, root) -> ModuleServer:
     (AT+QISRVC) and keeps its servers' ``max_clients`` free (app note §3.4), from before it
     starts."""
     _require_mux(server, root)
-    if server.protocol != "tcp":
-        raise NotSupported(f"[server:{server.name}] udp servers are not supported yet")
     modem_service.serves = True
     modem_service.sockets.reserve_for_servers(sum(
         other.max_clients for other in root.config.servers.values()

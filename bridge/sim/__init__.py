@@ -96,7 +96,8 @@ Sockets
     `UDP: <p>` lines then OK. In single-link mode client and server socket may coexist (stats
     key "server"). A UDP server's peer (address, port) becomes a server socket, announced with
     `[n, ]REMOTE IP: ip` only when its first datagram arrives (app note §3.2); its datagrams are
-    then received like any socket's, AT+QISEND on it sends one datagram to that peer, and a new
+    then received like any socket's (nothing of a socket, pushed data or +QIRDI, comes before
+    its REMOTE IP or CONNECT OK), AT+QISEND on it sends one datagram to that peer, and a new
     peer past the max clients is dropped without a word. AT+QICLOSE on the server side without
     an index closes every listener and the UDP server's sockets (they have no host socket of
     their own), without CLOSED URCs.

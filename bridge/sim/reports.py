@@ -75,6 +75,8 @@ class SocketReporter:
 
     def data_arrived(self, sock, was_empty: bool) -> None:
         module = self._module
+        if sock.state == "CONNECTING":
+            return  # not announced yet: its report of being connected announces the data too
         if self._pushes(sock):
             self.pump()
             return
@@ -113,7 +115,7 @@ class SocketReporter:
         module = self._module
         while not self._paused and module.powered:
             candidates = [s for ctx in module.contexts for s in ctx.slots.values()
-                          if self._pushes(s) and not s.dead
+                          if self._pushes(s) and not s.dead and s.state != "CONNECTING"
                           and (s.rx or (s.state == "CLOSED" and not s.close_reported))]
             if not candidates:
                 return
