@@ -126,3 +126,30 @@ def test_a_failed_plain_command_does_not_disturb_the_selection():
     h.recv(b"\r\nERROR\r\n")
     assert isinstance(error_of(outcome), ATError)
     assert not isinstance(error_of(outcome), (SelectionFailed, CommandTimeout))
+
+
+def test_a_resync_forgets_the_selection():
+    """The module answered the resync AT, but it may have restarted meanwhile without a word (an
+    autobauding module prints no RDY, docs/at-dialect.md §2): the next server-side command
+    selects again rather than trusting the record."""
+    h = Harness()
+    h.issue(c.qisack(socket=0).addressing(Selection(server=True)))
+    h.recv(b"\r\nOK\r\n", b"\r\n+QISACK: 0, 0, 0\r\n\r\nOK\r\n")
+    assert h.sent() == b"AT+QISRVC=2\rAT+QISACK=0\r"
+    h.issue(c.csq())
+    assert h.sent() == b"AT+CSQ\r"
+    h.clock.advance(c.DEFAULT_TIMEOUTS.simple + 0.1)  # no answer: the module restarted
+    assert h.sent() == b"\x1bAT\r"
+    h.recv(b"\r\nOK\r\n")  # the restarted module (back at AT+QISRVC=1) answers
+    h.issue(c.qisend(b"for the server client", socket=0).addressing(Selection(server=True)))
+    assert h.sent() == b"AT+QISRVC=2\r"
+
+
+def test_the_owner_can_make_the_engine_forget_the_selection():
+    h = Harness()
+    h.issue(c.qisack(socket=0).addressing(Selection(server=True)))
+    h.recv(b"\r\nOK\r\n", b"\r\n+QISACK: 0, 0, 0\r\n\r\nOK\r\n")
+    h.sent()
+    h.proto.forget_selection()
+    h.issue(c.qisack(socket=0).addressing(Selection(server=True)))
+    assert h.sent() == b"AT+QISRVC=2\r"
