@@ -158,7 +158,8 @@ def test_an_unanswered_query_recovers_the_whole_modem(tmp_path):
     h.recv(b"\r\n+PDP DEACT\r\n")
     h.play([(b"AT+QIFGCNT=0", OK), (b"AT+QISTATE", b"\r\nERROR\r\n")])
     assert not h.modem.ready and h.links[0].down and h.links[1].down
-    h.expect(b"AT+QIDEACT", DEACT)  # context 0 is selected already
+    h.play([(b"AT+QIFGCNT=0", OK),  # the modem went down: the engine selects afresh
+            (b"AT+QIDEACT", DEACT)])
 
 
 def test_a_lost_context_while_the_other_recovers_takes_the_whole_way(tmp_path):

@@ -351,7 +351,11 @@ class Modem(Service):
     # -- state ------------------------------------------------------------------------------------
 
     def _mark_down(self, reason: str, expected: bool = False) -> None:
-        """Everything on the module is gone: sockets are told, waiters fail, polling stops."""
+        """Everything on the module is gone: sockets are told, waiters fail, polling stops; the
+        engine forgets the module's selection (a reset the engine did not see, found by the
+        settings check, put AT+QISRVC back at 1, and bring-up does not write it)."""
+        if self.protocol is not None:
+            self.protocol.forget_selection()
         self.health.stop()
         self.sleep.module_lost()
         self.sockets.set_ready(False)
