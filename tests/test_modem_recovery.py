@@ -198,6 +198,22 @@ def test_a_mute_module_climbs_the_ladder_and_recovers_at_its_resync_step(tmp_pat
     assert h.counter("recovered", step="resync") == 1
 
 
+def test_leftovers_after_a_mute_spell_are_closed_on_both_sides_of_a_modem_that_serves(tmp_path):
+    """AT+QISTATE does not say whether socket 1 is a client link's or a server-accepted
+    client's: each side is closed, addressed, so neither AT+QICLOSE acts on whatever side the
+    module happened to have selected."""
+    h = harness(tmp_path)
+    h.modem.serves = True
+    h.modem.issue(commands.csq()).addErrback(lambda _: None)
+    h.expect(b"AT+CSQ")
+    h.silent(3)
+    h.expect(ESC_AT, OK)  # the ladder's resync step: the module answers again
+    h.play([(b"AT", OK), (b"AT+CMEE?", b"\r\n+CMEE: 2\r\n" + OK), (b"AT+QISTATE", MUX_STATE),
+            (b"AT+QISRVC=1", OK), (b"AT+QICLOSE=1", b"\r\n1, CLOSE OK\r\n"),
+            (b"AT+QISRVC=2", OK), (b"AT+QICLOSE=1", b"\r\nERROR\r\n")])
+    assert h.modem.ready
+
+
 def test_the_restart_step_sends_cfun_then_brings_the_rebooted_module_up(tmp_path):
     h = harness(tmp_path)
     h.modem.issue(commands.csq()).addErrback(lambda _: None)
