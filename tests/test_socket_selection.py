@@ -1,11 +1,14 @@
 """A module socket on a modem that serves or uses the second context: its commands carry the
 selection (AT+QIFGCNT, AT+QISRVC) and its reads name context and side (app note §3.4, §7)."""
 
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import DatagramProtocol, Protocol
 
+from bridge.at import commands
+from bridge.modem.datagram import ModemDatagramEndpoint
 from bridge.modem.socket import ModuleAddress, ModuleSocket
 from tests.socket_bench import PROMPT, SEND_OK, ModemBench, sack
 from tests.modem_harness import OK
+from tests.test_module_datagram import DatagramBench
 
 
 class Collect(Protocol):
@@ -91,3 +94,46 @@ def test_a_plain_modem_writes_no_selection_at_all(tmp_path):
     socket.makeConnection(Collect())
     socket.write(b"q")
     assert bench.wire() == b"AT+QISEND=0,1\r"
+
+
+def server_side_in_force(bench):
+    """A module-side server starts listening and one of its commands leaves AT+QISRVC=2."""
+    bench.modem.serves = True
+    bench.modem.issue(commands.qisack(socket=0).addressing(bench.modem.selection(0, server=True)))
+    bench.module(OK)
+    bench.module(sack(0, 0))
+    assert bench.wire() == b"AT+QISRVC=2\rAT+QISACK=0\r"
+
+
+def test_a_socket_opened_before_the_modem_serves_selects_its_side_once_it_does(tmp_path):
+    bench = ModemBench(tmp_path)
+    socket = ModuleSocket(bench.modem, 0, ModuleAddress("TCP", "10.1.2.3", 80),
+                          bench.modem.socket_settings())
+    socket.makeConnection(Collect())
+    server_side_in_force(bench)
+    socket.write(b"for the client socket's remote")
+    assert bench.wire() == b"AT+QISRVC=1\r"
+
+
+def test_a_datagram_socket_opened_before_the_modem_serves_selects_its_side_once_it_does(tmp_path):
+    bench = DatagramBench(tmp_path)  # client UDP socket 0, the modem does not serve yet
+    server_side_in_force(bench)
+    bench.socket.write(b"for the client socket's remote")
+    assert bench.wire() == b"AT+QISRVC=1\r"
+
+
+def test_the_close_after_a_cancelled_open_addresses_the_client_side(tmp_path):
+    """With AT+QISRVC=2 in force, an unaddressed AT+QICLOSE=0 would close a server-accepted
+    client and leave the client socket just opened on the module while its index is freed."""
+    bench = ModemBench(tmp_path)
+    server_side_in_force(bench)
+    opening = ModemDatagramEndpoint(bench.modem, "10.1.2.3", 53).connect(DatagramProtocol())
+    opening.addErrback(lambda _: None)
+    assert bench.wire() == b"AT+QIDNSIP=0\r"
+    bench.module(OK)
+    assert bench.wire() == b'AT+QIOPEN=0,"UDP","10.1.2.3",53\r'
+    opening.cancel()  # e.g. the udp session went idle while its socket opened
+    bench.module(OK + b"\r\n0, CONNECT OK\r\n")
+    assert bench.wire() == b"AT+QISRVC=1\r"
+    bench.module(OK)
+    assert bench.wire() == b"AT+QICLOSE=0\r"

@@ -36,7 +36,7 @@ from bridge.at.events import Closed, DataAvailable, Received, StreamCorrupt
 from bridge.modem.endpoint import ModuleEndpoint
 from bridge.modem.pool import SLOTS
 from bridge.modem.pump import BulkJob
-from bridge.modem.socket import ModuleAddress, SocketSettings
+from bridge.modem.socket import AddressedSocket, ModuleAddress, SocketSettings
 
 #: Drop causes counted by a datagram socket.
 TOO_LARGE = "too_large"  # more than one AT+QISEND carries
@@ -73,26 +73,20 @@ class ModemDatagramEndpoint(ModuleEndpoint):
         return self.open(lambda address: protocol)
 
 
-class ModuleDatagramSocket:
+class ModuleDatagramSocket(AddressedSocket):
     """The transport of one open module UDP socket.
 
     :param modem: the Modem (``reactor``, ``pump``, ``issue``, ``sockets``, ``selection``,
         ``timeouts``, ``attach_socket``, ``detach_socket``)
-    :param slot: the module socket index, held until it is released (once)
-    :param context: the PDP context it lives on (AT+QIFGCNT id, app note §7)
-    :param server: accepted by a module-side server (AT+QISRVC=2 sockets, app note §3.4)
+    :param slot: the module socket index, held until it is released (once); ``peer``,
+        ``context``, ``server``: see :class:`~bridge.modem.socket.AddressedSocket`
     """
 
     log = Logger()
 
     def __init__(self, modem, slot: int, peer: ModuleAddress, settings: DatagramSettings,
                  context: int = 0, server: bool = False) -> None:
-        self.modem = modem
-        self.slot = slot
-        self.context = context
-        self.server = server
-        self._selection = modem.selection(context, server)
-        self.peer = peer
+        super().__init__(modem, slot, peer, context, server)
         self.settings = settings
         self.protocol = None
         self.open = False
@@ -153,13 +147,6 @@ class ModuleDatagramSocket:
 
     stopListening = loseConnection
 
-    def getPeer(self) -> ModuleAddress:
-        return self.peer
-
-    def getHost(self) -> ModuleAddress:
-        return ModuleAddress(self.peer.type, self.modem.local_ip or "", 0, self.modem.name,
-                             self.slot)
-
     # -- module events ----------------------------------------------------------------------------
 
     def socket_event(self, event) -> None:
@@ -199,7 +186,7 @@ class ModuleDatagramSocket:
             self._queued_bytes -= len(datagram)
             self._sending = True
             command = commands.qisend(datagram, self.slot, timeout=t.send, prompt_timeout=t.prompt)
-            return BulkJob(command.addressing(self._selection),
+            return BulkJob(self.addressed(command),
                            lambda result: self._sent(result, len(datagram)))
         if read:
             self._reading = True
@@ -256,7 +243,7 @@ class ModuleDatagramSocket:
             return
         self._stop()
         command = commands.qiclose(self.slot, timeout=self.modem.timeouts.qiclose)
-        closing = self.modem.issue(command.addressing(self._selection))
+        closing = self.modem.issue(self.addressed(command))
         closing.addErrback(self._close_failed)
         closing.addBoth(lambda _: self._release())
         self._tell(reason)

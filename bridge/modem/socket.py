@@ -135,30 +135,55 @@ class ModuleAddress:
     slot: Optional[int] = None
 
 
+class AddressedSocket:
+    """A transport on one module socket index: its peer, PDP context and side, and its commands
+    addressed to them.
+
+    :param modem: the Modem (``selection``, ``local_ip``, ``name``)
+    :param slot: the module socket index
+    :param peer: the remote (``ModuleAddress``)
+    :param context: the PDP context it lives on (AT+QIFGCNT id, app note §7)
+    :param server: accepted by a module-side server (AT+QISRVC=2 sockets, app note §3.4)
+    """
+
+    def __init__(self, modem, slot: int, peer: ModuleAddress, context: int, server: bool) -> None:
+        self.modem = modem
+        self.slot = slot
+        self.peer = peer
+        self.context = context
+        self.server = server
+
+    def addressed(self, command):
+        """``command`` to be written once the module's choice of context and side is this
+        socket's. Asked of the modem for each command: it may start serving, or use the second
+        context, after this socket opened."""
+        return command.addressing(self.modem.selection(self.context, self.server))
+
+    def getPeer(self) -> ModuleAddress:
+        return self.peer
+
+    def getHost(self) -> ModuleAddress:
+        return ModuleAddress(self.peer.type, self.modem.local_ip or "", 0, self.modem.name,
+                             self.slot)
+
+
 @implementer(ITransport, IPushProducer, IConsumer)
-class ModuleSocket:
+class ModuleSocket(AddressedSocket):
     """The transport of one connected module socket.
 
     :param modem: the Modem (``reactor``, ``pump``, ``issue``, ``sockets``, ``counters``,
         ``receive_mode``, ``selection``, ``timeouts``, ``query_stack``, ``attach_socket``,
         ``detach_socket``)
-    :param slot: the module socket index, held by this socket until it is released
-    :param peer: the remote (``ModuleAddress``)
-    :param context: the PDP context it lives on (AT+QIFGCNT id, app note §7)
-    :param server: accepted by a module-side server (AT+QISRVC=2 sockets, app note §3.4)
+    :param slot: the module socket index, held by this socket until it is released; ``peer``,
+        ``context``, ``server``: see :class:`AddressedSocket`
     """
 
     log = Logger()
 
     def __init__(self, modem, slot: int, peer: ModuleAddress, settings: SocketSettings,
                  context: int = 0, server: bool = False) -> None:
-        self.modem = modem
+        super().__init__(modem, slot, peer, context, server)
         self.clock = modem.reactor
-        self.slot = slot
-        self.context = context
-        self.server = server
-        self._selection = modem.selection(context, server)
-        self.peer = peer
         self.settings = settings
         self.protocol = None
         self.phase = Phase.CONNECTED
@@ -253,13 +278,6 @@ class ModuleSocket:
         """AT+QICLOSE now; bytes not yet sent are dropped, the protocol hears ConnectionAborted."""
         if self.phase not in (Phase.CLOSING, Phase.CLOSED):
             self._close_socket(Failure(ConnectionAborted()))
-
-    def getPeer(self) -> ModuleAddress:
-        return self.peer
-
-    def getHost(self) -> ModuleAddress:
-        return ModuleAddress(self.peer.type, self.modem.local_ip or "", 0, self.modem.name,
-                             self.slot)
 
     # -- IConsumer --------------------------------------------------------------------------------
 
@@ -361,7 +379,7 @@ class ModuleSocket:
         self._sending = True
         t = self.modem.timeouts
         command = commands.qisend(chunk, self.slot, timeout=t.send, prompt_timeout=t.prompt)
-        return BulkJob(command.addressing(self._selection), partial(self._sent, size=len(chunk)))
+        return BulkJob(self.addressed(command), partial(self._sent, size=len(chunk)))
 
     def _sent(self, result, size: int) -> None:
         self._sending = False
@@ -403,7 +421,7 @@ class ModuleSocket:
 
     def _ask_acks(self):
         command = commands.qisack(self.slot, timeout=self.modem.timeouts.qisack)
-        return self.modem.issue(command.addressing(self._selection))
+        return self.modem.issue(self.addressed(command))
 
     def _acks_answered(self) -> None:
         if self.phase not in (Phase.CLOSING, Phase.CLOSED):
@@ -621,7 +639,7 @@ class ModuleSocket:
         self._to(Phase.CLOSING)
         self._stop()
         command = commands.qiclose(self.slot, timeout=self.modem.timeouts.qiclose)
-        self.modem.issue(command.addressing(self._selection)).addBoth(self._socket_closed)
+        self.modem.issue(self.addressed(command)).addBoth(self._socket_closed)
         self._tell_protocol(reason)
 
     def _socket_closed(self, result) -> None:
