@@ -146,6 +146,8 @@ def test_both_contexts_lost_recover_the_whole_modem(tmp_path):
     assert h.states[-1] == ("down", "context lost: PDP context deactivated by the network "
                                     "(+PDP DEACT)")
     assert h.context_events == []
+    # The question left AT+QIFGCNT=1 in force: the stack steps act on the foreground context
+    # (app note §7), so context 0 is selected before AT+QIDEACT.
     h.play([(b"AT+QIFGCNT=0", OK), (b"AT+QIDEACT", DEACT), (b"AT+QIREGAPP", OK),
             (b"AT+QIACT", OK), (b"AT+QILOCIP", b"\r\n10.0.0.3\r\n")]
            + context_up(1, b"10.0.1.3", SECOND_APN))
