@@ -4,6 +4,7 @@ cause. The modem is the real one (push receive) on a StringTransport and a task.
 
 from twisted.logger import capturedLogs, formatEvent
 
+from bridge.at import commands
 from bridge.config import Listen, ProfileConfig, Remote
 from bridge.proxy.datagram import DatagramRelay
 from tests.modem_harness import OK
@@ -202,3 +203,45 @@ def test_the_listener_stopping_ends_every_session(tmp_path):
     s.relay.doStop()
     s.closed(0)
     assert s.relay.sessions == {} and s.modem.slots_in_use == frozenset()
+
+
+def test_a_datagram_on_the_wire_when_its_session_ends_is_still_counted(tmp_path):
+    s = RelayBench(tmp_path)
+    s.session(A, b"first")
+    s.datagram(b"last", A)
+    assert s.wire() == b"AT+QISEND=0,4\r"
+    s.relay.doStop()  # the session ends while "last" waits for its prompt
+    assert s.relay.sessions == {}
+    s.module(PROMPT)
+    assert s.wire() == b"last"
+    s.module(SEND_OK)
+    s.closed(0)
+    assert s.relay.stats()["datagrams_up"] == 2
+
+
+def test_the_loss_account_adds_up_when_a_send_ends_the_socket(tmp_path):
+    """The AT+QISEND's ``> `` never comes: the socket ends (its stream is corrupt) before the
+    command fails, and that datagram is still a counted drop."""
+    s = RelayBench(tmp_path, persistent=True, reopen=True)
+    s.session(A, b"first")
+    s.datagram(b"lost", A)
+    assert s.wire() == b"AT+QISEND=0,4\r"
+    s.clock.advance(commands.DEFAULT_TIMEOUTS.prompt + 1)
+    stats = s.relay.stats()
+    assert (stats["datagrams_up"], stats["drops"]) == (1, {"send_failed": 1})
+
+
+def test_a_datagram_that_arrives_while_the_lost_socket_settles_waits_for_the_reopen(tmp_path):
+    s = RelayBench(tmp_path, persistent=True, reopen=True)
+    s.session(A, b"first")
+    s.datagram(b"on the wire", A)
+    assert s.wire() == b"AT+QISEND=0,11\r"
+    s.module(b"\r\n+PDP DEACT\r\n")  # the socket is gone; its AT+QISEND still decides
+    s.datagram(b"during", A)
+    assert s.relay.stats()["pending"] == 1
+    s.module(b"\r\nERROR\r\n")
+    s.play(REACTIVATE)
+    s.connect_ok(0, UDP)
+    s.sent_up(0, b"during")
+    stats = s.relay.stats()
+    assert (stats["datagrams_up"], stats["drops"]) == (2, {"send_failed": 1})

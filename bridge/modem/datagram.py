@@ -17,8 +17,12 @@ Downlink: pushed ``+RECEIVE: n, len`` frames are one datagram each (app note §5
 one datagram per read, its choice 27); pull mode is not chosen for udp, since a plain AT+QIRD may
 return several buffered datagrams at once (app note §5.3.2), but a stray ``+QIRDI`` is served.
 
-Every drop is counted by cause in :meth:`stats`; the protocol hears ``connectionLost(reason)``
-(if it has one) then ``stopProtocol`` once, when the socket stops carrying for any reason.
+Every datagram handed to ``write`` is counted once: sent (``datagrams_up``, on SEND OK) or
+dropped by cause in :meth:`stats`, including the one on the wire when the socket ends (its
+outcome still comes, even after a close or a modem that went down). The protocol hears
+``connectionLost(reason)`` (if it has one) then ``stopProtocol`` once, when the socket stops
+carrying for any reason, and no sooner than that datagram's outcome: the counts it reads then are
+final.
 """
 
 import collections
@@ -42,7 +46,7 @@ from bridge.modem.socket import AddressedSocket, ModuleAddress, SocketSettings
 TOO_LARGE = "too_large"  # more than one AT+QISEND carries
 UPLINK_FULL = "uplink_full"  # queue_bytes already wait for the module
 SEND_FAILED = "send_failed"  # SEND FAIL or ERROR for that datagram
-UNSENT = "unsent"  # still queued when the socket ended
+UNSENT = "unsent"  # still queued when the socket ended, or written after
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ class ModuleDatagramSocket(AddressedSocket):
         self._announced = 0
         self._announced_at_read = 0
         self._turn_read = False
+        self._ending: Optional[Failure] = None  # why, while the datagram on the wire decides
         self.too_large_seen = False  # an oversized datagram was dropped (the owner logs once)
         self.counts = collections.Counter()  # datagrams_up, bytes_up, datagrams_down, bytes_down
         self.drops = collections.Counter()  # cause -> datagrams
@@ -124,6 +129,7 @@ class ModuleDatagramSocket(AddressedSocket):
             raise ValueError(f"{self!r} is connected to {self.peer.host}:{self.peer.port}, "
                              f"not {addr}")
         if not self.open:
+            self.drops[UNSENT] += 1
             return
         if len(datagram) > self.settings.largest:
             self.drops[TOO_LARGE] += 1
@@ -196,17 +202,19 @@ class ModuleDatagramSocket(AddressedSocket):
         return None
 
     def _sent(self, result, size: int) -> None:
+        """Counted whether or not the socket still carries: the loss account must add up."""
         self._sending = False
-        if not self.open:
-            return
         if isinstance(result, SendResult) and result.ok:
             self.counts["datagrams_up"] += 1
             self.counts["bytes_up"] += size
-            return
-        why = result.getErrorMessage() if isinstance(result, Failure) else "SEND FAIL"
-        if isinstance(result, Failure) and not result.check(ATError):
-            self.log.info("socket {slot}: AT+QISEND failed: {why}", slot=self.slot, why=why)
-        self.drops[SEND_FAILED] += 1
+        else:
+            why = result.getErrorMessage() if isinstance(result, Failure) else "SEND FAIL"
+            if isinstance(result, Failure) and not result.check(ATError):
+                self.log.info("socket {slot}: AT+QISEND failed: {why}", slot=self.slot, why=why)
+            self.drops[SEND_FAILED] += 1
+        if self._ending is not None:
+            reason, self._ending = self._ending, None
+            self._tell(reason)
 
     def _read_done(self, result) -> None:
         self._reading = False
@@ -269,6 +277,10 @@ class ModuleDatagramSocket(AddressedSocket):
         self.modem.sockets.release(self.slot)
 
     def _tell(self, reason: Failure) -> None:
+        """The protocol hears the end, once the datagram on the wire (if any) has its outcome."""
+        if self._sending:
+            self._ending = reason
+            return
         protocol, self.protocol = self.protocol, None
         if protocol is None:
             return

@@ -103,8 +103,13 @@ class DatagramRelay(DatagramProtocol):
 
     def ended(self, session: "_Session") -> None:
         self.sessions.pop(session.source, None)
-        self.counts.update(session.counts)
-        self.drops.update(session.drops)
+        self.account(session.counts, session.drops)
+
+    def account(self, counts, drops) -> None:
+        """Counts and drops of an ended session, or of its socket that ended after it (the
+        datagram on the wire at the close decided late)."""
+        self.counts.update(counts)
+        self.drops.update(drops)
 
     # -- diagnostics ------------------------------------------------------------------------------
 
@@ -148,9 +153,10 @@ class _Session:
         self.profile = relay.profile
         self.clock = relay.clock
         self.source = source
-        self.socket = None  # the ModuleDatagramSocket while one carries
+        self.socket = None  # the ModuleDatagramSocket, until it reported its end
         self.waiting_first = True  # no socket yet at all
         self.over = False
+        self.accounted = False  # the relay has this session's counts: later ones go there too
         self.counts = collections.Counter()  # of this session's ended sockets
         self.drops = collections.Counter()  # of this session and its ended sockets
         self.slots = []  # module socket indices used, in order
@@ -172,7 +178,7 @@ class _Session:
         self._idle.reset(self.profile.udp_idle)
         if len(data) > self.relay.endpoint.settings.largest:
             self._drop_too_large(len(data))
-        elif self.socket is not None:
+        elif self.socket is not None and self.socket.open:
             self.socket.write(data)
         elif len(self._pending) >= self.profile.queue:
             self.drops[QUEUE_FULL] += 1
@@ -239,9 +245,13 @@ class _Session:
         self.start()
 
     def socket_lost(self, socket, reason) -> None:
-        """The module socket stopped carrying (our close, modem down, remote close ...)."""
-        self.counts.update({key: socket.counts[key] for key in COUNTS})
+        """The module socket stopped carrying (our close, modem down, remote close ...); its
+        counts are final."""
+        counts = {key: socket.counts[key] for key in COUNTS}
+        self.counts.update(counts)
         self.drops.update(socket.drops)
+        if self.accounted:
+            self.relay.account(counts, socket.drops)
         if socket is self.socket:
             self.socket = None
         if self.over:
@@ -275,6 +285,7 @@ class _Session:
         if self.socket is not None:
             self.socket.loseConnection()
         self.relay.ended(self)
+        self.accounted = True
         self.log.info("[{name}] udp session from {source} ended ({why}): module socket(s) "
                       "{slots}, {up} datagrams up, {down} down, dropped: {drops}",
                       name=self.relay.name, source=_address(self.source), why=why,
