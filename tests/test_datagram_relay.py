@@ -127,15 +127,28 @@ def test_sessions_count_against_max_links_and_wait_in_a_bounded_queue(tmp_path):
     assert s.relay.stats()["drops"] == {"queue_full": 3, "queue_timeout": 3}
 
 
-def test_a_datagram_too_large_for_one_qisend_is_dropped_with_one_line_per_session(tmp_path):
+def test_a_datagram_too_large_for_one_qisend_is_dropped_with_one_line_per_source(tmp_path):
     s = RelayBench(tmp_path)
     with capturedLogs() as events:
         s.datagram(b"x" * 1461, A)
-        s.connect_ok(0, UDP)
-        s.datagram(b"y" * 2000, A)
+        assert s.wire() == b""  # nothing to carry: no session, no socket
         s.datagram(b"z" * 1460, A)
+        s.connect_ok(0, UDP)
         s.sent_up(0, b"z" * 1460)
+        s.datagram(b"y" * 2000, A)
     assert len(lines(events, "larger than 1460 bytes")) == 1
+    assert s.relay.stats()["drops"] == {"too_large": 2}
+    assert s.relay.stats()["started"] == 1
+
+
+def test_oversize_datagrams_do_not_keep_a_session_from_going_idle(tmp_path):
+    s = RelayBench(tmp_path, udp_idle=60)
+    s.session(A, b"q")
+    for _ in range(2):
+        s.clock.advance(30)
+        s.datagram(b"x" * 2000, A)
+    s.closed(0)  # idle 60 s: only the oversize ones came
+    assert s.relay.sessions == {} and s.modem.slots_in_use == frozenset()
     assert s.relay.stats()["drops"] == {"too_large": 2}
 
 

@@ -12,7 +12,8 @@ Nothing grows without bound; past a bound the newest datagram is dropped and cou
   ``queue`` sessions already wait for their first socket;
 - ``queue_timeout``: a datagram waited ``queue_timeout`` s for a socket;
 - ``too_large``: more than one AT+QISEND carries (1460 bytes): never split, since a split
-  datagram arrives as two (one log line per session);
+  datagram arrives as two. Such a datagram opens no session and does not keep one from going
+  idle: nothing is carried for it (one log line per source);
 - ``uplink_full``, ``send_failed``, ``unsent``: the module socket's (see its module);
 - ``open_failed``: still waiting when the open failed (CONNECT FAIL, modem down) without reopen;
 - ``session_ended``: still waiting when the session ended;
@@ -41,6 +42,8 @@ LOCAL_SEND_FAILED = "local_send_failed"
 #: Seconds between reopen attempts after a failed one (doubling up to the maximum).
 REOPEN_INITIAL = 1.0
 REOPEN_MAXIMUM = 30.0
+#: Sources remembered for their one ``too_large`` log line (the oldest is forgotten past this).
+TOO_LARGE_SOURCES = 256
 COUNTS = ("datagrams_up", "bytes_up", "datagrams_down", "bytes_down")
 
 
@@ -71,11 +74,15 @@ class DatagramRelay(DatagramProtocol):
         self.started = 0
         self.counts = collections.Counter()  # of ended sessions
         self.drops = collections.Counter()  # of ended sessions, and of datagrams with none
+        self._too_large_logged = {}  # sources logged for too_large, oldest first (bounded)
 
     # -- the local port ---------------------------------------------------------------------------
 
     def datagramReceived(self, data: bytes, source) -> None:
         session = self.sessions.get(source)
+        if len(data) > self.endpoint.settings.largest:
+            self._drop_too_large(source, len(data), session)
+            return
         if session is None:
             profile = self.profile
             if (self.modem.sockets.must_wait(profile.name, profile.max_links)
@@ -86,6 +93,18 @@ class DatagramRelay(DatagramProtocol):
             self.started += 1
             session.start()
         session.uplink(data)
+
+    def _drop_too_large(self, source, size: int, session) -> None:
+        (session.drops if session is not None else self.drops)[TOO_LARGE] += 1
+        if source in self._too_large_logged:
+            return
+        self._too_large_logged[source] = None
+        if len(self._too_large_logged) > TOO_LARGE_SOURCES:
+            del self._too_large_logged[next(iter(self._too_large_logged))]
+        self.log.warn("[{name}] dropping datagrams from {source} larger than {largest} bytes "
+                      "(got {size}): one AT+QISEND carries no more, and a split datagram would "
+                      "arrive as two (logged once per source)", name=self.name,
+                      source=_address(source), size=size, largest=self.endpoint.settings.largest)
 
     def reply(self, session: "_Session", data: bytes) -> None:
         """A datagram from the module socket of ``session`` goes back to its source."""
@@ -165,7 +184,6 @@ class _Session:
         self._expiry = None
         self._retry = None
         self._backoff = REOPEN_INITIAL
-        self._too_large_logged = False
         self._idle = self.clock.callLater(self.profile.udp_idle, self._idle_over)
 
     def __repr__(self) -> str:
@@ -174,11 +192,9 @@ class _Session:
     # -- datagrams --------------------------------------------------------------------------------
 
     def uplink(self, data: bytes) -> None:
-        """A datagram from the local source."""
+        """A datagram from the local source (one that a module socket can carry)."""
         self._idle.reset(self.profile.udp_idle)
-        if len(data) > self.relay.endpoint.settings.largest:
-            self._drop_too_large(len(data))
-        elif self.socket is not None and self.socket.open:
+        if self.socket is not None and self.socket.open:
             self.socket.write(data)
         elif len(self._pending) >= self.profile.queue:
             self.drops[QUEUE_FULL] += 1
@@ -191,16 +207,6 @@ class _Session:
         """A datagram from the remote, through the module socket."""
         self._idle.reset(self.profile.udp_idle)
         self.relay.reply(self, data)
-
-    def _drop_too_large(self, size: int) -> None:
-        self.drops[TOO_LARGE] += 1
-        if not self._too_large_logged:
-            self._too_large_logged = True
-            self.log.warn("[{name}] dropping datagrams from {source} larger than {largest} bytes "
-                          "(got {size}): one AT+QISEND carries no more, and a split datagram "
-                          "would arrive as two (logged once per session)", name=self.relay.name,
-                          source=_address(self.source), size=size,
-                          largest=self.relay.endpoint.settings.largest)
 
     # -- the module socket ------------------------------------------------------------------------
 
