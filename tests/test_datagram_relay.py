@@ -196,6 +196,7 @@ def test_a_failed_open_without_reopen_drops_what_waited_and_ends_the_session(tmp
 def test_a_failed_reopen_is_retried_with_backoff(tmp_path):
     s = RelayBench(tmp_path, persistent=True, reopen=True)
     s.session(A, b"x")
+    s.pushed(0, b"answer")  # the socket proved the path
     s.module(b"\r\n0, CLOSED\r\n")  # the module dropped the socket: reopen at once
     s.closed(0)  # ... on index 1: 0 was still closing
     assert s.wire() == b"AT+QIDNSIP=0\r"
@@ -208,6 +209,59 @@ def test_a_failed_reopen_is_retried_with_backoff(tmp_path):
     s.clock.advance(0.01)
     s.connect_ok(0, UDP)
     assert s.relay.stats()["sessions"] == 1
+
+
+def test_a_socket_the_module_keeps_closing_is_reopened_after_a_growing_backoff(tmp_path):
+    """``n, CLOSED`` right after every CONNECT OK: without a backoff the UART would carry
+    AT+QIOPEN/AT+QICLOSE back to back for as long as the source keeps the session."""
+    s = RelayBench(tmp_path, persistent=True, reopen=True)
+    s.session(A, b"x")
+    for delay in (1.0, 2.0, 4.0):
+        s.module(b"\r\n0, CLOSED\r\n")
+        s.closed(0)
+        s.clock.advance(delay - 0.01)
+        assert s.wire() == b""
+        s.clock.advance(0.01)
+        s.connect_ok(0, UDP)
+    s.clock.advance(10)  # this one lived long enough: the next loss reopens at once
+    s.module(b"\r\n0, CLOSED\r\n")
+    s.closed(0)
+    s.connect_ok(1, UDP)  # 0 was still closing
+
+
+def test_an_open_that_fails_with_the_modem_down_is_tried_again_when_it_is_ready(tmp_path):
+    """+PDP DEACT while the reopen's AT+QIOPEN waits for CONNECT OK: the session reopens as
+    soon as the modem is ready again, not after a backoff timer."""
+    s = RelayBench(tmp_path, persistent=True, reopen=True)
+    s.session(A, b"x")
+    s.module(b"\r\n+PDP DEACT\r\n")
+    s.play(REACTIVATE)
+    assert s.wire() == b"AT+QIDNSIP=0\r"
+    s.module(OK)
+    assert s.wire() == b'AT+QIOPEN=0,"UDP","10.1.2.3",53\r'
+    s.module(OK)  # accepted; CONNECT OK pending
+    s.module(b"\r\n+PDP DEACT\r\n")  # down again before CONNECT OK
+    s.play(REACTIVATE)
+    assert s.modem.ready
+    s.connect_ok(0, UDP)
+    assert s.relay.stats()["sessions"] == 1
+
+
+def test_a_session_that_ends_while_waiting_for_the_modem_opens_nothing_later(tmp_path):
+    s = RelayBench(tmp_path, persistent=True, reopen=True, udp_idle=10)
+    s.session(A, b"x")
+    s.module(b"\r\n+PDP DEACT\r\n")
+    s.play(REACTIVATE)
+    assert s.wire() == b"AT+QIDNSIP=0\r"
+    s.module(OK)
+    assert s.wire() == b'AT+QIOPEN=0,"UDP","10.1.2.3",53\r'
+    s.module(OK)
+    s.module(b"\r\n+PDP DEACT\r\n")  # the open fails: the session waits for the modem
+    s.clock.advance(10)  # idle meanwhile
+    assert s.relay.sessions == {}
+    s.play(REACTIVATE)
+    assert s.wire() == b""  # no open for an ended session
+    assert s.modem.slots_in_use == frozenset()
 
 
 def test_the_listener_stopping_ends_every_session(tmp_path):

@@ -185,3 +185,17 @@ def test_after_a_mute_spell_the_ladder_checks_both_contexts(tmp_path):
             (b"AT+QICLOSE=1", b"\r\n1, CLOSE OK\r\n")])
     assert h.modem.ready and h.modem.local_ips == {0: "10.0.0.2", 1: "10.0.1.2"}
     assert h.counter("recovered", step="resync") == 1
+
+
+def test_when_ready_for_a_context_down_alone_waits_for_that_context(tmp_path):
+    h = up(tmp_path)
+    pdp_deact(h, qistate(b"IP PROCESSING", 0), qistate(b"PDP DEACT"))
+    assert h.modem.ready and h.modem.contexts_down == {1}
+    first, second, cancelled = [], [], h.modem.when_ready(1)
+    h.modem.when_ready(0).addCallback(first.append)
+    h.modem.when_ready(1).addCallback(second.append)
+    cancelled.addErrback(lambda _: None)
+    cancelled.cancel()
+    assert first == [None] and second == []
+    h.play(context_up(1, b"10.0.1.3", SECOND_APN))
+    assert second == [None]

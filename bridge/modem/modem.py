@@ -165,12 +165,13 @@ class Modem(Service):
         self._open_waiters.append(waiter)
         return waiter
 
-    def when_ready(self) -> Deferred:
-        """Fires (None) the next time bring-up completes; now if the modem is ready."""
-        if self.ready:
+    def when_ready(self, context: Optional[int] = None) -> Deferred:
+        """Fires (None) the next time bring-up completes, or PDP ``context`` (if given) is back
+        alone; now if the modem is ready (with ``context`` up). Cancelling it stops the wait."""
+        if self.ready and context not in self.contexts_down:
             return succeed(None)
-        waiter = Deferred()
-        self._ready_waiters.append(waiter)
+        waiter = Deferred(lambda d: self._ready_waiters.remove((context, d)))
+        self._ready_waiters.append((context, waiter))
         return waiter
 
     def add_state_listener(self, listener: Callable) -> None:
@@ -315,7 +316,7 @@ class Modem(Service):
         self.health.start()
         self.sleep.module_ready()
         self._notify("ready", f"local IP {self.local_ip}")
-        self._fire_all(self._ready_waiters, None)
+        self._wake_ready()
         self.sockets.set_ready(True)
 
     def fatal(self, error) -> None:
@@ -347,6 +348,7 @@ class Modem(Service):
         self.log.info("{name}: context {context} ready, local IP {ip}", name=self.name,
                       context=context, ip=local_ip)
         self._notify_context(context, "ready", f"local IP {local_ip}")
+        self._wake_ready(context)
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -359,10 +361,10 @@ class Modem(Service):
         self.health.stop()
         self.sleep.module_lost()
         self.sockets.set_ready(False)
+        was_ready, self.ready = self.ready, False  # before anyone hears: they may open again
         self._opener.fail_waiting(ModemDown(f"{self.name}: {reason}"))
-        if not self.ready:
+        if not was_ready:
             return
-        self.ready = False
         self._tell_sockets_down(reason)
         (self.log.info if expected else self.log.warn)("{name}: down: {reason}", name=self.name,
                                                        reason=reason)
@@ -391,6 +393,15 @@ class Modem(Service):
                 listener(*args)
             except Exception:
                 self.log.failure("listener {listener!r} failed", listener=listener)
+
+    def _wake_ready(self, context: Optional[int] = None) -> None:
+        """``when_ready`` waiters: all of them when the modem came up, else those of
+        ``context``."""
+        due = [(c, waiter) for c, waiter in self._ready_waiters if context in (None, c)]
+        for entry in due:
+            self._ready_waiters.remove(entry)
+        for _, waiter in due:
+            waiter.callback(None)
 
     @staticmethod
     def _fire_all(waiters: list, value) -> None:

@@ -21,9 +21,13 @@ Nothing grows without bound; past a bound the newest datagram is dropped and cou
   receive buffer, are counted by the kernel: ``/proc/net/udp``).
 
 ``reopen = yes``: a session whose socket is lost (``+PDP DEACT``, module reboot, port lost, a
-remote close) opens a new one at once; the pool hands it out when the modem is ready again, so
-the local application sees only a gap. Meanwhile its datagrams wait as above. Without it the
-session ends, and the source's next datagram starts a new one.
+remote close) opens a new one; the pool hands it out when the modem is ready again, so the local
+application sees only a gap. Meanwhile its datagrams wait as above. An open that fails because
+the modem (or the profile's context) is down is tried again when it is ready; any other failure,
+and the loss of a socket that never proved itself (no datagram back, less than
+``REOPEN_PROVEN`` s), wait for a backoff first: a module that closes every socket right after
+``CONNECT OK`` must not get AT+QIOPEN/AT+QICLOSE back to back. Without ``reopen`` the session
+ends, and the source's next datagram starts a new one.
 """
 
 import collections
@@ -42,6 +46,8 @@ LOCAL_SEND_FAILED = "local_send_failed"
 #: Seconds between reopen attempts after a failed one (doubling up to the maximum).
 REOPEN_INITIAL = 1.0
 REOPEN_MAXIMUM = 30.0
+#: A socket that lived this long (or brought a datagram back) proved the path: reopen at once.
+REOPEN_PROVEN = 10.0
 #: Sources remembered for their one ``too_large`` log line (the oldest is forgotten past this).
 TOO_LARGE_SOURCES = 256
 COUNTS = ("datagrams_up", "bytes_up", "datagrams_down", "bytes_down")
@@ -182,7 +188,9 @@ class _Session:
         self._pending = collections.deque()  # (arrival time, datagram) waiting for a socket
         self._opening = None  # the endpoint's Deferred while an open runs
         self._expiry = None
-        self._retry = None
+        self._retry = None  # the backoff's timer before the next open
+        self._until_ready = None  # when_ready's Deferred before the next open
+        self._opened_at = 0.0
         self._backoff = REOPEN_INITIAL
         self._idle = self.clock.callLater(self.profile.udp_idle, self._idle_over)
 
@@ -218,7 +226,7 @@ class _Session:
         self._opening = None
         self.socket = side.transport
         self.slots.append(self.socket.slot)
-        self._backoff = REOPEN_INITIAL
+        self._opened_at = self.clock.seconds()
         self.log.info("[{name}] udp session from {source} {verb} on module socket {slot}",
                       name=self.relay.name, source=_address(self.source), slot=self.socket.slot,
                       verb="opened" if self.waiting_first else "reopened")
@@ -236,18 +244,33 @@ class _Session:
         if failure.check(CancelledError) or self.over:
             return
         why = failure.getErrorMessage()
-        if self.profile.reopen:
-            self.log.warn("[{name}] udp session from {source}: open failed ({why}); again in "
-                          "{delay:g} s", name=self.relay.name, source=_address(self.source),
-                          why=why, delay=self._backoff)
-            self._retry = self.clock.callLater(self._backoff, self._reopen)
-            self._backoff = min(self._backoff * 2, REOPEN_MAXIMUM)
-            return
-        self._drop_pending(OPEN_FAILED)
-        self.end(f"open failed: {why}")
+        if not self.profile.reopen:
+            self._drop_pending(OPEN_FAILED)
+            self.end(f"open failed: {why}")
+        elif self._modem_down():
+            self.log.warn("[{name}] udp session from {source}: open failed ({why}); again when "
+                          "the modem is ready", name=self.relay.name,
+                          source=_address(self.source), why=why)
+            self._until_ready = self.relay.modem.when_ready(self.profile.context)
+            self._until_ready.addCallbacks(self._reopen, lambda failure: failure.trap(
+                CancelledError))
+        else:
+            self._reopen_later(f"open failed ({why})")
 
-    def _reopen(self) -> None:
-        self._retry = None
+    def _modem_down(self) -> bool:
+        """The modem, or the profile's PDP context alone, is down: opens fail until it is back."""
+        modem = self.relay.modem
+        return not modem.ready or self.profile.context in modem.contexts_down
+
+    def _reopen_later(self, why: str) -> None:
+        self.log.warn("[{name}] udp session from {source}: {why}; reopening in {delay:g} s",
+                      name=self.relay.name, source=_address(self.source), why=why,
+                      delay=self._backoff)
+        self._retry = self.clock.callLater(self._backoff, self._reopen)
+        self._backoff = min(self._backoff * 2, REOPEN_MAXIMUM)
+
+    def _reopen(self, _=None) -> None:
+        self._retry = self._until_ready = None
         self.start()
 
     def socket_lost(self, socket, reason) -> None:
@@ -263,13 +286,19 @@ class _Session:
         if self.over:
             return
         why = reason.getErrorMessage()
-        if self.profile.reopen:
-            self.log.warn("[{name}] udp session from {source}: module socket {slot} lost ({why}); "
-                          "reopening", name=self.relay.name, source=_address(self.source),
-                          slot=socket.slot, why=why)
-            self.start()
-        else:
+        if not self.profile.reopen:
             self.end(f"module socket lost: {why}")
+            return
+        lost = f"module socket {socket.slot} lost ({why})"
+        lived = self.clock.seconds() - self._opened_at
+        if socket.counts["datagrams_down"] or lived >= REOPEN_PROVEN:
+            self._backoff = REOPEN_INITIAL
+        elif not self._modem_down():
+            self._reopen_later(lost)
+            return
+        self.log.warn("[{name}] udp session from {source}: {lost}; reopening",
+                      name=self.relay.name, source=_address(self.source), lost=lost)
+        self.start()
 
     # -- ending -----------------------------------------------------------------------------------
 
@@ -285,6 +314,8 @@ class _Session:
         for timer in (self._idle, self._expiry, self._retry):
             if timer is not None and timer.active():
                 timer.cancel()
+        if self._until_ready is not None:
+            self._until_ready.cancel()
         if self._opening is not None:
             self._opening.cancel()
         self._drop_pending(SESSION_ENDED)
