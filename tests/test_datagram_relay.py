@@ -312,3 +312,19 @@ def test_a_datagram_that_arrives_while_the_lost_socket_settles_waits_for_the_reo
     s.sent_up(0, b"during")
     stats = s.relay.stats()
     assert (stats["datagrams_up"], stats["drops"]) == (2, {"send_failed": 1})
+
+
+def test_a_session_that_ends_while_its_reopen_opens_closes_the_late_socket(tmp_path):
+    s = RelayBench(tmp_path, persistent=True, reopen=True, udp_idle=10)
+    s.session(A, b"x")
+    s.clock.advance(5)
+    s.module(b"\r\n+PDP DEACT\r\n")
+    s.play(REACTIVATE)
+    assert s.wire() == b"AT+QIDNSIP=0\r"
+    s.module(OK)
+    assert s.wire() == b'AT+QIOPEN=0,"UDP","10.1.2.3",53\r'
+    s.clock.advance(5)  # idle 10 s while the module opens
+    assert s.relay.sessions == {}
+    s.module(OK + b"\r\n0, CONNECT OK\r\n")
+    s.closed(0)
+    assert s.modem.slots_in_use == frozenset()
