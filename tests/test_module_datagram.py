@@ -212,3 +212,12 @@ def test_a_write_to_another_address_is_refused(bench):
         bench.socket.write(b"x", ("10.9.9.9", 53))
     bench.socket.write(b"y", ("10.1.2.3", 53))
     assert bench.wire() == b"AT+QISEND=0,1\r"
+
+
+def test_a_server_client_put_on_its_index_ends_it_before_a_datagram_could_be_mixed_in(bench):
+    """Push mode: ``+RECEIVE: 0`` would name no side once a server's client is on index 0."""
+    bench.module(b"\r\n0, REMOTE IP: 10.0.0.1\r\n\r\n+RECEIVE: 0, 7\r\nforeign")
+    assert bench.protocol.datagrams == []
+    [reason] = bench.protocol.reasons
+    assert "+RECEIVE names no side" in reason.getErrorMessage()
+    assert bench.wire() == QICLOSE_0

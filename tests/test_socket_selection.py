@@ -137,3 +137,33 @@ def test_the_close_after_a_cancelled_open_addresses_the_client_side(tmp_path):
     assert bench.wire() == b"AT+QISRVC=1\r"
     bench.module(OK)
     assert bench.wire() == b"AT+QICLOSE=0\r"
+
+
+def test_in_push_mode_a_link_whose_index_a_server_client_gets_fails_unfed(tmp_path):
+    """``+RECEIVE: 5`` names no side: once a server's client is on index 5 too, the client link
+    there cannot tell its bytes from the newcomer's, so it fails instead of taking them."""
+    bench = ModemBench(tmp_path, receive="push")
+    bench.modem.serves = True
+    socket = ModuleSocket(bench.modem, 5, ModuleAddress("TCP", "10.1.2.3", 80),
+                          bench.modem.socket_settings())
+    protocol = Collect()
+    lost = []
+    protocol.connectionLost = lost.append
+    socket.makeConnection(protocol)
+    bench.module(b"\r\n+RECEIVE: 5, 4\r\nmine")
+    bench.module(b"\r\n5, REMOTE IP: 10.0.0.1\r\n\r\n+RECEIVE: 5, 7\r\nforeign")
+    assert protocol.received == b"mine"
+    assert "+RECEIVE names no side" in lost[0].getErrorMessage()
+    assert bench.modem.counters.get("link_dead", cause="index_shared") == 1
+    assert bench.wire() == b"AT+QISRVC=1\r"  # its close addresses the client side
+
+
+def test_in_pull_mode_a_link_keeps_its_index_beside_a_server_client(tmp_path):
+    bench = ModemBench(tmp_path)
+    bench.modem.serves = True
+    socket = ModuleSocket(bench.modem, 5, ModuleAddress("TCP", "10.1.2.3", 80),
+                          bench.modem.socket_settings())
+    socket.makeConnection(Collect())
+    bench.module(b"\r\n5, REMOTE IP: 10.0.0.1\r\n")
+    assert bench.wire() == b""
+    assert socket.phase.value == "connected"

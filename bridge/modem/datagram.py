@@ -36,11 +36,11 @@ from twisted.python.failure import Failure
 from bridge.at import commands
 from bridge.at.commands import MAX_READ, MAX_SEND, ReadResult, SendResult
 from bridge.at.errors import ATError
-from bridge.at.events import Closed, DataAvailable, Received, StreamCorrupt
+from bridge.at.events import Closed, DataAvailable, Received, RemoteIp, StreamCorrupt
 from bridge.modem.endpoint import ModuleEndpoint
 from bridge.modem.pool import SLOTS
 from bridge.modem.pump import BulkJob
-from bridge.modem.socket import AddressedSocket, ModuleAddress, SocketSettings
+from bridge.modem.socket import INDEX_SHARED, AddressedSocket, ModuleAddress, SocketSettings
 
 #: Drop causes counted by a datagram socket.
 TOO_LARGE = "too_large"  # more than one AT+QISEND carries
@@ -168,6 +168,8 @@ class ModuleDatagramSocket(AddressedSocket):
         elif isinstance(event, StreamCorrupt):
             self._close(Failure(ConnectionLost("an AT+QISEND timed out: the module may have "
                                                "taken resync bytes as a datagram")))
+        elif isinstance(event, RemoteIp):
+            self._close(Failure(ConnectionLost(INDEX_SHARED)))
 
     def modem_down(self, reason: str) -> None:
         """PDP lost, reboot or port lost: the module's sockets are gone, this one too."""

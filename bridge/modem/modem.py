@@ -418,6 +418,7 @@ class Modem(Service):
         elif isinstance(event, PdpDeact) and self.ready and self.contexts_in_use != {0}:
             self._find_lost_context()
         elif isinstance(event, SERVER_EVENTS):
+            self._index_shared(event)
             self._tell(self._server_listeners, event)
         elif isinstance(event, PdpDeact):
             self.stack.step("PDP DEACT")
@@ -468,6 +469,17 @@ class Modem(Service):
             self.supervisor.context_down(down[0], PDP_LOST)
         else:
             self.mark_context_down(down[0], PDP_LOST)
+
+    def _index_shared(self, event) -> None:
+        """A server's client put on an index a client link holds: in push mode ``+RECEIVE: n``
+        names no side (docs/at-dialect.md §4.8), so until the server side is closed the link
+        cannot tell its bytes from the newcomer's. It hears the ``RemoteIp`` (and fails) rather
+        than be fed them; in pull mode +QIRDI and AT+QIRD name the side, and nothing is shared."""
+        if not isinstance(event, RemoteIp) or self.receive_mode != "push":
+            return
+        attached = self._handlers.get(event.socket)
+        if attached is not None and not getattr(attached.handler, "server", False):
+            attached.handler.socket_event(event)
 
     def _route(self, event) -> None:
         socket = event.socket

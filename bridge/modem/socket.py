@@ -43,7 +43,7 @@ from zope.interface import implementer
 from bridge.at import commands
 from bridge.at.commands import MAX_READ, MAX_SEND, ReadResult, SendResult
 from bridge.at.errors import ATError
-from bridge.at.events import Closed, DataAvailable, Received, StreamCorrupt
+from bridge.at.events import Closed, DataAvailable, Received, RemoteIp, StreamCorrupt
 from bridge.keepalive import KeepaliveTimings
 from bridge.modem.acks import AckTracker
 from bridge.modem.liveness import LinkLiveness
@@ -51,6 +51,10 @@ from bridge.modem.pump import BulkJob
 
 #: A lingering socket idle this long gives its index to a connection waiting for one.
 RECLAIM_IDLE = 0.2
+#: Why a client socket ends when a server's client is put on its index in push mode (the modem
+#: hands it the ``RemoteIp``): ``+RECEIVE: n`` names no side, its bytes could be either's.
+INDEX_SHARED = ("a module-side server's client was put on this socket's index, and pushed "
+                "+RECEIVE names no side: its bytes could not be told from this link's")
 
 
 def _called_by_protocol(method):
@@ -322,6 +326,8 @@ class ModuleSocket(AddressedSocket):
         elif isinstance(event, StreamCorrupt):
             self._fail("an AT+QISEND timed out: the module may have taken resync bytes as payload",
                        "stream_corrupt")
+        elif isinstance(event, RemoteIp):
+            self._fail(INDEX_SHARED, "index_shared")
 
     def modem_down(self, reason: str) -> None:
         """PDP lost, reboot or port lost: the module's sockets are gone, this one too."""
