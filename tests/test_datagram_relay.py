@@ -229,18 +229,23 @@ def test_a_socket_the_module_keeps_closing_is_reopened_after_a_growing_backoff(t
     s.connect_ok(1, UDP)  # 0 was still closing
 
 
-def test_an_open_that_fails_with_the_modem_down_is_tried_again_when_it_is_ready(tmp_path):
-    """+PDP DEACT while the reopen's AT+QIOPEN waits for CONNECT OK: the session reopens as
-    soon as the modem is ready again, not after a backoff timer."""
-    s = RelayBench(tmp_path, persistent=True, reopen=True)
-    s.session(A, b"x")
+def down_while_reopening(s: RelayBench) -> None:
+    """+PDP DEACT, the session's reopen, and +PDP DEACT again while its AT+QIOPEN waits for
+    CONNECT OK: the open fails with the modem down."""
     s.module(b"\r\n+PDP DEACT\r\n")
     s.play(REACTIVATE)
     assert s.wire() == b"AT+QIDNSIP=0\r"
     s.module(OK)
     assert s.wire() == b'AT+QIOPEN=0,"UDP","10.1.2.3",53\r'
     s.module(OK)  # accepted; CONNECT OK pending
-    s.module(b"\r\n+PDP DEACT\r\n")  # down again before CONNECT OK
+    s.module(b"\r\n+PDP DEACT\r\n")
+
+
+def test_an_open_that_fails_with_the_modem_down_is_tried_again_when_it_is_ready(tmp_path):
+    """The session reopens as soon as the modem is ready again, not after a backoff timer."""
+    s = RelayBench(tmp_path, persistent=True, reopen=True)
+    s.session(A, b"x")
+    down_while_reopening(s)
     s.play(REACTIVATE)
     assert s.modem.ready
     s.connect_ok(0, UDP)
@@ -250,13 +255,7 @@ def test_an_open_that_fails_with_the_modem_down_is_tried_again_when_it_is_ready(
 def test_a_session_that_ends_while_waiting_for_the_modem_opens_nothing_later(tmp_path):
     s = RelayBench(tmp_path, persistent=True, reopen=True, udp_idle=10)
     s.session(A, b"x")
-    s.module(b"\r\n+PDP DEACT\r\n")
-    s.play(REACTIVATE)
-    assert s.wire() == b"AT+QIDNSIP=0\r"
-    s.module(OK)
-    assert s.wire() == b'AT+QIOPEN=0,"UDP","10.1.2.3",53\r'
-    s.module(OK)
-    s.module(b"\r\n+PDP DEACT\r\n")  # the open fails: the session waits for the modem
+    down_while_reopening(s)
     s.clock.advance(10)  # idle meanwhile
     assert s.relay.sessions == {}
     s.play(REACTIVATE)

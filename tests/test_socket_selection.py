@@ -87,11 +87,17 @@ def test_an_open_on_context_1_selects_it_first_and_a_client_socket_says_so(tmp_p
     assert bench.wire() == b"AT+QISRVC=1\r"
 
 
+def client_link(bench, slot=0, protocol=None) -> ModuleSocket:
+    """A profile's TCP link on ``slot``, connected to ``protocol`` (default: a Collect)."""
+    socket = ModuleSocket(bench.modem, slot, ModuleAddress("TCP", "10.1.2.3", 80),
+                          bench.modem.socket_settings())
+    socket.makeConnection(protocol or Collect())
+    return socket
+
+
 def test_a_plain_modem_writes_no_selection_at_all(tmp_path):
     bench = ModemBench(tmp_path)
-    socket = ModuleSocket(bench.modem, 0, ModuleAddress("TCP", "10.1.2.3", 80),
-                          bench.modem.socket_settings())
-    socket.makeConnection(Collect())
+    socket = client_link(bench)
     socket.write(b"q")
     assert bench.wire() == b"AT+QISEND=0,1\r"
 
@@ -107,9 +113,7 @@ def server_side_in_force(bench):
 
 def test_a_socket_opened_before_the_modem_serves_selects_its_side_once_it_does(tmp_path):
     bench = ModemBench(tmp_path)
-    socket = ModuleSocket(bench.modem, 0, ModuleAddress("TCP", "10.1.2.3", 80),
-                          bench.modem.socket_settings())
-    socket.makeConnection(Collect())
+    socket = client_link(bench)
     server_side_in_force(bench)
     socket.write(b"for the client socket's remote")
     assert bench.wire() == b"AT+QISRVC=1\r"
@@ -144,12 +148,10 @@ def test_in_push_mode_a_link_whose_index_a_server_client_gets_fails_unfed(tmp_pa
     there cannot tell its bytes from the newcomer's, so it fails instead of taking them."""
     bench = ModemBench(tmp_path, receive="push")
     bench.modem.serves = True
-    socket = ModuleSocket(bench.modem, 5, ModuleAddress("TCP", "10.1.2.3", 80),
-                          bench.modem.socket_settings())
     protocol = Collect()
     lost = []
     protocol.connectionLost = lost.append
-    socket.makeConnection(protocol)
+    client_link(bench, 5, protocol)
     bench.module(b"\r\n+RECEIVE: 5, 4\r\nmine")
     bench.module(b"\r\n5, REMOTE IP: 10.0.0.1\r\n\r\n+RECEIVE: 5, 7\r\nforeign")
     assert protocol.received == b"mine"
@@ -161,9 +163,7 @@ def test_in_push_mode_a_link_whose_index_a_server_client_gets_fails_unfed(tmp_pa
 def test_in_pull_mode_a_link_keeps_its_index_beside_a_server_client(tmp_path):
     bench = ModemBench(tmp_path)
     bench.modem.serves = True
-    socket = ModuleSocket(bench.modem, 5, ModuleAddress("TCP", "10.1.2.3", 80),
-                          bench.modem.socket_settings())
-    socket.makeConnection(Collect())
+    socket = client_link(bench, 5)
     bench.module(b"\r\n5, REMOTE IP: 10.0.0.1\r\n")
     assert bench.wire() == b""
     assert socket.phase.value == "connected"
