@@ -93,14 +93,24 @@ def test_a_selector_that_times_out_fails_its_command_and_resyncs():
     assert h.sent() == b"AT+QISRVC=2\r"
 
 
-def test_a_module_restart_forgets_the_selection():
+def server_side_known() -> Harness:
+    """An engine that wrote AT+QISRVC=2 and knows it to be in force."""
     h = Harness()
     h.issue(c.qisack(socket=0).addressing(Selection(server=True)))
     h.recv(b"\r\nOK\r\n", b"\r\n+QISACK: 0, 0, 0\r\n\r\nOK\r\n")
-    h.sent()
+    assert h.sent() == b"AT+QISRVC=2\rAT+QISACK=0\r"
+    return h
+
+
+def selects_the_server_side_again(h: Harness) -> bool:
+    h.issue(c.qisend(b"for the server client", socket=0).addressing(Selection(server=True)))
+    return h.sent() == b"AT+QISRVC=2\r"
+
+
+def test_a_module_restart_forgets_the_selection():
+    h = server_side_known()
     h.recv(b"\r\nRDY\r\n")
-    h.issue(c.qisack(socket=0).addressing(Selection(server=True)))
-    assert h.sent() == b"AT+QISRVC=2\r"
+    assert selects_the_server_side_again(h)
 
 
 def test_a_control_command_that_jumps_ahead_brings_its_own_selection():
@@ -126,3 +136,22 @@ def test_a_failed_plain_command_does_not_disturb_the_selection():
     h.recv(b"\r\nERROR\r\n")
     assert isinstance(error_of(outcome), ATError)
     assert not isinstance(error_of(outcome), (SelectionFailed, CommandTimeout))
+
+
+def test_a_resync_forgets_the_selection():
+    """The module answered the resync AT, but it may have restarted meanwhile without a word (an
+    autobauding module prints no RDY, docs/at-dialect.md §2): the next server-side command
+    selects again rather than trusting the record."""
+    h = server_side_known()
+    h.issue(c.csq())
+    assert h.sent() == b"AT+CSQ\r"
+    h.clock.advance(c.DEFAULT_TIMEOUTS.simple + 0.1)  # no answer: the module restarted
+    assert h.sent() == b"\x1bAT\r"
+    h.recv(b"\r\nOK\r\n")  # the restarted module (back at AT+QISRVC=1) answers
+    assert selects_the_server_side_again(h)
+
+
+def test_the_owner_can_make_the_engine_forget_the_selection():
+    h = server_side_known()
+    h.proto.forget_selection()
+    assert selects_the_server_side_again(h)

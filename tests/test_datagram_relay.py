@@ -4,6 +4,7 @@ cause. The modem is the real one (push receive) on a StringTransport and a task.
 
 from twisted.logger import capturedLogs, formatEvent
 
+from bridge.at import commands
 from bridge.config import Listen, ProfileConfig, Remote
 from bridge.proxy.datagram import DatagramRelay
 from tests.modem_harness import OK
@@ -126,15 +127,28 @@ def test_sessions_count_against_max_links_and_wait_in_a_bounded_queue(tmp_path):
     assert s.relay.stats()["drops"] == {"queue_full": 3, "queue_timeout": 3}
 
 
-def test_a_datagram_too_large_for_one_qisend_is_dropped_with_one_line_per_session(tmp_path):
+def test_a_datagram_too_large_for_one_qisend_is_dropped_with_one_line_per_source(tmp_path):
     s = RelayBench(tmp_path)
     with capturedLogs() as events:
         s.datagram(b"x" * 1461, A)
-        s.connect_ok(0, UDP)
-        s.datagram(b"y" * 2000, A)
+        assert s.wire() == b""  # nothing to carry: no session, no socket
         s.datagram(b"z" * 1460, A)
+        s.connect_ok(0, UDP)
         s.sent_up(0, b"z" * 1460)
+        s.datagram(b"y" * 2000, A)
     assert len(lines(events, "larger than 1460 bytes")) == 1
+    assert s.relay.stats()["drops"] == {"too_large": 2}
+    assert s.relay.stats()["started"] == 1
+
+
+def test_oversize_datagrams_do_not_keep_a_session_from_going_idle(tmp_path):
+    s = RelayBench(tmp_path, udp_idle=60)
+    s.session(A, b"q")
+    for _ in range(2):
+        s.clock.advance(30)
+        s.datagram(b"x" * 2000, A)
+    s.closed(0)  # idle 60 s: only the oversize ones came
+    assert s.relay.sessions == {} and s.modem.slots_in_use == frozenset()
     assert s.relay.stats()["drops"] == {"too_large": 2}
 
 
@@ -182,6 +196,7 @@ def test_a_failed_open_without_reopen_drops_what_waited_and_ends_the_session(tmp
 def test_a_failed_reopen_is_retried_with_backoff(tmp_path):
     s = RelayBench(tmp_path, persistent=True, reopen=True)
     s.session(A, b"x")
+    s.pushed(0, b"answer")  # the socket proved the path
     s.module(b"\r\n0, CLOSED\r\n")  # the module dropped the socket: reopen at once
     s.closed(0)  # ... on index 1: 0 was still closing
     assert s.wire() == b"AT+QIDNSIP=0\r"
@@ -196,9 +211,119 @@ def test_a_failed_reopen_is_retried_with_backoff(tmp_path):
     assert s.relay.stats()["sessions"] == 1
 
 
+def test_a_socket_the_module_keeps_closing_is_reopened_after_a_growing_backoff(tmp_path):
+    """``n, CLOSED`` right after every CONNECT OK: without a backoff the UART would carry
+    AT+QIOPEN/AT+QICLOSE back to back for as long as the source keeps the session."""
+    s = RelayBench(tmp_path, persistent=True, reopen=True)
+    s.session(A, b"x")
+    for delay in (1.0, 2.0, 4.0):
+        s.module(b"\r\n0, CLOSED\r\n")
+        s.closed(0)
+        s.clock.advance(delay - 0.01)
+        assert s.wire() == b""
+        s.clock.advance(0.01)
+        s.connect_ok(0, UDP)
+    s.clock.advance(10)  # this one lived long enough: the next loss reopens at once
+    s.module(b"\r\n0, CLOSED\r\n")
+    s.closed(0)
+    s.connect_ok(1, UDP)  # 0 was still closing
+
+
+def down_while_reopening(s: RelayBench) -> None:
+    """+PDP DEACT, the session's reopen, and +PDP DEACT again while its AT+QIOPEN waits for
+    CONNECT OK: the open fails with the modem down."""
+    s.module(b"\r\n+PDP DEACT\r\n")
+    s.play(REACTIVATE)
+    assert s.wire() == b"AT+QIDNSIP=0\r"
+    s.module(OK)
+    assert s.wire() == b'AT+QIOPEN=0,"UDP","10.1.2.3",53\r'
+    s.module(OK)  # accepted; CONNECT OK pending
+    s.module(b"\r\n+PDP DEACT\r\n")
+
+
+def test_an_open_that_fails_with_the_modem_down_is_tried_again_when_it_is_ready(tmp_path):
+    """The session reopens as soon as the modem is ready again, not after a backoff timer."""
+    s = RelayBench(tmp_path, persistent=True, reopen=True)
+    s.session(A, b"x")
+    down_while_reopening(s)
+    s.play(REACTIVATE)
+    assert s.modem.ready
+    s.connect_ok(0, UDP)
+    assert s.relay.stats()["sessions"] == 1
+
+
+def test_a_session_that_ends_while_waiting_for_the_modem_opens_nothing_later(tmp_path):
+    s = RelayBench(tmp_path, persistent=True, reopen=True, udp_idle=10)
+    s.session(A, b"x")
+    down_while_reopening(s)
+    s.clock.advance(10)  # idle meanwhile
+    assert s.relay.sessions == {}
+    s.play(REACTIVATE)
+    assert s.wire() == b""  # no open for an ended session
+    assert s.modem.slots_in_use == frozenset()
+
+
 def test_the_listener_stopping_ends_every_session(tmp_path):
     s = RelayBench(tmp_path)
     s.session(A, b"x")
     s.relay.doStop()
     s.closed(0)
     assert s.relay.sessions == {} and s.modem.slots_in_use == frozenset()
+
+
+def test_a_datagram_on_the_wire_when_its_session_ends_is_still_counted(tmp_path):
+    s = RelayBench(tmp_path)
+    s.session(A, b"first")
+    s.datagram(b"last", A)
+    assert s.wire() == b"AT+QISEND=0,4\r"
+    s.relay.doStop()  # the session ends while "last" waits for its prompt
+    assert s.relay.sessions == {}
+    s.module(PROMPT)
+    assert s.wire() == b"last"
+    s.module(SEND_OK)
+    s.closed(0)
+    assert s.relay.stats()["datagrams_up"] == 2
+
+
+def test_the_loss_account_adds_up_when_a_send_ends_the_socket(tmp_path):
+    """The AT+QISEND's ``> `` never comes: the socket ends (its stream is corrupt) before the
+    command fails, and that datagram is still a counted drop."""
+    s = RelayBench(tmp_path, persistent=True, reopen=True)
+    s.session(A, b"first")
+    s.datagram(b"lost", A)
+    assert s.wire() == b"AT+QISEND=0,4\r"
+    s.clock.advance(commands.DEFAULT_TIMEOUTS.prompt + 1)
+    stats = s.relay.stats()
+    assert (stats["datagrams_up"], stats["drops"]) == (1, {"send_failed": 1})
+
+
+def test_a_datagram_that_arrives_while_the_lost_socket_settles_waits_for_the_reopen(tmp_path):
+    s = RelayBench(tmp_path, persistent=True, reopen=True)
+    s.session(A, b"first")
+    s.datagram(b"on the wire", A)
+    assert s.wire() == b"AT+QISEND=0,11\r"
+    s.module(b"\r\n+PDP DEACT\r\n")  # the socket is gone; its AT+QISEND still decides
+    s.datagram(b"during", A)
+    assert s.relay.stats()["pending"] == 1
+    s.module(b"\r\nERROR\r\n")
+    s.play(REACTIVATE)
+    s.connect_ok(0, UDP)
+    s.sent_up(0, b"during")
+    stats = s.relay.stats()
+    assert (stats["datagrams_up"], stats["drops"]) == (2, {"send_failed": 1})
+
+
+def test_a_session_that_ends_while_its_reopen_opens_closes_the_late_socket(tmp_path):
+    s = RelayBench(tmp_path, persistent=True, reopen=True, udp_idle=10)
+    s.session(A, b"x")
+    s.clock.advance(5)
+    s.module(b"\r\n+PDP DEACT\r\n")
+    s.play(REACTIVATE)
+    assert s.wire() == b"AT+QIDNSIP=0\r"
+    s.module(OK)
+    assert s.wire() == b'AT+QIOPEN=0,"UDP","10.1.2.3",53\r'
+    s.clock.advance(5)  # idle 10 s while the module opens
+    assert s.relay.sessions == {}
+    s.module(OK + b"\r\n0, CONNECT OK\r\n")
+    s.closed(0)
+    assert s.modem.slots_in_use == frozenset()

@@ -147,6 +147,8 @@ def test_both_contexts_lost_recover_the_whole_modem(tmp_path):
     assert h.states[-1] == ("down", "context lost: PDP context deactivated by the network "
                                     "(+PDP DEACT)")
     assert h.context_events == []
+    # The question left AT+QIFGCNT=1 in force: the stack steps act on the foreground context
+    # (app note §7), so context 0 is selected before AT+QIDEACT.
     h.play([(b"AT+QIFGCNT=0", OK), (b"AT+QIDEACT", DEACT), (b"AT+QIREGAPP", OK),
             (b"AT+QIACT", OK), (b"AT+QILOCIP", b"\r\n10.0.0.3\r\n")]
            + context_up(1, b"10.0.1.3", SECOND_APN))
@@ -159,7 +161,8 @@ def test_an_unanswered_query_recovers_the_whole_modem(tmp_path):
     h.recv(b"\r\n+PDP DEACT\r\n")
     h.play([(b"AT+QIFGCNT=0", OK), (b"AT+QISTATE", b"\r\nERROR\r\n")])
     assert not h.modem.ready and h.links[0].down and h.links[1].down
-    h.expect(b"AT+QIDEACT", DEACT)  # context 0 is selected already
+    h.play([(b"AT+QIFGCNT=0", OK),  # the modem went down: the engine selects afresh
+            (b"AT+QIDEACT", DEACT)])
 
 
 def test_a_lost_context_while_the_other_recovers_takes_the_whole_way(tmp_path):
@@ -259,3 +262,17 @@ def test_an_answer_from_before_the_modem_came_back_is_not_applied(tmp_path):
     h.recv(qistate(b"IP GPRSACT"))
     assert h.transport.value() == b"" and h.context_events == []
     assert h.modem.contexts_down == set() and not h.modem.supervisor.recovering
+
+
+def test_when_ready_for_a_context_down_alone_waits_for_that_context(tmp_path):
+    h = up(tmp_path)
+    pdp_deact(h, qistate(b"IP PROCESSING", 0), qistate(b"PDP DEACT"))
+    assert h.modem.ready and h.modem.contexts_down == {1}
+    first, second, cancelled = [], [], h.modem.when_ready(1)
+    h.modem.when_ready(0).addCallback(first.append)
+    h.modem.when_ready(1).addCallback(second.append)
+    cancelled.addErrback(lambda _: None)
+    cancelled.cancel()
+    assert first == [None] and second == []
+    h.play(context_up(1, b"10.0.1.3", SECOND_APN))
+    assert second == [None]

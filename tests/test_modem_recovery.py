@@ -161,6 +161,23 @@ def test_call_ready_alone_only_checks_the_settings(tmp_path):
     assert h.modem.ready
 
 
+def test_a_reset_found_by_the_settings_check_forgets_the_side(tmp_path):
+    """Bring-up writes AT+QIFGCNT=0 but never AT+QISRVC: after a reset found by AT+CMEE? (the
+    module back at AT+QISRVC=1), a server-side command must select its side again, or its
+    payload would reach the client socket of the same index."""
+    h = harness(tmp_path)
+    h.modem.serves = True
+    h.modem.issue(commands.qisack(socket=2).addressing(h.modem.selection(0, server=True)))
+    h.expect(b"AT+QISRVC=2", OK)
+    h.expect(b"AT+QISACK=2", b"\r\n+QISACK: 0, 0, 0\r\n" + OK)
+    h.recv(b"\r\nCall Ready\r\n")
+    h.expect(b"AT+CMEE?", b"\r\n+CMEE: 1\r\n" + OK)  # reset: every setting at its default
+    h.play(PLAIN)
+    assert h.modem.ready
+    h.modem.issue(commands.qisend(b"x", socket=2).addressing(h.modem.selection(0, server=True)))
+    assert h.take() == b"AT+QISRVC=2\r"
+
+
 def test_a_mute_module_climbs_the_ladder_and_recovers_at_its_resync_step(tmp_path):
     h = harness(tmp_path)
     h.modem.issue(commands.csq()).addErrback(lambda _: None)
@@ -179,6 +196,22 @@ def test_a_mute_module_climbs_the_ladder_and_recovers_at_its_resync_step(tmp_pat
     assert h.counter("module_mute") == 1
     assert h.counter("recovery_step_result", step="restart", outcome="failed") == 1
     assert h.counter("recovered", step="resync") == 1
+
+
+def test_leftovers_after_a_mute_spell_are_closed_on_both_sides_of_a_modem_that_serves(tmp_path):
+    """AT+QISTATE does not say whether socket 1 is a client link's or a server-accepted
+    client's: each side is closed, addressed, so neither AT+QICLOSE acts on whatever side the
+    module happened to have selected."""
+    h = harness(tmp_path)
+    h.modem.serves = True
+    h.modem.issue(commands.csq()).addErrback(lambda _: None)
+    h.expect(b"AT+CSQ")
+    h.silent(3)
+    h.expect(ESC_AT, OK)  # the ladder's resync step: the module answers again
+    h.play([(b"AT", OK), (b"AT+CMEE?", b"\r\n+CMEE: 2\r\n" + OK), (b"AT+QISTATE", MUX_STATE),
+            (b"AT+QISRVC=1", OK), (b"AT+QICLOSE=1", b"\r\n1, CLOSE OK\r\n"),
+            (b"AT+QISRVC=2", OK), (b"AT+QICLOSE=1", b"\r\nERROR\r\n")])
+    assert h.modem.ready
 
 
 def test_the_restart_step_sends_cfun_then_brings_the_rebooted_module_up(tmp_path):

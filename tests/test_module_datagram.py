@@ -5,6 +5,7 @@ import pytest
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import DatagramProtocol
 
+from bridge.at import commands
 from bridge.config import Remote
 from bridge.modem.datagram import DatagramSettings, ModemDatagramEndpoint
 from tests.modem_harness import OK
@@ -142,11 +143,13 @@ def test_close_issues_qiclose_and_releases_the_index_once(bench):
     assert bench.wire() == b"AT+QISEND=0,6\r"
     bench.socket.write(b"unsent")
     bench.socket.loseConnection()
-    assert [r.type for r in bench.protocol.reasons] == [ConnectionDone]
-    assert bench.protocol.stopped == 1
+    assert bench.protocol.reasons == []  # the datagram on the wire decides first
     bench.module(PROMPT)
     assert bench.wire() == b"queued"
     bench.module(SEND_OK)
+    assert [r.type for r in bench.protocol.reasons] == [ConnectionDone]
+    assert bench.protocol.stopped == 1
+    assert bench.socket.stats()["datagrams_up"] == 1  # final when the protocol heard the end
     assert bench.wire() == QICLOSE_0
     assert bench.modem.slots_in_use == frozenset({0})  # not before the module answered
     bench.module(b"\r\n0, CLOSE OK\r\n")
@@ -173,12 +176,26 @@ def test_modem_down_tells_the_protocol_and_frees_the_index_without_a_command(ben
     bench.socket.write(b"x")
     bench.wire()
     bench.module(b"\r\n+PDP DEACT\r\n")
+    assert bench.modem.slots_in_use == frozenset()
+    assert bench.protocol.reasons == []  # the datagram on the wire decides first
+    bench.module(b"\r\nERROR\r\n")
     [reason] = bench.protocol.reasons
     assert reason.check(ConnectionLost) and "modem down" in reason.getErrorMessage()
     assert bench.protocol.stopped == 1
-    assert bench.modem.slots_in_use == frozenset()
     bench.socket.write(b"after")
     assert b"AT+QISEND" not in bench.wire()
+    assert bench.socket.stats()["drops"] == {"send_failed": 1, "unsent": 1}
+
+
+def test_a_datagram_lost_to_a_prompt_timeout_is_counted(bench):
+    """The engine ends the socket (StreamCorrupt) before it fails the AT+QISEND whose ``> ``
+    never came: that datagram is still counted, before the protocol hears the end."""
+    bench.socket.write(b"lost")
+    assert bench.wire() == b"AT+QISEND=0,4\r"
+    bench.clock.advance(commands.DEFAULT_TIMEOUTS.prompt + 1)
+    [reason] = bench.protocol.reasons
+    assert "AT+QISEND timed out" in reason.getErrorMessage()
+    assert bench.socket.stats()["drops"] == {"send_failed": 1}
 
 
 def test_the_module_closing_the_socket_ends_it_with_a_reason(bench):
@@ -195,3 +212,12 @@ def test_a_write_to_another_address_is_refused(bench):
         bench.socket.write(b"x", ("10.9.9.9", 53))
     bench.socket.write(b"y", ("10.1.2.3", 53))
     assert bench.wire() == b"AT+QISEND=0,1\r"
+
+
+def test_a_server_client_put_on_its_index_ends_it_before_a_datagram_could_be_mixed_in(bench):
+    """Push mode: ``+RECEIVE: 0`` would name no side once a server's client is on index 0."""
+    bench.module(b"\r\n0, REMOTE IP: 10.0.0.1\r\n\r\n+RECEIVE: 0, 7\r\nforeign")
+    assert bench.protocol.datagrams == []
+    [reason] = bench.protocol.reasons
+    assert "+RECEIVE names no side" in reason.getErrorMessage()
+    assert bench.wire() == QICLOSE_0

@@ -34,7 +34,8 @@ app note §3.2, §3.4). A command's ``Selection`` names what it needs; when the 
 that choice to be in force it writes the selecting command first, at the moment of writing (so
 the choice on the wire is always the one it tracks). A selector that fails fails its command
 unsent: a payload must never reach another socket. A restarting module forgets its choices, and
-so does the engine.
+so does the engine: on a boot URC, on every resync (autobauding prints nothing when a module
+restarts silently, docs/at-dialect.md §2), and when its owner says so (``forget_selection``).
 
 With a ``sleep`` controller (``bridge.modem.sleep.SleepController``) every command waits for its
 ``wake()`` before it is written (the module's UART listens 20 ms after DTR went LOW), and
@@ -173,6 +174,12 @@ class ATProtocol(Protocol):
 
     def remove_listener(self, listener: Callable) -> None:
         self._listeners.remove(listener)
+
+    def forget_selection(self) -> None:
+        """The module's choices (AT+QIFGCNT, AT+QISRVC) are no longer known: the next command
+        that depends on one selects it again. For the owner that learns of a possible restart the
+        engine cannot see (a reset found by a settings check)."""
+        self._selected.clear()
 
     @property
     def busy(self) -> bool:
@@ -371,7 +378,7 @@ class ATProtocol(Protocol):
         event = parse_urc(line)
         if event is not None:
             if isinstance(event, Boot) and event.kind in RESTART_SIGNS:
-                self._selected.clear()  # back at power-up values, which we do not assume
+                self.forget_selection()  # back at power-up values, which we do not assume
             self.emit(event)
             return
         if command is not None and command.take(line):
@@ -504,6 +511,7 @@ class ATProtocol(Protocol):
         """
         if self._lost:
             return
+        self.forget_selection()  # whatever answers may have restarted silently
         self._drop_partial_payload("resync")
         if filler:
             self.write_payload(filler)
@@ -526,7 +534,6 @@ class ATProtocol(Protocol):
             return
         self._current = None
         self._desynced = True
-        self._selected.clear()  # whatever answers next may have restarted
         self._log_recovery("module silent after {n} resync attempts", n=attempt)
         abandoned = [entry for queue in self._queues.values() for entry in queue]
         for queue in self._queues.values():

@@ -17,8 +17,12 @@ Downlink: pushed ``+RECEIVE: n, len`` frames are one datagram each (app note §5
 one datagram per read, its choice 27); pull mode is not chosen for udp, since a plain AT+QIRD may
 return several buffered datagrams at once (app note §5.3.2), but a stray ``+QIRDI`` is served.
 
-Every drop is counted by cause in :meth:`stats`; the protocol hears ``connectionLost(reason)``
-(if it has one) then ``stopProtocol`` once, when the socket stops carrying for any reason.
+Every datagram handed to ``write`` is counted once: sent (``datagrams_up``, on SEND OK) or
+dropped by cause in :meth:`stats`, including the one on the wire when the socket ends (its
+outcome still comes, even after a close or a modem that went down). The protocol hears
+``connectionLost(reason)`` (if it has one) then ``stopProtocol`` once, when the socket stops
+carrying for any reason, and no sooner than that datagram's outcome: the counts it reads then are
+final.
 """
 
 import collections
@@ -32,17 +36,17 @@ from twisted.python.failure import Failure
 from bridge.at import commands
 from bridge.at.commands import MAX_READ, MAX_SEND, ReadResult, SendResult
 from bridge.at.errors import ATError
-from bridge.at.events import Closed, DataAvailable, Received, StreamCorrupt
+from bridge.at.events import Closed, DataAvailable, Received, RemoteIp, StreamCorrupt
 from bridge.modem.endpoint import ModuleEndpoint
 from bridge.modem.pool import SLOTS
 from bridge.modem.pump import BulkJob
-from bridge.modem.socket import ModuleAddress, SocketSettings
+from bridge.modem.socket import INDEX_SHARED, AddressedSocket, ModuleAddress, SocketSettings
 
 #: Drop causes counted by a datagram socket.
 TOO_LARGE = "too_large"  # more than one AT+QISEND carries
 UPLINK_FULL = "uplink_full"  # queue_bytes already wait for the module
 SEND_FAILED = "send_failed"  # SEND FAIL or ERROR for that datagram
-UNSENT = "unsent"  # still queued when the socket ended
+UNSENT = "unsent"  # still queued when the socket ended, or written after
 
 
 @dataclass(frozen=True)
@@ -73,26 +77,20 @@ class ModemDatagramEndpoint(ModuleEndpoint):
         return self.open(lambda address: protocol)
 
 
-class ModuleDatagramSocket:
+class ModuleDatagramSocket(AddressedSocket):
     """The transport of one open module UDP socket.
 
     :param modem: the Modem (``reactor``, ``pump``, ``issue``, ``sockets``, ``selection``,
         ``timeouts``, ``attach_socket``, ``detach_socket``)
-    :param slot: the module socket index, held until it is released (once)
-    :param context: the PDP context it lives on (AT+QIFGCNT id, app note §7)
-    :param server: accepted by a module-side server (AT+QISRVC=2 sockets, app note §3.4)
+    :param slot: the module socket index, held until it is released (once); ``peer``,
+        ``context``, ``server``: see :class:`~bridge.modem.socket.AddressedSocket`
     """
 
     log = Logger()
 
     def __init__(self, modem, slot: int, peer: ModuleAddress, settings: DatagramSettings,
                  context: int = 0, server: bool = False) -> None:
-        self.modem = modem
-        self.slot = slot
-        self.context = context
-        self.server = server
-        self._selection = modem.selection(context, server)
-        self.peer = peer
+        super().__init__(modem, slot, peer, context, server)
         self.settings = settings
         self.protocol = None
         self.open = False
@@ -105,6 +103,7 @@ class ModuleDatagramSocket:
         self._announced = 0
         self._announced_at_read = 0
         self._turn_read = False
+        self._ending: Optional[Failure] = None  # why, while the datagram on the wire decides
         self.too_large_seen = False  # an oversized datagram was dropped (the owner logs once)
         self.counts = collections.Counter()  # datagrams_up, bytes_up, datagrams_down, bytes_down
         self.drops = collections.Counter()  # cause -> datagrams
@@ -130,6 +129,7 @@ class ModuleDatagramSocket:
             raise ValueError(f"{self!r} is connected to {self.peer.host}:{self.peer.port}, "
                              f"not {addr}")
         if not self.open:
+            self.drops[UNSENT] += 1
             return
         if len(datagram) > self.settings.largest:
             self.drops[TOO_LARGE] += 1
@@ -153,13 +153,6 @@ class ModuleDatagramSocket:
 
     stopListening = loseConnection
 
-    def getPeer(self) -> ModuleAddress:
-        return self.peer
-
-    def getHost(self) -> ModuleAddress:
-        return ModuleAddress(self.peer.type, self.modem.local_ip or "", 0, self.modem.name,
-                             self.slot)
-
     # -- module events ----------------------------------------------------------------------------
 
     def socket_event(self, event) -> None:
@@ -175,6 +168,8 @@ class ModuleDatagramSocket:
         elif isinstance(event, StreamCorrupt):
             self._close(Failure(ConnectionLost("an AT+QISEND timed out: the module may have "
                                                "taken resync bytes as a datagram")))
+        elif isinstance(event, RemoteIp):
+            self._close(Failure(ConnectionLost(INDEX_SHARED)))
 
     def modem_down(self, reason: str) -> None:
         """PDP lost, reboot or port lost: the module's sockets are gone, this one too."""
@@ -199,7 +194,7 @@ class ModuleDatagramSocket:
             self._queued_bytes -= len(datagram)
             self._sending = True
             command = commands.qisend(datagram, self.slot, timeout=t.send, prompt_timeout=t.prompt)
-            return BulkJob(command.addressing(self._selection),
+            return BulkJob(self.addressed(command),
                            lambda result: self._sent(result, len(datagram)))
         if read:
             self._reading = True
@@ -209,17 +204,19 @@ class ModuleDatagramSocket:
         return None
 
     def _sent(self, result, size: int) -> None:
+        """Counted whether or not the socket still carries: the loss account must add up."""
         self._sending = False
-        if not self.open:
-            return
         if isinstance(result, SendResult) and result.ok:
             self.counts["datagrams_up"] += 1
             self.counts["bytes_up"] += size
-            return
-        why = result.getErrorMessage() if isinstance(result, Failure) else "SEND FAIL"
-        if isinstance(result, Failure) and not result.check(ATError):
-            self.log.info("socket {slot}: AT+QISEND failed: {why}", slot=self.slot, why=why)
-        self.drops[SEND_FAILED] += 1
+        else:
+            why = result.getErrorMessage() if isinstance(result, Failure) else "SEND FAIL"
+            if isinstance(result, Failure) and not result.check(ATError):
+                self.log.info("socket {slot}: AT+QISEND failed: {why}", slot=self.slot, why=why)
+            self.drops[SEND_FAILED] += 1
+        if self._ending is not None:
+            reason, self._ending = self._ending, None
+            self._tell(reason)
 
     def _read_done(self, result) -> None:
         self._reading = False
@@ -256,7 +253,7 @@ class ModuleDatagramSocket:
             return
         self._stop()
         command = commands.qiclose(self.slot, timeout=self.modem.timeouts.qiclose)
-        closing = self.modem.issue(command.addressing(self._selection))
+        closing = self.modem.issue(self.addressed(command))
         closing.addErrback(self._close_failed)
         closing.addBoth(lambda _: self._release())
         self._tell(reason)
@@ -282,6 +279,10 @@ class ModuleDatagramSocket:
         self.modem.sockets.release(self.slot)
 
     def _tell(self, reason: Failure) -> None:
+        """The protocol hears the end, once the datagram on the wire (if any) has its outcome."""
+        if self._sending:
+            self._ending = reason
+            return
         protocol, self.protocol = self.protocol, None
         if protocol is None:
             return

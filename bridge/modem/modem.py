@@ -168,12 +168,13 @@ class Modem(Service):
         self._open_waiters.append(waiter)
         return waiter
 
-    def when_ready(self) -> Deferred:
-        """Fires (None) the next time bring-up completes; now if the modem is ready."""
-        if self.ready:
+    def when_ready(self, context: Optional[int] = None) -> Deferred:
+        """Fires (None) the next time bring-up completes, or PDP ``context`` (if given) is back
+        alone; now if the modem is ready (with ``context`` up). Cancelling it stops the wait."""
+        if self.ready and context not in self.contexts_down:
             return succeed(None)
-        waiter = Deferred()
-        self._ready_waiters.append(waiter)
+        waiter = Deferred(lambda d: self._ready_waiters.remove((context, d)))
+        self._ready_waiters.append((context, waiter))
         return waiter
 
     def add_state_listener(self, listener: Callable) -> None:
@@ -319,7 +320,7 @@ class Modem(Service):
         self.health.start()
         self.sleep.module_ready()
         self._notify("ready", f"local IP {self.local_ip}")
-        self._fire_all(self._ready_waiters, None)
+        self._wake_ready()
         self.sockets.set_ready(True)
 
     def fatal(self, error) -> None:
@@ -351,18 +352,23 @@ class Modem(Service):
         self.log.info("{name}: context {context} ready, local IP {ip}", name=self.name,
                       context=context, ip=local_ip)
         self._notify_context(context, "ready", f"local IP {local_ip}")
+        self._wake_ready(context)
 
     # -- state ------------------------------------------------------------------------------------
 
     def _mark_down(self, reason: str, expected: bool = False) -> None:
-        """Everything on the module is gone: sockets are told, waiters fail, polling stops."""
+        """Everything on the module is gone: sockets are told, waiters fail, polling stops; the
+        engine forgets the module's selection (a reset the engine did not see, found by the
+        settings check, put AT+QISRVC back at 1, and bring-up does not write it)."""
+        if self.protocol is not None:
+            self.protocol.forget_selection()
         self.health.stop()
         self.sleep.module_lost()
         self.sockets.set_ready(False)
+        was_ready, self.ready = self.ready, False  # before anyone hears: they may open again
         self._opener.fail_waiting(ModemDown(f"{self.name}: {reason}"))
-        if not self.ready:
+        if not was_ready:
             return
-        self.ready = False
         self._tell_sockets_down(reason)
         (self.log.info if expected else self.log.warn)("{name}: down: {reason}", name=self.name,
                                                        reason=reason)
@@ -392,6 +398,15 @@ class Modem(Service):
             except Exception:
                 self.log.failure("listener {listener!r} failed", listener=listener)
 
+    def _wake_ready(self, context: Optional[int] = None) -> None:
+        """``when_ready`` waiters: all of them when the modem came up, else those of
+        ``context``."""
+        due = [(c, waiter) for c, waiter in self._ready_waiters if context in (None, c)]
+        for entry in due:
+            self._ready_waiters.remove(entry)
+        for _, waiter in due:
+            waiter.callback(None)
+
     @staticmethod
     def _fire_all(waiters: list, value) -> None:
         pending = list(waiters)
@@ -410,6 +425,7 @@ class Modem(Service):
         elif isinstance(event, PdpDeact) and self.ready and self.contexts_in_use != {0}:
             self.find_lost_context()
         elif isinstance(event, SERVER_EVENTS):
+            self._index_shared(event)
             self._tell(self._server_listeners, event)
         elif isinstance(event, PdpDeact):
             self.stack.step("PDP DEACT")
@@ -460,6 +476,17 @@ class Modem(Service):
             self.supervisor.context_down(down[0], PDP_LOST)
         else:
             self.mark_context_down(down[0], PDP_LOST)
+
+    def _index_shared(self, event) -> None:
+        """A server's client put on an index a client link holds: in push mode ``+RECEIVE: n``
+        names no side (docs/at-dialect.md §4.8), so until the server side is closed the link
+        cannot tell its bytes from the newcomer's. It hears the ``RemoteIp`` (and fails) rather
+        than be fed them; in pull mode +QIRDI and AT+QIRD name the side, and nothing is shared."""
+        if not isinstance(event, RemoteIp) or self.receive_mode != "push":
+            return
+        attached = self._handlers.get(event.socket)
+        if attached is not None and not getattr(attached.handler, "server", False):
+            attached.handler.socket_event(event)
 
     def _route(self, event) -> None:
         socket = event.socket

@@ -43,7 +43,7 @@ from zope.interface import implementer
 from bridge.at import commands
 from bridge.at.commands import MAX_READ, MAX_SEND, ReadResult, SendResult
 from bridge.at.errors import ATError
-from bridge.at.events import Closed, DataAvailable, Received, StreamCorrupt
+from bridge.at.events import Closed, DataAvailable, Received, RemoteIp, StreamCorrupt
 from bridge.keepalive import KeepaliveTimings
 from bridge.modem.acks import AckTracker
 from bridge.modem.liveness import LinkLiveness
@@ -51,6 +51,10 @@ from bridge.modem.pump import BulkJob
 
 #: A lingering socket idle this long gives its index to a connection waiting for one.
 RECLAIM_IDLE = 0.2
+#: Why a client socket ends when a server's client is put on its index in push mode (the modem
+#: hands it the ``RemoteIp``): ``+RECEIVE: n`` names no side, its bytes could be either's.
+INDEX_SHARED = ("a module-side server's client was put on this socket's index, and pushed "
+                "+RECEIVE names no side: its bytes could not be told from this link's")
 
 
 def _called_by_protocol(method):
@@ -135,30 +139,55 @@ class ModuleAddress:
     slot: Optional[int] = None
 
 
+class AddressedSocket:
+    """A transport on one module socket index: its peer, PDP context and side, and its commands
+    addressed to them.
+
+    :param modem: the Modem (``selection``, ``local_ip``, ``name``)
+    :param slot: the module socket index
+    :param peer: the remote (``ModuleAddress``)
+    :param context: the PDP context it lives on (AT+QIFGCNT id, app note §7)
+    :param server: accepted by a module-side server (AT+QISRVC=2 sockets, app note §3.4)
+    """
+
+    def __init__(self, modem, slot: int, peer: ModuleAddress, context: int, server: bool) -> None:
+        self.modem = modem
+        self.slot = slot
+        self.peer = peer
+        self.context = context
+        self.server = server
+
+    def addressed(self, command):
+        """``command`` to be written once the module's choice of context and side is this
+        socket's. Asked of the modem for each command: it may start serving, or use the second
+        context, after this socket opened."""
+        return command.addressing(self.modem.selection(self.context, self.server))
+
+    def getPeer(self) -> ModuleAddress:
+        return self.peer
+
+    def getHost(self) -> ModuleAddress:
+        return ModuleAddress(self.peer.type, self.modem.local_ip or "", 0, self.modem.name,
+                             self.slot)
+
+
 @implementer(ITransport, IPushProducer, IConsumer)
-class ModuleSocket:
+class ModuleSocket(AddressedSocket):
     """The transport of one connected module socket.
 
     :param modem: the Modem (``reactor``, ``pump``, ``issue``, ``sockets``, ``counters``,
         ``receive_mode``, ``selection``, ``timeouts``, ``query_stack``, ``attach_socket``,
         ``detach_socket``)
-    :param slot: the module socket index, held by this socket until it is released
-    :param peer: the remote (``ModuleAddress``)
-    :param context: the PDP context it lives on (AT+QIFGCNT id, app note §7)
-    :param server: accepted by a module-side server (AT+QISRVC=2 sockets, app note §3.4)
+    :param slot: the module socket index, held by this socket until it is released; ``peer``,
+        ``context``, ``server``: see :class:`AddressedSocket`
     """
 
     log = Logger()
 
     def __init__(self, modem, slot: int, peer: ModuleAddress, settings: SocketSettings,
                  context: int = 0, server: bool = False) -> None:
-        self.modem = modem
+        super().__init__(modem, slot, peer, context, server)
         self.clock = modem.reactor
-        self.slot = slot
-        self.context = context
-        self.server = server
-        self._selection = modem.selection(context, server)
-        self.peer = peer
         self.settings = settings
         self.protocol = None
         self.phase = Phase.CONNECTED
@@ -254,13 +283,6 @@ class ModuleSocket:
         if self.phase not in (Phase.CLOSING, Phase.CLOSED):
             self._close_socket(Failure(ConnectionAborted()))
 
-    def getPeer(self) -> ModuleAddress:
-        return self.peer
-
-    def getHost(self) -> ModuleAddress:
-        return ModuleAddress(self.peer.type, self.modem.local_ip or "", 0, self.modem.name,
-                             self.slot)
-
     # -- IConsumer --------------------------------------------------------------------------------
 
     def registerProducer(self, producer, streaming: bool) -> None:
@@ -304,6 +326,8 @@ class ModuleSocket:
         elif isinstance(event, StreamCorrupt):
             self._fail("an AT+QISEND timed out: the module may have taken resync bytes as payload",
                        "stream_corrupt")
+        elif isinstance(event, RemoteIp):
+            self._fail(INDEX_SHARED, "index_shared")
 
     def modem_down(self, reason: str) -> None:
         """PDP lost, reboot or port lost: the module's sockets are gone, this one too."""
@@ -361,7 +385,7 @@ class ModuleSocket:
         self._sending = True
         t = self.modem.timeouts
         command = commands.qisend(chunk, self.slot, timeout=t.send, prompt_timeout=t.prompt)
-        return BulkJob(command.addressing(self._selection), partial(self._sent, size=len(chunk)))
+        return BulkJob(self.addressed(command), partial(self._sent, size=len(chunk)))
 
     def _sent(self, result, size: int) -> None:
         self._sending = False
@@ -403,7 +427,7 @@ class ModuleSocket:
 
     def _ask_acks(self):
         command = commands.qisack(self.slot, timeout=self.modem.timeouts.qisack)
-        return self.modem.issue(command.addressing(self._selection))
+        return self.modem.issue(self.addressed(command))
 
     def _acks_answered(self) -> None:
         if self.phase not in (Phase.CLOSING, Phase.CLOSED):
@@ -621,7 +645,7 @@ class ModuleSocket:
         self._to(Phase.CLOSING)
         self._stop()
         command = commands.qiclose(self.slot, timeout=self.modem.timeouts.qiclose)
-        self.modem.issue(command.addressing(self._selection)).addBoth(self._socket_closed)
+        self.modem.issue(self.addressed(command)).addBoth(self._socket_closed)
         self._tell_protocol(reason)
 
     def _socket_closed(self, result) -> None:

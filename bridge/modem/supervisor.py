@@ -78,9 +78,9 @@ class Supervisor:
     ``new_bring_up()`` -> BringUp, ``came_up(result)``, ``mark_down(reason)``, ``fatal(error)``,
     ``reopen_port()`` -> Deferred (fails while the device is missing), ``close_port()``,
     ``counters``, ``mux``, ``local_ip``, ``local_ips``, ``info``, ``contexts_in_use``,
-    ``stacks``, ``query_stack(context)``, ``selection(context)``, ``ready``, ``contexts_down``,
-    ``mark_context_down(context, reason)``, ``context_came_up(context, local_ip)``,
-    ``find_lost_context()``.
+    ``stacks``, ``query_stack(context)``, ``selection(context, server)``, ``serves``, ``ready``,
+    ``contexts_down``, ``mark_context_down(context, reason)``,
+    ``context_came_up(context, local_ip)``, ``find_lost_context()``.
     """
 
     #: the job that brings one PDP context back alone
@@ -368,19 +368,25 @@ class Supervisor:
 
     @inlineCallbacks
     def _close_leftovers(self, context: int, state):
-        """Module sockets of links that died while the module was mute still hold their index."""
-        engine, mux = self.modem.protocol, self.modem.mux
-        if mux:
+        """Module sockets of links that died while the module was mute still hold their index.
+        AT+QISTATE does not say whether an index is a client socket or a server-accepted one
+        (docs/at-dialect.md §4.7): on a modem that serves, both sides are closed, each
+        addressed (AT+QISRVC), and the side with nothing there answers ERROR."""
+        engine, modem = self.modem.protocol, self.modem
+        if modem.mux:
             busy = [s.socket for s in state.sockets if s.state not in FREE_SOCKET_STATES]
         else:
             busy = [None] if state.state in SINGLE_LINK_BUSY else []
+        sides = (False, True) if modem.serves else (False,)
         for socket in busy:
-            try:
-                yield engine.issue(commands.qiclose(socket, self.modem.timeouts.qiclose)
-                                   .addressing(self.modem.selection(context)))
-            except ATEngineError as error:
-                self.log.info("{name}: closing leftover socket {socket}: {error}",
-                              name=self.modem.name, socket=socket, error=error)
+            for server in sides:
+                try:
+                    yield engine.issue(commands.qiclose(socket, modem.timeouts.qiclose)
+                                       .addressing(modem.selection(context, server)))
+                except ATEngineError as error:
+                    self.log.info("{name}: closing leftover {side} socket {socket}: {error}",
+                                  name=modem.name, side="server" if server else "client",
+                                  socket=socket, error=error)
 
     @inlineCallbacks
     def _restart(self):

@@ -12,7 +12,8 @@ Nothing grows without bound; past a bound the newest datagram is dropped and cou
   ``queue`` sessions already wait for their first socket;
 - ``queue_timeout``: a datagram waited ``queue_timeout`` s for a socket;
 - ``too_large``: more than one AT+QISEND carries (1460 bytes): never split, since a split
-  datagram arrives as two (one log line per session);
+  datagram arrives as two. Such a datagram opens no session and does not keep one from going
+  idle: nothing is carried for it (one log line per source);
 - ``uplink_full``, ``send_failed``, ``unsent``: the module socket's (see its module);
 - ``open_failed``: still waiting when the open failed (CONNECT FAIL, modem down) without reopen;
 - ``session_ended``: still waiting when the session ended;
@@ -20,9 +21,13 @@ Nothing grows without bound; past a bound the newest datagram is dropped and cou
   receive buffer, are counted by the kernel: ``/proc/net/udp``).
 
 ``reopen = yes``: a session whose socket is lost (``+PDP DEACT``, module reboot, port lost, a
-remote close) opens a new one at once; the pool hands it out when the modem is ready again, so
-the local application sees only a gap. Meanwhile its datagrams wait as above. Without it the
-session ends, and the source's next datagram starts a new one.
+remote close) opens a new one; the pool hands it out when the modem is ready again, so the local
+application sees only a gap. Meanwhile its datagrams wait as above. An open that fails because
+the modem (or the profile's context) is down is tried again when it is ready; any other failure,
+and the loss of a socket that never proved itself (no datagram back, less than
+``REOPEN_PROVEN`` s), wait for a backoff first: a module that closes every socket right after
+``CONNECT OK`` must not get AT+QIOPEN/AT+QICLOSE back to back. Without ``reopen`` the session
+ends, and the source's next datagram starts a new one.
 """
 
 import collections
@@ -41,6 +46,10 @@ LOCAL_SEND_FAILED = "local_send_failed"
 #: Seconds between reopen attempts after a failed one (doubling up to the maximum).
 REOPEN_INITIAL = 1.0
 REOPEN_MAXIMUM = 30.0
+#: A socket that lived this long (or brought a datagram back) proved the path: reopen at once.
+REOPEN_PROVEN = 10.0
+#: Sources remembered for their one ``too_large`` log line (the oldest is forgotten past this).
+TOO_LARGE_SOURCES = 256
 COUNTS = ("datagrams_up", "bytes_up", "datagrams_down", "bytes_down")
 
 
@@ -71,11 +80,15 @@ class DatagramRelay(DatagramProtocol):
         self.started = 0
         self.counts = collections.Counter()  # of ended sessions
         self.drops = collections.Counter()  # of ended sessions, and of datagrams with none
+        self._too_large_logged = {}  # sources logged for too_large, oldest first (bounded)
 
     # -- the local port ---------------------------------------------------------------------------
 
     def datagramReceived(self, data: bytes, source) -> None:
         session = self.sessions.get(source)
+        if len(data) > self.endpoint.settings.largest:
+            self._drop_too_large(source, len(data), session)
+            return
         if session is None:
             profile = self.profile
             if (self.modem.sockets.must_wait(profile.name, profile.max_links)
@@ -86,6 +99,18 @@ class DatagramRelay(DatagramProtocol):
             self.started += 1
             session.start()
         session.uplink(data)
+
+    def _drop_too_large(self, source, size: int, session) -> None:
+        (session.drops if session is not None else self.drops)[TOO_LARGE] += 1
+        if source in self._too_large_logged:
+            return
+        self._too_large_logged[source] = None
+        if len(self._too_large_logged) > TOO_LARGE_SOURCES:
+            del self._too_large_logged[next(iter(self._too_large_logged))]
+        self.log.warn("[{name}] dropping datagrams from {source} larger than {largest} bytes "
+                      "(got {size}): one AT+QISEND carries no more, and a split datagram would "
+                      "arrive as two (logged once per source)", name=self.name,
+                      source=_address(source), size=size, largest=self.endpoint.settings.largest)
 
     def reply(self, session: "_Session", data: bytes) -> None:
         """A datagram from the module socket of ``session`` goes back to its source."""
@@ -103,8 +128,13 @@ class DatagramRelay(DatagramProtocol):
 
     def ended(self, session: "_Session") -> None:
         self.sessions.pop(session.source, None)
-        self.counts.update(session.counts)
-        self.drops.update(session.drops)
+        self.account(session.counts, session.drops)
+
+    def account(self, counts, drops) -> None:
+        """Counts and drops of an ended session, or of its socket that ended after it (the
+        datagram on the wire at the close decided late)."""
+        self.counts.update(counts)
+        self.drops.update(drops)
 
     # -- diagnostics ------------------------------------------------------------------------------
 
@@ -148,18 +178,20 @@ class _Session:
         self.profile = relay.profile
         self.clock = relay.clock
         self.source = source
-        self.socket = None  # the ModuleDatagramSocket while one carries
+        self.socket = None  # the ModuleDatagramSocket, until it reported its end
         self.waiting_first = True  # no socket yet at all
         self.over = False
+        self.accounted = False  # the relay has this session's counts: later ones go there too
         self.counts = collections.Counter()  # of this session's ended sockets
         self.drops = collections.Counter()  # of this session and its ended sockets
         self.slots = []  # module socket indices used, in order
         self._pending = collections.deque()  # (arrival time, datagram) waiting for a socket
         self._opening = None  # the endpoint's Deferred while an open runs
         self._expiry = None
-        self._retry = None
+        self._retry = None  # the backoff's timer before the next open
+        self._until_ready = None  # when_ready's Deferred before the next open
+        self._opened_at = 0.0
         self._backoff = REOPEN_INITIAL
-        self._too_large_logged = False
         self._idle = self.clock.callLater(self.profile.udp_idle, self._idle_over)
 
     def __repr__(self) -> str:
@@ -168,11 +200,9 @@ class _Session:
     # -- datagrams --------------------------------------------------------------------------------
 
     def uplink(self, data: bytes) -> None:
-        """A datagram from the local source."""
+        """A datagram from the local source (one that a module socket can carry)."""
         self._idle.reset(self.profile.udp_idle)
-        if len(data) > self.relay.endpoint.settings.largest:
-            self._drop_too_large(len(data))
-        elif self.socket is not None:
+        if self.socket is not None and self.socket.open:
             self.socket.write(data)
         elif len(self._pending) >= self.profile.queue:
             self.drops[QUEUE_FULL] += 1
@@ -186,16 +216,6 @@ class _Session:
         self._idle.reset(self.profile.udp_idle)
         self.relay.reply(self, data)
 
-    def _drop_too_large(self, size: int) -> None:
-        self.drops[TOO_LARGE] += 1
-        if not self._too_large_logged:
-            self._too_large_logged = True
-            self.log.warn("[{name}] dropping datagrams from {source} larger than {largest} bytes "
-                          "(got {size}): one AT+QISEND carries no more, and a split datagram "
-                          "would arrive as two (logged once per session)", name=self.relay.name,
-                          source=_address(self.source), size=size,
-                          largest=self.relay.endpoint.settings.largest)
-
     # -- the module socket ------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -206,7 +226,7 @@ class _Session:
         self._opening = None
         self.socket = side.transport
         self.slots.append(self.socket.slot)
-        self._backoff = REOPEN_INITIAL
+        self._opened_at = self.clock.seconds()
         self.log.info("[{name}] udp session from {source} {verb} on module socket {slot}",
                       name=self.relay.name, source=_address(self.source), slot=self.socket.slot,
                       verb="opened" if self.waiting_first else "reopened")
@@ -224,36 +244,61 @@ class _Session:
         if failure.check(CancelledError) or self.over:
             return
         why = failure.getErrorMessage()
-        if self.profile.reopen:
-            self.log.warn("[{name}] udp session from {source}: open failed ({why}); again in "
-                          "{delay:g} s", name=self.relay.name, source=_address(self.source),
-                          why=why, delay=self._backoff)
-            self._retry = self.clock.callLater(self._backoff, self._reopen)
-            self._backoff = min(self._backoff * 2, REOPEN_MAXIMUM)
-            return
-        self._drop_pending(OPEN_FAILED)
-        self.end(f"open failed: {why}")
+        if not self.profile.reopen:
+            self._drop_pending(OPEN_FAILED)
+            self.end(f"open failed: {why}")
+        elif self._modem_down():
+            self.log.warn("[{name}] udp session from {source}: open failed ({why}); again when "
+                          "the modem is ready", name=self.relay.name,
+                          source=_address(self.source), why=why)
+            self._until_ready = self.relay.modem.when_ready(self.profile.context)
+            self._until_ready.addCallbacks(self._reopen, lambda failure: failure.trap(
+                CancelledError))
+        else:
+            self._reopen_later(f"open failed ({why})")
 
-    def _reopen(self) -> None:
-        self._retry = None
+    def _modem_down(self) -> bool:
+        """The modem, or the profile's PDP context alone, is down: opens fail until it is back."""
+        modem = self.relay.modem
+        return not modem.ready or self.profile.context in modem.contexts_down
+
+    def _reopen_later(self, why: str) -> None:
+        self.log.warn("[{name}] udp session from {source}: {why}; reopening in {delay:g} s",
+                      name=self.relay.name, source=_address(self.source), why=why,
+                      delay=self._backoff)
+        self._retry = self.clock.callLater(self._backoff, self._reopen)
+        self._backoff = min(self._backoff * 2, REOPEN_MAXIMUM)
+
+    def _reopen(self, _=None) -> None:
+        self._retry = self._until_ready = None
         self.start()
 
     def socket_lost(self, socket, reason) -> None:
-        """The module socket stopped carrying (our close, modem down, remote close ...)."""
-        self.counts.update({key: socket.counts[key] for key in COUNTS})
+        """The module socket stopped carrying (our close, modem down, remote close ...); its
+        counts are final."""
+        counts = {key: socket.counts[key] for key in COUNTS}
+        self.counts.update(counts)
         self.drops.update(socket.drops)
+        if self.accounted:
+            self.relay.account(counts, socket.drops)
         if socket is self.socket:
             self.socket = None
         if self.over:
             return
         why = reason.getErrorMessage()
-        if self.profile.reopen:
-            self.log.warn("[{name}] udp session from {source}: module socket {slot} lost ({why}); "
-                          "reopening", name=self.relay.name, source=_address(self.source),
-                          slot=socket.slot, why=why)
-            self.start()
-        else:
+        if not self.profile.reopen:
             self.end(f"module socket lost: {why}")
+            return
+        lost = f"module socket {socket.slot} lost ({why})"
+        lived = self.clock.seconds() - self._opened_at
+        if socket.counts["datagrams_down"] or lived >= REOPEN_PROVEN:
+            self._backoff = REOPEN_INITIAL
+        elif not self._modem_down():
+            self._reopen_later(lost)
+            return
+        self.log.warn("[{name}] udp session from {source}: {lost}; reopening",
+                      name=self.relay.name, source=_address(self.source), lost=lost)
+        self.start()
 
     # -- ending -----------------------------------------------------------------------------------
 
@@ -269,12 +314,15 @@ class _Session:
         for timer in (self._idle, self._expiry, self._retry):
             if timer is not None and timer.active():
                 timer.cancel()
+        if self._until_ready is not None:
+            self._until_ready.cancel()
         if self._opening is not None:
             self._opening.cancel()
         self._drop_pending(SESSION_ENDED)
         if self.socket is not None:
             self.socket.loseConnection()
         self.relay.ended(self)
+        self.accounted = True
         self.log.info("[{name}] udp session from {source} ended ({why}): module socket(s) "
                       "{slots}, {up} datagrams up, {down} down, dropped: {drops}",
                       name=self.relay.name, source=_address(self.source), why=why,
