@@ -18,6 +18,8 @@ from bridge.proxy.reverse import RELISTEN_DELAY, SERVER_OK_WAIT, ModuleServer
 from bridge.service import make_service
 from tests.modem_harness import OK, PLAIN, PUSH, ModemHarness
 from tests.socket_bench import PROMPT, SEND_OK
+from tests.test_modem_contexts import (SECOND_APN, TWO_CONTEXTS, TwoContexts, context_up,
+                                       pdp_deact, qistate)
 from tests.test_modem_recovery import REACTIVATE
 
 SERVER = ServerConfig("ssh", 2020, "tcp:127.0.0.1:22", modem="main", max_clients=2,
@@ -153,6 +155,49 @@ def test_a_failed_listen_is_tried_again_later(tmp_path):
     bench.harness.clock.advance(1)
     bench.harness.play(LISTEN)
     assert bench.server.listening
+
+
+def test_a_client_announced_while_the_modem_is_down_is_left_to_the_recovery(tmp_path):
+    """``+PDP DEACT`` took the modem down and AT+QIDEACT runs: a REMOTE IP that comes now is
+    not taken (its socket would miss the "down" and the AT+QIDEACT that takes it, and hold
+    its index and a max_clients place after the recovery); the AT+QIDEACT closes it."""
+    bench = Bench(tmp_path).listen()
+    bench.module(b"\r\n+PDP DEACT\r\n")
+    assert bench.wire() == b"AT+QIDEACT\r"
+    with capturedLogs() as events:
+        bench.module(b"\r\n1, REMOTE IP: 10.0.0.1\r\n")
+    assert [formatEvent(e) for e in events] == [
+        "[server:ssh] client 10.0.0.1 on socket 1 announced while the modem is down: left to "
+        "the recovery"]
+    assert bench.counter("server_refused", cause="down") == 1
+    bench.module(b"\r\nDEACT OK\r\n")
+    bench.harness.play(REACTIVATE[1:] + LISTEN)
+    assert bench.modem.ready and bench.server.listening
+    assert bench.modem.slots_in_use == frozenset() and not bench.server.clients
+    assert not bench.local.pending
+
+
+def test_a_client_announced_while_the_servers_context_is_down_is_left_to_its_recovery(tmp_path):
+    """The same while the modem is ready but the server's PDP context (1) is down alone: its
+    recovery's AT+QIDEACT closes the client."""
+    h = TwoContexts(tmp_path / "state")
+    h.modem.serves = True
+    h.modem.sockets.reserve_for_servers(SERVER.max_clients)
+    local = LocalService()
+    server = ModuleServer(SERVER, h.modem, h.clock, 1, local)
+    server.startService()
+    h.up(TWO_CONTEXTS)
+    h.play(LISTEN)  # the engine's selection is context 1 since bring-up
+    pdp_deact(h, qistate(b"IP PROCESSING"), qistate(b"PDP DEACT"))
+    h.play(context_up(1, b"")[:1])
+    h.expect(b"AT+QIDEACT")
+    h.recv(b"\r\n1, REMOTE IP: 10.0.0.1\r\n")
+    assert h.modem.slots_in_use == frozenset() and not server.clients and not local.pending
+    assert h.modem.counters.get("server_refused", server="ssh", cause="down") == 1
+    h.recv(b"\r\nDEACT OK\r\n")
+    h.play(context_up(1, b"10.0.1.3", SECOND_APN)[2:] + LISTEN)
+    assert h.modem.contexts_down == set()
+    assert server.listening and h.modem.slots_in_use == frozenset()
 
 
 def test_an_accepted_client_is_claimed_and_forwarded_and_read_only_once_spliced(tmp_path):

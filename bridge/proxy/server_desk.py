@@ -9,7 +9,8 @@ at once (no client link may take its index) and belongs to the modem's only serv
 to the one whose protocol the module names on that socket's AT+QISTATE line (docs/at-dialect.md
 §4.7). What the socket receives meanwhile is held for it (push mode: a UDP peer's first datagram
 follows its REMOTE IP at once). An answer that names neither server, or none: the socket is closed
-on the server side.
+on the server side. A client announced while the modem, or the context of every server, is down is
+not taken: the recovery's AT+QIDEACT closes it.
 """
 
 import weakref
@@ -57,20 +58,37 @@ class ServerDesk:
             if self.on_wire is not None:
                 self.on_wire.server_started()
             return
-        servers = [server for server in self.servers if server.running]
-        if not servers:
+        running = [server for server in self.servers if server.running]
+        if not running:
             return
-        first, index, ip = servers[0], event.socket, event.ip
+        index, ip = event.socket, event.ip
+        servers = [server for server in running if self._context_up(server.context)]
         if index is None:
             self.log.warn("[{label}] REMOTE IP {ip} without a socket index (single link): "
-                          "ignored", label=first.label, ip=ip)
-        elif not self.modem.sockets.claim(index, first.label):
-            first.refuse(index, ip, "index_taken", f"the module put it on socket {index}, which "
-                         "a client link holds", claimed=False)
+                          "ignored", label=running[0].label, ip=ip)
+        elif not servers:
+            self._left_to_recovery(running[0], index, ip)
+        elif not self.modem.sockets.claim(index, servers[0].label):
+            servers[0].refuse(index, ip, "index_taken", f"the module put it on socket {index}, "
+                              "which a client link holds", claimed=False)
         elif len(servers) == 1:
-            first.admit(index, ip)
+            servers[0].admit(index, ip)
         else:
             self._settle(index, ip, servers)
+
+    def _context_up(self, context: int) -> bool:
+        return self.modem.ready and context not in self.modem.contexts_down
+
+    def _left_to_recovery(self, server, index: int, ip: str) -> None:
+        """A client announced while the modem (or every server's context) is down: its socket
+        would never hear of the "down" announced before it, nor of the recovery's AT+QIDEACT
+        that takes it, and would keep its index and a ``max_clients`` place after the recovery.
+        So it is not taken: no index claimed, nothing to close (the AT+QIDEACT closes it)."""
+        where = "the modem" if not self.modem.ready else f"context {server.context}"
+        server.modem.counters.incr("server_refused", server=server.server.name, cause="down")
+        self.log.warn("[{label}] client {ip} on socket {index} announced while {where} is down: "
+                      "left to the recovery", label=server.label, ip=ip, index=index,
+                      where=where)
 
     @inlineCallbacks
     def _settle(self, index: int, ip: str, servers: list):
