@@ -201,7 +201,8 @@ def test_a_mute_module_climbs_the_ladder_and_recovers_at_its_resync_step(tmp_pat
 def test_leftovers_after_a_mute_spell_are_closed_on_both_sides_of_a_modem_that_serves(tmp_path):
     """AT+QISTATE does not say whether socket 1 is a client link's or a server-accepted
     client's: each side is closed, addressed, so neither AT+QICLOSE acts on whatever side the
-    module happened to have selected."""
+    module happened to have selected. Then the listeners that survived too (AT+QICLOSE on the
+    server side), so that "ready" finds no port still listening."""
     h = harness(tmp_path)
     h.modem.serves = True
     h.modem.issue(commands.csq()).addErrback(lambda _: None)
@@ -210,8 +211,25 @@ def test_leftovers_after_a_mute_spell_are_closed_on_both_sides_of_a_modem_that_s
     h.expect(ESC_AT, OK)  # the ladder's resync step: the module answers again
     h.play([(b"AT", OK), (b"AT+CMEE?", b"\r\n+CMEE: 2\r\n" + OK), (b"AT+QISTATE", MUX_STATE),
             (b"AT+QISRVC=1", OK), (b"AT+QICLOSE=1", b"\r\n1, CLOSE OK\r\n"),
-            (b"AT+QISRVC=2", OK), (b"AT+QICLOSE=1", b"\r\nERROR\r\n")])
+            (b"AT+QISRVC=2", OK), (b"AT+QICLOSE=1", b"\r\nERROR\r\n"),
+            (b"AT+QICLOSE", b"\r\nCLOSE OK\r\n")])
     assert h.modem.ready
+
+
+def test_a_mute_spell_with_no_listener_left_is_recovered_all_the_same(tmp_path):
+    """The listeners' AT+QICLOSE answers ERROR when nothing listens (the servers had not
+    listened yet): the resync step still succeeds."""
+    h = harness(tmp_path)
+    h.modem.serves = True
+    h.modem.issue(commands.csq()).addErrback(lambda _: None)
+    h.expect(b"AT+CSQ")
+    h.silent(3)
+    h.expect(ESC_AT, OK)
+    h.play([(b"AT", OK), (b"AT+CMEE?", b"\r\n+CMEE: 2\r\n" + OK),
+            (b"AT+QISTATE", MUX_STATE.replace(b'"TCP","127.0.0.1",5000,"CONNECTED"',
+                                              b'"","",,"INITIAL"')),
+            (b"AT+QISRVC=2", OK), (b"AT+QICLOSE", b"\r\nERROR\r\n")])
+    assert h.modem.ready and h.counter("recovered", step="resync") == 1
 
 
 def test_the_restart_step_sends_cfun_then_brings_the_rebooted_module_up(tmp_path):

@@ -103,3 +103,25 @@ async def test_the_module_listens_again_after_pdp_deact_and_after_a_reboot(tmp_p
             await until(bed.listening, what=f"the module to listen again after {counter}")
             assert f'AT+QILPORT="TCP",{bed.server_port}' in bed.commands()[seen:]
             await echo_through_the_module(bed, f"after {counter}".encode())
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_a_mute_spell_the_resync_closes_the_kept_listener_and_the_module_listens_anew(
+        tmp_path):
+    """The ladder's resync step brings the modem back without AT+QIDEACT: the module's listener
+    survived the mute. Listening again on "ready" must not meet an AT+QISERVER that answers
+    ERROR because the port still listens (simulator choice 32)."""
+    async with await start(tmp_path) as bed:
+        seen = len(bed.commands())
+        bed.sim.mute(2.0)
+        await until(lambda: bed.modem.counters.get("module_mute") == 1, what="mute detected")
+        await until(lambda: bed.modem.ready, what="the ladder to recover the module")
+        assert bed.modem.counters.get("recovered", step="resync") == 1
+        await until(lambda: bed.modem.counters.get("server_listen_failed", server="s") > 0
+                    or bed.listening(), what="the listen attempt after the resync")
+        assert bed.modem.counters.get("server_listen_failed", server="s") == 0, (
+            bed.sim.stats()["listeners"], bed.commands()[-6:])
+        after_mute = bed.commands()[bed.commands().index("AT+CMEE?", seen):]
+        listen = after_mute.index(f'AT+QILPORT="TCP",{bed.server_port}')
+        assert after_mute[listen - 2:listen] == ["AT+QISRVC=2", "AT+QICLOSE"]
+        await echo_through_the_module(bed, b"after a mute")

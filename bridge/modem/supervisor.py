@@ -34,7 +34,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from bridge.at import commands
-from bridge.at.errors import ATEngineError
+from bridge.at.errors import ATEngineError, ATError
 from bridge.config_values import shell_words
 from bridge.errors import SimLocked
 from bridge.modem.bringup import BringUpResult
@@ -387,6 +387,20 @@ class Supervisor:
                     self.log.info("{name}: closing leftover {side} socket {socket}: {error}",
                                   name=modem.name, side="server" if server else "client",
                                   socket=socket, error=error)
+        if modem.serves:
+            yield self._close_listeners(context)
+
+    @inlineCallbacks
+    def _close_listeners(self, context: int):
+        """The module's listeners outlived the mute spell as well, and "ready" makes every server
+        listen again, which AT+QISERVER refuses (ERROR) while its port still listens. So they are
+        closed, all at once (AT+QICLOSE without an index on the server side, app note §3.4 step
+        4), and each server listens afresh, as after any other recovery."""
+        close = commands.qiclose(None, self.modem.timeouts.qiclose)
+        try:
+            yield self.modem.protocol.issue(close.addressing(self.modem.selection(context, True)))
+        except ATError:
+            pass  # nothing listened
 
     @inlineCallbacks
     def _restart(self):
