@@ -329,6 +329,31 @@ def test_stopping_closes_the_clients_then_the_listener(tmp_path):
     assert not bench.server.listening
 
 
+def test_stopping_while_at_qiserver_is_on_the_wire_closes_the_listener_it_makes(tmp_path):
+    bench = Bench(tmp_path)
+    bench.harness.play(LISTEN[:1])
+    assert bench.wire() == b"AT+QISERVER=0,2\r"
+    bench.server.stopService()
+    bench.module(OK + b"\r\nSERVER OK\r\n")
+    assert bench.wire() == b"AT+QISRVC=2\r"
+    bench.module(OK)
+    assert bench.wire() == b"AT+QICLOSE\r"
+    bench.module(b"\r\nCLOSE OK\r\n")
+    assert not bench.server.listening
+
+
+def test_stopping_while_at_qilport_is_on_the_wire_sends_no_at_qiserver(tmp_path):
+    bench = Bench(tmp_path)
+    assert bench.wire() == b'AT+QILPORT="TCP",2020\r'
+    bench.server.stopService()
+    bench.module(OK)
+    assert bench.wire() == b"AT+QISRVC=2\r"
+    bench.module(OK)
+    assert bench.wire() == b"AT+QICLOSE\r"  # ERROR: nothing listens
+    bench.module(b"\r\nERROR\r\n")
+    assert bench.wire() == b"" and not bench.server.listening
+
+
 def test_a_link_waiting_for_client_room_leaves_a_lingering_server_client_alone(tmp_path):
     """Links at their cap (five minus max_clients): freeing an accepted client's index would
     give the waiting link no room, so the client's lingering session is not cut for it."""

@@ -2,7 +2,8 @@
 §3.2, §3.4) and each client it accepts is connected to a local service.
 
 Listening is one step, :meth:`ModuleServer.listen`, run whenever the modem becomes ready (after
-bring-up and after every recovery: whatever took the module's sockets took its listener too) and
+bring-up and after every recovery: whatever took the module's sockets took its listener too, and
+the one recovery that keeps them, the resync step, closes the listeners it kept) and
 again a while after a failed attempt; the servers of one modem take turns
 (:mod:`bridge.proxy.server_desk`, which also says whose a client announced as
 ``n, REMOTE IP: ip`` is, app note §5.1, and claims its index in the modem's socket pool). A peer
@@ -86,12 +87,18 @@ class ModuleServer(Service):
     def stopService(self):
         """Close the accepted clients, then the listener (AT+QISRVC=2, AT+QICLOSE: app note
         §3.4 step 4), as far as the modem still runs; its next bring-up's AT+QIDEACT closes
-        whatever is left."""
+        whatever is left. The listener is closed too if this server's listen is on the wire: its
+        AT+QISERVER may be answered yet (a listen still waiting for its turn stops there).
+
+        AT+QICLOSE without an index closes every listener of the module (app note §3.4), the
+        other server's on this modem too: right at daemon stop, not for stopping one server
+        alone."""
+        on_wire = self.desk.on_wire is self
         super().stopService()
         self._forget_attempt()
         for forwarding in list(self.clients.values()):
             forwarding.close()
-        if self.listening:
+        if self.listening or on_wire:
             self.listening = False
             close = commands.qiclose(None, self.modem.timeouts.qiclose)
             closing = self.modem.issue(close.addressing(self._server_side()))
@@ -118,19 +125,21 @@ class ModuleServer(Service):
         try:
             if generation == self._generation:
                 self.desk.on_wire = self
-                yield self._listen_on_wire()
+                yield self._listen_on_wire(generation)
         finally:
             if self.desk.on_wire is self:
                 self.desk.on_wire = None
             self.desk.turns.release()
 
     @inlineCallbacks
-    def _listen_on_wire(self):
+    def _listen_on_wire(self, generation: int):
         server, timeouts = self.server, self.modem.timeouts
         on_context = self.modem.selection(self.context)
         self._server_ok = Deferred()
         yield self.modem.issue(commands.qilport(server.protocol.upper(), server.port,
                                                 timeouts.simple).addressing(on_context))
+        if generation != self._generation:
+            return  # void meanwhile (stopped, or the modem went down): no AT+QISERVER
         yield self.modem.issue(commands.qiserver((SERVER_TYPES[server.protocol],
                                                   server.max_clients),
                                                  timeouts.simple).addressing(on_context))
