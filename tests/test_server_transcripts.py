@@ -177,9 +177,9 @@ def test_a_client_announced_while_the_modem_is_down_is_left_to_the_recovery(tmp_
     assert not bench.local.pending
 
 
-def test_a_client_announced_while_the_servers_context_is_down_is_left_to_its_recovery(tmp_path):
-    """The same while the modem is ready but the server's PDP context (1) is down alone: its
-    recovery's AT+QIDEACT closes the client."""
+def serving_on_context_1(tmp_path, lost: int):
+    """A modem on two PDP contexts whose one server listens on context 1; then context ``lost``
+    is lost alone and its recovery's AT+QIDEACT is on the wire."""
     h = TwoContexts(tmp_path / "state")
     h.modem.serves = True
     h.modem.sockets.reserve_for_servers(SERVER.max_clients)
@@ -188,9 +188,18 @@ def test_a_client_announced_while_the_servers_context_is_down_is_left_to_its_rec
     server.startService()
     h.up(TWO_CONTEXTS)
     h.play(LISTEN)  # the engine's selection is context 1 since bring-up
-    pdp_deact(h, qistate(b"IP PROCESSING"), qistate(b"PDP DEACT"))
-    h.play(context_up(1, b"")[:1])
+    states = [qistate(b"IP PROCESSING"), qistate(b"IP PROCESSING")]
+    states[lost] = qistate(b"PDP DEACT")
+    pdp_deact(h, *states)
+    h.play(context_up(lost, b"")[:1])
     h.expect(b"AT+QIDEACT")
+    return h, server, local
+
+
+def test_a_client_announced_while_the_servers_context_is_down_is_left_to_its_recovery(tmp_path):
+    """The same while the modem is ready but the server's PDP context (1) is down alone: its
+    recovery's AT+QIDEACT closes the client."""
+    h, server, local = serving_on_context_1(tmp_path, lost=1)
     h.recv(b"\r\n1, REMOTE IP: 10.0.0.1\r\n")
     assert h.modem.slots_in_use == frozenset() and not server.clients and not local.pending
     assert h.modem.counters.get("server_refused", server="ssh", cause="down") == 1
@@ -198,6 +207,13 @@ def test_a_client_announced_while_the_servers_context_is_down_is_left_to_its_rec
     h.play(context_up(1, b"10.0.1.3", SECOND_APN)[2:] + LISTEN)
     assert h.modem.contexts_down == set()
     assert server.listening and h.modem.slots_in_use == frozenset()
+
+
+def test_a_client_of_a_server_whose_context_is_up_is_taken_while_the_other_is_down(tmp_path):
+    h, server, local = serving_on_context_1(tmp_path, lost=0)
+    h.recv(b"\r\n1, REMOTE IP: 10.0.0.1\r\n")
+    assert h.modem.slots_in_use == {1} and list(server.clients) == [1] and local.pending
+    assert h.modem.counters.get("server_refused", server="ssh", cause="down") == 0
 
 
 def test_an_accepted_client_is_claimed_and_forwarded_and_read_only_once_spliced(tmp_path):
