@@ -1,7 +1,7 @@
 """End to end through the simulator for a udp profile: local UDP sources -> the bridge's port ->
 pty -> simulator -> a loopback UDP echo, and back. Datagrams that look like the module talking
 round-trip intact, per source; idle sessions free their module sockets; ``reopen = yes`` rides
-out +PDP DEACT and a module reboot with the local app doing nothing."""
+out +PDP DEACT, a module reboot and a lost port with the local app doing nothing."""
 
 import pytest_twisted
 from twisted.internet import defer, reactor
@@ -141,6 +141,17 @@ async def test_with_reopen_datagrams_flow_again_after_pdp_deact(tmp_path):
 async def test_with_reopen_datagrams_flow_again_after_a_module_reboot(tmp_path):
     async with await start(tmp_path, "reopen = yes\n") as bed:
         await survives(bed, bed.sim.reboot, "module_reset")
+
+
+@pytest_twisted.ensureDeferred
+async def test_with_reopen_datagrams_flow_again_after_the_port_was_lost(tmp_path):
+    async with await start(tmp_path, "reopen = yes\n") as bed:
+
+        def unplug_and_replug():
+            bed.sim.stop()  # the pty and its symlink are gone: a USB adapter unplugged
+            reactor.callLater(0.5, bed.sim.start)  # a new pty behind the same path
+
+        await survives(bed, unplug_and_replug, "port_lost")
 
 
 @pytest_twisted.ensureDeferred
