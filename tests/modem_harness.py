@@ -105,6 +105,12 @@ class ModemHarness:
     def recv(self, data: bytes) -> None:
         self.modem.protocol.dataReceived(data)
 
+    def written(self) -> bytes:
+        """Bytes written to the module since the last call (the clock does not move)."""
+        value = self.transport.value()
+        self.transport.clear()
+        return value
+
     def expect(self, command: bytes, reply: bytes = b"") -> None:
         assert self.take() == command + b"\r"
         if reply:

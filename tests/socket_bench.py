@@ -52,9 +52,7 @@ class ModemBench:
 
     def wire(self) -> bytes:
         """Bytes written to the module since the last call (the clock does not move)."""
-        value = self.harness.transport.value()
-        self.harness.transport.clear()
-        return value
+        return self.harness.written()
 
     def module(self, data: bytes) -> None:
         """Bytes from the module."""

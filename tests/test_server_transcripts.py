@@ -114,9 +114,7 @@ class Bench:
         return self
 
     def wire(self) -> bytes:
-        value = self.harness.transport.value()
-        self.harness.transport.clear()
-        return value
+        return self.harness.written()
 
     def module(self, data: bytes) -> None:
         self.harness.recv(data)
