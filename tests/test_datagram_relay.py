@@ -263,6 +263,15 @@ def test_a_session_that_ends_while_waiting_for_the_modem_opens_nothing_later(tmp
     assert s.modem.slots_in_use == frozenset()
 
 
+def test_the_daemon_stopping_ends_reopening_sessions_instead_of_reopening_them(tmp_path):
+    s = RelayBench(tmp_path, persistent=True, reopen=True)
+    s.session(A, b"x")
+    with capturedLogs() as events:
+        s.modem.stopService()  # the modem stops before the listeners do
+    assert s.relay.sessions == {}
+    assert not lines(events, "reopening") and lines(events, "ended")
+
+
 def test_the_listener_stopping_ends_every_session(tmp_path):
     s = RelayBench(tmp_path)
     s.session(A, b"x")

@@ -82,3 +82,15 @@ def test_stack_follows_steps_and_adopts_what_the_module_reports():
     assert [e["log_level"].name for e in events] == ["info", "warn"]
     stack.step("PDP DEACT")
     assert not stack.context_up
+
+
+def test_ip_processing_for_ip_status_is_no_surprise_worth_a_line():
+    """A mux module says IP PROCESSING while a socket is in use (app note §5.6.1)."""
+    stack = StackMachine()
+    for step in ("QIDEACT", "QIREGAPP", "QIACT", "QILOCIP"):
+        stack.step(step)
+    with capturedLogs() as events:
+        stack.observed(StackState("IP PROCESSING"))
+        stack.observed(StackState("IP STATUS"))
+        stack.observed(StackState("IP STATUS"))
+    assert events == [] and stack.state == "IP STATUS"

@@ -104,7 +104,12 @@ def test_an_idle_peer_is_forgotten_its_sockets_closed_and_counted(tmp_path):
     bench = UdpBench(tmp_path).listen(UDP_LISTEN)
     bench.module(b"\r\n0, REMOTE IP: 10.0.0.1\r\n" + pushed(0, b"x" * 1461))
     [local] = bench.udp.sockets
-    local.reply(b"y" * 1461)  # one AT+QISEND carries no more: dropped, never split
+    with capturedLogs() as events:
+        local.reply(b"y" * 1461)  # one AT+QISEND carries no more: dropped, never split
+        local.reply(b"z" * 1500)
+    assert [formatEvent(e) for e in events] == [
+        "[server:dns] a 1461-byte reply to 10.0.0.1 on socket 0 is larger than one AT+QISEND "
+        "carries (1460): dropped, never split (later ones are only counted)"]
     clock = bench.harness.clock
     clock.advance(59)
     bench.module(pushed(0, b"still here"))  # a datagram either way restarts the wait
@@ -114,14 +119,14 @@ def test_an_idle_peer_is_forgotten_its_sockets_closed_and_counted(tmp_path):
         clock.advance(1)
     assert [formatEvent(e) for e in events] == [
         "[server:dns] client 10.0.0.1 on socket 0 closed: idle 60 s; 2 datagrams from it, 0 to "
-        "it, dropped: too_large=1"]
+        "it, dropped: too_large=2"]
     assert not local.open and not bench.server.clients
     assert bench.wire() == b"AT+QISRVC=2\r"
     bench.module(OK)
     assert bench.wire() == b"AT+QICLOSE=0\r"
     bench.module(b"\r\n0, CLOSE OK\r\n")
     assert bench.modem.slots_in_use == frozenset()
-    assert bench.counter("server_datagrams_dropped", cause="too_large") == 1
+    assert bench.counter("server_datagrams_dropped", cause="too_large") == 2
 
 
 def test_a_peer_whose_module_socket_is_closed_releases_its_local_socket(tmp_path):

@@ -104,7 +104,6 @@ class ModuleDatagramSocket(AddressedSocket):
         self._announced_at_read = 0
         self._turn_read = False
         self._ending: Optional[Failure] = None  # why, while the datagram on the wire decides
-        self.too_large_seen = False  # an oversized datagram was dropped (the owner logs once)
         self.counts = collections.Counter()  # datagrams_up, bytes_up, datagrams_down, bytes_down
         self.drops = collections.Counter()  # cause -> datagrams
 
@@ -133,7 +132,6 @@ class ModuleDatagramSocket(AddressedSocket):
             return
         if len(datagram) > self.settings.largest:
             self.drops[TOO_LARGE] += 1
-            self.too_large_seen = True
             return
         if not datagram:
             return  # AT+QISEND cannot send zero bytes

@@ -41,6 +41,11 @@ OPEN_STATES = frozenset({STATUS, PROCESSING, CLOSE, CONNECT_OK})
 ACTIVE_STATES = OPEN_STATES | {GPRSACT}
 
 
+#: A mux module reports IP PROCESSING instead of IP STATUS while a socket is in use (app note
+#: §5.6.1), which the prediction does not follow: either is no surprise for the other.
+ACTIVE_WITH_OR_WITHOUT_SOCKETS = {"IP STATUS", "IP PROCESSING"}
+
+
 class StackMachine:
     """Our view of ``STATE:``; ``None`` until the first step or observation."""
 
@@ -62,7 +67,8 @@ class StackMachine:
         if reported not in STATES:
             self.log.warn("stack: unknown state {reported!r} reported by the module",
                           reported=reported)
-        elif self.state is not None and reported != self.state:
+        elif (self.state is not None and reported != self.state
+              and {reported, self.state} - ACTIVE_WITH_OR_WITHOUT_SOCKETS):
             self.log.info("stack: module is in {reported!r}, we expected {expected!r}; adopted",
                           reported=reported, expected=self.state)
         self.state = reported

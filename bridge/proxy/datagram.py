@@ -158,6 +158,8 @@ class DatagramRelay(DatagramProtocol):
 class _ModuleSide(DatagramProtocol):
     """The protocol on a session's module socket."""
 
+    noisy = False
+
     def __init__(self, session: "_Session") -> None:
         self.session = session
 
@@ -286,8 +288,8 @@ class _Session:
         if self.over:
             return
         why = reason.getErrorMessage()
-        if not self.profile.reopen:
-            self.end(f"module socket lost: {why}")
+        if not self.profile.reopen or not self.relay.modem.running:
+            self.end(f"module socket lost: {why}")  # the daemon stopping is no reason to reopen
             return
         lost = f"module socket {socket.slot} lost ({why})"
         lived = self.clock.seconds() - self._opened_at

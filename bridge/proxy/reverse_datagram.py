@@ -22,7 +22,7 @@ import ipaddress
 from twisted.internet.error import CannotListenError, MessageLengthError
 from twisted.internet.protocol import DatagramProtocol
 
-from bridge.modem.datagram import DatagramSettings, ModuleDatagramSocket
+from bridge.modem.datagram import TOO_LARGE, DatagramSettings, ModuleDatagramSocket
 from bridge.proxy.datagram import LOCAL_SEND_FAILED, _drops_text
 from bridge.proxy.forwarding import Forwarding
 
@@ -81,8 +81,14 @@ class DatagramForwarding(Forwarding):
             self.drops[LOCAL_SEND_FAILED] += 1
 
     def from_service(self, datagram: bytes) -> None:
-        """A reply of the local service: to the peer (the module socket counts its drops)."""
+        """A reply of the local service: to the peer (the module socket counts its drops; the
+        first one too large for an AT+QISEND is logged, once per peer)."""
         self._idle.reset(self.idle)
+        if len(datagram) > self.socket.settings.largest and not self.socket.drops[TOO_LARGE]:
+            self.log.warn("[{label}] a {size}-byte reply to {ip} on socket {index} is larger "
+                          "than one AT+QISEND carries ({largest}): dropped, never split (later "
+                          "ones are only counted)", label=self.server.label, size=len(datagram),
+                          ip=self.ip, index=self.index, largest=self.socket.settings.largest)
         self.socket.write(datagram)
 
     # -- ending -----------------------------------------------------------------------------------
