@@ -8,6 +8,7 @@ parallel runs cannot collide on a port picked in advance.
 
 import hashlib
 import os
+import socket
 
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.error import ConnectionDone
@@ -27,6 +28,13 @@ def salted(size: int, seed: int = 4) -> bytes:
         piece = SALT[i % len(SALT)]
         out[position:position + len(piece)] = piece
     return bytes(out)
+
+
+def free_port() -> int:
+    """A loopback TCP port free a moment ago (for what must be configured before it binds)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def sha(data) -> str:

@@ -16,6 +16,7 @@ from twisted.logger import capturedLogs
 from bridge import __version__
 from bridge.cli import dump_traffic_rings, main
 from bridge.errors import SimLocked
+from tests.e2e_bed import free_port
 
 REPO = pathlib.Path(__file__).parent.parent
 CLI = [sys.executable, "-m", "bridge.cli"]
@@ -134,12 +135,6 @@ bridge.service.Components = Parts
 from bridge.cli import main
 sys.exit(main(sys.argv[1:]))
 """
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

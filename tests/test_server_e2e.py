@@ -3,20 +3,11 @@ clients reach a local echo service; a peer outside ``allow`` is refused; the mod
 after +PDP DEACT and after a reboot. The module-side client is a real TCP client connecting to
 the simulator's listener (a real loopback port)."""
 
-import socket
-
 import pytest_twisted
 from twisted.logger import capturedLogs, formatEvent
 
-from tests.e2e_bed import Echo, connect, ended, salted, server, sha, until
+from tests.e2e_bed import Echo, connect, ended, free_port, salted, server, sha, until
 from tests.test_recovery_e2e import RecoveryBed
-
-
-def free_port() -> int:
-    """A loopback port free a moment ago (the simulator listens on the configured port)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class ServerBed(RecoveryBed):
