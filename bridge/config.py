@@ -28,11 +28,10 @@ from bridge.at.commands import DEFAULT_TIMEOUTS
 from bridge.config_values import (BAUDRATES, MAX_MODULE_SOCKETS, MAX_SEND_WINDOW,
                                   MAX_WHILE_SERVING, Invalid, Listen, Remote, at_text, baudrate,
                                   boolean, choice, command_line, control_endpoint, count,
-                                  did_you_mean, directory, forward, ip_port, listen, log_level,
-                                  networks, pin, plain_text, probe_bytes, remote, seconds,
-                                  seconds_or_zero, serial_port, shell_words, timeout_overrides,
-                                  is_ipv4)
-from bridge.config_values import dns_servers
+                                  did_you_mean, directory, dns_servers, forward, ip_port, is_ipv4,
+                                  listen, log_level, networks, pin, plain_text, probe_bytes,
+                                  remote, seconds, seconds_or_zero, serial_port, shell_words,
+                                  timeout_overrides)
 from bridge.errors import ConfigError
 
 __all__ = [

@@ -46,6 +46,8 @@ def pdp_deact(h, first: bytes, second: bytes) -> None:
 class Link:
     """Stands in for a module socket: records what the modem tells it."""
 
+    server = False  # a client socket's
+
     def __init__(self):
         self.down = []
 

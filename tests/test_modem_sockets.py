@@ -13,6 +13,8 @@ MUX_STATE = (OK + b"\r\nSTATE: IP STATUS\r\n"
 
 
 class Handler:
+    server = False  # a client socket's
+
     def __init__(self):
         self.events = []
 

@@ -171,11 +171,20 @@ class Modem(Service):
     def when_ready(self, context: Optional[int] = None) -> Deferred:
         """Fires (None) the next time bring-up completes, or PDP ``context`` (if given) is back
         alone; now if the modem is ready (with ``context`` up). Cancelling it stops the wait."""
-        if self.ready and context not in self.contexts_down:
+        if self.context_ready(context):
             return succeed(None)
         waiter = Deferred(lambda d: self._ready_waiters.remove((context, d)))
         self._ready_waiters.append((context, waiter))
         return waiter
+
+    def context_ready(self, context: Optional[int] = None) -> bool:
+        """The modem is ready, and PDP ``context`` (if given) is not down alone."""
+        return self.ready and context not in self.contexts_down
+
+    @property
+    def two_contexts(self) -> bool:
+        """The profiles or servers use the second PDP context (app note §7)."""
+        return self.contexts_in_use != {0}
 
     def add_state_listener(self, listener: Callable) -> None:
         """``listener(state, reason)`` with state "ready" or "down": the whole modem."""
@@ -419,10 +428,9 @@ class Modem(Service):
     def _on_event(self, event) -> None:
         if isinstance(event, SOCKET_EVENTS):
             self._route(event)
-        elif (isinstance(event, PdpDeact) and self.contexts_in_use != {0}
-              and self.supervisor.job is not None):
+        elif isinstance(event, PdpDeact) and self.two_contexts and self.supervisor.job is not None:
             self.supervisor.ask_which_context_when_done()
-        elif isinstance(event, PdpDeact) and self.ready and self.contexts_in_use != {0}:
+        elif isinstance(event, PdpDeact) and self.ready and self.two_contexts:
             self.find_lost_context()
         elif isinstance(event, SERVER_EVENTS):
             self._index_shared(event)
@@ -485,7 +493,7 @@ class Modem(Service):
         if not isinstance(event, RemoteIp) or self.receive_mode != "push":
             return
         attached = self._handlers.get(event.socket)
-        if attached is not None and not getattr(attached.handler, "server", False):
+        if attached is not None and not attached.handler.server:
             attached.handler.socket_event(event)
 
     def _route(self, event) -> None:
@@ -496,7 +504,7 @@ class Modem(Service):
         attached = self._handlers.get(socket)
         handler = attached.handler if attached is not None else None
         if (isinstance(event, DataAvailable) and handler is not None
-                and getattr(handler, "server", event.server) != event.server):
+                and handler.server != event.server):
             self.log.warn("{name}: +QIRDI for the {side} side of socket {socket}, whose link is on "
                           "the other side: ignored", name=self.name, socket=socket,
                           side="server" if event.server else "client")
@@ -531,8 +539,7 @@ class Modem(Service):
         """What a command on a socket of ``context`` (and side, for AT+QISEND/QISACK/QICLOSE)
         must have selected first (``Selection``). Nothing on a modem that uses context 0 alone
         and no server: its module keeps the power-up choices and bring-up's AT+QIFGCNT=0."""
-        two_contexts = self.contexts_in_use != {0}
-        return Selection(context=context if two_contexts else None,
+        return Selection(context=context if self.two_contexts else None,
                          server=server if self.serves and server is not None else None)
 
     @property
@@ -548,7 +555,8 @@ class Modem(Service):
     def attach_socket(self, index: int, handler, context: int = 0) -> None:
         """Deliver this socket's URC events to ``handler.socket_event(event)`` and tell it
         ``handler.modem_down(reason)`` when the module's sockets (or those of its PDP
-        ``context``) are gone."""
+        ``context``) are gone; ``handler.server`` says which side the socket is on (a +QIRDI
+        for the other side is not its)."""
         self._handlers[index] = _Attached(handler, context)
 
     def detach_socket(self, index: int) -> None:

@@ -57,7 +57,7 @@ def _address(source) -> str:
     return f"{source[0]}:{source[1]}"
 
 
-def _drops_text(drops) -> str:
+def drops_text(drops) -> str:
     return ", ".join(f"{cause}={n}" for cause, n in sorted(drops.items()) if n) or "none"
 
 
@@ -76,7 +76,6 @@ class DatagramRelay(DatagramProtocol):
                                               group=profile.name, limit=profile.max_links,
                                               context=profile.context)
         self.sessions = {}  # local source address -> _Session
-        self.pending = 0  # datagrams of all sessions waiting for a socket
         self.started = 0
         self.counts = collections.Counter()  # of ended sessions
         self.drops = collections.Counter()  # of ended sessions, and of datagrams with none
@@ -150,7 +149,8 @@ class DatagramRelay(DatagramProtocol):
             counts.update(live_counts)
             drops.update(live_drops)
         return {"sessions": len(self.sessions), "waiting": self.waiting(),
-                "started": self.started, "pending": self.pending,
+                "started": self.started,
+                "pending": sum(len(session.pending) for session in self.sessions.values()),
                 **{key: counts[key] for key in COUNTS},
                 "drops": {cause: n for cause, n in sorted(drops.items()) if n}}
 
@@ -187,7 +187,7 @@ class _Session:
         self.counts = collections.Counter()  # of this session's ended sockets
         self.drops = collections.Counter()  # of this session and its ended sockets
         self.slots = []  # module socket indices used, in order
-        self._pending = collections.deque()  # (arrival time, datagram) waiting for a socket
+        self.pending = collections.deque()  # (arrival time, datagram) waiting for a socket
         self._opening = None  # the endpoint's Deferred while an open runs
         self._expiry = None
         self._retry = None  # the backoff's timer before the next open
@@ -206,11 +206,10 @@ class _Session:
         self._idle.reset(self.profile.udp_idle)
         if self.socket is not None and self.socket.open:
             self.socket.write(data)
-        elif len(self._pending) >= self.profile.queue:
+        elif len(self.pending) >= self.profile.queue:
             self.drops[QUEUE_FULL] += 1
         else:
-            self._pending.append((self.clock.seconds(), data))
-            self.relay.pending += 1
+            self.pending.append((self.clock.seconds(), data))
             self._arm_expiry()
 
     def downlink(self, data: bytes) -> None:
@@ -236,8 +235,7 @@ class _Session:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        pending, self._pending = self._pending, collections.deque()
-        self.relay.pending -= len(pending)
+        pending, self.pending = self.pending, collections.deque()
         for _, datagram in pending:
             self.socket.write(datagram)
 
@@ -249,7 +247,7 @@ class _Session:
         if not self.profile.reopen:
             self._drop_pending(OPEN_FAILED)
             self.end(f"open failed: {why}")
-        elif self._modem_down():
+        elif not self.relay.modem.context_ready(self.profile.context):
             self.log.warn("[{name}] udp session from {source}: open failed ({why}); again when "
                           "the modem is ready", name=self.relay.name,
                           source=_address(self.source), why=why)
@@ -258,11 +256,6 @@ class _Session:
                 CancelledError))
         else:
             self._reopen_later(f"open failed ({why})")
-
-    def _modem_down(self) -> bool:
-        """The modem, or the profile's PDP context alone, is down: opens fail until it is back."""
-        modem = self.relay.modem
-        return not modem.ready or self.profile.context in modem.contexts_down
 
     def _reopen_later(self, why: str) -> None:
         self.log.warn("[{name}] udp session from {source}: {why}; reopening in {delay:g} s",
@@ -295,7 +288,7 @@ class _Session:
         lived = self.clock.seconds() - self._opened_at
         if socket.counts["datagrams_down"] or lived >= REOPEN_PROVEN:
             self._backoff = REOPEN_INITIAL
-        elif not self._modem_down():
+        elif self.relay.modem.context_ready(self.profile.context):
             self._reopen_later(lost)
             return
         self.log.warn("[{name}] udp session from {source}: {lost}; reopening",
@@ -330,26 +323,24 @@ class _Session:
                       name=self.relay.name, source=_address(self.source), why=why,
                       slots=",".join(map(str, self.slots)) or "none",
                       up=self.counts["datagrams_up"], down=self.counts["datagrams_down"],
-                      drops=_drops_text(self.drops))
+                      drops=drops_text(self.drops))
 
     def _drop_pending(self, cause: str) -> None:
-        if self._pending:
-            self.drops[cause] += len(self._pending)
-            self.relay.pending -= len(self._pending)
-            self._pending.clear()
+        if self.pending:
+            self.drops[cause] += len(self.pending)
+            self.pending.clear()
 
     def _arm_expiry(self) -> None:
-        if self._expiry is None and self._pending:
-            due = self._pending[0][0] + self.profile.queue_timeout - self.clock.seconds()
+        if self._expiry is None and self.pending:
+            due = self.pending[0][0] + self.profile.queue_timeout - self.clock.seconds()
             self._expiry = self.clock.callLater(max(0.0, due), self._expire)
 
     def _expire(self) -> None:
         """Datagrams that waited ``queue_timeout`` for a socket are dropped, oldest first."""
         self._expiry = None
         deadline = self.clock.seconds() - self.profile.queue_timeout
-        while self._pending and self._pending[0][0] <= deadline:
-            self._pending.popleft()
-            self.relay.pending -= 1
+        while self.pending and self.pending[0][0] <= deadline:
+            self.pending.popleft()
             self.drops[QUEUE_TIMEOUT] += 1
         self._arm_expiry()
 

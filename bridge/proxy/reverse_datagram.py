@@ -23,7 +23,7 @@ from twisted.internet.error import CannotListenError, MessageLengthError
 from twisted.internet.protocol import DatagramProtocol
 
 from bridge.modem.datagram import TOO_LARGE, DatagramSettings, ModuleDatagramSocket
-from bridge.proxy.datagram import LOCAL_SEND_FAILED, _drops_text
+from bridge.proxy.datagram import LOCAL_SEND_FAILED, drops_text
 from bridge.proxy.forwarding import Forwarding
 
 LOCAL_REFUSED = "local_refused"
@@ -115,7 +115,7 @@ class DatagramForwarding(Forwarding):
                                             cause=cause)
         counts = self.socket.counts
         self.finished(f"{why}; {counts['datagrams_down']} datagrams from it, "
-                      f"{counts['datagrams_up']} to it, dropped: {_drops_text(drops)}")
+                      f"{counts['datagrams_up']} to it, dropped: {drops_text(drops)}")
 
 
 class _Side(DatagramProtocol):

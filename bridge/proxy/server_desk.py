@@ -62,7 +62,7 @@ class ServerDesk:
         if not running:
             return
         index, ip = event.socket, event.ip
-        servers = [server for server in running if self._context_up(server.context)]
+        servers = [server for server in running if self.modem.context_ready(server.context)]
         if index is None:
             self.log.warn("[{label}] REMOTE IP {ip} without a socket index (single link): "
                           "ignored", label=running[0].label, ip=ip)
@@ -75,9 +75,6 @@ class ServerDesk:
             servers[0].admit(index, ip)
         else:
             self._settle(index, ip, servers)
-
-    def _context_up(self, context: int) -> bool:
-        return self.modem.ready and context not in self.modem.contexts_down
 
     def _left_to_recovery(self, server, index: int, ip: str) -> None:
         """A client announced while the modem (or every server's context) is down: its socket
