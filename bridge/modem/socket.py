@@ -119,7 +119,7 @@ class Phase(enum.Enum):
 _NEXT = {
     Phase.CONNECTED: {Phase.FLUSHING, Phase.DRAINING, Phase.CLOSING, Phase.CLOSED},
     Phase.FLUSHING: {Phase.LINGERING, Phase.DRAINING, Phase.CLOSING, Phase.CLOSED},
-    Phase.LINGERING: {Phase.DRAINING, Phase.CLOSING, Phase.CLOSED},
+    Phase.LINGERING: {Phase.FLUSHING, Phase.DRAINING, Phase.CLOSING, Phase.CLOSED},
     Phase.DRAINING: {Phase.CLOSING, Phase.CLOSED},
     Phase.CLOSING: {Phase.CLOSED},
     Phase.CLOSED: set(),
@@ -488,7 +488,22 @@ class ModuleSocket(AddressedSocket):
             return
         self.log.info("socket {slot}: no traffic for {t:g} s after the local EOF; closing",
                       slot=self.slot, t=self.settings.linger)
-        self._close_socket(Failure(ConnectionDone()))
+        self._end_linger()
+
+    def _end_linger(self) -> None:
+        """Close after a linger; a protocol that ends its stream with bytes of its own (TLS's
+        close_notify, :mod:`bridge.tls.link`) has them sent and acked first."""
+        last_words = getattr(self.protocol, "lastWords", None)
+        words = last_words() if last_words is not None else b""
+        if not words:
+            self._close_socket(Failure(ConnectionDone()))
+            return
+        self.modem.sockets.remove_reclaimable(self)
+        self._cancel("_linger", "_reclaim")
+        self._linger_after_flush = False
+        self._to(Phase.FLUSHING)
+        self._uplink += words
+        self.modem.pump.kick()
 
     def reclaim(self) -> None:
         """Somebody waits for a socket: close once idle for ``RECLAIM_IDLE``, as a linger end."""
@@ -512,7 +527,7 @@ class ModuleSocket(AddressedSocket):
         self.log.info("socket {slot}: lingering, idle {t:g} s and wanted by a waiting "
                       "connection; closing early", slot=self.slot, t=RECLAIM_IDLE)
         self.modem.sockets.reclaiming(self.slot)
-        self._close_socket(Failure(ConnectionDone()))
+        self._end_linger()
 
     def _traffic(self) -> None:
         self._last_traffic = self.clock.seconds()

@@ -1,4 +1,5 @@
-"""One tcp profile's listener: each accepted connection is spliced to a module socket.
+"""One tcp profile's listener: each accepted connection is spliced to a module socket (with
+``tls``, to TLS on it: :mod:`bridge.tls`).
 
 The module's six sockets are the modem's to share out (:class:`~bridge.modem.pool.SocketPool`):
 a profile holds at most ``max_links`` of them, and its connections wait for one, paused, in a
@@ -14,6 +15,8 @@ from twisted.logger import Logger
 
 from bridge.modem.endpoint import ModemEndpoint
 from bridge.proxy.splice import LocalSide, ModuleSide
+from bridge.tls.link import SecureEndpoint
+from bridge.tls.policy import client_policy
 
 
 class Admission(Factory):
@@ -28,9 +31,13 @@ class Admission(Factory):
         self.name = f"profile:{profile.name}"
         settings = dataclasses.replace(modem.socket_settings(), linger=profile.linger,
                                        probe=profile.probe)
-        self.endpoint = ModemEndpoint(modem, profile.remote.host, profile.remote.port, settings,
-                                      group=profile.name, limit=profile.max_links,
-                                      wait=profile.queue_timeout, context=profile.context)
+        endpoint = ModemEndpoint(modem, profile.remote.host, profile.remote.port, settings,
+                                 group=profile.name, limit=profile.max_links,
+                                 wait=profile.queue_timeout, context=profile.context)
+        if getattr(profile, "tls", False):
+            endpoint = SecureEndpoint(endpoint, client_policy(profile), profile.tls_timeout,
+                                      modem.reactor)
+        self.endpoint = endpoint
         self.served = 0
         self._sockets = set()
 

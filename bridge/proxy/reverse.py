@@ -36,6 +36,8 @@ from bridge.proxy.forwarding import Forwarding
 from bridge.proxy.reverse_datagram import DatagramForwarding
 from bridge.proxy.server_desk import ServerDesk
 from bridge.proxy.splice import LocalSide, ModuleSide
+from bridge.tls.link import TLSLinkFactory
+from bridge.tls.policy import server_policy
 
 #: AT+QISERVER's <type> (app note §3.4).
 SERVER_TYPES = {"tcp": 0, "udp": 1}
@@ -64,6 +66,7 @@ class ModuleServer(Service):
         self.label = f"server:{server.name}"
         self.forwarding = FORWARDINGS[server.protocol]
         self.endpoint = endpoint or self.forwarding.local_endpoint(reactor, remote(server.forward))
+        self.tls = server_policy(server) if getattr(server, "tls", False) else None
         self.listening = False
         self.clients: Dict[int, Forwarding] = {}
         self._generation = 0  # one per modem life: a listen attempt from before a "down" is void
@@ -275,12 +278,30 @@ class StreamForwarding(Forwarding):
                                    context=server.context, server=True)
         self.local = LocalSide(self)
         self.module = ModuleSide(self.local)
-        self.socket.makeConnection(self.module)
+        if server.tls is None:
+            self.socket.makeConnection(self.module)
+            self._reach_local()
+            return
+        # The local service is reached once the client's handshake is done.
+        links = TLSLinkFactory(server.tls, False, Factory.forProtocol(lambda: self.module),
+                               server.server.tls_timeout, server.reactor)
+        link = links.buildProtocol(self.peer)
+        self.socket.makeConnection(link)
+        link.secured.addCallbacks(lambda _: self._reach_local(), self._handshake_failed)
+
+    def _reach_local(self) -> None:
         self.socket.pauseProducing()  # nothing is read until the local service answers
         factory = Factory.forProtocol(lambda: self.local)
         factory.noisy = False  # the accept and the close are logged, one line each
-        connecting = self.local.connecting = server.endpoint.connect(factory)
+        connecting = self.local.connecting = self.server.endpoint.connect(factory)
         connecting.addErrback(self._local_failed)
+
+    def _handshake_failed(self, failure) -> None:
+        """Counted and logged; the TLS layer has closed the module socket."""
+        self.server.modem.counters.incr("server_refused", server=self.name, cause="tls")
+        self.log.warn("[{label}] client {ip} on socket {index}: {why}; closing the client",
+                      label=self.server.label, ip=self.ip, index=self.index,
+                      why=failure.getErrorMessage())
 
     def close(self) -> None:
         self.socket.abortConnection()

@@ -69,6 +69,7 @@ class LocalSide(Protocol):
     def connectionLost(self, reason=None) -> None:
         self.ended = True
         if self.module is not None and self.module.transport is not None:
+            self.module.transport.unregisterProducer()  # a TLS close waits for its producer
             self.module.transport.loseConnection()
         elif self.connecting is not None:
             self.connecting.cancel()
