@@ -29,10 +29,11 @@ from bridge.config_values import (BAUDRATES, MAX_MODULE_SOCKETS, MAX_SEND_WINDOW
                                   MAX_WHILE_SERVING, Invalid, Listen, Remote, at_text, baudrate,
                                   boolean, choice, command_line, control_endpoint, count,
                                   did_you_mean, directory, dns_servers, forward, ip_port, is_ipv4,
-                                  listen, log_level, networks, pin, plain_text, probe_bytes,
-                                  remote, seconds, seconds_or_zero, serial_port, shell_words,
-                                  timeout_overrides)
+                                  listen, log_level, networks, optional_file, optional_host,
+                                  pin, plain_text, probe_bytes, public_key_pins, remote, seconds,
+                                  seconds_or_zero, serial_port, shell_words, timeout_overrides)
 from bridge.errors import ConfigError
+from bridge.tls.files import TLSFileError, certificates, identity, private_key, readable_by_others
 
 __all__ = [
     "Config", "General", "ModemConfig", "ProfileConfig", "ServerConfig", "Listen", "Remote",
@@ -95,6 +96,13 @@ class ProfileConfig:
     reopen: bool = False
     udp_idle: float = 60.0
     context: int = 0
+    tls: bool = False
+    tls_hostname: str = ""  # empty = remote.host
+    tls_ca: Optional[str] = None  # absolute paths, from load_config
+    tls_pin: tuple = ()  # "sha256//BASE64", ...
+    tls_cert: Optional[str] = None
+    tls_key: Optional[str] = None
+    tls_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,11 @@ class ServerConfig:
     context: int = 0
     allow: tuple = ()  # IPv4Network, ...: module-side peers allowed; empty = any
     udp_idle: float = 60.0
+    tls: bool = False
+    tls_cert: Optional[str] = None  # absolute paths, from load_config
+    tls_key: Optional[str] = None
+    tls_ca: Optional[str] = None
+    tls_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -152,6 +165,14 @@ def _timeouts_doc():
             "> prompt")
 
 
+RELATIVE = "a relative path is relative to the config file"
+CERTIFICATE_FILE = "PEM file, leaf certificate first, then its chain; " + RELATIVE
+KEY_DOC = ("the private key of tls_cert, an unencrypted PEM file (the daemon starts unattended) "
+           "that other users cannot read (check warns otherwise); " + RELATIVE)
+TLS_TIMEOUT_DOC = ("seconds the TLS handshake may take once the module's connection is open "
+                   "(over GPRS: a few round trips of 0.5-1 s each, plus the certificate chain at "
+                   "about 6.7 kB/s)")
+
 CONTEXT_DOC = ("the module's PDP context (AT+QIFGCNT, app note §7): 0 (apn, username, password) "
                "or 1 (apn1, username1, password1); 1 needs mode = mux")
 
@@ -164,7 +185,7 @@ SCHEMA = {
                        "unix:/run/cellbridge/control.sock; empty = none"),
         "log_level": Key(log_level, "debug, info, warn, error or critical"),
         "state_dir": Key(directory, "directory for state that must survive restarts (a rejected "
-                         "PIN); relative paths are relative to the config file"),
+                         "PIN); " + RELATIVE),
     },
     "modem": {
         "port": Key(serial_port, "device path (prefer /dev/serial/by-id/...), tcp:HOST:PORT for a "
@@ -222,10 +243,29 @@ SCHEMA = {
                      r"\t \0 \\ \xHH); empty = never inject"),
         "reopen": Key(boolean, "udp: a session whose module socket is lost (+PDP DEACT, module "
                       "reboot, port lost) opens a new one as soon as the modem is ready again; "
-                      "not supported yet for tcp: a tcp profile refuses yes at start"),
+                      "not supported yet for tcp: a tcp profile refuses yes at start; with "
+                      "tls = yes, check refuses it too (a new connection cannot continue a TLS "
+                      "session's byte stream)"),
         "udp_idle": Key(seconds, "udp profiles only: seconds without a datagram either way "
                         "before a session ends and frees its module socket"),
         "context": Key(count(0, 1), CONTEXT_DOC),
+        "tls": Key(boolean, "tcp profiles: the bridge is the TLS client of remote over the "
+                   "module link, and verifies it (system trust store or tls_ca, and "
+                   "tls_hostname; or tls_pin), while the local app keeps speaking plain TCP to "
+                   "listen (like stunnel's client mode). Needs probe empty and reopen = no"),
+        "tls_hostname": Key(optional_host, "the name remote's certificate must carry, also sent "
+                            "as SNI: a DNS name or a dotted IPv4 address; empty = remote's host"),
+        "tls_ca": Key(optional_file, "CAs to trust instead of the system trust store (PEM "
+                      "file); " + RELATIVE),
+        "tls_pin": Key(public_key_pins, "public keys remote may have, as curl's --pinnedpubkey "
+                       "takes them: sha256//BASE64 (base64 of the SHA-256 of the DER public "
+                       "key), several separated by ;. Without tls_ca a pin alone decides (the "
+                       "name and the expiry are not checked: fit for a self-signed server); "
+                       "with tls_ca the chain, the name and a pin must all pass"),
+        "tls_cert": Key(optional_file, "client certificate for mutual TLS, with tls_key: "
+                        + CERTIFICATE_FILE),
+        "tls_key": Key(optional_file, KEY_DOC),
+        "tls_timeout": Key(seconds, TLS_TIMEOUT_DOC),
     },
     "server": {
         "modem": Key(plain_text, "name of the [modem:NAME] to use; optional with one modem"),
@@ -243,6 +283,16 @@ SCHEMA = {
         "udp_idle": Key(seconds, "udp servers only: seconds without a datagram either way "
                         "before a module-side peer is forgotten: its module socket is closed "
                         "and its local socket released"),
+        "tls": Key(boolean, "tcp servers: the module's clients speak TLS, which the bridge "
+                   "ends, forwarding plain TCP to forward (like stunnel's server mode); needs "
+                   "tls_cert and tls_key"),
+        "tls_cert": Key(optional_file, "the server's certificate, required with tls = yes: "
+                        + CERTIFICATE_FILE),
+        "tls_key": Key(optional_file, KEY_DOC),
+        "tls_ca": Key(optional_file, "CAs for mutual TLS (PEM file): a client must present a "
+                      "certificate signed by one of them; empty = no client certificate is "
+                      "asked for; " + RELATIVE),
+        "tls_timeout": Key(seconds, TLS_TIMEOUT_DOC),
     },
 }
 
@@ -437,6 +487,69 @@ def _check_server_capacity(parsed, profiles, servers, problems):
                              "(app note §3.4)", str(profile.max_links))
 
 
+def _absolute(config_path, path):
+    """A path the config names; a relative one is taken from the config file's directory."""
+    if os.path.isabs(path):
+        return path
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(config_path)), path))
+
+
+def _check_tls(parser, section, values, udp, config_path, problems):
+    """TLS keys need ``tls = yes``, which needs a byte stream the bridge alone writes: no udp, no
+    probe injected below TLS, no reopen splicing a second connection into one session."""
+    kind = section.partition(":")[0]
+    if not values.get("tls"):
+        if "tls" in values or not parser.has_option(section, "tls"):  # else tls is bad itself
+            for key in values:
+                if key.startswith("tls_"):
+                    problems.add(section, key, "needs tls = yes", parser.get(section, key))
+        return
+    if udp:
+        problems.add(section, "tls", f"TLS needs a tcp stream: a udp {kind} cannot have it "
+                     "(DTLS is not supported)", parser.get(section, "tls"))
+    if values.get("probe"):
+        problems.add(section, "probe", "must be empty with tls = yes: bytes injected below TLS "
+                     "would corrupt its stream", parser.get(section, "probe"))
+    if values.get("reopen") and not udp:
+        problems.add(section, "reopen", "must be no with tls = yes: a new connection cannot "
+                     "continue a TLS session's byte stream", parser.get(section, "reopen"))
+    _check_tls_files(parser, section, values, kind == "server", config_path, problems)
+
+
+def _check_tls_files(parser, section, values, identity_required, config_path, problems):
+    """Makes the file keys absolute and reads them with the very code the service uses, so
+    files that pass ``check`` load at start. A certificate and a key are read on their own
+    first, so each file's fault is reported on its own key."""
+    def raw(key):
+        return parser.get(section, key, fallback="")
+
+    def readable(key, read, *paths):
+        try:
+            read(*paths)
+        except TLSFileError as error:
+            problems.add(section, key, str(error), raw(key))
+            return False
+        return True
+
+    for key in ("tls_ca", "tls_cert", "tls_key"):
+        if values.get(key):
+            values[key] = _absolute(config_path, values[key])
+    if values.get("tls_ca"):
+        readable("tls_ca", certificates, values["tls_ca"])
+    cert, key = values.get("tls_cert"), values.get("tls_key")
+    if cert and key:
+        cert_read = readable("tls_cert", certificates, cert)
+        if readable("tls_key", private_key, key) and cert_read:
+            readable("tls_key", identity, cert, key)  # does the key fit the certificate?
+    for missing, other in (("tls_cert", "tls_key"), ("tls_key", "tls_cert")):
+        if raw(missing):
+            continue
+        if identity_required:
+            problems.add(section, missing, "required with tls = yes")
+        elif raw(other):
+            problems.add(section, missing, f"required with {other}")
+
+
 def load_config(path):
     """Read and validate one INI file.
 
@@ -457,9 +570,7 @@ def load_config(path):
             parsed[kind].append((section, name, _section_values(parser, section, kind, problems)))
 
     general = General(**parsed["cellbridge"][0][2]) if parsed["cellbridge"] else General()
-    if not os.path.isabs(general.state_dir):
-        absolute = os.path.join(os.path.dirname(os.path.abspath(path)), general.state_dir)
-        general = dataclasses.replace(general, state_dir=os.path.normpath(absolute))
+    general = dataclasses.replace(general, state_dir=_absolute(path, general.state_dir))
 
     modem_values, modem_names = {}, [name for _, name, _ in parsed["modem"]]
     for section, name, values in parsed["modem"]:
@@ -472,6 +583,8 @@ def load_config(path):
     for section, name, values in parsed["profile"]:
         modem = _resolve_modem(section, values, modem_names, problems)
         _check_context(section, values, modem, modem_values.get(modem, {}), problems)
+        udp = "listen" in values and values["listen"].kind == "udp"
+        _check_tls(parser, section, values, udp, path, problems)
         if "listen" in values:
             listens.append((section, values["listen"]))
         if "listen" in values and "remote" in values:
@@ -488,6 +601,7 @@ def load_config(path):
         modem = _resolve_modem(section, values, modem_names, problems)
         _check_context(section, values, modem, modem_values.get(modem, {}), problems)
         protocol = values.get("protocol", "tcp")
+        _check_tls(parser, section, values, protocol == "udp", path, problems)
         if "forward" in values and not values["forward"].startswith(protocol + ":"):
             problems.add(section, "forward", f"must be {protocol}:HOST:PORT for a {protocol} server",
                          values["forward"])
@@ -545,6 +659,13 @@ def config_warnings(config):
         if not server.allow:
             warnings.append(f"{config.path}: [server:{server.name}] allow: warning: "
                             f"{open_server_warning(server)}")
+    for kind, sections in (("profile", config.profiles), ("server", config.servers)):
+        for section in sections.values():
+            if section.tls_key and readable_by_others(section.tls_key):
+                warnings.append(f"{config.path}: [{kind}:{section.name}] tls_key: warning: "
+                                f"{section.tls_key} is readable by every local user; chmod 0640 "
+                                "it (group of the service user) or use systemd's "
+                                "LoadCredential=")
     return warnings
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from twisted.internet.endpoints import serverFromString
 
 from bridge.modem.pool import WHILE_SERVING as MAX_WHILE_SERVING
+from bridge.tls.files import TLSFileError, parse_pins
 
 DEFAULT_INTERFACE = "127.0.0.1"
 """A listener without ``interface=`` binds loopback: a gateway must not expose a bridge by accident."""
@@ -188,6 +189,11 @@ def host(text):
     if len(text) > 253 or not all(_LABEL.match(label) for label in labels):
         raise Invalid("not a valid host name (letters, digits, hyphens; dot-separated labels)")
     return text
+
+
+def optional_host(text):
+    """Empty (a default the caller fills in) or a :func:`host`."""
+    return host(text) if text else ""
 
 
 def dns_servers(text):
@@ -415,6 +421,21 @@ def directory(text):
     if not text:
         raise Invalid("empty path")
     return plain_text(text)
+
+
+def optional_file(text):
+    """Empty (none) or a file path; bridge.config makes a relative one absolute."""
+    return plain_text(text) if text else None
+
+
+def public_key_pins(text):
+    """Empty (none) or pins as :func:`bridge.tls.files.parse_pins` reads them."""
+    if not text:
+        return ()
+    try:
+        return parse_pins(text)
+    except TLSFileError as error:
+        raise Invalid(str(error)) from None
 
 
 def log_level(text):

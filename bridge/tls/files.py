@@ -11,6 +11,7 @@ from typing import Tuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from OpenSSL import crypto
 
 
@@ -47,17 +48,23 @@ def certificates(path: str) -> Tuple[x509.Certificate, ...]:
     return found
 
 
-def identity(cert_path: str, key_path: str) -> Identity:
-    """A certificate file (leaf first, then its chain) and the unencrypted PEM key that fits it."""
-    leaf, *chain = certificates(cert_path)
+def private_key(path: str) -> PrivateKeyTypes:
+    """The unencrypted PEM private key of a file (checked on its own, so ``check`` can report a
+    bad key and a bad certificate file together)."""
     try:
-        key = serialization.load_pem_private_key(_read(key_path), password=None)
+        return serialization.load_pem_private_key(_read(path), password=None)
     except TypeError:
-        raise TLSFileError(f"{key_path} is encrypted: the daemon starts unattended, so the "
+        raise TLSFileError(f"{path} is encrypted: the daemon starts unattended, so the "
                            "key must be stored unencrypted (protect it with file permissions)"
                            ) from None
     except ValueError:
-        raise TLSFileError(f"{key_path} holds no PEM private key") from None
+        raise TLSFileError(f"{path} holds no PEM private key") from None
+
+
+def identity(cert_path: str, key_path: str) -> Identity:
+    """A certificate file (leaf first, then its chain) and the unencrypted PEM key that fits it."""
+    leaf, *chain = certificates(cert_path)
+    key = private_key(key_path)
     public = serialization.PublicFormat.SubjectPublicKeyInfo
     if (key.public_key().public_bytes(serialization.Encoding.DER, public)
             != leaf.public_key().public_bytes(serialization.Encoding.DER, public)):
