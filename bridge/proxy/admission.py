@@ -34,7 +34,7 @@ class Admission(Factory):
         endpoint = ModemEndpoint(modem, profile.remote.host, profile.remote.port, settings,
                                  group=profile.name, limit=profile.max_links,
                                  wait=profile.queue_timeout, context=profile.context)
-        if getattr(profile, "tls", False):
+        if profile.tls:
             endpoint = SecureEndpoint(endpoint, client_policy(profile), profile.tls_timeout,
                                       modem.reactor)
         self.endpoint = endpoint

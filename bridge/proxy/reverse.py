@@ -66,7 +66,7 @@ class ModuleServer(Service):
         self.label = f"server:{server.name}"
         self.forwarding = FORWARDINGS[server.protocol]
         self.endpoint = endpoint or self.forwarding.local_endpoint(reactor, remote(server.forward))
-        self.tls = server_policy(server) if getattr(server, "tls", False) else None
+        self.tls = server_policy(server) if server.tls else None
         self.listening = False
         self.clients: Dict[int, Forwarding] = {}
         self._generation = 0  # one per modem life: a listen attempt from before a "down" is void
