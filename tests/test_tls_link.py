@@ -16,6 +16,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
@@ -399,3 +400,49 @@ def test_lose_connection_sends_close_notify_and_closes_without_waiting_for_the_p
     client.lost(ConnectionDone)  # the server's own close_notify never reached us
     assert client.app.reason.check(ConnectionDone)
 
+
+# -- 8. a module-side server that wants client certificates ----------------------------------------
+
+def server_link(options, clock=None) -> End:
+    links = TLSLinkFactory(options, False, Factory.forProtocol(App), TIMEOUT, clock or Clock())
+    return End(links.buildProtocol(None))
+
+
+def test_a_server_link_with_tls_ca_refuses_a_client_without_a_certificate(pki):
+    operators = PKI(pki.directory / "operators")
+    server = server_link(pki.server_options(tls_ca=operators.ca_path))
+    client = client_link(ClientPolicy(NAME, pki.ca_path))
+    secured = outcome(server.protocol.secured)
+    with capturedLogs() as events:
+        client_secured = handshake(client, server)
+    assert len(secured) == 1 and secured[0].check(HandshakeFailed)
+    assert str(secured[0].value) == "TLS handshake failed: peer did not return a certificate"
+    assert server.app.received == b""  # the local service never hears from it
+    # TLS 1.3: the client's handshake was done before the server read its (empty) certificate;
+    # the server's alert ends its link, and one line says why.
+    assert client_secured == [client.app] and client.app.reason.check(SSL.Error)
+    assert [formatEvent(e) for e in events if e["log_level"] is LogLevel.warn] == [
+        "TLS with 192.168.1.1:54321 failed: tlsv13 alert certificate required"]
+
+
+def test_a_server_link_with_tls_ca_accepts_a_client_with_a_certificate_from_that_ca(pki):
+    operators = PKI(pki.directory / "operators")
+    server = server_link(pki.server_options(tls_ca=operators.ca_path))
+    client = client_link(ClientPolicy(
+        NAME, pki.ca_path, **operators.client_identity(operators.ca.issue_cert("op1.example"))))
+    secured = outcome(server.protocol.secured)
+    assert handshake(client, server) == [client.app]
+    assert secured == [server.app] and server.app.received == b"payload"
+    assert not server.transport.disconnecting and not client.transport.disconnecting
+
+
+def test_a_client_link_names_the_alert_of_a_tls12_server_that_wants_a_certificate(pki):
+    operators = PKI(pki.directory / "operators")
+    server = twisted_server(pki.server_options(tls_ca=operators.ca_path,
+                                               maximum=TLSVersion.TLSv1_2))
+    secured = handshake(client_link(ClientPolicy(NAME, pki.ca_path)), server)
+    assert len(secured) == 1 and secured[0].check(HandshakeFailed)
+    message = str(secured[0].value)  # OpenSSL's words: "sslv3 alert" before 3.0, "tls alert" since
+    assert message.startswith("TLS handshake failed: ") and message.endswith(
+        " alert handshake failure")
+    assert server.app.received == b""
