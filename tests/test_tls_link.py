@@ -1,9 +1,10 @@
 """TLS link transcripts: a :class:`~bridge.tls.link.TLSLink` on a StringTransport with a
 task.Clock, its peer a Twisted TLS protocol on another StringTransport; the tests move the bytes
 between them by hand, so each one says which records crossed and when. Certificates are made per
-test with trustme. The last part puts a protocol with last words on a real ModuleSocket (exact
-UART bytes on the modem harness)."""
+test with trustme. The last parts run on the real Modem of the modem harness (exact UART bytes):
+a protocol's last words at the end of a ModuleSocket's linger, and a TLS link on a ModuleSocket."""
 
+import dataclasses
 import datetime
 from types import SimpleNamespace
 
@@ -11,6 +12,7 @@ import pytest
 import trustme
 from cryptography import x509
 from OpenSSL import SSL
+from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions, TLSVersion
@@ -20,9 +22,11 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
+from bridge.modem.endpoint import ModemEndpoint
 from bridge.tls import files
-from bridge.tls.link import HandshakeFailed, TLSLinkFactory
+from bridge.tls.link import HandshakeFailed, SecureEndpoint, TLSLinkFactory
 from bridge.tls.policy import ClientPolicy, server_policy
+from tests.socket_bench import PROMPT, QICLOSE_0, QISACK_0, SEND_OK, ModemBench, sack
 
 # Twisted's CertificateOptions takes pyOpenSSL X509/PKey objects; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Passing pyOpenSSL:DeprecationWarning")
@@ -191,7 +195,7 @@ def connected(pki, maximum=None) -> tuple:
 VERSIONS = pytest.mark.parametrize("maximum", [None, TLSVersion.TLSv1_2], ids=["tls13", "tls12"])
 
 
-# -- 1. secured ------------------------------------------------------------------------------------
+# -- secured ---------------------------------------------------------------------------------------
 
 def test_secured_fires_with_the_app_on_the_last_byte_of_the_servers_flight_and_no_sooner(pki):
     clock = Clock()
@@ -217,7 +221,7 @@ def test_secured_fires_with_the_app_on_the_last_byte_of_the_servers_flight_and_n
     assert server.app.received == b"early secret"
 
 
-# -- 2. handshake timeout --------------------------------------------------------------------------
+# -- handshake timeout -----------------------------------------------------------------------------
 
 def test_a_peer_that_never_answers_fails_secured_at_exactly_the_timeout_and_aborts(pki):
     clock = Clock()
@@ -234,7 +238,7 @@ def test_a_peer_that_never_answers_fails_secured_at_exactly_the_timeout_and_abor
     assert client.app.reason.check(ConnectionLost) and client.app.received == b""  # not a clean end
 
 
-# -- 3. why a client link refuses its server -------------------------------------------------------
+# -- why a client link refuses its server ----------------------------------------------------------
 
 def handshake(client: End, server: End) -> list:
     """Run the handshake to its end; the app writes at once, as if nothing could go wrong.
@@ -315,7 +319,7 @@ def test_with_a_ca_and_a_pin_both_must_pass(pki):
     assert handshake(client, server) == [client.app]
 
 
-# -- 4. last words and how the stream ends ---------------------------------------------------------
+# -- last words and how the stream ends ------------------------------------------------------------
 
 @VERSIONS
 def test_last_words_are_close_notify_handed_over_not_written(pki, maximum):
@@ -356,7 +360,7 @@ def test_last_words_before_the_handshake_are_none(pki):
     assert client.protocol.lastWords() == b"" and client.sent() == b""
 
 
-# -- 5. the peer's close_notify --------------------------------------------------------------------
+# -- the peer's close_notify -----------------------------------------------------------------------
 
 @VERSIONS
 def test_the_servers_close_notify_is_not_answered_and_the_app_gets_all_then_eof(pki, maximum):
@@ -374,7 +378,7 @@ def test_the_servers_close_notify_is_not_answered_and_the_app_gets_all_then_eof(
     assert client.app.reason.check(ConnectionDone)
 
 
-# -- 6. our close ----------------------------------------------------------------------------------
+# -- our close -------------------------------------------------------------------------------------
 
 @VERSIONS
 @pytest.mark.parametrize("with_producer", [True, False], ids=["producer", "no_producer"])
@@ -401,7 +405,7 @@ def test_lose_connection_sends_close_notify_and_closes_without_waiting_for_the_p
     assert client.app.reason.check(ConnectionDone)
 
 
-# -- 8. a module-side server that wants client certificates ----------------------------------------
+# -- client certificates ---------------------------------------------------------------------------
 
 def server_link(options, clock=None) -> End:
     links = TLSLinkFactory(options, False, Factory.forProtocol(App), TIMEOUT, clock or Clock())
@@ -446,3 +450,154 @@ def test_a_client_link_names_the_alert_of_a_tls12_server_that_wants_a_certificat
     assert message.startswith("TLS handshake failed: ") and message.endswith(
         " alert handshake failure")
     assert server.app.received == b""
+
+
+# -- last words on a module socket -----------------------------------------------------------------
+
+LINGER = 2.0
+#: Stands for a close_notify: the shape of a TLS 1.2 alert record (type 21, version, length 2,
+#: level warning, description close_notify) as a protocol's last words.
+WORDS = b"\x15\x03\x03\x00\x02\x01\x00"
+CLOSE_OK_0 = b"\r\n0, CLOSE OK\r\n"
+
+
+class Farewell(Protocol):
+    """A protocol that ends its stream with bytes of its own, as TLSLink does."""
+
+    def __init__(self, words: bytes):
+        self.words = words
+        self.asked = 0
+        self.reason = None
+
+    def lastWords(self) -> bytes:
+        self.asked += 1
+        return self.words
+
+    def connectionLost(self, reason):
+        self.reason = reason
+
+
+def module_endpoint(bench, **options) -> ModemEndpoint:
+    settings = dataclasses.replace(bench.modem.socket_settings(), linger=LINGER)
+    return ModemEndpoint(bench.modem, "10.1.2.3", 80, settings, **options)
+
+
+def farewell_on_socket_0(bench, words: bytes, **options) -> Farewell:
+    protocol = Farewell(words)
+    connectProtocol(module_endpoint(bench, **options), protocol)
+    bench.connect_ok()
+    return protocol
+
+
+def test_last_words_go_out_at_the_linger_end_in_one_fixed_length_send_acked_before_qiclose(
+        tmp_path):
+    bench = ModemBench(tmp_path)
+    protocol = farewell_on_socket_0(bench, WORDS)
+    protocol.transport.loseWriteConnection()  # nothing unsent, nothing unacked: lingers now
+    bench.clock.advance(LINGER - 0.001)
+    assert bench.wire() == b"" and protocol.asked == 0
+    bench.clock.advance(0.001)
+    assert bench.wire() == b"AT+QISEND=0,7\r" and protocol.asked == 1
+    bench.module(PROMPT)
+    assert bench.wire() == WORDS
+    bench.module(SEND_OK)
+    assert bench.wire() == QISACK_0 and protocol.reason is None  # acked before the close
+    bench.module(sack(7, 7))
+    assert bench.wire() == QICLOSE_0 and protocol.reason.check(ConnectionDone)
+    bench.module(CLOSE_OK_0)
+    assert bench.modem.slots_in_use == frozenset() and protocol.asked == 1
+
+
+def test_a_lingering_socket_reclaimed_for_a_waiting_connection_says_its_last_words_first(
+        tmp_path):
+    bench = ModemBench(tmp_path)
+    protocol = farewell_on_socket_0(bench, WORDS, limit=1)
+    protocol.transport.loseWriteConnection()
+    waiter = Protocol()
+    connectProtocol(module_endpoint(bench, limit=1), waiter)
+    assert bench.modem.sockets.waiting() == 1
+    bench.clock.advance(0.1875)
+    assert bench.wire() == b""
+    bench.clock.advance(0.0125)  # idle for 0.2 s: given up well before the linger's end
+    assert bench.wire() == b"AT+QISEND=0,7\r"
+    bench.module(PROMPT)
+    assert bench.wire() == WORDS
+    bench.module(SEND_OK)
+    assert bench.wire() == QISACK_0
+    bench.module(sack(7, 7))
+    assert bench.wire() == QICLOSE_0 and protocol.reason.check(ConnectionDone)
+    bench.module(CLOSE_OK_0)
+    bench.connect_ok(0)
+    assert waiter.transport.slot == 0
+
+
+def test_a_protocol_with_nothing_to_say_closes_right_at_the_linger_end(tmp_path):
+    bench = ModemBench(tmp_path)
+    protocol = farewell_on_socket_0(bench, b"")
+    protocol.transport.loseWriteConnection()
+    bench.clock.advance(LINGER - 0.001)
+    assert bench.wire() == b""
+    bench.clock.advance(0.001)
+    assert bench.wire() == QICLOSE_0 and protocol.asked == 1
+    assert protocol.reason.check(ConnectionDone)
+
+
+# -- a TLS link on a module socket -----------------------------------------------------------------
+
+def uplink(bench) -> bytes:
+    """Play the module for the AT+QISENDs on the wire, each checked to be fixed-length, until
+    the wire is quiet; returns their payloads, as the remote receives them."""
+    payloads = b""
+    while (command := bench.wire()).startswith(b"AT+QISEND=0,"):
+        bench.module(PROMPT)
+        payload = bench.wire()
+        assert command == b"AT+QISEND=0,%d\r" % len(payload)
+        payloads += payload
+        bench.module(SEND_OK)
+    assert command == b""
+    return payloads
+
+
+def pushed(data: bytes) -> bytes:
+    """The module pushing ``data`` from the remote (``receive = push``), a segment at a time."""
+    segments = [data[at:at + 1460] for at in range(0, len(data), 1460)]
+    return b"".join(b"\r\n+RECEIVE: 0, %d\r\n" % len(s) + s for s in segments)
+
+
+def test_a_tls_link_on_a_module_socket_says_close_notify_at_the_linger_end(tmp_path, pki):
+    bench = ModemBench(tmp_path, receive="push")
+    server = twisted_server(pki.server_options())
+    endpoint = SecureEndpoint(module_endpoint(bench), ClientPolicy(NAME, pki.ca_path), TIMEOUT,
+                              bench.clock)
+    connected = outcome(endpoint.connect(Factory.forProtocol(App)))
+    bench.connect_ok()
+    server.hear(uplink(bench))  # the ClientHello
+    assert connected == []
+    bench.module(pushed(server.sent()))
+    app = connected[0]
+    app.transport.write(b"request")
+    server.hear(uplink(bench))  # the client's Finished, then the request
+    assert server.app.received == b"request"
+
+    app.transport.loseWriteConnection()  # the local EOF: nothing goes out but the ack check
+    sent = app.transport.transport.stats()["sent"]
+    assert bench.wire() == QISACK_0
+    bench.module(sack(sent, sent))
+    bench.clock.advance(LINGER / 2)
+    server.app.transport.write(b"reply")
+    bench.module(pushed(server.sent()))  # the reply still comes, and restarts the linger
+    bench.clock.advance(LINGER - 0.001)
+    assert bench.wire() == b"" and app.events == [b"reply"]
+    bench.clock.advance(0.001)
+    command = bench.wire()
+    bench.module(PROMPT)
+    close_notify = bench.wire()
+    assert command == b"AT+QISEND=0,%d\r" % len(close_notify)  # one fixed-length send
+    server.hear(close_notify)
+    assert server.handle().get_shutdown() & SSL.RECEIVED_SHUTDOWN
+    bench.module(SEND_OK)
+    assert bench.wire() == QISACK_0 and app.reason is None  # acked before the close
+    sent = app.transport.transport.stats()["sent"]
+    bench.module(sack(sent, sent))
+    assert bench.wire() == QICLOSE_0
+    assert app.events == [b"reply", app.reason] and app.reason.check(ConnectionDone)
