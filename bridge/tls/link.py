@@ -140,12 +140,16 @@ class TLSLink(TLSMemoryBIOProtocol):
             # We ended the stream: the peer's close_notify is not awaited, its absence is not
             # a truncation.
             connection.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
+        # A TLS error (the peer's alert, OpenSSL refusing the peer) closes the transport itself,
+        # which then reports a mere ConnectionDone: the cause is what TLSMemoryBIOProtocol kept
+        # for the application (its documented ``_reason``; no public accessor exists).
+        cause = self._reason or reason
         if not self.secured.called:
-            self.secured.errback(HandshakeFailed(string=self.refusal or _why_lost(reason)))
-        elif reason.check(SSL.Error):  # e.g. a TLS 1.3 server refusing our client certificate
+            self.secured.errback(HandshakeFailed(string=self.refusal or _why_lost(cause)))
+        elif cause.check(SSL.Error):  # e.g. a TLS 1.3 server refusing our client certificate
             peer = self.transport.getPeer()
             self.log.warn("TLS with {host}:{port} failed: {why}", host=peer.host, port=peer.port,
-                          why=_why_lost(reason))
+                          why=_why_lost(cause))
         super().connectionLost(reason)
 
     def _stop_deadline(self) -> None:
