@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 
 from bridge.modem.endpoint import ModemEndpoint
 from bridge.tls import files
-from bridge.tls.link import HandshakeFailed, SecureEndpoint, TLSLinkFactory
+from bridge.tls.link import HandshakeFailed, SecureEndpoint, TLSLink, TLSLinkFactory
 from bridge.tls.policy import ClientPolicy, server_policy
 from tests.socket_bench import PROMPT, QICLOSE_0, QISACK_0, SEND_OK, ModemBench, sack
 
@@ -62,7 +62,7 @@ class End:
 
     def __init__(self, protocol):
         self.protocol = protocol
-        self.app = protocol.wrappedProtocol
+        self.app = protocol.app if isinstance(protocol, TLSLink) else protocol.wrappedProtocol
         self.transport = StringTransport()
         self.told = False
         protocol.makeConnection(self.transport)

@@ -23,7 +23,8 @@ handshake and the close semantics of a module link.
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, ConnectionDone
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IHandshakeListener, IStreamClientEndpoint
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import implementer
@@ -50,17 +51,45 @@ def _why_lost(reason) -> str:
     return reason.getErrorMessage()
 
 
+@implementer(IHandshakeListener)
+class _Watch(Protocol):
+    """Between a :class:`TLSLink` and its application protocol, through Twisted's public
+    interfaces: it hears the handshake complete, and the true cause of an end (a TLS error
+    closes the transport first, which then reports a mere ``ConnectionDone``; Twisted hands the
+    wrapped protocol the real cause). Everything else passes straight on; the application's
+    transport is the link itself."""
+
+    def __init__(self, link: "TLSLink", app) -> None:
+        self.link = link
+        self.app = app
+
+    def makeConnection(self, transport) -> None:
+        self.app.makeConnection(transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.app.dataReceived(data)
+
+    def handshakeCompleted(self) -> None:
+        self.link.handshake_completed()
+
+    def connectionLost(self, reason) -> None:
+        self.link.ended(reason)
+        self.app.connectionLost(reason)
+
+
 class TLSLink(TLSMemoryBIOProtocol):
     """TLS over one :class:`~bridge.modem.socket.ModuleSocket` (built by :class:`TLSLinkFactory`).
 
-    :ivar secured: fires with the application protocol once the handshake is done
+    :ivar app: the application protocol (its transport is this link)
+    :ivar secured: fires with ``app`` once the handshake is done
     :ivar refusal: the first reason the policy gave to refuse the peer, for the log line
     """
 
     log = Logger()
 
     def __init__(self, factory, wrappedProtocol, _connectWrapped=True) -> None:
-        super().__init__(factory, wrappedProtocol, _connectWrapped)
+        super().__init__(factory, _Watch(self, wrappedProtocol), _connectWrapped)
+        self.app = wrappedProtocol
         self.secured = Deferred(lambda _: self.abortConnection())
         self.refusal = None
         self._deadline = None
@@ -80,25 +109,23 @@ class TLSLink(TLSMemoryBIOProtocol):
         self.getHandle().set_info_callback(self._tls_event)
 
     def _tls_event(self, connection, where: int, value: int) -> None:
-        """OpenSSL's progress report: the handshake is done, or the peer's close_notify came
-        (alert description 0). That one is not answered: the remote closes right after it, and
-        an answer racing that close on a module socket would count as payload that could not
-        be sent, so the application would see a reset instead of the clean end it is."""
-        if where & SSL.SSL_CB_HANDSHAKE_DONE:
-            self._handshaken = True
-        elif where & SSL.SSL_CB_READ_ALERT and value & 0xFF == 0:
+        """OpenSSL's progress report, for one event: the peer's close_notify (an alert read,
+        description 0). It is not answered: the remote closes right after it, and an answer
+        racing that close on a module socket would count as payload that could not be sent,
+        so the application would see a reset instead of the clean end it is."""
+        if where & SSL.SSL_CB_READ_ALERT and value & 0xFF == 0:
             connection.set_shutdown(connection.get_shutdown() | SSL.SENT_SHUTDOWN)
+
+    def handshake_completed(self) -> None:
+        """(From the watch.) Before any application byte is delivered."""
+        self._handshaken = True
+        self._stop_deadline()
+        self.secured.callback(self.app)
 
     def _too_slow(self) -> None:
         self._deadline = None
         self.refuse(f"no handshake within {self.factory.timeout:g} s")
         self.abortConnection()
-
-    def dataReceived(self, data: bytes) -> None:
-        super().dataReceived(data)
-        if self._handshaken and not self.secured.called:
-            self._stop_deadline()
-            self.secured.callback(self.wrappedProtocol)
 
     def loseWriteConnection(self) -> None:
         """The application's EOF: the socket lingers for the reply; close_notify comes at its
@@ -140,17 +167,17 @@ class TLSLink(TLSMemoryBIOProtocol):
             # We ended the stream: the peer's close_notify is not awaited, its absence is not
             # a truncation.
             connection.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
-        # A TLS error (the peer's alert, OpenSSL refusing the peer) closes the transport itself,
-        # which then reports a mere ConnectionDone: the cause is what TLSMemoryBIOProtocol kept
-        # for the application (its documented ``_reason``; no public accessor exists).
-        cause = self._reason or reason
+        super().connectionLost(reason)
+
+    def ended(self, cause) -> None:
+        """(From the watch, before the application hears it.) A link that ends before its
+        handshake fails ``secured``; a TLS error after it is one line."""
         if not self.secured.called:
             self.secured.errback(HandshakeFailed(string=self.refusal or _why_lost(cause)))
         elif cause.check(SSL.Error):  # e.g. a TLS 1.3 server refusing our client certificate
             peer = self.transport.getPeer()
             self.log.warn("TLS with {host}:{port} failed: {why}", host=peer.host, port=peer.port,
                           why=_why_lost(cause))
-        super().connectionLost(reason)
 
     def _stop_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():
