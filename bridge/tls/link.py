@@ -26,6 +26,7 @@ from twisted.internet.error import ConnectError, ConnectionDone
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 
@@ -48,6 +49,31 @@ def _why_lost(reason) -> str:
     if reason.check(ConnectionDone):
         return "the remote closed the connection during the handshake"
     return reason.getErrorMessage()
+
+
+class Connection(SSL.Connection):
+    """An OpenSSL connection that keeps the error that ended its handshake or its stream
+    (``failure``): Twisted's TLS layer hands that error to the application's
+    ``connectionLost``, while its own ``connectionLost`` gets the transport's reason. The
+    policies (:mod:`bridge.tls.policy`) make these, so that :class:`TLSLink` can name it."""
+
+    failure = None
+
+    def do_handshake(self) -> None:
+        return self._remembering(super().do_handshake)
+
+    def recv(self, bufsiz: int, flags=None) -> bytes:
+        return self._remembering(super().recv, bufsiz, flags)
+
+    def _remembering(self, call, *args):
+        try:
+            return call(*args)
+        except (SSL.WantReadError, SSL.ZeroReturnError):  # more to come; the peer's close_notify
+            raise
+        except SSL.Error as error:
+            if self.failure is None:
+                self.failure = error
+            raise
 
 
 class TLSLink(TLSMemoryBIOProtocol):
@@ -140,12 +166,14 @@ class TLSLink(TLSMemoryBIOProtocol):
             # We ended the stream: the peer's close_notify is not awaited, its absence is not
             # a truncation.
             connection.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
+        failed = getattr(connection, "failure", None)  # what the application will be told
+        cause = Failure(failed) if failed is not None else reason
         if not self.secured.called:
-            self.secured.errback(HandshakeFailed(string=self.refusal or _why_lost(reason)))
-        elif reason.check(SSL.Error):  # e.g. a TLS 1.3 server refusing our client certificate
+            self.secured.errback(HandshakeFailed(string=self.refusal or _why_lost(cause)))
+        elif cause.check(SSL.Error):  # e.g. a TLS 1.3 server refusing our client certificate
             peer = self.transport.getPeer()
             self.log.warn("TLS with {host}:{port} failed: {why}", host=peer.host, port=peer.port,
-                          why=_why_lost(reason))
+                          why=_why_lost(cause))
         super().connectionLost(reason)
 
     def _stop_deadline(self) -> None:

@@ -16,13 +16,15 @@ from OpenSSL import SSL, crypto
 from service_identity import VerificationError
 from service_identity.cryptography import (verify_certificate_hostname,
                                            verify_certificate_ip_address)
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.interfaces import (IOpenSSLClientConnectionCreator,
+                                         IOpenSSLServerConnectionCreator)
 from twisted.internet.ssl import (Certificate, CertificateOptions, TLSVersion, platformTrust,
                                   trustRootFromCertificates)
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from bridge.tls import files
+from bridge.tls.link import Connection
 
 MINIMUM_VERSION = TLSVersion.TLSv1_2
 
@@ -86,7 +88,7 @@ class ClientPolicy:
         self._options = CertificateOptions(raiseMinimumTo=MINIMUM_VERSION, **options)
 
     def clientConnectionForTLS(self, tls) -> SSL.Connection:
-        connection = SSL.Connection(self._options.getContext(), None)
+        connection = Connection(self._options.getContext(), None)
         if not _is_ip(self.hostname):
             connection.set_tlsext_host_name(self.hostname.encode("idna"))
         connection.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._verify)
@@ -132,11 +134,23 @@ def client_policy(profile) -> ClientPolicy:
                         profile.tls_pin, profile.tls_cert, profile.tls_key)
 
 
-def server_policy(server) -> CertificateOptions:
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerPolicy:
+    """A module-side server's TLS: Twisted's ``CertificateOptions`` for the context, on a
+    :class:`~bridge.tls.link.Connection` (which keeps why a client's handshake failed)."""
+
+    def __init__(self, options: CertificateOptions) -> None:
+        self.options = options
+
+    def serverConnectionForTLS(self, tls) -> SSL.Connection:
+        return Connection(self.options.getContext(), None)
+
+
+def server_policy(server) -> ServerPolicy:
     """The TLS server of ``[server:NAME]``: its certificate; with ``tls_ca``, clients must
     present a certificate signed by one of those CAs."""
     options = _identity_options(server.tls_cert, server.tls_key)
     if server.tls_ca:
         options.update(verify=True, requireCertificate=True,
                        caCerts=[c.original for c in _trusted(server.tls_ca)])
-    return CertificateOptions(raiseMinimumTo=MINIMUM_VERSION, **options)
+    return ServerPolicy(CertificateOptions(raiseMinimumTo=MINIMUM_VERSION, **options))
