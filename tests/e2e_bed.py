@@ -9,9 +9,11 @@ parallel runs cannot collide on a port picked in advance.
 import hashlib
 import os
 import socket
+from contextlib import contextmanager
 
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.error import ConnectionDone
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from bridge.config import load_config
 from bridge.service import make_service
@@ -58,9 +60,34 @@ async def within(deferred, what: str, timeout=20.0):
         raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
 
 
+@contextmanager
+def troubles():
+    """The warnings (or worse) logged while inside, formatted, and the failures logged instead
+    of raised, with their tracebacks, in order: a test checks that it is exactly the trouble it
+    caused (or none; the bytes and reasons it checks can look right while something broke
+    underneath)."""
+    seen = []
+
+    def observe(event):
+        if event.get("log_failure") is not None:
+            seen.append(f"{formatEvent(event)}\n{event['log_failure'].getTraceback()}")
+        elif event.get("log_level") in (LogLevel.warn, LogLevel.error, LogLevel.critical):
+            seen.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield seen
+    finally:
+        globalLogPublisher.removeObserver(observe)
+
+
 # -- remote servers ----------------------------------------------------------------------------
 
 class Echo(protocol.Protocol):
+    """Echoes; keeps what it received, and ``reason``: how its connection ended."""
+
+    reason = None
+
     def connectionMade(self):
         self.factory.connections.append(self)
         self.received = bytearray()
@@ -68,6 +95,9 @@ class Echo(protocol.Protocol):
     def dataReceived(self, data):
         self.received += data
         self.transport.write(data)
+
+    def connectionLost(self, reason):
+        self.reason = reason
 
 
 class Source(protocol.Protocol):

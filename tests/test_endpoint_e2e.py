@@ -15,14 +15,13 @@ from service_identity import VerificationError
 from twisted.internet import defer, endpoints, protocol, ssl
 from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from bridge.modem.endpoint import ModemEndpoint
 from bridge.modem.socket import ModuleSocket
-from tests.e2e_bed import Bed, Echo, Source, salted, server, sha, until, within
+from tests.e2e_bed import Bed, Echo, Source, salted, server, sha, troubles, until, within
+from tests.tls_bed import RawTap, client_tls
 
 # Twisted's own TLS code still hands pyOpenSSL X509/PKey objects; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Passing pyOpenSSL:DeprecationWarning")
@@ -34,48 +33,17 @@ def nothing_went_wrong_inside():
     crashed inside a callback the pump caught) or a warning was logged (e.g. a socket declared
     dead, a write refused): the bytes and reasons a test checks can look right while the
     transport broke the protocol underneath."""
-    failures = []
-
-    def observe(event):
-        if event.get("log_failure") is not None:
-            failures.append(f"{formatEvent(event)}\n{event['log_failure'].getTraceback()}")
-        elif event.get("log_level") in (LogLevel.warn, LogLevel.error, LogLevel.critical):
-            failures.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)
-    try:
+    with troubles() as seen:
         yield
-    finally:
-        globalLogPublisher.removeObserver(observe)
-    assert not failures, "\n".join(failures)
+    assert not seen, "\n".join(seen)
 
 
 # -- the TLS server: Echo behind TLS, with a tap on the raw TCP bytes beneath it -------------
-
-class _Tapped(ProtocolWrapper):
-    def dataReceived(self, data):
-        self.factory.raw += data
-        super().dataReceived(data)
-
-
-class RawTap(WrappingFactory):
-    """Records every byte the server's TCP connection received, below the TLS layer."""
-
-    protocol = _Tapped
-
-    def __init__(self, wrapped):
-        super().__init__(wrapped)
-        self.raw = bytearray()
-
 
 def tls_server(cert, app_factory) -> RawTap:
     """``app_factory`` behind a TLS server presenting ``cert`` (a trustme LeafCert)."""
     options = ssl.PrivateCertificate.loadPEM(cert.private_key_and_cert_chain_pem.bytes()).options()
     return RawTap(TLSMemoryBIOFactory(options, False, app_factory))
-
-
-def client_tls(ca, hostname="localhost"):
-    return ssl.optionsForClientTLS(hostname, trustRoot=ssl.Certificate.loadPEM(ca.cert_pem.bytes()))
 
 
 # -- the client --------------------------------------------------------------------------------
