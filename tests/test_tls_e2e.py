@@ -328,6 +328,26 @@ async def test_a_module_side_tls_server_echoes_64_kib_to_a_verifying_tls_client(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_module_side_tls_client_that_closes_first_gets_the_gateways_close_notify(
+        tmp_path, trouble):
+    """Twisted's TLS client (as Python's ``ssl`` unwrap) sends close_notify and waits for the
+    answer before it closes: the gateway answers, as the module socket's farewell."""
+    async with await start_server_bed(tmp_path, TLSServerBed) as bed:
+        endpoint = endpoints.wrapClientTLS(
+            client_tls(bed.ca),
+            endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", bed.server_port))
+        app = await endpoints.connectProtocol(endpoint, App())
+        app.transport.write(b"ping")
+        await until(lambda: app.received == b"ping", what="the echo")
+        app.transport.loseConnection()
+        reason = await lost(app, "the close")
+        assert reason.check(ConnectionDone), reason  # ConnectionLost without the answer
+        await until(lambda: not bed.service.clients and not bed.slots_in_use(),
+                    what="the server socket to be closed and freed")
+    assert trouble == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_module_side_tls_server_refuses_a_plaintext_client(tmp_path, trouble):
     async with await start_server_bed(tmp_path, TLSServerBed) as bed:
         client = await connect(bed.server_port, ResetSeen())

@@ -26,7 +26,8 @@ from bridge.modem.endpoint import ModemEndpoint
 from bridge.tls import files
 from bridge.tls.link import HandshakeFailed, SecureEndpoint, TLSLink, TLSLinkFactory
 from bridge.tls.policy import ClientPolicy, server_policy
-from tests.socket_bench import PROMPT, QICLOSE_0, QISACK_0, SEND_OK, ModemBench, sack
+from tests.socket_bench import (CLOSED_0, PROMPT, QICLOSE_0, QISACK_0, SEND_OK, ModemBench,
+                                sack)
 
 # Twisted's CertificateOptions takes pyOpenSSL X509/PKey objects; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Passing pyOpenSSL:DeprecationWarning")
@@ -359,15 +360,20 @@ def test_last_words_before_the_handshake_are_none(pki):
 # -- the peer's close_notify -----------------------------------------------------------------------
 
 @VERSIONS
-def test_the_servers_close_notify_is_not_answered_and_the_app_gets_all_then_eof(pki, maximum):
+def test_the_servers_close_notify_is_answered_only_as_last_words_and_the_app_gets_all_then_eof(
+        pki, maximum):
     client, server = connected(pki, maximum)
     server.app.transport.write(b"the whole reply")
     server.app.transport.loseConnection()
     reply_and_close_notify = server.sent()
     client.hear(reply_and_close_notify)
-    assert client.sent() == b""  # no close_notify of ours goes out
+    assert client.sent() == b""  # the answer is not written as payload ...
     assert client.transport.disconnecting and not client.transport.disconnected
     assert client.app.events == [b"the whole reply"]
+    answer = client.protocol.lastWords()  # ... but handed to the socket as its farewell
+    assert answer and client.protocol.lastWords() == b""  # once
+    server.hear(answer)
+    assert server.handle().get_shutdown() & SSL.SENT_SHUTDOWN  # the server's shutdown completes
     client.lost(ConnectionDone)
     assert client.sent() == b""
     assert client.app.events == [b"the whole reply", client.app.reason]
@@ -536,6 +542,57 @@ def test_a_protocol_with_nothing_to_say_closes_right_at_the_linger_end(tmp_path)
     bench.clock.advance(0.001)
     assert bench.wire() == QICLOSE_0 and protocol.asked == 1
     assert protocol.reason.check(ConnectionDone)
+
+
+def test_a_close_says_the_last_words_too_once_everything_written_is_acked(tmp_path):
+    bench = ModemBench(tmp_path)
+    protocol = farewell_on_socket_0(bench, WORDS)
+    protocol.transport.write(b"payload")
+    protocol.transport.loseConnection()
+    assert bench.send_ok(1) == b"AT+QISEND=0,7\rpayload" + QISACK_0
+    assert protocol.asked == 0  # not before the payload is acked
+    bench.module(sack(7, 7))
+    assert bench.wire() == b"AT+QISEND=0,7\r" and protocol.asked == 1
+    bench.module(PROMPT)
+    assert bench.wire() == WORDS
+    bench.module(SEND_OK)
+    assert bench.wire() == QISACK_0
+    bench.module(sack(14, 14))
+    assert bench.wire() == QICLOSE_0 and protocol.reason.check(ConnectionDone)
+
+
+def test_a_remote_that_closes_during_the_farewell_loses_no_payload_the_close_stays_clean(
+        tmp_path):
+    """The remote hangs up right after its own goodbye: our answer cannot be delivered, but all
+    that was written was acked before it, so the end is clean, not a dead link."""
+    bench = ModemBench(tmp_path)
+    protocol = farewell_on_socket_0(bench, WORDS)
+    protocol.transport.loseConnection()
+    assert bench.wire() == b"AT+QISEND=0,7\r"
+    bench.module(PROMPT)
+    assert bench.wire() == WORDS
+    bench.module(CLOSED_0 + SEND_OK)
+    assert QICLOSE_0 in bench.wire()
+    assert protocol.reason.check(ConnectionDone)
+    assert bench.modem.counters.get("link_dead", cause="unsent_at_remote_close") == 0
+
+
+def test_a_farewell_that_is_never_acked_ends_cleanly_not_as_a_dead_link(tmp_path):
+    bench = ModemBench(tmp_path)
+    protocol = farewell_on_socket_0(bench, WORDS)
+    protocol.transport.loseConnection()
+    assert bench.send_ok(1) == b"AT+QISEND=0,7\r" + WORDS + QISACK_0
+    wire = b""
+    for _ in range(300):  # the module answers every check: nothing acked, for 30 s (ack_wait)
+        bench.module(sack(7, 0))
+        bench.clock.advance(0.1)
+        wire = bench.wire()
+        if wire == QICLOSE_0:
+            break
+        assert wire in (b"", QISACK_0)
+    assert wire == QICLOSE_0 and bench.clock.seconds() >= 30.0
+    assert protocol.reason.check(ConnectionDone)
+    assert bench.modem.counters.get("link_dead", cause="acks_overdue") == 0
 
 
 # -- a TLS link on a module socket -----------------------------------------------------------------

@@ -193,6 +193,7 @@ class ModuleSocket(AddressedSocket):
         self.phase = Phase.CONNECTED
         self._pull = modem.receive_mode == "pull"
         self._linger_after_flush = False
+        self._farewell = False  # the protocol's last words are on their way (_close_gracefully)
         self.bytes_down = 0  # delivered to the protocol
         self.consumer_pauses = 0  # times the consumer paused us
         self.peak_held = 0  # most bytes ever held (uplink buffer + downlink delivered while paused)
@@ -274,7 +275,9 @@ class ModuleSocket(AddressedSocket):
         if self.phase is Phase.FLUSHING:
             self._linger_after_flush = False
             self._after_uplink_progress()
-        elif self.phase in (Phase.LINGERING, Phase.DRAINING):
+        elif self.phase is Phase.LINGERING:
+            self._close_gracefully()
+        elif self.phase is Phase.DRAINING:
             self._close_socket(Failure(ConnectionDone()))
 
     @_called_by_protocol
@@ -463,7 +466,7 @@ class ModuleSocket(AddressedSocket):
             self._linger = self.clock.callLater(self.settings.linger, self._linger_over)
             self.modem.sockets.add_reclaimable(self)
         else:
-            self._close_socket(Failure(ConnectionDone()))
+            self._close_gracefully()
 
     def _acks_overdue(self) -> None:
         """The remote never acked the tail: a clean close would say it was delivered."""
@@ -488,20 +491,25 @@ class ModuleSocket(AddressedSocket):
             return
         self.log.info("socket {slot}: no traffic for {t:g} s after the local EOF; closing",
                       slot=self.slot, t=self.settings.linger)
-        self._end_linger()
+        self._close_gracefully()
 
-    def _end_linger(self) -> None:
-        """Close after a linger; a protocol that ends its stream with bytes of its own (TLS's
-        close_notify, :mod:`bridge.tls.link`) has them sent and acked first."""
+    def _close_gracefully(self) -> None:
+        """Everything written is sent and acked (or a linger is over): close. A protocol that
+        ends its stream with bytes of its own (TLS's close_notify, :mod:`bridge.tls.link`) has
+        its ``lastWords()`` sent first. They are a farewell, not payload: what the application
+        wrote is all delivered, so if the farewell cannot be (the remote closed meanwhile, the
+        link died), the close stays clean."""
         last_words = getattr(self.protocol, "lastWords", None)
-        words = last_words() if last_words is not None else b""
+        words = last_words() if last_words is not None and not self._farewell else b""
         if not words:
             self._close_socket(Failure(ConnectionDone()))
             return
+        self._farewell = True
         self.modem.sockets.remove_reclaimable(self)
         self._cancel("_linger", "_reclaim")
         self._linger_after_flush = False
-        self._to(Phase.FLUSHING)
+        if self.phase is not Phase.FLUSHING:
+            self._to(Phase.FLUSHING)
         self._uplink += words
         self.modem.pump.kick()
 
@@ -527,7 +535,7 @@ class ModuleSocket(AddressedSocket):
         self.log.info("socket {slot}: lingering, idle {t:g} s and wanted by a waiting "
                       "connection; closing early", slot=self.slot, t=RECLAIM_IDLE)
         self.modem.sockets.reclaiming(self.slot)
-        self._end_linger()
+        self._close_gracefully()
 
     def _traffic(self) -> None:
         self._last_traffic = self.clock.seconds()
@@ -605,7 +613,9 @@ class ModuleSocket(AddressedSocket):
     def _drained(self) -> None:
         """The remote closed and every byte it sent is delivered: a clean close, unless some of
         ours may not have reached it (then one AT+QISACK decides)."""
-        if self._uplink or self._sending:
+        if self._farewell:  # all of ours was acked before it (see _close_gracefully)
+            self._close_socket(Failure(ConnectionDone()))
+        elif self._uplink or self._sending:
             self._fail(f"the remote closed with {len(self._uplink)} bytes still unsent",
                        "unsent_at_remote_close")
         elif self.acks.unacked > 0:
@@ -649,6 +659,11 @@ class ModuleSocket(AddressedSocket):
     def _fail(self, reason: str, cause: str) -> None:
         """Bytes may be lost: one line, ``link_dead{cause}``, ConnectionLost, AT+QICLOSE."""
         if self.phase in (Phase.CLOSING, Phase.CLOSED):
+            return
+        if self._farewell:  # only the protocol's last words are at stake: nothing is lost
+            self.log.info("socket {slot}: closing without its farewell delivered: {reason}",
+                          slot=self.slot, reason=reason)
+            self._close_socket(Failure(ConnectionDone()))
             return
         self.log.warn("socket {slot} to {host}:{port} is dead: {reason}", slot=self.slot,
                       host=self.peer.host, port=self.peer.port, reason=reason)

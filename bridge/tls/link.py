@@ -9,15 +9,15 @@ handshake and the close semantics of a module link.
   the reply flows (:mod:`bridge.modem.socket`). TLS does not end the stream then: a TLS 1.2 peer
   answers close_notify by closing, which would cut the reply. The socket asks for
   :meth:`TLSLink.lastWords` when its linger is over, and close_notify goes out just before
-  AT+QICLOSE.
+  AT+QICLOSE, as a farewell (its loss is not a loss of payload).
 - **Close**: ``loseConnection`` sends close_notify and lets the socket close once it is acked,
   without waiting for the peer's own close_notify (RFC 5246 §7.2.1 and RFC 8446 §6.1 allow
   this): waiting would keep a module socket open for as long as the peer likes. After our
   close_notify, the end of the stream is ours, so a peer that just closes is a clean end.
-- **Remote close**: the peer's close_notify ends the stream cleanly; it is not answered (the
-  remote closes right after it, and a module socket cannot tell whether it still listens). A
-  remote that closes without close_notify is a truncation: the application hears
-  ``ConnectionLost`` (its local connection is reset).
+- **Remote close**: the peer's close_notify ends the stream cleanly. It is answered as the
+  module socket closes, as a farewell: if the remote has already closed, the answer is moot and
+  the end stays clean. A remote that closes without close_notify is a truncation: the
+  application hears ``ConnectionLost`` (its local connection is reset).
 """
 
 from OpenSSL import SSL
@@ -94,6 +94,7 @@ class TLSLink(TLSMemoryBIOProtocol):
         self.refusal = None
         self._deadline = None
         self._handshaken = False
+        self._answer_owed = False  # the peer's close_notify came; ours is held (_tls_event)
         self._said_goodbye = False  # our close_notify is out: the stream's end is ours
 
     def refuse(self, why: str) -> None:
@@ -110,11 +111,15 @@ class TLSLink(TLSMemoryBIOProtocol):
 
     def _tls_event(self, connection, where: int, value: int) -> None:
         """OpenSSL's progress report, for one event: the peer's close_notify (an alert read,
-        description 0). It is not answered: the remote closes right after it, and an answer
-        racing that close on a module socket would count as payload that could not be sent,
-        so the application would see a reset instead of the clean end it is."""
-        if where & SSL.SSL_CB_READ_ALERT and value & 0xFF == 0:
+        description 0). TLS would answer it at once, as payload; the answer is held back and
+        becomes the link's last words (:meth:`lastWords`), a farewell the module socket sends
+        as it closes: a remote that closes right after its close_notify would otherwise make
+        the unsent answer look like lost payload, and the application see a reset instead of
+        the clean end it is."""
+        read_alert = where & SSL.SSL_CB_READ_ALERT == SSL.SSL_CB_READ_ALERT  # not a bit of its own
+        if read_alert and value & 0xFF == 0:
             connection.set_shutdown(connection.get_shutdown() | SSL.SENT_SHUTDOWN)
+            self._answer_owed = True
 
     def handshake_completed(self) -> None:
         """(From the watch.) Before any application byte is delivered."""
@@ -133,9 +138,15 @@ class TLSLink(TLSMemoryBIOProtocol):
         self.transport.loseWriteConnection()
 
     def lastWords(self) -> bytes:
-        """close_notify, for the socket to send when its linger is over, before AT+QICLOSE."""
+        """close_notify (ours, or the answer to the peer's), for the socket to send as it
+        closes: at the end of a linger, or once the peer's close_notify ended the stream."""
         connection = self.getHandle()
         if connection is None or not self._handshaken:
+            return b""
+        if self._answer_owed:
+            self._answer_owed = False
+            connection.set_shutdown(SSL.RECEIVED_SHUTDOWN)  # the answer was held, not sent
+        elif connection.get_shutdown() & SSL.SENT_SHUTDOWN:
             return b""
         try:
             connection.shutdown()
