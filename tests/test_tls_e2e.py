@@ -197,8 +197,8 @@ async def test_a_server_that_wants_a_client_certificate_refuses_a_profile_withou
         await until(bed.idle, what="the module socket to be freed")
         # TLS 1.3: our handshake is done when the server reads our (empty) Certificate and sends
         # its alert, so the link was spliced: the TLS layer names the alert.
-        assert trouble == [f"TLS with 127.0.0.1:{bed.remote.getHost().port} failed: tlsv13 alert "
-                           "certificate required"]
+        assert trouble == [f"[profile:p] TLS with 127.0.0.1:{bed.remote.getHost().port} failed: "
+                           "tlsv13 alert certificate required"]
 
 
 # -- 5. the handshake's deadline ---------------------------------------------------------------

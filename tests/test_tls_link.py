@@ -428,7 +428,7 @@ def test_a_server_link_with_tls_ca_refuses_a_client_without_a_certificate(pki):
     # the server's alert ends its link, and one line says why.
     assert client_secured == [client.app] and client.app.reason.check(SSL.Error)
     assert [formatEvent(e) for e in events if e["log_level"] is LogLevel.warn] == [
-        "TLS with 192.168.1.1:54321 failed: tlsv13 alert certificate required"]
+        "[tls] TLS with 192.168.1.1:54321 failed: tlsv13 alert certificate required"]
 
 
 def test_a_server_link_with_tls_ca_accepts_a_client_with_a_certificate_from_that_ca(pki):

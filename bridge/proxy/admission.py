@@ -36,7 +36,7 @@ class Admission(Factory):
                                  wait=profile.queue_timeout, context=profile.context)
         if profile.tls:
             endpoint = SecureEndpoint(endpoint, client_policy(profile), profile.tls_timeout,
-                                      modem.reactor)
+                                      modem.reactor, self.name)
         self.endpoint = endpoint
         self.served = 0
         self._sockets = set()

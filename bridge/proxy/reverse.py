@@ -284,7 +284,7 @@ class StreamForwarding(Forwarding):
             return
         # The local service is reached once the client's handshake is done.
         links = TLSLinkFactory(server.tls, False, Factory.forProtocol(lambda: self.module),
-                               server.server.tls_timeout, server.reactor)
+                               server.server.tls_timeout, server.reactor, server.label)
         link = links.buildProtocol(self.peer)
         self.socket.makeConnection(link)
         link.secured.addCallbacks(lambda _: self._reach_local(), self._handshake_failed)

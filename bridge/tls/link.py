@@ -187,7 +187,8 @@ class TLSLink(TLSMemoryBIOProtocol):
             self.secured.errback(HandshakeFailed(string=self.refusal or _why_lost(cause)))
         elif cause.check(SSL.Error):  # e.g. a TLS 1.3 server refusing our client certificate
             peer = self.transport.getPeer()
-            self.log.warn("TLS with {host}:{port} failed: {why}", host=peer.host, port=peer.port,
+            self.log.warn("[{label}] TLS with {host}:{port} failed: {why}",
+                          label=self.factory.label, host=peer.host, port=peer.port,
                           why=_why_lost(cause))
 
     def _stop_deadline(self) -> None:
@@ -201,15 +202,18 @@ class TLSLinkFactory(TLSMemoryBIOFactory):
 
     :param policy: a client or server connection creator (:mod:`bridge.tls.policy`)
     :param timeout: seconds the handshake may take
+    :param label: whose links they are, for log lines (``profile:NAME``, ``server:NAME``)
     """
 
     protocol = TLSLink
     noisy = False
 
-    def __init__(self, policy, is_client: bool, wrappedFactory, timeout: float, clock) -> None:
+    def __init__(self, policy, is_client: bool, wrappedFactory, timeout: float, clock,
+                 label: str = "tls") -> None:
         super().__init__(policy, is_client, wrappedFactory, clock)
         self.timeout = timeout
         self.clock = clock
+        self.label = label
 
 
 @implementer(IStreamClientEndpoint)
@@ -218,12 +222,13 @@ class SecureEndpoint:
     fires only once the handshake is done: a caller never starts carrying on a link whose peer
     is not yet verified, and a refusal fails the connect with its reason."""
 
-    def __init__(self, endpoint, policy, timeout: float, clock) -> None:
+    def __init__(self, endpoint, policy, timeout: float, clock, label: str = "tls") -> None:
         self.endpoint = endpoint
         self.policy = policy
         self.timeout = timeout
         self.clock = clock
+        self.label = label
 
     def connect(self, factory) -> Deferred:
-        links = TLSLinkFactory(self.policy, True, factory, self.timeout, self.clock)
+        links = TLSLinkFactory(self.policy, True, factory, self.timeout, self.clock, self.label)
         return self.endpoint.connect(links).addCallback(lambda link: link.secured)
