@@ -18,7 +18,9 @@ consumer has not paused it, so a slow reader slows the remote sender. In push mo
 Close (the module cannot half-close a socket): ``loseConnection`` sends what is buffered, waits
 (bounded by ``ack_wait``) until it is acked, then AT+QICLOSE. ``loseWriteConnection`` does the same,
 but then lingers: the remote's reply still flows until the remote closes or nothing moved for
-``linger`` seconds (sooner, after a short idle moment, when another connection waits for a socket).
+``linger`` seconds (sooner, after a short idle moment, when another connection waits for a socket);
+a write meanwhile is still carried (the socket is not really half-closed) and the linger starts
+again once it is acked.
 A linger never outlives ``linger`` while the module holds bytes a paused reader cannot take: those
 would be lost, so the socket fails. ``n, CLOSED`` drains every buffered byte to the protocol,
 then closes cleanly, unless sent bytes are not known to be acked: one AT+QISACK decides (a peer
@@ -243,7 +245,15 @@ class ModuleSocket(AddressedSocket):
     def write(self, data: bytes) -> None:
         if not data:
             return
-        if self.phase is not Phase.CONNECTED:
+        if self.phase is Phase.LINGERING:
+            # The module cannot half-close, so a lingering socket can still carry: a protocol
+            # layered on it (TLS answering a renegotiation) may have to write. Flush, then linger
+            # again.
+            self._cancel("_linger", "_reclaim")
+            self.modem.sockets.remove_reclaimable(self)
+            self._to(Phase.FLUSHING)
+        if not (self.phase is Phase.CONNECTED
+                or (self.phase is Phase.FLUSHING and self._linger_after_flush)):
             if not self._telling:  # else dropped, as a TCP transport drops writes after an
                 # abortConnection or inside connectionLost (a TLS layer sends its alert there)
                 self._refuse_write(len(data))

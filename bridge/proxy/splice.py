@@ -10,7 +10,9 @@ EOF after bytes were lost.
 
 The module side may come first: a module-side server's client is accepted before its local
 connection exists (:mod:`bridge.proxy.reverse`). Its module socket is paused meanwhile, and what
-it delivers anyway (push mode cannot be paused; the socket bounds it) waits for the splice.
+it delivers anyway (push mode cannot be paused; the socket bounds it; a TLS handshake's last
+read) waits for the splice, even if the client has closed cleanly meanwhile: its bytes, then
+EOF.
 """
 
 from twisted.internet.error import ConnectionDone
@@ -41,6 +43,11 @@ class LocalSide(Protocol):
     def spliced(self, module: "ModuleSide") -> None:
         self.connecting = None
         self.module = module
+        if module.transport is None:  # it ended cleanly first: what it delivered, then EOF
+            self.transport.write(bytes(module.early))
+            module.early.clear()
+            self.transport.loseConnection()
+            return
         module.transport.registerProducer(self.transport, True)
         self.transport.registerProducer(module.transport, True)
         self._fed = True
@@ -106,9 +113,12 @@ class ModuleSide(Protocol):
     def connectionLost(self, reason=None) -> None:
         self.local.admission.ended(self.transport)
         self.transport = None
-        if self.local.transport is None:  # the local connection was never made
-            if self.local.connecting is not None:
+        if self.local.transport is None:  # the local connection is not made yet
+            clean = reason is not None and reason.check(ConnectionDone)
+            if self.local.connecting is not None and not (clean and self.early):
                 self.local.connecting.cancel()
+            # else a client that sent its bytes and closed at once: they go to the local
+            # service once it answers (spliced), then EOF.
             return
         if self.local.ended:
             return

@@ -94,7 +94,8 @@ def parse_pins(text: str) -> Tuple[str, ...]:
         if not word:
             continue
         match = _PIN.match(word)
-        if match is None:
+        if match is None or base64.b64encode(base64.b64decode(match.group(1))).decode() \
+                != match.group(1):
             raise TLSFileError(f"{word!r} is not a sha256//BASE64 public-key pin (44 base64 "
                                "characters of a SHA-256 digest)")
         pins.append("sha256//" + match.group(1))

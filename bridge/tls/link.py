@@ -22,11 +22,12 @@ handshake and the close semantics of a module link.
 
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectError, ConnectionDone
+from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHandshakeListener, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 
@@ -37,18 +38,13 @@ class HandshakeFailed(ConnectError):
         return f"TLS handshake failed: {self.args[0]}"
 
 
-def _why_lost(reason) -> str:
-    """Words for how a link ended during its handshake."""
-    if reason.check(SSL.Error):
-        details = reason.value.args[0] if reason.value.args else None
-        if isinstance(details, list):  # pyOpenSSL: [(library, function, reason), ...]
-            words = [entry[-1] for entry in details if entry and entry[-1]]
-            if words:
-                return "; ".join(words)
-        return str(reason.value)
-    if reason.check(ConnectionDone):
-        return "the remote closed the connection during the handshake"
-    return reason.getErrorMessage()
+def _openssl_words(error: SSL.Error) -> str:
+    details = error.args[0] if error.args else None
+    if isinstance(details, list):  # pyOpenSSL: [(library, function, reason), ...]
+        words = [entry[-1] for entry in details if entry and entry[-1]]
+        if words:
+            return "; ".join(words)
+    return str(error)
 
 
 @implementer(IHandshakeListener)
@@ -87,14 +83,19 @@ class TLSLink(TLSMemoryBIOProtocol):
 
     log = Logger()
 
-    def __init__(self, factory, wrappedProtocol, _connectWrapped=True) -> None:
-        super().__init__(factory, _Watch(self, wrappedProtocol), _connectWrapped)
+    def __init__(self, factory, wrappedProtocol) -> None:
+        super().__init__(factory, _Watch(self, wrappedProtocol))
         self.app = wrappedProtocol
         self.secured = Deferred(lambda _: self.abortConnection())
         self.refusal = None
         self._deadline = None
         self._handshaken = False
         self._answer_owed = False  # the peer's close_notify came; ours is held (_tls_event)
+        self._peer_closed = False  # the peer's close_notify came: nothing more can be sent
+        self._late = 0  # bytes the application wrote after that (TLS drops them)
+        self._write_closed = False  # loseWriteConnection: the socket lingers
+        self._timed_out = False
+        self._transport_reason = None  # how the socket ended, for a cut handshake
         self._said_goodbye = False  # our close_notify is out: the stream's end is ours
 
     def refuse(self, why: str) -> None:
@@ -119,7 +120,7 @@ class TLSLink(TLSMemoryBIOProtocol):
         read_alert = where & SSL.SSL_CB_READ_ALERT == SSL.SSL_CB_READ_ALERT  # not a bit of its own
         if read_alert and value & 0xFF == 0:
             connection.set_shutdown(connection.get_shutdown() | SSL.SENT_SHUTDOWN)
-            self._answer_owed = True
+            self._answer_owed = self._peer_closed = True
 
     def handshake_completed(self) -> None:
         """(From the watch.) Before any application byte is delivered."""
@@ -129,12 +130,20 @@ class TLSLink(TLSMemoryBIOProtocol):
 
     def _too_slow(self) -> None:
         self._deadline = None
-        self.refuse(f"no handshake within {self.factory.timeout:g} s")
+        self._timed_out = True
         self.abortConnection()
+
+    def write(self, data: bytes) -> None:
+        if data and self._peer_closed:
+            # TLS would drop them silently and the application read a clean EOF after all.
+            self._late += len(data)
+            return
+        super().write(data)
 
     def loseWriteConnection(self) -> None:
         """The application's EOF: the socket lingers for the reply; close_notify comes at its
         end (:meth:`lastWords`)."""
+        self._write_closed = True
         self.transport.loseWriteConnection()
 
     def lastWords(self) -> bytes:
@@ -157,6 +166,11 @@ class TLSLink(TLSMemoryBIOProtocol):
         return words
 
     def loseConnection(self) -> None:
+        if self._write_closed:
+            # The socket lingers after our EOF and takes no more payload: close_notify goes
+            # as its farewell.
+            self.transport.loseConnection()
+            return
         super().loseConnection()
         self._close_after_goodbye()
 
@@ -173,6 +187,13 @@ class TLSLink(TLSMemoryBIOProtocol):
 
     def connectionLost(self, reason) -> None:
         self._stop_deadline()
+        self._transport_reason = reason
+        if self._late and reason.check(ConnectionDone):
+            peer = self.transport.getPeer()
+            why = f"{self._late} bytes written after the peer's close_notify were not sent"
+            self.log.warn("[{label}] TLS with {host}:{port}: {why}", label=self.factory.label,
+                          host=peer.host, port=peer.port, why=why)
+            reason = Failure(ConnectionLost(why))
         connection = self.getHandle()
         if self._said_goodbye and reason.check(ConnectionDone) and connection is not None:
             # We ended the stream: the peer's close_notify is not awaited, its absence is not
@@ -184,12 +205,27 @@ class TLSLink(TLSMemoryBIOProtocol):
         """(From the watch, before the application hears it.) A link that ends before its
         handshake fails ``secured``; a TLS error after it is one line."""
         if not self.secured.called:
-            self.secured.errback(HandshakeFailed(string=self.refusal or _why_lost(cause)))
+            self.secured.errback(HandshakeFailed(string=self._why_unsecured(cause)))
         elif cause.check(SSL.Error):  # e.g. a TLS 1.3 server refusing our client certificate
             peer = self.transport.getPeer()
             self.log.warn("[{label}] TLS with {host}:{port} failed: {why}",
                           label=self.factory.label, host=peer.host, port=peer.port,
-                          why=_why_lost(cause))
+                          why=_openssl_words(cause.value))
+
+    def _why_unsecured(self, cause) -> str:
+        """The first true reason: the policy's refusal, OpenSSL's, the deadline, or the
+        socket's own end (which TLS reports as a mere "non-clean" loss)."""
+        if self.refusal:
+            return self.refusal
+        if cause.check(SSL.Error):
+            return _openssl_words(cause.value)
+        if self._timed_out:
+            return f"no handshake within {self.factory.timeout:g} s"
+        ending = self._transport_reason or cause
+        if ending.check(ConnectionDone):
+            return "the remote closed the connection during the handshake"
+        told = ending.value.args[0] if ending.value.args else None  # the socket's own words
+        return told if isinstance(told, str) and told else ending.getErrorMessage()
 
     def _stop_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():
