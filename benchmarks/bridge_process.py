@@ -19,6 +19,17 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def sim_config(tmp, sim_args, profiles, receive="pull", window=5840):
+    """INI text for a bridge on the built-in simulator (``sim_args`` shape it) with ``profiles``,
+    {name: {key: value}}."""
+    text = (f"[cellbridge]\nlog_level = info\nstate_dir = {tmp}\n"
+            f"[modem:main]\nport = sim\napn = internet\nreceive = {receive}\n"
+            f"send_window = {window}\nsim_args = --act-delay 0.05 {sim_args}\n")
+    for name, keys in profiles.items():
+        text += f"[profile:{name}]\n" + "".join(f"{key} = {value}\n" for key, value in keys.items())
+    return text
+
+
 class BridgeProcess:
     """``cellbridge run -c TMP/NAME`` with ``config`` as the INI text; ready once the modem is
     (its "local IP" log line); ``log`` holds every line it printed."""

@@ -35,6 +35,7 @@ import threading
 import time
 
 from bridge_process import BridgeProcess, free_port
+from streams import echo
 
 PAYLOAD = 200
 TARGET = 20.0  # connections/s, plain close with the default linger
@@ -73,19 +74,10 @@ class EchoServer:
             threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
 
     def _echo(self, conn):
-        end = "eof"
-        try:
-            while True:
-                data = conn.recv(65536)
-                if not data:
-                    break
-                conn.sendall(data)
-        except OSError:
-            end = "reset"
-        finally:
-            conn.close()
-            with self.lock:
-                self.ends[end] += 1
+        end = echo(conn)
+        conn.close()
+        with self.lock:
+            self.ends[end] += 1
 
     def settle(self, limit):
         """Wait (at most ``limit`` s) until no connection is open; -> True when none is."""

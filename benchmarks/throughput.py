@@ -17,65 +17,13 @@ Usage: python benchmarks/throughput.py [--quick] [--only a|b|c]
 
 import argparse
 import os
-import socket
 import tempfile
-import threading
-import time
 
-from bridge_process import BridgeProcess, free_port
+from bridge_process import BridgeProcess, free_port, sim_config
+from streams import (RADIO_DOWN_BPS, RADIO_RTT_MS, RADIO_SHAPING, RADIO_UP_BPS, UART_BYTES_PER_S,
+                     UART_SHAPING, await_streams, downlink, listener, uplink)
 
-UART_BYTES_PER_S = 115200 / 10
-RADIO_UP_BPS, RADIO_DOWN_BPS, RADIO_RTT_MS = 26800, 53600, 700
-TIMEOUT = 600.0
 TARGETS = {"uplink": 0.97, "downlink push": 0.97, "downlink pull": 0.95, "radio": 0.90}
-
-
-class Arrivals:
-    """Byte arrivals at one far end: (monotonic time, bytes so far)."""
-
-    def __init__(self):
-        self.points = []
-        self.total = 0
-        self.error = None
-        self.done = threading.Event()
-
-    def add(self, size, expected):
-        self.total += size
-        self.points.append((time.monotonic(), self.total))
-        if self.total >= expected:
-            self.done.set()
-
-    def goodput(self):
-        (t0, first), (t1, last) = self.points[0], self.points[-1]
-        return (last - first) / (t1 - t0) if t1 > t0 else float("nan")
-
-
-def listener():
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(4)
-    return sock
-
-
-def receive_into(conn, arrivals, expected):
-    try:
-        while arrivals.total < expected:
-            data = conn.recv(65536)
-            if not data:
-                break
-            arrivals.add(len(data), expected)
-    except OSError as error:
-        arrivals.error = error
-    finally:
-        arrivals.done.set()
-
-
-def serve_once(sock, handler):
-    def run():
-        conn, _ = sock.accept()
-        handler(conn)
-    threading.Thread(target=run, daemon=True).start()
 
 
 class Bridge(BridgeProcess):
@@ -84,14 +32,12 @@ class Bridge(BridgeProcess):
     def __init__(self, tmp, receive="pull", window=5840, sim_args=""):
         self.sink, self.source = listener(), listener()
         self.up_port, self.down_port = free_port(), free_port()
-        super().__init__(tmp, (
-            f"[cellbridge]\nlog_level = info\nstate_dir = {tmp}\n"
-            f"[modem:main]\nport = sim\napn = internet\nreceive = {receive}\n"
-            f"send_window = {window}\nsim_args = --act-delay 0.05 {sim_args}\n"
-            f"[profile:up]\nlisten = tcp:{self.up_port}\n"
-            f"remote = tcp:127.0.0.1:{self.sink.getsockname()[1]}\n"
-            f"[profile:down]\nlisten = tcp:{self.down_port}\n"
-            f"remote = tcp:127.0.0.1:{self.source.getsockname()[1]}\n"), "bench.ini")
+        super().__init__(tmp, sim_config(tmp, sim_args, {
+            "up": {"listen": f"tcp:{self.up_port}",
+                   "remote": f"tcp:127.0.0.1:{self.sink.getsockname()[1]}"},
+            "down": {"listen": f"tcp:{self.down_port}",
+                     "remote": f"tcp:127.0.0.1:{self.source.getsockname()[1]}"}},
+            receive, window))
 
     def cpu_seconds(self):
         """utime + stime of the bridge process itself (the simulator child is not included)."""
@@ -101,21 +47,11 @@ class Bridge(BridgeProcess):
 
     def uplink(self, size):
         """Start sending ``size`` bytes through the uplink profile; -> Arrivals at the sink."""
-        arrivals = Arrivals()
-        serve_once(self.sink, lambda conn: receive_into(conn, arrivals, size))
-        client = socket.create_connection(("127.0.0.1", self.up_port))
-        threading.Thread(target=client.sendall, args=(os.urandom(size),), daemon=True).start()
-        arrivals.client = client
-        return arrivals
+        return uplink(self.up_port, self.sink, size)
 
     def downlink(self, size):
         """Start a ``size``-byte stream from the source; -> Arrivals at the local client."""
-        arrivals = Arrivals()
-        serve_once(self.source, lambda conn: conn.sendall(os.urandom(size)))
-        client = socket.create_connection(("127.0.0.1", self.down_port))
-        threading.Thread(target=receive_into, args=(client, arrivals, size), daemon=True).start()
-        arrivals.client = client
-        return arrivals
+        return downlink(self.down_port, self.source, size)
 
 
 def run(receive="pull", window=5840, sim_args="", up=0, down=0):
@@ -125,15 +61,8 @@ def run(receive="pull", window=5840, sim_args="", up=0, down=0):
         try:
             cpu = bridge.cpu_seconds()
             streams = [bridge.uplink(up) if up else None, bridge.downlink(down) if down else None]
-            for stream in streams:
-                if stream is not None and not stream.done.wait(TIMEOUT):
-                    raise SystemExit("timed out:\n" + "".join(bridge.log[-20:]))
-            cpu = bridge.cpu_seconds() - cpu
-            for stream, size in zip(streams, (up, down)):
-                if stream is not None and stream.total != size:
-                    raise SystemExit(f"{stream.total} of {size} bytes arrived ({stream.error})\n"
-                                     + "".join(bridge.log[-20:]))
-            return streams[0], streams[1], cpu
+            await_streams(bridge, zip(streams, (up, down)))
+            return streams[0], streams[1], bridge.cpu_seconds() - cpu
         finally:
             bridge.stop()
 
@@ -146,7 +75,7 @@ def line(label, rate, reference, target=None):
 
 def uart_bound(scale):
     print(f"(a) UART-bound: --baud 115200, radio unlimited; ratio of {UART_BYTES_PER_S:.0f} B/s")
-    baud = "--baud 115200"
+    baud = UART_SHAPING
     size = int(160 * 1024 * scale)
     up, _, _ = run("pull", sim_args=baud, up=size)
     line("uplink", up.goodput(), UART_BYTES_PER_S, TARGETS["uplink"])
@@ -163,8 +92,7 @@ def uart_bound(scale):
 def radio_bound(scale):
     print(f"(b) radio-bound: {RADIO_UP_BPS} bit/s up, {RADIO_DOWN_BPS} bit/s down, RTT "
           f"{RADIO_RTT_MS} ms, --baud 115200; ratio of the radio rate")
-    shaping = f"--baud 115200 --up-bps {RADIO_UP_BPS} --down-bps {RADIO_DOWN_BPS} " \
-              f"--rtt-ms {RADIO_RTT_MS}"
+    shaping = RADIO_SHAPING
     up_rate, down_rate = RADIO_UP_BPS / 8, RADIO_DOWN_BPS / 8
     up, _, _ = run("pull", sim_args=shaping, up=int(80 * 1024 * scale))
     line("uplink (send_window 5840)", up.goodput(), up_rate, TARGETS["radio"])
