@@ -34,7 +34,7 @@ class LocalService:
         self.pending = []
 
     def connect(self, factory):
-        waiting = Deferred()
+        waiting = Deferred(lambda given_up: self.pending.remove((factory, given_up)))
         self.pending.append((factory, waiting))
         return waiting
 
@@ -385,3 +385,18 @@ def test_a_link_waiting_for_client_room_leaves_a_lingering_server_client_alone(t
     assert bench.wire() == b"" and bench.modem.slots_in_use == {0, 3, 4, 5}
     bench.modem.sockets.release(3)
     assert waiting.result == 3
+
+
+def test_a_pushing_client_that_closes_before_the_local_service_answers_still_delivers(tmp_path):
+    """Push mode cannot leave the bytes in the module: a client that sends and hangs up at once
+    is gone before the local service answers, and its bytes go to the service then, with EOF."""
+    bench = Bench(tmp_path, receive="push").listen()
+    bench.module(b"\r\n0, REMOTE IP: 10.9.8.7\r\n+RECEIVE: 0, 6\r\nreport\r\n0, CLOSED\r\n")
+    assert bench.wire() == b"AT+QISRVC=2\r"
+    bench.module(OK)
+    assert bench.wire() == b"AT+QICLOSE=0\r"
+    bench.module(b"\r\n0, CLOSE OK\r\n")
+    bench.harness.clock.advance(0)
+    assert len(bench.local.pending) == 1  # still wanted: the report waits for it
+    local = bench.local.answer()
+    assert local.value() == b"report" and local.disconnecting
