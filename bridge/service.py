@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
+from bridge.config import config_warnings
 from bridge.errors import EXIT_FAILURE, EXIT_OK, CellbridgeError
 from bridge.modem.modem import make_modem_service
 from bridge.proxy.service import (make_datagram_protocol, make_server_service,
@@ -103,6 +104,8 @@ class CellbridgeService(MultiService):
                 raise CellbridgeError(f"[{child.name}] listen: {error}") from error
 
     def startService(self):
+        for warning in config_warnings(self.config):  # what `cellbridge check` warns about
+            self.log.warn("{warning}", warning=warning)
         super().startService()
         waiting = defer.gatherResults(self._readiness, consumeErrors=True)
         waiting.addCallbacks(self._ready, lambda failure: self.fail(failure.value.subFailure.value))

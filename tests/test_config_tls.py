@@ -8,8 +8,11 @@ import pytest
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from bridge.config import config_warnings, load_config
+from bridge.service import CellbridgeService
 from bridge.tls.files import public_key_pin
 from tests.test_cli import cellbridge
 from tests.test_config import MODEM, problems, write
@@ -278,6 +281,16 @@ def test_a_key_every_local_user_can_read_is_warned_about(tmp_path, pki, authorit
         f"{path}: [{section}] tls_key: warning: {open_key} is readable by every local user; "
         "chmod 0640 it (group of the service user) or use systemd's LoadCredential="
         for section in ("profile:api", "server:web")]
+
+
+def test_the_daemon_logs_the_same_warnings_when_it_starts(tmp_path, pki, authority):
+    open_key = pem(tmp_path / "open-key.pem", authority.leaf.private_key_pem.bytes(), mode=0o644)
+    config = load_config(write(tmp_path, MODEM + TCP + f"tls = yes\ntls_cert = {pki.cert}\n"
+                               f"tls_key = {open_key}\n"))
+    with capturedLogs() as events:
+        CellbridgeService(config, Clock()).startService()
+    warned = [formatEvent(e) for e in events if e["log_level"] is LogLevel.warn]
+    assert warned == config_warnings(config) and len(warned) == 1
 
 
 def test_a_key_for_the_owner_and_group_only_is_not_warned_about(tmp_path, pki):

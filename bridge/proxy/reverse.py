@@ -29,7 +29,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from bridge.at import commands
-from bridge.config import open_server_warning
 from bridge.config_values import remote
 from bridge.modem.socket import ModuleSocket
 from bridge.proxy.forwarding import Forwarding
@@ -82,9 +81,6 @@ class ModuleServer(Service):
 
     def startService(self) -> None:
         super().startService()
-        if not self.server.allow:
-            self.log.warn("[{label}] allow is {what}", label=self.label,
-                          what=open_server_warning(self.server))
         self.listen()
 
     def stopService(self):
