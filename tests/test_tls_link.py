@@ -491,6 +491,18 @@ def farewell_on_socket_0(bench, words: bytes, **options) -> Farewell:
     return protocol
 
 
+def farewell_then_close(bench, protocol, acked_before=0) -> None:
+    """The words leave as one fixed-length AT+QISEND, are acked, then AT+QICLOSE=0: a clean
+    close, heard only then."""
+    assert bench.wire() == b"AT+QISEND=0,7\r"
+    bench.module(PROMPT)
+    assert bench.wire() == WORDS
+    bench.module(SEND_OK)
+    assert bench.wire() == QISACK_0 and protocol.reason is None  # acked before the close
+    bench.module(sack(acked_before + 7, acked_before + 7))
+    assert bench.wire() == QICLOSE_0 and protocol.reason.check(ConnectionDone)
+
+
 def test_last_words_go_out_at_the_linger_end_in_one_fixed_length_send_acked_before_qiclose(
         tmp_path):
     bench = ModemBench(tmp_path)
@@ -499,13 +511,8 @@ def test_last_words_go_out_at_the_linger_end_in_one_fixed_length_send_acked_befo
     bench.clock.advance(LINGER - 0.001)
     assert bench.wire() == b"" and protocol.asked == 0
     bench.clock.advance(0.001)
-    assert bench.wire() == b"AT+QISEND=0,7\r" and protocol.asked == 1
-    bench.module(PROMPT)
-    assert bench.wire() == WORDS
-    bench.module(SEND_OK)
-    assert bench.wire() == QISACK_0 and protocol.reason is None  # acked before the close
-    bench.module(sack(7, 7))
-    assert bench.wire() == QICLOSE_0 and protocol.reason.check(ConnectionDone)
+    assert protocol.asked == 1
+    farewell_then_close(bench, protocol)
     bench.module(CLOSE_OK_0)
     assert bench.modem.slots_in_use == frozenset() and protocol.asked == 1
 
@@ -521,13 +528,7 @@ def test_a_lingering_socket_reclaimed_for_a_waiting_connection_says_its_last_wor
     bench.clock.advance(0.1875)
     assert bench.wire() == b""
     bench.clock.advance(0.0125)  # idle for 0.2 s: given up well before the linger's end
-    assert bench.wire() == b"AT+QISEND=0,7\r"
-    bench.module(PROMPT)
-    assert bench.wire() == WORDS
-    bench.module(SEND_OK)
-    assert bench.wire() == QISACK_0
-    bench.module(sack(7, 7))
-    assert bench.wire() == QICLOSE_0 and protocol.reason.check(ConnectionDone)
+    farewell_then_close(bench, protocol)
     bench.module(CLOSE_OK_0)
     bench.connect_ok(0)
     assert waiter.transport.slot == 0
@@ -552,13 +553,8 @@ def test_a_close_says_the_last_words_too_once_everything_written_is_acked(tmp_pa
     assert bench.send_ok(1) == b"AT+QISEND=0,7\rpayload" + QISACK_0
     assert protocol.asked == 0  # not before the payload is acked
     bench.module(sack(7, 7))
-    assert bench.wire() == b"AT+QISEND=0,7\r" and protocol.asked == 1
-    bench.module(PROMPT)
-    assert bench.wire() == WORDS
-    bench.module(SEND_OK)
-    assert bench.wire() == QISACK_0
-    bench.module(sack(14, 14))
-    assert bench.wire() == QICLOSE_0 and protocol.reason.check(ConnectionDone)
+    assert protocol.asked == 1
+    farewell_then_close(bench, protocol, acked_before=7)
 
 
 def test_a_remote_that_closes_during_the_farewell_loses_no_payload_the_close_stays_clean(
