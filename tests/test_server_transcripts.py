@@ -387,9 +387,9 @@ def test_a_link_waiting_for_client_room_leaves_a_lingering_server_client_alone(t
     assert waiting.result == 3
 
 
-def test_a_pushing_client_that_closes_before_the_local_service_answers_still_delivers(tmp_path):
+def client_gone_before_the_local_service_answers(tmp_path) -> Bench:
     """Push mode cannot leave the bytes in the module: a client that sends and hangs up at once
-    is gone before the local service answers, and its bytes go to the service then, with EOF."""
+    is gone before the local service answers."""
     bench = Bench(tmp_path, receive="push").listen()
     bench.module(b"\r\n0, REMOTE IP: 10.9.8.7\r\n+RECEIVE: 0, 6\r\nreport\r\n0, CLOSED\r\n")
     assert bench.wire() == b"AT+QISRVC=2\r"
@@ -398,5 +398,21 @@ def test_a_pushing_client_that_closes_before_the_local_service_answers_still_del
     bench.module(b"\r\n0, CLOSE OK\r\n")
     bench.harness.clock.advance(0)
     assert len(bench.local.pending) == 1  # still wanted: the report waits for it
-    local = bench.local.answer()
-    assert local.value() == b"report" and local.disconnecting
+    return bench
+
+
+def test_a_pushing_client_that_closes_before_the_local_service_answers_still_delivers(tmp_path):
+    bench = client_gone_before_the_local_service_answers(tmp_path)
+    with capturedLogs() as events:
+        local = bench.local.answer()
+    assert local.value() == b"report" and local.disconnecting  # its bytes, then EOF
+    lines = [formatEvent(e) for e in events if "client 10.9.8.7" in formatEvent(e)]
+    assert [("forwarded" in line, "closed" in line) for line in lines] == [
+        (True, False), (False, True)], lines  # in the order they happened to the service
+    assert not bench.server.clients
+
+
+def test_stopping_the_server_gives_up_the_local_connect_of_a_client_already_gone(tmp_path):
+    bench = client_gone_before_the_local_service_answers(tmp_path)
+    bench.server.stopService()
+    assert bench.local.pending == [] and not bench.server.clients

@@ -591,6 +591,68 @@ def test_a_farewell_that_is_never_acked_ends_cleanly_not_as_a_dead_link(tmp_path
     assert bench.modem.counters.get("link_dead", cause="acks_overdue") == 0
 
 
+@VERSIONS
+def test_after_our_close_notify_the_peers_answer_owes_nothing_last_words_are_none(pki, maximum):
+    """The peer's close_notify that answers ours owes nothing: no second close_notify."""
+    client, server = connected(pki, maximum)
+    client.protocol.loseConnection()  # our close_notify, as payload
+    server.hear(client.sent())
+    client.hear(server.sent())  # the server's answering close_notify
+    assert client.sent() == b""
+    assert client.protocol.lastWords() == b""
+
+
+def test_a_tls_link_closed_by_us_sends_one_close_notify_not_a_second_as_farewell(tmp_path, pki):
+    """The same on a module socket (push mode): our close_notify, the server's answer pushed
+    while we wait for the ack, then the ack: AT+QICLOSE, not a second AT+QISEND (one more send
+    and ack round trip on the radio before the app hears its end)."""
+    bench = ModemBench(tmp_path, receive="push")
+    server = twisted_server(pki.server_options())
+    endpoint = SecureEndpoint(module_endpoint(bench), ClientPolicy(NAME, pki.ca_path), TIMEOUT,
+                              bench.clock)
+    connected_apps = []
+    endpoint.connect(Factory.forProtocol(App)).addBoth(connected_apps.append)
+    bench.connect_ok()
+    server.hear(uplink(bench))
+    bench.module(pushed(server.sent()))
+    app = connected_apps[0]
+    app.transport.write(b"request")
+    server.hear(uplink(bench))
+    assert server.app.received == b"request"
+
+    app.transport.loseConnection()  # close_notify goes out as payload
+    command = bench.wire()
+    bench.module(PROMPT)
+    close_notify = bench.wire()
+    assert command == b"AT+QISEND=0,%d\r" % len(close_notify)
+    server.hear(close_notify)
+    assert server.handle().get_shutdown() & SSL.RECEIVED_SHUTDOWN
+    bench.module(SEND_OK)
+    assert bench.wire() == QISACK_0
+    bench.module(pushed(server.sent()))  # the server's answer arrives before the ack
+    sent = app.transport.transport.stats()["sent"]
+    bench.module(sack(sent, sent))
+    assert bench.wire() == QICLOSE_0
+    assert app.reason.check(ConnectionDone)
+
+
+def test_modem_down_during_the_farewell_after_the_linger_end_is_a_clean_end(tmp_path):
+    """Only the farewell is at stake when the modem goes down: the app, which got its whole
+    reply and whose bytes were all acked, hears a clean end (the splice closes, not resets)."""
+    bench = ModemBench(tmp_path)
+    protocol = farewell_on_socket_0(bench, WORDS)
+    protocol.transport.loseWriteConnection()
+    bench.clock.advance(LINGER)
+    assert bench.wire() == b"AT+QISEND=0,7\r" and protocol.asked == 1
+    bench.module(PROMPT)
+    assert bench.wire() == WORDS
+    bench.module(SEND_OK)
+    assert bench.wire() == QISACK_0
+    bench.module(b"\r\n+PDP DEACT\r\n")  # the link dies with only the farewell at stake
+    assert protocol.reason is not None
+    assert protocol.reason.check(ConnectionDone), protocol.reason.getErrorMessage()
+
+
 # -- a TLS link on a module socket -----------------------------------------------------------------
 
 def uplink(bench) -> bytes:

@@ -346,10 +346,15 @@ class ModuleSocket(AddressedSocket):
         """PDP lost, reboot or port lost: the module's sockets are gone, this one too."""
         if self.phase in (Phase.CLOSING, Phase.CLOSED):
             return
-        self.log.warn("socket {slot}: modem down ({reason})", slot=self.slot, reason=reason)
+        if self._farewell:
+            self._farewell_undelivered(f"modem down ({reason})")
+            told = Failure(ConnectionDone())
+        else:
+            self.log.warn("socket {slot}: modem down ({reason})", slot=self.slot, reason=reason)
+            told = Failure(ConnectionLost(f"modem down: {reason}"))
         self._to(Phase.CLOSING)  # a write from the protocol's connectionLost is not carried
         self._stop()
-        self._tell_protocol(Failure(ConnectionLost(f"modem down: {reason}")))
+        self._tell_protocol(told)
         self._release()
 
     # -- bulk work offered to the pump ------------------------------------------------------------
@@ -670,15 +675,19 @@ class ModuleSocket(AddressedSocket):
         """Bytes may be lost: one line, ``link_dead{cause}``, ConnectionLost, AT+QICLOSE."""
         if self.phase in (Phase.CLOSING, Phase.CLOSED):
             return
-        if self._farewell:  # only the protocol's last words are at stake: nothing is lost
-            self.log.info("socket {slot}: closing without its farewell delivered: {reason}",
-                          slot=self.slot, reason=reason)
+        if self._farewell:
+            self._farewell_undelivered(reason)
             self._close_socket(Failure(ConnectionDone()))
             return
         self.log.warn("socket {slot} to {host}:{port} is dead: {reason}", slot=self.slot,
                       host=self.peer.host, port=self.peer.port, reason=reason)
         self.modem.counters.incr("link_dead", cause=cause)
         self._close_socket(Failure(ConnectionLost(reason)))
+
+    def _farewell_undelivered(self, why: str) -> None:
+        """Only the protocol's last words are at stake, all payload was acked: a clean end."""
+        self.log.info("socket {slot}: closing without its farewell delivered: {why}",
+                      slot=self.slot, why=why)
 
     def _close_socket(self, reason: Failure) -> None:
         """AT+QICLOSE=n (after a remote close it may answer ERROR too), and tell the protocol."""

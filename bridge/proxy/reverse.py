@@ -300,6 +300,8 @@ class StreamForwarding(Forwarding):
                       why=failure.getErrorMessage())
 
     def close(self) -> None:
+        if self.local.connecting is not None:
+            self.local.connecting.cancel()
         self.socket.abortConnection()
 
     def arrived(self, local: LocalSide) -> None:
@@ -310,6 +312,11 @@ class StreamForwarding(Forwarding):
 
     def _local_failed(self, failure) -> None:
         self.local.connecting = None
+        if self.module.gone is not None:  # it ended first, its bytes waiting for this connect
+            if not failure.check(CancelledError):
+                self.unreachable(failure.getErrorMessage())
+            self.ended(self.module.gone)
+            return
         if failure.check(CancelledError):
             return  # the module-side client went away first
         self.unreachable(failure.getErrorMessage())

@@ -43,10 +43,11 @@ class LocalSide(Protocol):
     def spliced(self, module: "ModuleSide") -> None:
         self.connecting = None
         self.module = module
-        if module.transport is None:  # it ended cleanly first: what it delivered, then EOF
+        if module.gone is not None:  # it ended cleanly first: what it delivered, then EOF
             self.transport.write(bytes(module.early))
             module.early.clear()
             self.transport.loseConnection()
+            self.admission.ended(module.gone)
             return
         module.transport.registerProducer(self.transport, True)
         self.transport.registerProducer(module.transport, True)
@@ -103,6 +104,7 @@ class ModuleSide(Protocol):
     def __init__(self, local: LocalSide) -> None:
         self.local = local
         self.early = bytearray()  # delivered before the local side was connected
+        self.gone = None  # its transport, if it ended cleanly before the local side came
 
     def dataReceived(self, data: bytes) -> None:
         if self.local.transport is None:
@@ -111,15 +113,19 @@ class ModuleSide(Protocol):
             self.local.transport.write(data)
 
     def connectionLost(self, reason=None) -> None:
-        self.local.admission.ended(self.transport)
-        self.transport = None
+        socket, self.transport = self.transport, None
         if self.local.transport is None:  # the local connection is not made yet
             clean = reason is not None and reason.check(ConnectionDone)
-            if self.local.connecting is not None and not (clean and self.early):
+            if clean and self.early and self.local.connecting is not None:
+                # A client that sent its bytes and closed at once: they go to the local service
+                # once it answers (spliced), then EOF; its end is told then.
+                self.gone = socket
+                return
+            self.local.admission.ended(socket)
+            if self.local.connecting is not None:
                 self.local.connecting.cancel()
-            # else a client that sent its bytes and closed at once: they go to the local
-            # service once it answers (spliced), then EOF.
             return
+        self.local.admission.ended(socket)
         if self.local.ended:
             return
         if reason is not None and reason.check(ConnectionDone):

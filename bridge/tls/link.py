@@ -119,8 +119,11 @@ class TLSLink(TLSMemoryBIOProtocol):
         the clean end it is."""
         read_alert = where & SSL.SSL_CB_READ_ALERT == SSL.SSL_CB_READ_ALERT  # not a bit of its own
         if read_alert and value & 0xFF == 0:
-            connection.set_shutdown(connection.get_shutdown() | SSL.SENT_SHUTDOWN)
-            self._answer_owed = self._peer_closed = True
+            self._peer_closed = True
+            shutdown = connection.get_shutdown()
+            if not shutdown & SSL.SENT_SHUTDOWN:  # else it answers ours: nothing is owed
+                connection.set_shutdown(shutdown | SSL.SENT_SHUTDOWN)
+                self._answer_owed = True
 
     def handshake_completed(self) -> None:
         """(From the watch.) Before any application byte is delivered."""
