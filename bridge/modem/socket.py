@@ -249,9 +249,7 @@ class ModuleSocket(AddressedSocket):
             # The module cannot half-close, so a lingering socket can still carry: a protocol
             # layered on it (TLS answering a renegotiation) may have to write. Flush, then linger
             # again.
-            self._cancel("_linger", "_reclaim")
-            self.modem.sockets.remove_reclaimable(self)
-            self._to(Phase.FLUSHING)
+            self._stop_lingering()
         if not (self.phase is Phase.CONNECTED
                 or (self.phase is Phase.FLUSHING and self._linger_after_flush)):
             if not self._telling:  # else dropped, as a TCP transport drops writes after an
@@ -520,13 +518,17 @@ class ModuleSocket(AddressedSocket):
             self._close_socket(Failure(ConnectionDone()))
             return
         self._farewell = True
-        self.modem.sockets.remove_reclaimable(self)
-        self._cancel("_linger", "_reclaim")
         self._linger_after_flush = False
-        if self.phase is not Phase.FLUSHING:
-            self._to(Phase.FLUSHING)
+        if self.phase is Phase.LINGERING:
+            self._stop_lingering()
         self._uplink += words
         self.modem.pump.kick()
+
+    def _stop_lingering(self) -> None:
+        """Back to flushing: the linger, and any reclaim of this socket, are off."""
+        self._cancel("_linger", "_reclaim")
+        self.modem.sockets.remove_reclaimable(self)
+        self._to(Phase.FLUSHING)
 
     def reclaim(self) -> None:
         """Somebody waits for a socket: close once idle for ``RECLAIM_IDLE``, as a linger end."""
