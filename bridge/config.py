@@ -94,6 +94,8 @@ class ProfileConfig:
     linger: float = 2.0
     probe: bytes = b""
     reopen: bool = False
+    reopen_max_delay: float = 60.0
+    reopen_timeout: float = 300.0
     udp_idle: float = 60.0
     context: int = 0
     tls: bool = False
@@ -241,11 +243,18 @@ SCHEMA = {
                       "(less once idle 0.2 s while another connection waits for a socket)"),
         "probe": Key(probe_bytes, r"bytes sent on a link idle for keepalive_idle (escapes \n \r "
                      r"\t \0 \\ \xHH); empty = never inject"),
-        "reopen": Key(boolean, "udp: a session whose module socket is lost (+PDP DEACT, module "
-                      "reboot, port lost) opens a new one as soon as the modem is ready again; "
-                      "not supported yet for tcp: a tcp profile refuses yes at start; with "
-                      "tls = yes, check refuses it too (a new connection cannot continue a TLS "
-                      "session's byte stream)"),
+        "reopen": Key(boolean, "tcp: a link whose module socket is lost (the keepalive finds "
+                      "it dead, +PDP DEACT, module reboot, port lost; not a remote close) is "
+                      "carried on a new connection to the same remote: the local connection "
+                      "stays open, unread meanwhile, and the new connection starts with exactly "
+                      "the bytes AT+QISACK never showed acknowledged. Only for protocols where a "
+                      "new connection may continue the byte stream (see Persistent TCP links); "
+                      "needs probe empty and tls = no. udp: a session whose module socket is "
+                      "lost (the same, or a remote close) opens a new one"),
+        "reopen_max_delay": Key(seconds, "with reopen: open attempts start 1 s after the loss, "
+                                "then the delay doubles up to this many seconds"),
+        "reopen_timeout": Key(seconds, "tcp profiles with reopen: seconds a lost link may take "
+                              "to reopen before its local connection is reset"),
         "udp_idle": Key(seconds, "udp profiles only: seconds without a datagram either way "
                         "before a session ends and frees its module socket"),
         "context": Key(count(0, 1), CONTEXT_DOC),
@@ -516,6 +525,15 @@ def _check_tls(parser, section, values, udp, config_path, problems):
     _check_tls_files(parser, section, values, kind == "server", config_path, problems)
 
 
+def _check_reopen(parser, section, values, udp, problems):
+    """A tcp link reopens by resending what AT+QISACK has not seen acknowledged, counted in
+    bytes: the probe's bytes would be counted as the stream's."""
+    if values.get("reopen") and values.get("probe") and not udp:
+        problems.add(section, "probe", "must be empty with reopen = yes: a reopen resends the "
+                     "stream's unacknowledged bytes by count, and probe bytes would be counted "
+                     "as the stream's", parser.get(section, "probe"))
+
+
 def _check_tls_files(parser, section, values, identity_required, config_path, problems):
     """Makes the file keys absolute and reads them with the very code the service uses, so
     files that pass ``check`` load at start. A certificate and a key are read on their own
@@ -585,6 +603,7 @@ def load_config(path):
         _check_context(section, values, modem, modem_values.get(modem, {}), problems)
         udp = "listen" in values and values["listen"].kind == "udp"
         _check_tls(parser, section, values, udp, path, problems)
+        _check_reopen(parser, section, values, udp, problems)
         if "listen" in values:
             listens.append((section, values["listen"]))
         if "listen" in values and "remote" in values:

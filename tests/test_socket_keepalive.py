@@ -171,16 +171,3 @@ def test_a_window_whose_acks_stall_backs_off_to_at_most_one_and_a_half_qisack_pe
     assert len(asked) <= 1.5 * duration
     assert max(b - a for a, b in zip(asked, asked[1:])) <= 2.0 + 0.01  # still asking
 
-
-def test_reopen_on_a_tcp_profile_is_refused_at_start(tmp_path):
-    from twisted.internet.testing import MemoryReactorClock
-
-    from bridge.config import load_config
-    from bridge.errors import NotSupported
-    from bridge.service import make_service
-
-    path = tmp_path / "reopen.ini"
-    path.write_text(f"[cellbridge]\nstate_dir = {tmp_path}\n[modem:main]\nport = sim\n"
-                    "[profile:p]\nlisten = tcp:7000\nremote = tcp:10.0.0.1:80\nreopen = yes\n")
-    with pytest.raises(NotSupported, match=r"\[profile:p\] reopen = yes is not supported"):
-        make_service(load_config(str(path)), MemoryReactorClock(), environ={})

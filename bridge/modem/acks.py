@@ -4,6 +4,9 @@ The send window, the close of a socket (a clean close only once the tail is acke
 keepalive schedule all ask the same question. They share one AT+QISACK=n at a time: a caller
 asking while one is out gets that answer too, and every answer updates the count, whoever asked.
 
+An answer can only add to what is known acked, and one that counts fewer bytes sent than the
+module took (``0, 0, 0`` from a link it dropped) tells nothing about this stream.
+
 The window asks only when it is blocked, and asks again after the deficit divided by the ack rate
 seen so far. While the acked count does not move the next ask backs off, doubling up to
 ``ack_poll_stall``: a stalled link costs a handful of AT+QISACK, not one every few milliseconds
@@ -103,7 +106,10 @@ class AckTracker:
     def _answer(self, result) -> None:
         self._query = None
         if isinstance(result, SackResult) and not self._stopped:
-            self.acked = self.sent - min(result.unacked, self.sent)
+            if result.sent >= self.sent:
+                self.acked = max(self.acked, self.sent - min(result.unacked, self.sent))
+            else:
+                self._not_ours(result)
             self._poll_clock.observe(self._clock.seconds(), self.acked)
         window_asked = self._window_asking
         waiters, self._waiters = self._waiters, []
@@ -116,6 +122,15 @@ class AckTracker:
                 waiter.callback(result)
         if not window_asked and not self._stopped:
             self._answered()  # a keepalive answer may unblock the window
+
+    def _not_ours(self, result: SackResult) -> None:
+        """The module counts fewer bytes sent than it took: these are not this stream's counters
+        (a link it already dropped answers ``0, 0, 0``, docs/at-dialect.md §4.5). Taken as no
+        progress: believing them would call every byte acked, end the keepalive's schedule and
+        leave nothing to resend on a reopen."""
+        self.log.info("{name}: AT+QISACK counts {theirs} bytes sent, fewer than the {ours} the "
+                      "module took: not this link's counters; no progress assumed",
+                      name=self._name, theirs=result.sent, ours=self.sent)
 
     def _learned(self, result) -> None:
         self._window_asking = False

@@ -59,6 +59,16 @@ INDEX_SHARED = ("a module-side server's client was put on this socket's index, a
                 "+RECEIVE names no side: its bytes could not be told from this link's")
 
 
+class LinkLost(ConnectionLost):
+    """ConnectionLost naming its cause (``link_dead``'s, or ``modem_down``), for a layer that
+    decides by it: a persistent link reopens after a dead link, not after a corrupt stream
+    (:mod:`bridge.modem.persistent`)."""
+
+    def __init__(self, reason: str, cause: str) -> None:
+        super().__init__(reason)
+        self.cause = cause
+
+
 def _called_by_protocol(method):
     """Marks a transport method the protocol calls: a close it causes reaches the protocol's
     ``connectionLost`` on the next reactor turn, as with Twisted's own transports, never from
@@ -239,6 +249,12 @@ class ModuleSocket(AddressedSocket):
         protocol.makeConnection(self)
         self.modem.pump.kick()
 
+    @property
+    def acknowledged(self) -> int:
+        """Bytes of the stream written to this socket that the remote has acknowledged, as of
+        the last AT+QISACK answer (a profile's probe bytes count too)."""
+        return self.acks.acked
+
     # -- ITransport -------------------------------------------------------------------------------
 
     @_called_by_protocol
@@ -349,7 +365,7 @@ class ModuleSocket(AddressedSocket):
             told = Failure(ConnectionDone())
         else:
             self.log.warn("socket {slot}: modem down ({reason})", slot=self.slot, reason=reason)
-            told = Failure(ConnectionLost(f"modem down: {reason}"))
+            told = Failure(LinkLost(f"modem down: {reason}", "modem_down"))
         self._to(Phase.CLOSING)  # a write from the protocol's connectionLost is not carried
         self._stop()
         self._tell_protocol(told)
@@ -684,7 +700,7 @@ class ModuleSocket(AddressedSocket):
         self.log.warn("socket {slot} to {host}:{port} is dead: {reason}", slot=self.slot,
                       host=self.peer.host, port=self.peer.port, reason=reason)
         self.modem.counters.incr("link_dead", cause=cause)
-        self._close_socket(Failure(ConnectionLost(reason)))
+        self._close_socket(Failure(LinkLost(reason, cause)))
 
     def _farewell_undelivered(self, why: str) -> None:
         """Only the protocol's last words are at stake, all payload was acked: a clean end."""

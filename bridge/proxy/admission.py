@@ -1,5 +1,6 @@
 """One tcp profile's listener: each accepted connection is spliced to a module socket (with
-``tls``, to TLS on it: :mod:`bridge.tls`).
+``tls``, to TLS on it: :mod:`bridge.tls`; with ``reopen``, to a link that outlives its module
+sockets: :mod:`bridge.modem.persistent`).
 
 The module's six sockets are the modem's to share out (:class:`~bridge.modem.pool.SocketPool`):
 a profile holds at most ``max_links`` of them, and its connections wait for one, paused, in a
@@ -14,6 +15,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from bridge.modem.endpoint import ModemEndpoint
+from bridge.modem.persistent import PersistentEndpoint, ReopenTimings
 from bridge.proxy.splice import LocalSide, ModuleSide
 from bridge.tls.link import SecureEndpoint
 from bridge.tls.policy import client_policy
@@ -37,6 +39,9 @@ class Admission(Factory):
         if profile.tls:
             endpoint = SecureEndpoint(endpoint, client_policy(profile), profile.tls_timeout,
                                       modem.reactor, self.name)
+        if profile.reopen:
+            endpoint = PersistentEndpoint(endpoint, ReopenTimings(
+                maximum=profile.reopen_max_delay, timeout=profile.reopen_timeout), self.name)
         self.endpoint = endpoint
         self.served = 0
         self._sockets = set()
@@ -82,8 +87,9 @@ class Admission(Factory):
 
     @property
     def sockets(self) -> list:
-        """This profile's module sockets that still carry, lowest index first."""
-        return sorted(self._sockets, key=lambda socket: socket.slot)
+        """This profile's links that still carry, lowest module socket index first (a link that
+        reopens, holding none, last)."""
+        return sorted(self._sockets, key=lambda socket: (socket.slot is None, socket.slot or 0))
 
     def stats(self) -> dict:
         """Sockets, waiting connections and the bytes the bridge holds for them."""

@@ -43,9 +43,8 @@ QUEUE_TIMEOUT = "queue_timeout"
 OPEN_FAILED = "open_failed"
 SESSION_ENDED = "session_ended"
 LOCAL_SEND_FAILED = "local_send_failed"
-#: Seconds between reopen attempts after a failed one (doubling up to the maximum).
+#: Seconds between reopen attempts after a failed one (doubling up to ``reopen_max_delay``).
 REOPEN_INITIAL = 1.0
-REOPEN_MAXIMUM = 30.0
 #: A socket that lived this long (or brought a datagram back) proved the path: reopen at once.
 REOPEN_PROVEN = 10.0
 #: Sources remembered for their one ``too_large`` log line (the oldest is forgotten past this).
@@ -262,7 +261,7 @@ class _Session:
                       name=self.relay.name, source=_address(self.source), why=why,
                       delay=self._backoff)
         self._retry = self.clock.callLater(self._backoff, self._reopen)
-        self._backoff = min(self._backoff * 2, REOPEN_MAXIMUM)
+        self._backoff = min(self._backoff * 2, self.profile.reopen_max_delay)
 
     def _reopen(self, _=None) -> None:
         self._retry = self._until_ready = None

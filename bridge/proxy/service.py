@@ -16,9 +16,6 @@ def _require_mux(section, root) -> None:
 def make_stream_factory(profile, modem_service, root) -> Admission:
     """The factory of one tcp profile's listener, on the modem service's sockets."""
     _require_mux(profile, root)
-    if profile.reopen:
-        raise NotSupported(f"[profile:{profile.name}] reopen = yes is not supported yet for a "
-                           "tcp profile: a dead link resets its local connection")
     return Admission(profile, modem_service)
 
 

@@ -1,0 +1,408 @@
+"""A TCP stream that outlives its module sockets (``reopen = yes`` on a tcp profile).
+
+AT+QISACK tells how many of the bytes sent on a module socket the remote's TCP has acknowledged
+(app note §5.2.2). :class:`PersistentLink` keeps every byte its protocol writes until a module
+socket reports it acknowledged, so when the socket dies it can carry the stream on a new one to
+the same remote, starting with exactly the bytes never acknowledged on the old one.
+
+What reopens (the cause its socket ended with, :class:`~bridge.modem.socket.LinkLost`): a link
+the keepalive finds dead (no ack progress; idle and no longer connected), a tail still unacked
+``ack_wait`` after the last write, SEND FAIL past its retries, and the modem going down
+(``+PDP DEACT``, a reboot, the port lost, a mute module's recovery). What does not: a remote
+close (the server decided: EOF, or a reset when our bytes may not have reached it), a corrupt
+stream or any other failure, the first open failing (``connect`` fails as any endpoint's
+does), the daemon stopping, and a link that dies after its protocol's close with every byte
+acknowledged (nothing is left to carry, and a new connection would only bring an empty
+request).
+
+Meanwhile the protocol's producer is paused (its bytes wait in the local socket's buffers) and
+nothing is delivered. Opens are tried once the modem is ready, after 1 s, then doubling up to
+``maximum``; past ``timeout`` the protocol hears ``ConnectionLost``. What the remote sent that
+had not reached us is lost and cannot be known. Acknowledgements are learnt late: bytes the
+remote got while their acks were on the way (and, when the modem went down, those acked since
+the last AT+QISACK answer) are sent again: at most one send window is repeated, nothing lost.
+"""
+
+import random
+from dataclasses import dataclass
+from typing import Optional
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectError, ConnectionAborted, ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import (IConsumer, IPushProducer, IStreamClientEndpoint,
+                                         ITransport)
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from bridge.modem.recovery import Backoff
+
+#: The causes (:class:`~bridge.modem.socket.LinkLost`) after which a link is reopened.
+REOPEN_CAUSES = frozenset({"no_ack_progress", "idle_not_connected", "acks_overdue", "send_fail",
+                           "modem_down"})
+
+
+@dataclass(frozen=True)
+class ReopenTimings:
+    """:ivar first / maximum: delay before the first open attempt, and the most it doubles to
+    (``reopen_max_delay``); :ivar timeout: how long a link may take to reopen
+    (``reopen_timeout``)."""
+
+    first: float = 1.0
+    maximum: float = 60.0
+    timeout: float = 300.0
+
+
+@implementer(IStreamClientEndpoint)
+class PersistentEndpoint:
+    """``endpoint`` (a :class:`~bridge.modem.endpoint.ModemEndpoint`), whose connections reopen
+    when their module socket dies. ``label`` names the links in the log."""
+
+    def __init__(self, endpoint, timings: ReopenTimings, label: str) -> None:
+        self.endpoint = endpoint
+        self.modem = endpoint.modem
+        self.timings = timings
+        self.label = label
+
+    def connect(self, factory) -> Deferred:
+        return PersistentLink(self, factory).open()
+
+
+@implementer(IPushProducer)
+class _Gate:
+    """The protocol's producer as a module socket sees it: the socket pauses it when its buffer
+    is full, the link while it reopens; it runs only when neither holds it."""
+
+    def __init__(self, link: "PersistentLink") -> None:
+        self.link = link
+        self.full = False
+
+    def pauseProducing(self) -> None:
+        self.full = True
+        self.link.steer()
+
+    def resumeProducing(self) -> None:
+        self.full = False
+        self.link.steer()
+
+    def stopProducing(self) -> None:
+        """A module socket never stops its producer (it closes through the protocol)."""
+
+
+class _Leg(Protocol):
+    """The protocol on one module socket of a link."""
+
+    def __init__(self, link: "PersistentLink") -> None:
+        self.link = link
+
+    def connectionMade(self) -> None:
+        self.link.carried_by(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.link.leg is self:
+            self.link.protocol.dataReceived(data)
+
+    def connectionLost(self, reason=None) -> None:
+        self.link.leg_lost(self, reason)
+
+
+@dataclass
+class _Reopening:
+    """A reopen under way: since when, why, the timers and Deferreds it runs on."""
+
+    since: float
+    cause: str
+    why: str
+    deadline: object = None
+    timer: object = None
+    waiting: Optional[Deferred] = None  # the modem's when_ready
+    opening: Optional[Deferred] = None  # the endpoint's connect
+    attempts: int = 0
+
+
+@implementer(ITransport, IConsumer, IPushProducer)
+class PersistentLink:
+    """The transport its protocol keeps while module sockets come and go under it."""
+
+    log = Logger()
+
+    def __init__(self, endpoint: PersistentEndpoint, factory) -> None:
+        self.endpoint = endpoint
+        self.modem = endpoint.modem
+        self.clock = endpoint.modem.reactor
+        self.factory = factory
+        self.protocol = None
+        self.leg: Optional[_Leg] = None  # the protocol on the socket carrying now
+        self.socket = None  # that socket
+        self.reopens = 0
+        self._base = 0  # stream offset of the current socket's first byte
+        self._kept = bytearray()  # written and not known acknowledged, from stream offset:
+        self._kept_from = 0
+        self._ending = None  # the protocol's close to repeat on a new socket: "write" | "close"
+        self._paused = False  # our consumer paused the downlink
+        self._producer = None
+        self._producer_paused = False
+        self._gate = _Gate(self)
+        self._reopening: Optional[_Reopening] = None
+        self._backoff = Backoff(random.Random(), min(endpoint.timings.first,
+                                                     endpoint.timings.maximum),
+                                endpoint.timings.maximum)
+        self.ended = False
+
+    def __repr__(self) -> str:
+        return f"<PersistentLink {self.endpoint.label} on {self.socket!r}>"
+
+    @property
+    def slot(self) -> Optional[int]:
+        """The module socket index carrying the link; None while it reopens."""
+        return self.socket.slot if self.socket is not None else None
+
+    # -- opening ----------------------------------------------------------------------------------
+
+    def open(self) -> Deferred:
+        """The first open: fails as the endpoint's would; fires with the protocol."""
+        opening = self.endpoint.endpoint.connect(Factory.forProtocol(_Leg, self))
+        return opening.addCallback(self._first_opened)
+
+    def _first_opened(self, _) -> Protocol:
+        if self.protocol is None:
+            raise ConnectError(string="the factory refused the connection")
+        return self.protocol
+
+    def carried_by(self, leg: _Leg) -> None:
+        """A module socket is connected: the first one builds the protocol, a later one gets
+        the bytes never acknowledged first."""
+        self.leg, self.socket = leg, leg.transport
+        self._base = self._kept_from
+        if self.protocol is None:
+            self.protocol = self.factory.buildProtocol(self.socket.getPeer())
+            if self.protocol is None:
+                self.leg = self.socket = None
+                leg.transport.abortConnection()
+                return
+            self.protocol.makeConnection(self)
+        if self._producer is not None:
+            self._gate.full = False  # as the new socket sees it
+            self.socket.registerProducer(self._gate, True)
+        if self._paused:
+            self.socket.pauseProducing()
+        reopening, self._reopening = self._reopening, None
+        if reopening is not None:
+            self._reopened(reopening)
+        self.steer()
+
+    def _reopened(self, reopening: _Reopening) -> None:
+        reopening.opening = None  # it fires with this socket's protocol right after
+        self._stop(reopening)
+        self.reopens += 1
+        self._backoff.reset()
+        self.modem.counters.incr("link_reopened", cause=reopening.cause)
+        self.log.info("[{label}] link to {peer} reopened on module socket {slot} after {t:.1f} s "
+                      "({cause}: {why}); {n} unacknowledged bytes sent again",
+                      label=self.endpoint.label, peer=self._peer_text(), slot=self.socket.slot,
+                      t=self.clock.seconds() - reopening.since, cause=reopening.cause,
+                      why=reopening.why, n=len(self._kept))
+        if self._kept:
+            self.socket.write(bytes(self._kept))
+        if self._ending == "write":
+            self.socket.loseWriteConnection()
+        elif self._ending == "close":
+            self.socket.loseConnection()
+
+    # -- ITransport -------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if not data or self.ended:
+            return
+        self._forget_acknowledged()
+        self._kept += data
+        if self.socket is not None:
+            self.socket.write(data)
+
+    def writeSequence(self, data) -> None:
+        self.write(b"".join(data))
+
+    def loseWriteConnection(self) -> None:
+        if self._ending is None:
+            self._ending = "write"
+        if self.socket is not None:
+            self.socket.loseWriteConnection()
+
+    def loseConnection(self) -> None:
+        self._ending = "close"
+        if self.socket is not None:
+            self.socket.loseConnection()
+        elif self._reopening is not None and not self._kept:
+            self._end(Failure(ConnectionDone()))  # nothing left to carry
+
+    def abortConnection(self) -> None:
+        if self.socket is not None:
+            self.socket.abortConnection()
+        elif not self.ended:
+            self._end(Failure(ConnectionAborted()))
+
+    def getPeer(self):
+        return self.endpoint.endpoint.peer if self.socket is None else self.socket.getPeer()
+
+    def getHost(self):
+        return self.socket.getHost() if self.socket is not None else None
+
+    # -- IConsumer: the protocol's producer, through the gate --------------------------------------
+
+    def registerProducer(self, producer, streaming: bool) -> None:
+        if not streaming:
+            raise ValueError("a module link takes push producers only")
+        self._producer, self._producer_paused = producer, False
+        if self.socket is not None:
+            self._gate.full = False
+            self.socket.registerProducer(self._gate, True)
+        self.steer()
+
+    def unregisterProducer(self) -> None:
+        self._producer = None
+        if self.socket is not None:
+            self.socket.unregisterProducer()
+
+    def steer(self) -> None:
+        """Pause the producer while the socket is full or while there is no socket; else run."""
+        if self._producer is None:
+            return
+        hold = self.socket is None or self._gate.full
+        if hold and not self._producer_paused:
+            self._producer_paused = True
+            self._producer.pauseProducing()
+        elif not hold and self._producer_paused:
+            self._producer_paused = False
+            self._producer.resumeProducing()
+
+    # -- IPushProducer: the downlink --------------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        if self.socket is not None:
+            self.socket.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if self.socket is not None:
+            self.socket.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.loseConnection()
+
+    # -- a socket ends ----------------------------------------------------------------------------
+
+    def leg_lost(self, leg: _Leg, reason: Failure) -> None:
+        if leg is not self.leg:
+            return  # a socket the protocol refused
+        self._forget_acknowledged()
+        self.leg = self.socket = None
+        if self.ended:
+            return
+        cause = getattr(reason.value, "cause", None)
+        if (cause in REOPEN_CAUSES and self.modem.running
+                and (self._ending is None or self._kept)):
+            self._start_reopening(cause, reason.getErrorMessage())
+        else:
+            self._end(reason)
+
+    def _forget_acknowledged(self) -> None:
+        """Drop what the current socket reports acknowledged: it never needs to go again."""
+        if self.socket is None:
+            return
+        acknowledged = self._base + self.socket.acknowledged - self._kept_from
+        if acknowledged > 0:
+            del self._kept[:acknowledged]
+            self._kept_from += acknowledged
+
+    def _start_reopening(self, cause: str, why: str) -> None:
+        timings = self.endpoint.timings
+        reopening = self._reopening = _Reopening(self.clock.seconds(), cause, why)
+        reopening.deadline = self.clock.callLater(timings.timeout, self._give_up, reopening)
+        self.steer()
+        self.log.info("[{label}] reopening the link to {peer} ({n} unacknowledged bytes kept)",
+                      label=self.endpoint.label, peer=self._peer_text(), n=len(self._kept))
+        self._attempt_later(reopening)
+
+    def _attempt_later(self, reopening: _Reopening) -> None:
+        reopening.timer = self.clock.callLater(self._backoff.next_delay(), self._attempt,
+                                               reopening)
+
+    def _attempt(self, reopening: _Reopening) -> None:
+        reopening.timer = None
+        if not self.modem.running:
+            self._end(Failure(ConnectionLost(f"{reopening.why}; not reopened: the daemon is "
+                                             "stopping")))
+            return
+        reopening.waiting = self.modem.when_ready(self.endpoint.endpoint.context)
+        reopening.waiting.addCallbacks(self._open_again, self._not_waiting, (reopening,))
+
+    def _open_again(self, _, reopening: _Reopening) -> None:
+        reopening.waiting = None
+        reopening.attempts += 1
+        reopening.opening = self.endpoint.endpoint.connect(Factory.forProtocol(_Leg, self))
+        reopening.opening.addErrback(self._open_failed, reopening)
+
+    def _open_failed(self, failure: Failure, reopening: _Reopening) -> None:
+        reopening.opening = None
+        if failure.check(CancelledError) or self._reopening is not reopening:
+            return
+        self.log.info("[{label}] reopening the link to {peer}: attempt {k} failed ({why})",
+                      label=self.endpoint.label, peer=self._peer_text(), k=reopening.attempts,
+                      why=failure.getErrorMessage())
+        self._attempt_later(reopening)
+
+    @staticmethod
+    def _not_waiting(failure: Failure) -> None:
+        failure.trap(CancelledError)
+
+    def _give_up(self, reopening: _Reopening) -> None:
+        reopening.deadline = None
+        timeout = self.endpoint.timings.timeout
+        self.log.warn("[{label}] link to {peer} not reopened within {t:g} s ({n} attempts; lost "
+                      "by {cause}: {why}); resetting its local connection",
+                      label=self.endpoint.label, peer=self._peer_text(), t=timeout,
+                      n=reopening.attempts, cause=reopening.cause, why=reopening.why)
+        self.modem.counters.incr("link_reopen_timeout")
+        self._end(Failure(ConnectionLost(f"not reopened within {timeout:g} s "
+                                         f"({reopening.why})")))
+
+    # -- ending -----------------------------------------------------------------------------------
+
+    def _end(self, reason: Failure) -> None:
+        self.ended = True
+        if self._reopening is not None:
+            self._stop(self._reopening)
+            self._reopening = None
+        self._kept.clear()
+        protocol, self.protocol = self.protocol, None
+        self._producer = None
+        if protocol is not None:
+            protocol.connectionLost(reason)
+
+    @staticmethod
+    def _stop(reopening: _Reopening) -> None:
+        for timer in (reopening.deadline, reopening.timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        for deferred in (reopening.waiting, reopening.opening):
+            if deferred is not None:
+                deferred.cancel()
+        reopening.deadline = reopening.timer = reopening.waiting = reopening.opening = None
+
+    def _peer_text(self) -> str:
+        peer = self.endpoint.endpoint.peer
+        return f"{peer.host}:{peer.port}"
+
+    # -- diagnostics ------------------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        """The carrying socket's figures (or a reopening link's), with the reopens so far and
+        the bytes kept for a resend."""
+        if self.socket is not None:
+            figures = self.socket.stats()
+        else:
+            figures = {"slot": None, "state": "reopening", "uplink_buffered": 0,
+                       "downlink_held": 0, "sent": 0, "unacked": 0, "received": 0}
+        return {**figures, "reopens": self.reopens, "kept": len(self._kept)}
