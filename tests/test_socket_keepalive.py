@@ -1,10 +1,8 @@
 """Keepalive on a module socket, on task.Clock with exact UART bytes: the AT+QISACK schedule from a
 SEND OK, its restart on progress and end on unacked = 0, the dead link (one warning, counted,
 AT+QICLOSE, local reset, slot freed only after the answer), the idle probe and the AT+QISTATE
-check of idle links, the window's AT+QISACK backing off while acks stall, and reopen refused for
-tcp profiles."""
+check of idle links, and the window's AT+QISACK backing off while acks stall."""
 
-import pytest
 from twisted.logger import LogLevel, capturedLogs
 
 from bridge.keepalive import KeepaliveTimings
