@@ -144,6 +144,7 @@ class PersistentLink:
         self._producer = None
         self._producer_paused = False
         self._gate = _Gate(self)
+        self._legs = Factory.forProtocol(lambda: _Leg(self))
         self._reopening: Optional[_Reopening] = None
         self._backoff = Backoff(random.Random(), min(endpoint.timings.first,
                                                      endpoint.timings.maximum),
@@ -162,7 +163,7 @@ class PersistentLink:
 
     def open(self) -> Deferred:
         """The first open: fails as the endpoint's would; fires with the protocol."""
-        opening = self.endpoint.endpoint.connect(Factory.forProtocol(_Leg, self))
+        opening = self.endpoint.endpoint.connect(self._legs)
         return opening.addCallback(self._first_opened)
 
     def _first_opened(self, _) -> Protocol:
@@ -341,7 +342,7 @@ class PersistentLink:
     def _open_again(self, _, reopening: _Reopening) -> None:
         reopening.waiting = None
         reopening.attempts += 1
-        reopening.opening = self.endpoint.endpoint.connect(Factory.forProtocol(_Leg, self))
+        reopening.opening = self.endpoint.endpoint.connect(self._legs)
         reopening.opening.addErrback(self._open_failed, reopening)
 
     def _open_failed(self, failure: Failure, reopening: _Reopening) -> None:
