@@ -21,6 +21,9 @@ CLOSED_0 = b"\r\n0, CLOSED\r\n"
 QISACK_0 = b"AT+QISACK=0\r"
 QIRD_0 = b"AT+QIRD=0,1,0,1500\r"
 QICLOSE_0 = b"AT+QICLOSE=0\r"
+#: The modem's answers to a re-activation after +PDP DEACT.
+REACTIVATE = [(b"AT+QIDEACT", b"\r\nDEACT OK\r\n"), (b"AT+QIREGAPP", OK), (b"AT+QIACT", OK),
+              (b"AT+QILOCIP", b"\r\n10.0.0.3\r\n")]
 
 
 def open_command(n=0, remote=REMOTE) -> bytes:
@@ -57,6 +60,10 @@ class ModemBench:
     def module(self, data: bytes) -> None:
         """Bytes from the module."""
         self.harness.recv(data)
+
+    def play(self, script) -> None:
+        """Expect each (command, reply) of ``script`` in turn, running the clock between."""
+        self.harness.play(script)
 
     def connect_ok(self, n=0, remote=REMOTE) -> None:
         """Play the open of socket ``n``: AT+QIDNSIP=0, AT+QIOPEN, ``n, CONNECT OK``."""

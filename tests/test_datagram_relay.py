@@ -8,12 +8,10 @@ from bridge.at import commands
 from bridge.config import Listen, ProfileConfig, Remote
 from bridge.proxy.datagram import DatagramRelay
 from tests.modem_harness import OK
-from tests.socket_bench import PROMPT, SEND_OK, ModemBench
+from tests.socket_bench import PROMPT, REACTIVATE, SEND_OK, ModemBench
 
 UDP = Remote("UDP", "10.1.2.3", 53)
 A, B, C, D = (("127.0.0.1", port) for port in (4001, 4002, 4003, 4004))
-REACTIVATE = [(b"AT+QIDEACT", b"\r\nDEACT OK\r\n"), (b"AT+QIREGAPP", OK), (b"AT+QIACT", OK),
-              (b"AT+QILOCIP", b"\r\n10.0.0.3\r\n")]
 
 
 class LocalPort:
@@ -57,9 +55,6 @@ class RelayBench(ModemBench):
     def closed(self, n: int) -> None:
         assert self.wire() == b"AT+QICLOSE=%d\r" % n
         self.module(b"\r\n%d, CLOSE OK\r\n" % n)
-
-    def play(self, script) -> None:
-        self.harness.play(script)
 
 
 def lines(events, text):

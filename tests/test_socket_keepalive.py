@@ -3,7 +3,7 @@ SEND OK, its restart on progress and end on unacked = 0, the dead link (one warn
 AT+QICLOSE, local reset, slot freed only after the answer), the idle probe and the AT+QISTATE
 check of idle links, and the window's AT+QISACK backing off while acks stall."""
 
-from twisted.logger import LogLevel, capturedLogs
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from bridge.keepalive import KeepaliveTimings
 from bridge.modem.socket import Phase
@@ -73,6 +73,24 @@ def test_acked_progress_restarts_the_schedule_from_that_check(tmp_path):
     times, wire = run_checks(bench, lambda k: acked.get(k, 4), until=t0 + 300)
     assert [t - t0 for t in times] == [5.0, 15.0] + [15.0 + 10.0 * k for k in range(1, 13)]
     assert wire == b"AT+QICLOSE=0\r" and bench.clock.seconds() == t0 + 135
+
+
+def test_a_dropped_links_zero_counters_are_no_progress_so_the_link_is_still_found_dead(tmp_path):
+    """``0, 0, 0`` counts fewer bytes sent than the module took: not this link's counters (a
+    link the module dropped answers so). Read as "all acked" they would end the schedule."""
+    bench = LinkBench(tmp_path)
+    t0 = send_data(bench, b"w" * 10)
+    times = []
+    with capturedLogs() as events:
+        while not bench.local.disconnected and bench.clock.seconds() < t0 + 200:
+            bench.clock.advance(0.5)
+            if bench.wire() == QISACK_0:
+                times.append(bench.clock.seconds())
+                bench.module(b"\r\n+QISACK: 0, 0, 0\r\n\r\nOK\r\n")
+    assert [t - t0 for t in times] == [5.0 + 10.0 * k for k in range(13)]
+    assert bench.local.disconnected  # reset: the 10 bytes were never known delivered
+    assert bench.modem.counters.get("link_dead", cause="no_ack_progress") == 1
+    assert any("not this link's counters" in formatEvent(e) for e in events)
 
 
 def test_unacked_zero_ends_the_schedule_and_the_next_send_ok_starts_a_new_one(tmp_path):

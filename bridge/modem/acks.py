@@ -110,6 +110,7 @@ class AckTracker:
                 self.acked = max(self.acked, self.sent - min(result.unacked, self.sent))
             else:
                 self._not_ours(result)
+                result = SackResult(self.sent, self.acked, self.unacked)  # what is known
             self._poll_clock.observe(self._clock.seconds(), self.acked)
         window_asked = self._window_asking
         waiters, self._waiters = self._waiters, []
