@@ -146,9 +146,11 @@ class PersistentLink:
         self._gate = _Gate(self)
         self._legs = Factory.forProtocol(lambda: _Leg(self))
         self._reopening: Optional[_Reopening] = None
-        self._backoff = Backoff(random.Random(), min(endpoint.timings.first,
-                                                     endpoint.timings.maximum),
-                                endpoint.timings.maximum)
+        timings = endpoint.timings
+        # No jitter: links lost together wait for the modem, whose socket pool serves them in
+        # turn, so they cannot retry in lock step.
+        self._backoff = Backoff(random.Random(), min(timings.first, timings.maximum),
+                                timings.maximum, jitter=0.0)
         self.ended = False
 
     def __repr__(self) -> str:
