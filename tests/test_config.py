@@ -377,11 +377,31 @@ def test_bad_modem_values(tmp_path, key, value, message):
     ("probe", r"\x4", r"bad escape (use \n \r \t \0 \\ or \xHH)"),
     ("probe", "é", "character 'é' must be written as a \\xHH escape"),
     ("reopen", "2", "not a boolean (use yes or no)"),
+    ("reopen_max_delay", "0", "must be more than 0"),
+    ("reopen_timeout", "soon", "not a number"),
 ])
 def test_bad_profile_values(tmp_path, key, value, message):
     assert problems(tmp_path, MODEM + f"[profile:p]\nlisten = tcp:1\nremote = tcp:h:1\n"
                                       f"{key} = {value}\n") == [
         f"[profile:p] {key}: {message} (got {value!r})"]
+
+
+def test_a_tcp_profile_may_reopen_with_its_timings(tmp_path):
+    config = load_config(write(tmp_path, MODEM + "[profile:p]\nlisten = tcp:1\nremote = tcp:h:1\n"
+                                        "reopen = yes\nreopen_max_delay = 10\n"
+                                        "reopen_timeout = 90\n"))
+    profile = config.profiles["p"]
+    assert (profile.reopen, profile.reopen_max_delay, profile.reopen_timeout) == (True, 10, 90)
+
+
+def test_reopen_refuses_a_probe_on_a_tcp_profile_only(tmp_path):
+    keys = "reopen = yes\nprobe = \\n\n"
+    assert problems(tmp_path, MODEM + "[profile:p]\nlisten = tcp:1\nremote = tcp:h:1\n" + keys) == [
+        "[profile:p] probe: must be empty with reopen = yes: a reopen resends the stream's "
+        "unacknowledged bytes by count, and probe bytes would be counted as the stream's "
+        "(got '\\\\n')"]
+    assert load_config(write(tmp_path, MODEM + "[profile:p]\nlisten = udp:1\nremote = udp:h:1\n"
+                                       + keys)).profiles["p"].reopen
 
 
 def test_every_problem_is_reported_at_once(tmp_path):
