@@ -197,3 +197,21 @@ def test_without_reopen_a_dead_link_resets_the_local_connection(tmp_path):
     assert s.local.disconnected
     s.clock.advance(60)
     assert s.wire() == b""
+
+
+def test_a_local_eof_during_a_reopen_with_nothing_kept_resets_instead(tmp_path):
+    """An idle link lost: everything was acked, so a reopen starts; the app's EOF meanwhile
+    leaves nothing to carry, and the reply it waits for cannot come."""
+    s = ReopenBench(tmp_path)
+    s.local_data(b"request")
+    s.sent(0, b"request")
+    s.clock.advance(1.0)  # the keepalive's first check: all acked
+    assert s.wire() == QISACK_0
+    s.module(sack(7, 7))
+    s.module(b"\r\n+PDP DEACT\r\n")
+    assert not s.local.disconnecting and s.socket.stats()["state"] == "reopening"
+    s.side.readConnectionLost()
+    assert s.local.disconnected
+    s.play(REACTIVATE)
+    s.clock.advance(60)
+    assert s.wire() == b""

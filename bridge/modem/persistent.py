@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from bridge.modem.recovery import Backoff
+from bridge.modem.socket import ModuleAddress
 
 #: The causes (:class:`~bridge.modem.socket.LinkLost`) after which a link is reopened.
 REOPEN_CAUSES = frozenset({"no_ack_progress", "idle_not_connected", "acks_overdue", "send_fail",
@@ -231,6 +232,11 @@ class PersistentLink:
             self._ending = "write"
         if self.socket is not None:
             self.socket.loseWriteConnection()
+        elif self._reopening is not None and not self._kept:
+            # All it wrote was acknowledged on the lost socket: a new connection would carry
+            # only an empty request, and the reply that was coming is lost.
+            self._end(Failure(ConnectionLost(f"{self._reopening.why}; nothing left to carry "
+                                             "after the local EOF")))
 
     def loseConnection(self) -> None:
         self._ending = "close"
@@ -249,7 +255,10 @@ class PersistentLink:
         return self.endpoint.endpoint.peer if self.socket is None else self.socket.getPeer()
 
     def getHost(self):
-        return self.socket.getHost() if self.socket is not None else None
+        if self.socket is not None:
+            return self.socket.getHost()
+        peer = self.endpoint.endpoint.peer
+        return ModuleAddress(peer.type, self.modem.local_ip or "", 0, self.modem.name)
 
     # -- IConsumer: the protocol's producer, through the gate --------------------------------------
 
