@@ -10,7 +10,8 @@ DEADLINE = 5.0
 
 
 class Peer:
-    """A TCP server on 127.0.0.1 in a thread: echo, collect, or stall (small buffer, no reads)."""
+    """A TCP server on 127.0.0.1 in a thread: echo, collect, or stall (small buffer, no reads
+    until :meth:`release`, then collect)."""
 
     def __init__(self, mode="echo"):
         self.mode = mode
@@ -32,7 +33,16 @@ class Peer:
                 return
             self.conns.append(conn)
             if self.mode != "stall":
-                threading.Thread(target=self._pump, args=(conn,), daemon=True).start()
+                self._start_pump(conn)
+
+    def _start_pump(self, conn):
+        threading.Thread(target=self._pump, args=(conn,), daemon=True).start()
+
+    def release(self):
+        """A stalled peer starts reading (collecting) its connections."""
+        self.mode = "collect"
+        for conn in list(self.conns):
+            self._start_pump(conn)
 
     def _pump(self, conn):
         while True:

@@ -105,12 +105,14 @@ def unacked(c: Client, index=0) -> tuple:
     return tuple(int(f) for f in fields)
 
 
-def settle_acks(c, sent, index=0, deadline=5.0):
-    """Poll AT+QISACK until ``sent`` bytes are all acked (or the deadline); the last counters."""
+def settle_acks(c, sent, index=0, deadline=5.0, acked=None):
+    """Poll AT+QISACK until ``sent`` bytes are all acked, or ``acked`` of them (or the deadline);
+    the last counters."""
+    acked = sent if acked is None else acked
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         counters = unacked(c, index)
-        if counters == (sent, sent, 0):
+        if counters == (sent, acked, sent - acked):
             return counters
         time.sleep(0.02)
     return unacked(c, index)
@@ -186,6 +188,32 @@ async def test_dead_socket_freezes_acked_and_stalled_peer_shows_unacked(sim, pee
         assert echo.received == b""
         call(sim.heal, 1)
         assert echo.wait_for(4) == b"dead"
+
+    await run_client(sim, body)
+
+
+@in_thread
+async def test_a_killed_socket_still_delivers_what_the_kernel_took_and_acks_exactly_that(
+        sim, peers):
+    """The kill comes while the kernel holds bytes the peer has not taken (it does not read):
+    they still reach it once it reads, and acked ends at exactly what it received (choice 39);
+    a send after the kill never leaves the module."""
+    stall = peers("stall")
+
+    def body(c):
+        open_socket(c, stall.port)
+        chunk = bytes(range(200)) * 7
+        for _ in range(5):
+            send(c, 0, chunk)
+        total, acked, pending = unacked(c)
+        assert total == 5 * len(chunk) and pending > 0
+        call(sim.kill, 0)
+        send(c, 0, b"late")
+        stall.release()
+        assert stall.wait_for(total) == chunk * 5
+        assert settle_acks(c, total + 4, acked=total) == (total + 4, total, 4)
+        time.sleep(0.1)
+        assert unacked(c) == (total + 4, total, 4) and bytes(stall.received) == chunk * 5
 
     await run_client(sim, body)
 

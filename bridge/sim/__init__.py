@@ -124,6 +124,13 @@ Two contexts
     only that context reads `STATE: PDP DEACT`; the other context and its sockets carry on.
 38. Two contexts exclude transparent mode (app note §7.2): AT+QIACT (or an implicit activation)
     answers ERROR while the other context is active or activating and either has QIMODE=1.
+Faults
+39. A killed socket (fault `kill`) dies at the radio: nothing new reaches the host kernel (bytes
+    still on the radio or waiting for kernel room are never delivered), nothing comes down, no
+    URC. Bytes the kernel already took cannot be recalled: they still reach the peer, and their
+    acks still count until the kernel's queue is settled; then acked stops moving by itself. So
+    a killed socket's final acked is exactly what the peer received (freezing it at the kill
+    would undercount bytes the peer still gets, whose ACK a loopback peer may delay ~40 ms).
 """
 
 from .options import SimOptions

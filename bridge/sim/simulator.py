@@ -94,7 +94,7 @@ class Simulator:
         return sock
 
     def kill(self, n: int) -> None:
-        """Silent death of socket n: no delivery, no acks, no URC."""
+        """Silent death of socket n at the radio: nothing new delivered, no URC (choice 39)."""
         self._socket(n).kill()
 
     def heal(self, n: int) -> None:

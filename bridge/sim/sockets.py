@@ -4,7 +4,9 @@ Uplink: AT+QISEND bytes -> radio pipe (rate, RTT/2) -> straight into the kernel 
 acked counts what the peer's kernel really has (SIOCOUTQ), visible RTT/2 later.  Downlink: host
 bytes -> radio pipe -> a bounded module receive buffer; the host socket is paused while the
 buffer (plus what is in flight) is full, so a slow reader slows the remote sender.  A killed
-socket silently stops moving bytes both ways and freezes its ack counter.
+socket dies at the radio (choice 39): nothing new moves either way and no URC comes, but bytes
+already in the host kernel still reach the peer and their acks still count, so acked ends at
+exactly what the peer received.
 
 A real peer acks our bytes no later than it sends the reply or FIN that answers them, so the
 module must never see a reply or `CLOSED` before that ack: delivery is measured right when host
@@ -69,7 +71,6 @@ class SimSocket:
         self._wire = None
         self._poller = None
         self._host_paused = False
-        self._frozen_acked = 0
         self._fail_sends = 0
         self._closing = False
         self._peer_gone = False
@@ -128,10 +129,10 @@ class SimSocket:
     # -- faults ---------------------------------------------------------------------------------
 
     def kill(self) -> None:
-        """Silent death: nothing moves, acked freezes, no URC."""
+        """Silent death at the radio: nothing new is handed to the kernel or comes down, no URC;
+        what the kernel already has is delivered and acked, then the count stops by itself."""
         if self.dead:
             return
-        self._frozen_acked = self.acked
         self.dead = True
         self._pause_host()
 
@@ -163,8 +164,6 @@ class SimSocket:
     def acked(self) -> int:
         if self.proto != "TCP":
             return 0
-        if self.dead:
-            return self._frozen_acked
         self.measure_delivery()
         return self._meter.acked()
 
@@ -218,13 +217,16 @@ class SimSocket:
             self._poller = None
 
     def _poll(self) -> None:
-        if self.dead or self._wire is None:
+        if self._wire is None:
             self._stop_poller()
             return
         self._flush()
         self.measure_delivery()
         self._meter.acked()
-        if not self._pending and self._up.queued == 0 and self._meter.settled:
+        if self.dead:
+            if self._meter.settled:  # nothing more will be handed: the count has stopped
+                self._stop_poller()
+        elif not self._pending and self._up.queued == 0 and self._meter.settled:
             self._stop_poller()
             self._finish_close_if_drained()
 
