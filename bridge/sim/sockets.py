@@ -330,6 +330,7 @@ class SimSocket:
             "remote": f"{host}:{port}",
             "sent": self.sent,
             "acked": self.acked,
+            "handed": self._meter.handed,  # taken by the host kernel; the rest is on the radio
             "unacked": self.unacked,
             "rx_buffered": self.rx_buffered,
             "dropped": self.dropped,
