@@ -83,8 +83,8 @@ def troubles():
 
 # -- remote servers ----------------------------------------------------------------------------
 
-class Echo(protocol.Protocol):
-    """Echoes; keeps what it received, and ``reason``: how its connection ended."""
+class Sink(protocol.Protocol):
+    """Keeps what it received, and ``reason``: how its connection ended; sends nothing."""
 
     reason = None
 
@@ -94,10 +94,17 @@ class Echo(protocol.Protocol):
 
     def dataReceived(self, data):
         self.received += data
-        self.transport.write(data)
 
     def connectionLost(self, reason):
         self.reason = reason
+
+
+class Echo(Sink):
+    """A sink that echoes."""
+
+    def dataReceived(self, data):
+        super().dataReceived(data)
+        self.transport.write(data)
 
 
 class Source(protocol.Protocol):
