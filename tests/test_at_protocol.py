@@ -203,6 +203,34 @@ def test_qisend_timeout_reports_corrupt_stream_before_resync_bytes():
     assert h.sent() == b"AT+QISEND=4,4\rdata\x1bAT\r"
 
 
+def test_a_restart_fails_the_send_on_the_wire_at_once_and_the_queue_goes_on():
+    """An AT+QISEND written to the old power cycle gets no SEND OK: it fails at ``RDY``, not
+    20 s later, and no ESC filler or resync follows (nothing of ours is pending any more)."""
+    h = Harness()
+    send = h.issue(c.qisend(b"data", socket=1, timeout=20))
+    h.recv(b"\r\n> ")
+    after = h.issue(c.at())
+    assert h.sent() == b"AT+QISEND=1,4\rdata"
+    h.recv(b"\r\nRDY\r\n")
+    assert "the module restarted (RDY) while it was on the wire" in str(error_of(send))
+    assert Boot("RDY") in h.events and StreamCorrupt(1) not in h.events
+    assert h.sent() == b"AT\r"
+    h.recv(b"\r\nOK\r\n")
+    assert value_of(after) is not None
+    h.clock.advance(30)
+    assert h.sent() == b""
+
+
+def test_a_restart_leaves_a_command_the_bring_up_wrote_after_the_first_boot_line():
+    """``RDY`` then ``+CFUN: 1``: the AT written between them reaches the new power cycle."""
+    h = Harness()
+    h.recv(b"\r\nRDY\r\n")
+    sync = h.issue(c.at())
+    h.recv(b"\r\n+CFUN: 1\r\n")
+    assert sync == []
+    h.recv(b"\r\nOK\r\n")
+    assert value_of(sync) is not None
+
 def test_missing_prompt_times_out_on_the_prompt_timeout():
     h = Harness()
     outcome = h.issue(c.qisend(b"x", socket=0, prompt_timeout=5, timeout=20))

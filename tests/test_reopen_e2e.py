@@ -81,15 +81,15 @@ async def upload_completes(bed, sink, client) -> tuple:
 
 
 def reopened_lines(events) -> list:
-    """The "reopened" log lines: (slot, cause, bytes sent again)."""
+    """The "reopened" log lines: (slot, cause, bytes sent again, bytes that were waiting)."""
     found = []
     for event in events:
         text = formatEvent(event)
         match = re.fullmatch(r"\[profile:p\] link to 127\.0\.0\.1:\d+ reopened on module socket "
                              r"(\d) after [\d.]+ s \((\w+): .*\); (\d+) unacknowledged bytes "
-                             r"sent again", text)
+                             r"sent again, then (\d+) that were waiting", text)
         if match:
-            found.append((int(match[1]), match[2], int(match[3])))
+            found.append((int(match[1]), match[2], int(match[3]), int(match[4])))
     return found
 
 
@@ -100,11 +100,11 @@ def reopens(bed) -> int:
 
 
 def assert_reopened_once(bed, events, cause: str, second: bytes) -> int:
-    """One reopen, counted and logged with ``cause``; the bytes it logs as sent again begin the
-    second connection. Returns the module socket it logs."""
+    """One reopen, counted and logged with ``cause``; the bytes it logs as sent again (at most
+    the send window) and those that waited begin the second connection. Returns the module socket it logs."""
     assert bed.modem.counters.get("link_reopened", cause=cause) == reopens(bed) == 1
-    [(slot, logged_cause, resent)] = reopened_lines(events)
-    assert logged_cause == cause and 0 < resent <= len(second)
+    [(slot, logged_cause, resent, waiting)] = reopened_lines(events)
+    assert logged_cause == cause and 0 < resent <= 5840 and resent + waiting <= len(second)
     assert bed.modem.counters.get("link_reopen_timeout") == 0
     return slot
 

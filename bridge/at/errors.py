@@ -65,5 +65,9 @@ class LinkLost(ATEngineError):
     """The UART connection went away; nothing outstanding can complete."""
 
 
+class ModuleRestarted(ATEngineError):
+    """The module restarted while the command was on the wire: no answer will come."""
+
+
 class ResyncFailed(ATEngineError):
     """The module did not answer ``AT`` after an in-flight timeout; queued work is abandoned."""

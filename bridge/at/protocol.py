@@ -52,7 +52,8 @@ from twisted.logger import Logger
 from bridge.at import commands
 from bridge.at.commands import Command, Priority, ReadCommand, SendCommand
 from bridge.at.datamode import DataMode
-from bridge.at.errors import CommandTimeout, LinkLost, ResyncFailed, SelectionFailed
+from bridge.at.errors import (CommandTimeout, LinkLost, ModuleRestarted, ResyncFailed,
+                              SelectionFailed)
 from bridge.at.events import (RESTART_SIGNS, Boot, Resynced, StreamCorrupt, Unsolicited, parse_urc,
                               received_from)
 from bridge.at.framing import Data, Framer, Junk, Line, Marker, Payload, Prompt
@@ -379,6 +380,7 @@ class ATProtocol(Protocol):
         if event is not None:
             if isinstance(event, Boot) and event.kind in RESTART_SIGNS:
                 self.forget_selection()  # back at power-up values, which we do not assume
+                self._restarted(entry, event.kind)
             self.emit(event)
             return
         if command is not None and command.take(line):
@@ -453,6 +455,21 @@ class ATProtocol(Protocol):
         self._learn_selection(entry, entry.command.error)
         self._pump()  # next command out before any callback runs
         self._fire(entry, entry.command.error)
+
+    def _restarted(self, entry: Optional[_Outstanding], sign: str) -> None:
+        """The module restarted. A bulk command (AT+QISEND, AT+QIRD) is only written while the
+        modem is ready, so one on the wire now was written to the old power cycle and died with
+        it: it fails at once instead of at its limit (an AT+QISEND waits up to 20 s for SEND
+        OK), and the recovery starts. Any other command may be one the restart's bring-up wrote
+        after the first boot line (``RDY``, then ``+CFUN: 1``): it waits as before."""
+        if entry is None or entry.command.priority is not Priority.BULK:
+            return
+        self._current = None
+        self._framer.expect()
+        self._stop_timer(entry)
+        self._pump()
+        self._fire(entry, ModuleRestarted(f"{entry.command.text}: the module restarted ({sign}) "
+                                          "while it was on the wire"))
 
     # -- events -----------------------------------------------------------------------------------
 

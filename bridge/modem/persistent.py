@@ -5,8 +5,8 @@ AT+QISACK tells how many of the bytes sent on a module socket the remote's TCP h
 socket reports it acknowledged, so when the socket dies it can carry the stream on a new one to
 the same remote, starting with exactly the bytes never acknowledged on the old one.
 
-What reopens (the cause its socket ended with, :class:`~bridge.modem.socket.LinkLost`): a link
-the keepalive finds dead (no ack progress; idle and no longer connected), a tail still unacked
+What reopens (the cause its socket ended with, :class:`~bridge.modem.socket.SocketLost`): a
+link the keepalive finds dead (no ack progress; idle and no longer connected), a tail still unacked
 ``ack_wait`` after the last write, SEND FAIL past its retries, and the modem going down
 (``+PDP DEACT``, a reboot, the port lost, a mute module's recovery). What does not: a remote
 close (the server decided: EOF, or a reset when our bytes may not have reached it), a corrupt
@@ -39,7 +39,7 @@ from zope.interface import implementer
 from bridge.modem.recovery import Backoff
 from bridge.modem.socket import ModuleAddress
 
-#: The causes (:class:`~bridge.modem.socket.LinkLost`) after which a link is reopened.
+#: The causes (:class:`~bridge.modem.socket.SocketLost`) after which a link is reopened.
 REOPEN_CAUSES = frozenset({"no_ack_progress", "idle_not_connected", "acks_overdue", "send_fail",
                            "modem_down"})
 
@@ -115,6 +115,7 @@ class _Reopening:
     since: float
     cause: str
     why: str
+    resent: int  # of the bytes kept, those sent on the lost socket (the rest waited)
     deadline: object = None
     timer: object = None
     waiting: Optional[Deferred] = None  # the modem's when_ready
@@ -203,10 +204,11 @@ class PersistentLink:
         self._backoff.reset()
         self.modem.counters.incr("link_reopened", cause=reopening.cause)
         self.log.info("[{label}] link to {peer} reopened on module socket {slot} after {t:.1f} s "
-                      "({cause}: {why}); {n} unacknowledged bytes sent again",
-                      label=self.endpoint.label, peer=self._peer_text(), slot=self.socket.slot,
-                      t=self.clock.seconds() - reopening.since, cause=reopening.cause,
-                      why=reopening.why, n=len(self._kept))
+                      "({cause}: {why}); {resent} unacknowledged bytes sent again, then {waiting} "
+                      "that were waiting", label=self.endpoint.label, peer=self._peer_text(),
+                      slot=self.socket.slot, t=self.clock.seconds() - reopening.since,
+                      cause=reopening.cause, why=reopening.why, resent=reopening.resent,
+                      waiting=len(self._kept) - reopening.resent)
         if self._kept:
             self.socket.write(bytes(self._kept))
         if self._ending == "write":
@@ -309,13 +311,15 @@ class PersistentLink:
         if leg is not self.leg:
             return  # a socket the protocol refused
         self._forget_acknowledged()
+        resent = self._base + self.socket.acks.sent - self._kept_from
         self.leg = self.socket = None
         if self.ended:
             return
         cause = getattr(reason.value, "cause", None)
         if (cause in REOPEN_CAUSES and self.modem.running
                 and (self._ending is None or self._kept)):
-            self._start_reopening(cause, reason.getErrorMessage())
+            self._start_reopening(_Reopening(self.clock.seconds(), cause,
+                                             reason.getErrorMessage(), resent))
         else:
             self._end(reason)
 
@@ -328,10 +332,10 @@ class PersistentLink:
             del self._kept[:acknowledged]
             self._kept_from += acknowledged
 
-    def _start_reopening(self, cause: str, why: str) -> None:
-        timings = self.endpoint.timings
-        reopening = self._reopening = _Reopening(self.clock.seconds(), cause, why)
-        reopening.deadline = self.clock.callLater(timings.timeout, self._give_up, reopening)
+    def _start_reopening(self, reopening: _Reopening) -> None:
+        self._reopening = reopening
+        reopening.deadline = self.clock.callLater(self.endpoint.timings.timeout, self._give_up,
+                                                  reopening)
         self.steer()
         self.log.info("[{label}] reopening the link to {peer} ({n} unacknowledged bytes kept)",
                       label=self.endpoint.label, peer=self._peer_text(), n=len(self._kept))

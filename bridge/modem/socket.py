@@ -59,7 +59,7 @@ INDEX_SHARED = ("a module-side server's client was put on this socket's index, a
                 "+RECEIVE names no side: its bytes could not be told from this link's")
 
 
-class LinkLost(ConnectionLost):
+class SocketLost(ConnectionLost):
     """ConnectionLost naming its cause (``link_dead``'s, or ``modem_down``), for a layer that
     decides by it: a persistent link reopens after a dead link, not after a corrupt stream
     (:mod:`bridge.modem.persistent`)."""
@@ -365,7 +365,7 @@ class ModuleSocket(AddressedSocket):
             told = Failure(ConnectionDone())
         else:
             self.log.warn("socket {slot}: modem down ({reason})", slot=self.slot, reason=reason)
-            told = Failure(LinkLost(f"modem down: {reason}", "modem_down"))
+            told = Failure(SocketLost(f"modem down: {reason}", "modem_down"))
         self._to(Phase.CLOSING)  # a write from the protocol's connectionLost is not carried
         self._stop()
         self._tell_protocol(told)
@@ -700,7 +700,7 @@ class ModuleSocket(AddressedSocket):
         self.log.warn("socket {slot} to {host}:{port} is dead: {reason}", slot=self.slot,
                       host=self.peer.host, port=self.peer.port, reason=reason)
         self.modem.counters.incr("link_dead", cause=cause)
-        self._close_socket(Failure(LinkLost(reason, cause)))
+        self._close_socket(Failure(SocketLost(reason, cause)))
 
     def _farewell_undelivered(self, why: str) -> None:
         """Only the protocol's last words are at stake, all payload was acked: a clean end."""
