@@ -8,7 +8,7 @@ import dataclasses
 from twisted.internet.error import ConnectionDone
 from twisted.logger import capturedLogs, formatEvent
 
-from tests.modem_harness import OK
+from tests.modem_harness import OK, PLAIN
 from tests.socket_bench import (PROFILE, PROMPT, QISACK_0, REACTIVATE, SEND_OK, LinkBench,
                                 open_command, sack)
 
@@ -215,3 +215,25 @@ def test_a_local_eof_during_a_reopen_with_nothing_kept_resets_instead(tmp_path):
     s.play(REACTIVATE)
     s.clock.advance(60)
     assert s.wire() == b""
+
+
+def test_a_reboot_during_a_send_reopens_at_once_with_the_send_counted_unacked(tmp_path):
+    """The AT+QISEND on the wire died with the old power cycle: the modem hears of the restart
+    before that send fails, so the link is lost to the modem going down (a reopen cause), not
+    to a failed send; the bring-up does not wait for the send's 20 s limit."""
+    s = ReopenBench(tmp_path)
+    s.upload(b"a" * 100)
+    s.local_data(b"b" * 50)
+    assert s.wire() == b"AT+QISEND=0,50\r"
+    s.module(PROMPT)
+    assert s.wire() == b"b" * 50
+    s.module(b"\r\nRDY\r\n")  # no SEND OK: the module restarted
+    assert s.wire() == b"AT\r"  # the bring-up, at once
+    assert s.socket.stats()["state"] == "reopening" and not s.local.disconnecting
+    s.module(OK)
+    s.play(PLAIN[1:])
+    s.clock.advance(1.0)
+    s.connect_ok()
+    s.sent(0, b"a" * 100 + b"b" * 50)
+    assert s.modem.counters.get("link_reopened", cause="modem_down") == 1
+    assert s.modem.counters.get("link_dead", cause="send_error") == 0

@@ -378,10 +378,12 @@ class ATProtocol(Protocol):
             return
         event = parse_urc(line)
         if event is not None:
-            if isinstance(event, Boot) and event.kind in RESTART_SIGNS:
+            restart = isinstance(event, Boot) and event.kind in RESTART_SIGNS
+            if restart:
                 self.forget_selection()  # back at power-up values, which we do not assume
-                self._restarted(entry, event.kind)
             self.emit(event)
+            if restart:  # after the modem has heard of it: the sockets are down already
+                self._restarted(entry, event.kind)
             return
         if command is not None and command.take(line):
             self._check_done()
