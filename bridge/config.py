@@ -253,8 +253,9 @@ SCHEMA = {
                       "lost (the same, or a remote close) opens a new one"),
         "reopen_max_delay": Key(seconds, "with reopen: open attempts start 1 s after the loss, "
                                 "then the delay doubles up to this many seconds"),
-        "reopen_timeout": Key(seconds, "tcp profiles with reopen: seconds a lost link may take "
-                              "to reopen before its local connection is reset"),
+        "reopen_timeout": Key(seconds, "tcp profiles with reopen: seconds a lost link may go "
+                              "without carrying a byte again (not reopened, or reopened onto a "
+                              "remote that takes nothing) before its local connection is reset"),
         "udp_idle": Key(seconds, "udp profiles only: seconds without a datagram either way "
                         "before a session ends and frees its module socket"),
         "context": Key(count(0, 1), CONTEXT_DOC),

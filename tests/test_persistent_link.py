@@ -6,11 +6,14 @@ and the new socket's first AT+QISENDs carry exactly the bytes AT+QISACK never sh
 import dataclasses
 
 from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 
 from tests.modem_harness import OK, PLAIN
-from tests.socket_bench import (PROFILE, PROMPT, QISACK_0, REACTIVATE, SEND_OK, LinkBench,
-                                open_command, sack)
+from bridge.proxy.admission import Admission
+from tests.socket_bench import (PROFILE, PROMPT, QIRD_0, QISACK_0, REACTIVATE, SEND_OK,
+                                LinkBench, open_command, qird, sack)
+from tests.test_modem_contexts import TWO_CONTEXTS, TwoContexts, qistate
 
 REOPEN = dataclasses.replace(PROFILE, reopen=True, reopen_timeout=20.0)
 #: A keepalive that gives up after the first check and two more, one second apart.
@@ -140,7 +143,7 @@ def test_failed_attempts_back_off_and_past_reopen_timeout_the_local_connection_i
     assert s.local.disconnected  # aborted: a reset, not an EOF
     assert s.modem.counters.get("link_reopen_timeout") == 1
     [line] = lines(events, "not reopened")
-    assert "not reopened within 8 s (3 attempts; lost by modem_down" in line
+    assert "not reopened within 8 s (3 attempts since the last loss; lost by modem_down" in line
 
 
 def test_a_link_lost_after_the_local_eof_with_everything_acked_is_not_reopened(tmp_path):
@@ -237,3 +240,226 @@ def test_a_reboot_during_a_send_reopens_at_once_with_the_send_counted_unacked(tm
     s.sent(0, b"a" * 100 + b"b" * 50)
     assert s.modem.counters.get("link_reopened", cause="modem_down") == 1
     assert s.modem.counters.get("link_dead", cause="send_error") == 0
+
+
+def test_a_remote_that_accepts_but_never_acknowledges_is_given_up_after_reopen_timeout(
+        tmp_path):
+    """Each reopen connects, and its resent bytes are never acked: the link carries nothing.
+    ``reopen_timeout`` counts from the first loss, not from each reopen, or it would go on
+    reopening for ever."""
+    s = ReopenBench(tmp_path, profile=dataclasses.replace(REOPEN, reopen_timeout=20.0))
+    s.upload(b"stuck" * 10)
+    opens, closes, sent = [], [], 50
+    with capturedLogs() as events:
+        while not s.local.disconnected:
+            s.clock.advance(0.05)
+            wire = s.wire()
+            if not wire:
+                continue
+            if wire.startswith(b"AT+QIOPEN="):
+                opens.append(s.clock.seconds())
+                s.module(OK + b"\r\n0, CONNECT OK\r\n")
+            elif wire.startswith(b"AT+QISEND="):
+                s.module(PROMPT)
+                s.wire()  # the payload
+                s.module(SEND_OK)
+            elif wire == QISACK_0:
+                s.module(sack(sent, 0))
+            elif wire == b"AT+QICLOSE=0\r":
+                closes.append(s.clock.seconds())
+                s.module(b"\r\n0, CLOSE OK\r\n")
+            elif wire in (b"AT+QIDNSIP=0\r", b"AT+CSQ\r"):
+                s.module(b"\r\n+CSQ: 25,0\r\n" + OK if wire == b"AT+CSQ\r" else OK)
+            else:
+                raise AssertionError(wire)
+    assert len(opens) >= 4  # each reopen connected, and carried nothing
+    assert abs(s.clock.seconds() - closes[0] - 20.0) < 0.1  # from the first loss (0.05 s steps)
+    assert s.modem.counters.get("link_reopen_timeout") == 1
+    [line] = lines(events, "resetting its local connection")
+    assert "carried nothing through reopens for 20 s" in line
+
+
+STATE_HEAD = OK + b"\r\nSTATE: IP PROCESSING\r\n"
+PDP_DEACT = b"\r\n+PDP DEACT\r\n"
+
+
+def socket_lines(state0: bytes) -> bytes:
+    """The six +QISTATE lines (socket 0 in ``state0``, the others free) and the final OK."""
+    return (b'+QISTATE: 0,"TCP","10.1.2.3",80,"%s"\r\n' % state0
+            + b"".join(b'+QISTATE: %d,"","",,"INITIAL"\r\n' % n for n in range(1, 6)) + OK)
+
+
+def sent_in_chunks(s: ReopenBench, data: bytes) -> None:
+    for start in range(0, len(data), 1460):
+        s.sent(0, data[start:start + 1460])
+
+
+def test_two_contexts_a_pdp_deact_during_a_send_reopens_the_link_instead_of_resetting_it(
+        tmp_path):
+    """With both PDP contexts in use, ``+PDP DEACT`` does not take the sockets down at once: the
+    modem first asks each context which one is gone. The AT+QISEND on the wire meanwhile answers
+    ERROR (the socket closed under its payload, simulator choice 22): that waits for the answer,
+    so the link goes down with its context (a reopen), not with a failed send (a reset)."""
+    h = TwoContexts(tmp_path / "state").up(TWO_CONTEXTS)
+    admission = Admission(dataclasses.replace(PROFILE, reopen=True, reopen_timeout=20.0), h.modem)
+    side = admission.buildProtocol(None)
+    local = StringTransport()
+    side.makeConnection(local)
+    h.play([(b"AT+QIFGCNT=0", OK), (b"AT+QIDNSIP=0", OK),
+            (open_command()[:-1], OK + b"\r\n0, CONNECT OK\r\n")])
+    side.dataReceived(b"a" * 100)
+    h.play([(b"AT+QISEND=0,100", PROMPT)])
+    assert h.take() == b"a" * 100
+    h.recv(SEND_OK)
+    side.dataReceived(b"b" * 50)
+    h.play([(b"AT+QISEND=0,50", PROMPT)])
+    assert h.take() == b"b" * 50
+    h.recv(PDP_DEACT)  # the network drops context 0 while the payload is typed
+    h.recv(b"\r\nERROR\r\n")
+    assert h.modem.counters.get("link_dead", cause="send_error") == 0
+    assert not local.disconnected
+    h.play([(b"AT+QISTATE", qistate(b"PDP DEACT")),  # context 0 is the one selected
+            (b"AT+QIFGCNT=1", OK), (b"AT+QISTATE", qistate(b"IP GPRSACT"))])
+    assert not local.disconnected and side.module.transport.stats()["state"] == "reopening"
+    assert h.modem.counters.get("link_dead", cause="send_error") == 0
+
+
+def test_a_remote_close_inside_the_idle_check_answer_gives_eof_and_reopens_nothing(tmp_path):
+    """URCs arrive anywhere, also inside a command's answer (docs/at-dialect.md §8.1). The remote
+    closes an idle link while the keepalive's AT+QISTATE is out: ``0, CLOSED`` comes inside its
+    answer, whose socket line then reads CLOSED. The socket already knows of the remote close
+    and drains: the keepalive stopped with it, so the answer cannot call the link dead (which
+    would drop the remote's last bytes and reopen to a server that closed it)."""
+    s = ReopenBench(tmp_path, keepalive_idle=30.0)
+    s.local_data(b"hello")
+    s.sent(0, b"hello")
+    assert s.harness.take() == QISACK_0
+    s.module(sack(5, 5))
+    assert s.harness.take() == b"AT+QISTATE\r"  # idle 30 s: is the socket still connected?
+    s.module(STATE_HEAD + b"\r\n+QIRDI: 0,1,0\r\n\r\n0, CLOSED\r\n")  # "bye", then FIN
+    s.module(socket_lines(b"CLOSED"))
+    assert s.socket.stats()["state"] == "draining"
+    assert s.wire() == QIRD_0
+    s.module(qird(b"bye"))
+    assert s.wire() == QIRD_0
+    s.module(b"\r\nERROR\r\n")  # drained (simulator choice 27)
+    assert s.wire() == b"AT+QICLOSE=0\r"
+    s.module(b"\r\n0, CLOSE OK\r\n")
+    assert s.local.value() == b"bye" and s.local.disconnecting and not s.local.disconnected
+    s.clock.advance(60)
+    assert s.wire() == b"" and s.modem.counters.get("link_reopened",
+                                                    cause="idle_not_connected") == 0
+
+
+def test_a_module_gone_mute_while_it_reads_reopens_the_link_like_any_mute_spell(tmp_path):
+    """An AT+QIRD on the wire when the module goes mute times out before the resyncs find the
+    module mute: ``read_timeout``, a reopen cause (a read writes no payload, so the uplink
+    stream is intact; only downlink may be lost, which a reopen allows)."""
+    s = ReopenBench(tmp_path)
+    s.upload(b"reading 1\n")
+    s.module(b"+QIRDI: 0,1,0\r\n")
+    assert s.wire() == QIRD_0
+    while s.modem.ready:  # the module says nothing any more
+        assert s.harness.take() == b"\x1bAT\r"
+    assert s.modem.counters.get("module_mute") == 1
+    assert s.modem.counters.get("link_dead", cause="read_error") == 0
+    assert not s.local.disconnected
+    assert s.socket.stats()["state"] == "reopening"
+
+
+def test_stopping_the_modem_while_a_link_waits_to_reopen_ends_the_link(tmp_path):
+    """The daemon stopping reopens nothing: the modem's stop cancels the ``when_ready`` a reopen
+    attempt waits on, and the link ends then, not at its deadline."""
+    s = ReopenBench(tmp_path)
+    s.upload(b"abc")
+    s.module(PDP_DEACT)
+    s.clock.advance(1.0)  # the first attempt waits for the modem
+    s.modem.stopService()
+    assert s.local.disconnected
+    s.clock.advance(30)
+    assert s.modem.counters.get("link_reopen_timeout") == 0
+
+
+def test_two_reopens_in_a_row_resend_from_the_last_acknowledged_stream_offset(tmp_path):
+    """The kept bytes' offsets across two reopens: the second connection starts at the first
+    byte the second socket never showed acked (stream offset 600 + 1000), then what followed."""
+    s = ReopenBench(tmp_path)
+    s.upload(UPLOAD)  # stream [0, 2048)
+    s.keepalive_until_dead(len(UPLOAD), 600)
+    s.local_data(b"X" * 100)  # read before the pause took
+    s.reopened()
+    second = UPLOAD[600:] + b"X" * 100
+    sent_in_chunks(s, second)
+    s.clock.advance(1.0)
+    assert s.wire() == QISACK_0
+    s.module(sack(len(second), 1000))
+    s.local_data(b"Y" * 10)
+    s.sent(0, b"Y" * 10)
+    s.module(PDP_DEACT)
+    s.clock.advance(1.0)
+    s.play(REACTIVATE)
+    s.connect_ok()
+    sent_in_chunks(s, (UPLOAD + b"X" * 100 + b"Y" * 10)[1600:])
+    assert s.wire() == b"" and s.socket.reopens == 2
+    assert s.local.producerState == "producing" and not s.local.disconnecting
+
+
+def idle_link_lost(s: ReopenBench) -> None:
+    """Everything sent is acked, then +PDP DEACT: a reopen starts with nothing kept."""
+    s.local_data(b"request")
+    s.sent(0, b"request")
+    s.clock.advance(1.0)
+    assert s.wire() == QISACK_0
+    s.module(sack(7, 7))
+    s.module(PDP_DEACT)
+
+
+def test_a_local_close_while_the_reopen_opens_closes_the_late_socket(tmp_path):
+    s = ReopenBench(tmp_path)
+    idle_link_lost(s)
+    link = s.socket
+    s.clock.advance(1.0)
+    s.play(REACTIVATE)
+    assert s.wire() == b"AT+QIDNSIP=0\r"
+    s.module(OK)
+    assert s.wire() == open_command()
+    s.side.connectionLost(None)  # the app goes away, nothing left to carry
+    assert link.ended and link.stats()["state"] == "reopening"
+    s.module(OK + b"\r\n0, CONNECT OK\r\n")
+    assert s.wire() == b"AT+QICLOSE=0\r"  # the socket it opened anyway, closed at once
+    s.module(b"\r\n0, CLOSE OK\r\n")
+    assert link.socket is None and s.modem.slots_in_use == frozenset()
+    s.clock.advance(60)
+    assert s.harness.take() in (b"", b"AT+CSQ\r")
+
+
+def test_a_give_up_while_the_reopen_opens_resets_and_closes_the_late_socket(tmp_path):
+    s = ReopenBench(tmp_path, profile=dataclasses.replace(REOPEN, reopen_timeout=3.5))
+    s.upload(b"abc")
+    s.module(PDP_DEACT)
+    link = s.socket
+    s.play(REACTIVATE)
+    assert s.harness.take() == b"AT+QIDNSIP=0\r"  # 1 s after the loss
+    s.module(OK)
+    assert s.wire() == open_command()
+    s.module(OK)  # CONNECT OK still to come
+    s.clock.advance(3.0)
+    assert s.local.disconnected and s.modem.counters.get("link_reopen_timeout") == 1
+    s.module(b"\r\n0, CONNECT OK\r\n")
+    assert s.wire() == b"AT+QICLOSE=0\r"
+    s.module(b"\r\n0, CLOSE OK\r\n")
+    assert link.socket is None and s.modem.slots_in_use == frozenset()
+
+
+def test_pushed_receive_mode_reopens_and_the_downlink_goes_on(tmp_path):
+    s = ReopenBench(tmp_path, receive="push")
+    s.upload(b"abc")
+    s.module(b"\r\n+RECEIVE: 0, 5\r\nhello")
+    s.module(PDP_DEACT)
+    s.clock.advance(1.0)
+    s.play(REACTIVATE)
+    s.connect_ok()
+    s.sent(0, b"abc")
+    s.module(b"\r\n+RECEIVE: 0, 5\r\nworld")
+    assert s.local.value() == b"helloworld" and s.local.producerState == "producing"
+    assert s.modem.counters.get("link_reopened", cause="modem_down") == 1

@@ -140,6 +140,7 @@ class Modem(Service):
         self._opener = SocketOpener(self)
         self._handlers: Dict[int, _Attached] = {}
         self._ready_waiters: list = []
+        self._tracing: Optional[list] = None  # find_lost_context runs: context_doubt waiters
         self._open_waiters: list = []
         self._state_listeners: list = []
         self._context_listeners: list = []
@@ -158,6 +159,8 @@ class Modem(Service):
         super().stopService()
         self.supervisor.stop()
         self._mark_down("stopping", expected=True)
+        for _, waiter in list(self._ready_waiters):
+            waiter.cancel()  # it will not be ready again
         return self.close_port()
 
     def when_open(self) -> Deferred:
@@ -170,7 +173,8 @@ class Modem(Service):
 
     def when_ready(self, context: Optional[int] = None) -> Deferred:
         """Fires (None) the next time bring-up completes, or PDP ``context`` (if given) is back
-        alone; now if the modem is ready (with ``context`` up). Cancelling it stops the wait."""
+        alone; now if the modem is ready (with ``context`` up). Cancelling it stops the wait;
+        the modem stopping cancels it too (CancelledError)."""
         if self.context_ready(context):
             return succeed(None)
         waiter = Deferred(lambda d: self._ready_waiters.remove((context, d)))
@@ -467,6 +471,7 @@ class Modem(Service):
         goes down and comes back; both, none or no answer: the whole modem, as with one
         context."""
         ups, down = self._ups, []
+        self._tracing = self._tracing or []
         try:
             for context in sorted(self.contexts_in_use):
                 report = yield self.query_stack(context)
@@ -476,14 +481,29 @@ class Modem(Service):
             self.log.warn("{name}: +PDP DEACT: which context is down is unknown: {error}",
                           name=self.name, error=error)
             down = []
-        if not self.ready or self._ups != ups:
-            return  # the module went away meanwhile: its recovery covers every context
-        if len(down) != 1:
-            self._lost_module(self.supervisor.context_lost, PDP_LOST)
-        elif self.persistent:
-            self.supervisor.context_down(down[0], PDP_LOST)
-        else:
-            self.mark_context_down(down[0], PDP_LOST)
+        try:
+            if not self.ready or self._ups != ups:
+                return  # the module went away meanwhile: its recovery covers every context
+            if len(down) != 1:
+                self._lost_module(self.supervisor.context_lost, PDP_LOST)
+            elif self.persistent:
+                self.supervisor.context_down(down[0], PDP_LOST)
+            else:
+                self.mark_context_down(down[0], PDP_LOST)
+        finally:
+            waiters, self._tracing = self._tracing, None
+            self._fire_all(waiters, None)
+
+    def context_doubt(self) -> Optional[Deferred]:
+        """While a ``+PDP DEACT`` is traced to its context (:meth:`find_lost_context`): a
+        Deferred that fires once that is decided, else None. A socket command that answers
+        ERROR meanwhile may only show that its context is gone: then the socket goes down with
+        it (``modem_down``) rather than fail on its own."""
+        if self._tracing is None:
+            return None
+        waiter = Deferred()
+        self._tracing.append(waiter)
+        return waiter
 
     def _index_shared(self, event) -> None:
         """A server's client put on an index a client link holds: in push mode ``+RECEIVE: n``

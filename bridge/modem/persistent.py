@@ -6,18 +6,22 @@ socket reports it acknowledged, so when the socket dies it can carry the stream 
 the same remote, starting with exactly the bytes never acknowledged on the old one.
 
 What reopens (the cause its socket ended with, :class:`~bridge.modem.socket.SocketLost`): a
-link the keepalive finds dead (no ack progress; idle and no longer connected), a tail still unacked
-``ack_wait`` after the last write, SEND FAIL past its retries, and the modem going down
-(``+PDP DEACT``, a reboot, the port lost, a mute module's recovery). What does not: a remote
-close (the server decided: EOF, or a reset when our bytes may not have reached it), a corrupt
-stream or any other failure, the first open failing (``connect`` fails as any endpoint's
+link the keepalive finds dead (no ack progress; idle and no longer connected), a tail still
+unacked ``ack_wait`` after the last write, SEND FAIL past its retries, an AT+QIRD without an
+answer (it wrote nothing: the uplink is intact), and the modem going down (``+PDP DEACT``, a
+reboot, the port lost, a mute module's recovery). What does not: a remote close (the server
+decided: EOF, or a reset when our bytes may not have reached it), a corrupt stream (an
+AT+QISEND without an answer: filler or resync bytes may have become payload) or any other
+failure, the first open failing (``connect`` fails as any endpoint's
 does), the daemon stopping, and a link that dies after its protocol's close with every byte
 acknowledged (nothing is left to carry, and a new connection would only bring an empty
 request).
 
 Meanwhile the protocol's producer is paused (its bytes wait in the local socket's buffers) and
 nothing is delivered. Opens are tried once the modem is ready, after 1 s, then doubling up to
-``maximum``; past ``timeout`` the protocol hears ``ConnectionLost``. What the remote sent that
+``maximum``. ``timeout`` after a loss without the remote acknowledging or sending a byte since
+(through any reopens: a remote that accepts connections but takes nothing is no better), the
+protocol hears ``ConnectionLost``. What the remote sent that
 had not reached us is lost and cannot be known. Acknowledgements are learnt late: bytes the
 remote got while their acks were on the way (and, when the modem went down, those acked since
 the last AT+QISACK answer) are sent again: at most one send window is repeated, nothing lost.
@@ -41,7 +45,7 @@ from bridge.modem.socket import ModuleAddress
 
 #: The causes (:class:`~bridge.modem.socket.SocketLost`) after which a link is reopened.
 REOPEN_CAUSES = frozenset({"no_ack_progress", "idle_not_connected", "acks_overdue", "send_fail",
-                           "modem_down"})
+                           "read_timeout", "modem_down"})
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ class _Leg(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self.link.leg is self:
+            self.link.carried()  # the remote is there
             self.link.protocol.dataReceived(data)
 
     def connectionLost(self, reason=None) -> None:
@@ -116,7 +121,6 @@ class _Reopening:
     cause: str
     why: str
     resent: int  # of the bytes kept, those sent on the lost socket (the rest waited)
-    deadline: object = None
     timer: object = None
     waiting: Optional[Deferred] = None  # the modem's when_ready
     opening: Optional[Deferred] = None  # the endpoint's connect
@@ -138,6 +142,12 @@ class PersistentLink:
         self.leg: Optional[_Leg] = None  # the protocol on the socket carrying now
         self.socket = None  # that socket
         self.reopens = 0
+        #: Since when nothing has been carried, through the reopens since (None: it carries).
+        #: ``timeout`` counts from there, so a remote that accepts every new connection but
+        #: never acknowledges a byte does not keep the link reopening for ever.
+        self.stalled_since: Optional[float] = None
+        self._deadline = None  # when a stall reaches ``timeout``
+        self._lost: Optional[_Reopening] = None  # the last loss
         self._base = 0  # stream offset of the current socket's first byte
         self._kept = bytearray()  # written and not known acknowledged, from stream offset:
         self._kept_from = 0
@@ -331,11 +341,20 @@ class PersistentLink:
         if acknowledged > 0:
             del self._kept[:acknowledged]
             self._kept_from += acknowledged
+            self.carried()
+
+    def carried(self) -> None:
+        """The remote acknowledged or sent something: the link is not stalled."""
+        self.stalled_since = None
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
 
     def _start_reopening(self, reopening: _Reopening) -> None:
-        self._reopening = reopening
-        reopening.deadline = self.clock.callLater(self.endpoint.timings.timeout, self._give_up,
-                                                  reopening)
+        self._reopening = self._lost = reopening
+        if self.stalled_since is None:
+            self.stalled_since = reopening.since
+            self._deadline = self.clock.callLater(self.endpoint.timings.timeout, self._give_up)
         self.steer()
         self.log.info("[{label}] reopening the link to {peer} ({n} unacknowledged bytes kept)",
                       label=self.endpoint.label, peer=self._peer_text(), n=len(self._kept))
@@ -348,11 +367,11 @@ class PersistentLink:
     def _attempt(self, reopening: _Reopening) -> None:
         reopening.timer = None
         if not self.modem.running:
-            self._end(Failure(ConnectionLost(f"{reopening.why}; not reopened: the daemon is "
-                                             "stopping")))
+            self._stopping(reopening)
             return
         reopening.waiting = self.modem.when_ready(self.endpoint.endpoint.context)
-        reopening.waiting.addCallbacks(self._open_again, self._not_waiting, (reopening,))
+        reopening.waiting.addCallbacks(self._open_again, self._not_waiting, (reopening,),
+                                       errbackArgs=(reopening,))
 
     def _open_again(self, _, reopening: _Reopening) -> None:
         reopening.waiting = None
@@ -369,25 +388,39 @@ class PersistentLink:
                       why=failure.getErrorMessage())
         self._attempt_later(reopening)
 
-    @staticmethod
-    def _not_waiting(failure: Failure) -> None:
+    def _not_waiting(self, failure: Failure, reopening: _Reopening) -> None:
         failure.trap(CancelledError)
+        if reopening.waiting is not None:  # not our cancel: the modem stopped
+            reopening.waiting = None
+            self._stopping(reopening)
 
-    def _give_up(self, reopening: _Reopening) -> None:
-        reopening.deadline = None
-        timeout = self.endpoint.timings.timeout
-        self.log.warn("[{label}] link to {peer} not reopened within {t:g} s ({n} attempts; lost "
+    def _stopping(self, reopening: _Reopening) -> None:
+        self._end(Failure(ConnectionLost(f"{reopening.why}; not reopened: the daemon is "
+                                         "stopping")))
+
+    def _give_up(self) -> None:
+        """Nothing carried for ``timeout`` since a loss: not reopened, or reopened onto a
+        remote that takes nothing. The local connection is reset."""
+        self._deadline = None
+        timeout, lost, socket = self.endpoint.timings.timeout, self._lost, self.socket
+        if socket is not None or lost.since > self.stalled_since:
+            how = f"carried nothing through reopens for {timeout:g} s"
+        else:
+            how = f"not reopened within {timeout:g} s"
+        self.log.warn("[{label}] link to {peer} {how} ({n} attempts since the last loss; lost "
                       "by {cause}: {why}); resetting its local connection",
-                      label=self.endpoint.label, peer=self._peer_text(), t=timeout,
-                      n=reopening.attempts, cause=reopening.cause, why=reopening.why)
+                      label=self.endpoint.label, peer=self._peer_text(), how=how,
+                      n=lost.attempts, cause=lost.cause, why=lost.why)
         self.modem.counters.incr("link_reopen_timeout")
-        self._end(Failure(ConnectionLost(f"not reopened within {timeout:g} s "
-                                         f"({reopening.why})")))
+        self._end(Failure(ConnectionLost(f"{how} ({lost.why})")))
+        if socket is not None:
+            socket.abortConnection()
 
     # -- ending -----------------------------------------------------------------------------------
 
     def _end(self, reason: Failure) -> None:
         self.ended = True
+        self.carried()  # no deadline any more
         if self._reopening is not None:
             self._stop(self._reopening)
             self._reopening = None
@@ -399,13 +432,13 @@ class PersistentLink:
 
     @staticmethod
     def _stop(reopening: _Reopening) -> None:
-        for timer in (reopening.deadline, reopening.timer):
-            if timer is not None and timer.active():
-                timer.cancel()
-        for deferred in (reopening.waiting, reopening.opening):
+        timer, deferreds = reopening.timer, (reopening.waiting, reopening.opening)
+        reopening.timer = reopening.waiting = reopening.opening = None
+        if timer is not None and timer.active():
+            timer.cancel()
+        for deferred in deferreds:
             if deferred is not None:
                 deferred.cancel()
-        reopening.deadline = reopening.timer = reopening.waiting = reopening.opening = None
 
     def _peer_text(self) -> str:
         peer = self.endpoint.endpoint.peer

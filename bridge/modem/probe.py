@@ -11,7 +11,7 @@ deactivates it first).
 import argparse
 import sys
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
 from twisted.python.failure import Failure
 
 from bridge.at import commands
@@ -108,7 +108,8 @@ def probe(reactor, config, state_dir, resolve=None, **modem_options):
             outcome.errback(error)
 
     modem = Modem(reactor, config, state_dir, on_fatal=fatal, persistent=False, **modem_options)
-    modem.when_ready().addCallback(lambda _: outcome.called or outcome.callback(None))
+    modem.when_ready().addCallbacks(lambda _: outcome.called or outcome.callback(None),
+                                    lambda failure: failure.trap(CancelledError))  # stopped
     modem.startService()
     try:
         yield outcome

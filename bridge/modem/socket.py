@@ -44,7 +44,7 @@ from zope.interface import implementer
 
 from bridge.at import commands
 from bridge.at.commands import MAX_READ, MAX_SEND, ReadResult, SendResult
-from bridge.at.errors import ATError
+from bridge.at.errors import ATError, CommandTimeout
 from bridge.at.events import Closed, DataAvailable, Received, RemoteIp, StreamCorrupt
 from bridge.keepalive import KeepaliveTimings
 from bridge.modem.acks import AckTracker
@@ -221,6 +221,7 @@ class ModuleSocket(AddressedSocket):
         self._producer = None  # the producer that writes to us (paused above high water)
         self._producer_paused = False
         self._send_failures = 0
+        self._in_doubt = False  # an ERROR waits for the modem to trace a +PDP DEACT
         self._protocol_calls = 0  # depth of protocol calls into us (see _called_by_protocol)
         self._telling = False  # the protocol's connectionLost is due or running
         self._backoff = None
@@ -374,7 +375,7 @@ class ModuleSocket(AddressedSocket):
     # -- bulk work offered to the pump ------------------------------------------------------------
 
     def next_bulk(self) -> Optional[BulkJob]:
-        if self.phase in (Phase.CLOSING, Phase.CLOSED):
+        if self.phase in (Phase.CLOSING, Phase.CLOSED) or self._in_doubt:
             return None
         send, read = self._can_send(), self._can_read()
         if send and read:
@@ -424,7 +425,8 @@ class ModuleSocket(AddressedSocket):
         if self.phase in (Phase.CLOSING, Phase.CLOSED):
             return
         if isinstance(result, Failure):
-            self._fail(f"AT+QISEND failed: {result.getErrorMessage()}", "send_error")
+            self._fail_unless_context_lost(f"AT+QISEND failed: {result.getErrorMessage()}",
+                                           "send_error")
             return
         if not isinstance(result, SendResult) or not result.ok:
             self._send_failed()
@@ -586,8 +588,11 @@ class ModuleSocket(AddressedSocket):
                 self._want_read = False  # ERROR after `n, CLOSED`: the socket is gone, drained
                 self._drained()
             elif result.check(ATError):
-                self._fail("AT+QIRD answered ERROR but the remote close was never reported: "
-                           "received bytes may be lost", "read_error")
+                self._fail_unless_context_lost("AT+QIRD answered ERROR but the remote close was "
+                                               "never reported: received bytes may be lost",
+                                               "read_error")
+            elif result.check(CommandTimeout):  # no payload was written: the uplink is intact
+                self._fail(f"AT+QIRD failed: {result.getErrorMessage()}", "read_timeout")
             else:
                 self._fail(f"AT+QIRD failed: {result.getErrorMessage()}", "read_error")
             return
@@ -633,7 +638,10 @@ class ModuleSocket(AddressedSocket):
         self.log.info("socket {slot}: remote closed", slot=self.slot)
         reading = self._pull and not (self.phase is Phase.FLUSHING
                                       and not self._linger_after_flush)
-        # A linger goes on bounding a paused reader (see _linger_over); a reclaim stops.
+        # A linger goes on bounding a paused reader (see _linger_over); a reclaim stops, and so
+        # does the keepalive: the link is ending, not dead (an AT+QISTATE answer saying
+        # "CLOSED" now must not call it dead and drop the remote's last bytes).
+        self._liveness.stop()
         self._cancel("_reclaim", "_acks_deadline")
         self.modem.sockets.remove_reclaimable(self)
         self._to(Phase.DRAINING)
@@ -688,6 +696,17 @@ class ModuleSocket(AddressedSocket):
         carried: the protocol must learn that its bytes were not delivered."""
         self._fail(f"{size} bytes written after the stream stopped carrying "
                    f"({self.phase.value})", "late_write")
+
+    def _fail_unless_context_lost(self, reason: str, cause: str) -> None:
+        """An ERROR while the modem traces a ``+PDP DEACT`` to its context may be this socket's
+        context going: nothing more is sent or read until that is decided, then the socket
+        either went down with it (``modem_down``) or fails as usual."""
+        doubt = self.modem.context_doubt()
+        if doubt is None:
+            self._fail(reason, cause)
+            return
+        self._in_doubt = True
+        doubt.addCallback(lambda _: self._fail(reason, cause))
 
     def _fail(self, reason: str, cause: str) -> None:
         """Bytes may be lost: one line, ``link_dead{cause}``, ConnectionLost, AT+QICLOSE."""

@@ -192,7 +192,7 @@ class _Session:
         self._retry = None  # the backoff's timer before the next open
         self._until_ready = None  # when_ready's Deferred before the next open
         self._opened_at = 0.0
-        self._backoff = REOPEN_INITIAL
+        self._backoff = self._first_delay()
         self._idle = self.clock.callLater(self.profile.udp_idle, self._idle_over)
 
     def __repr__(self) -> str:
@@ -256,6 +256,9 @@ class _Session:
         else:
             self._reopen_later(f"open failed ({why})")
 
+    def _first_delay(self) -> float:
+        return min(REOPEN_INITIAL, self.profile.reopen_max_delay)
+
     def _reopen_later(self, why: str) -> None:
         self.log.warn("[{name}] udp session from {source}: {why}; reopening in {delay:g} s",
                       name=self.relay.name, source=_address(self.source), why=why,
@@ -286,7 +289,7 @@ class _Session:
         lost = f"module socket {socket.slot} lost ({why})"
         lived = self.clock.seconds() - self._opened_at
         if socket.counts["datagrams_down"] or lived >= REOPEN_PROVEN:
-            self._backoff = REOPEN_INITIAL
+            self._backoff = self._first_delay()
         elif self.relay.modem.context_ready(self.profile.context):
             self._reopen_later(lost)
             return
