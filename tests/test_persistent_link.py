@@ -463,3 +463,31 @@ def test_pushed_receive_mode_reopens_and_the_downlink_goes_on(tmp_path):
     s.module(b"\r\n+RECEIVE: 0, 5\r\nworld")
     assert s.local.value() == b"helloworld" and s.local.producerState == "producing"
     assert s.modem.counters.get("link_reopened", cause="modem_down") == 1
+
+
+def test_a_reopened_link_whose_resend_was_acked_is_not_given_up_when_the_app_stays_silent(
+        tmp_path):
+    """The acks of the resent bytes come in answers to the keepalive, not with a write: the
+    stall deadline looks at them before it resets anything."""
+    s = ReopenBench(tmp_path, profile=dataclasses.replace(REOPEN, reopen_timeout=10.0))
+    s.upload(b"reading")
+    s.module(b"\r\n+PDP DEACT\r\n")
+    s.clock.advance(1.0)
+    s.play(REACTIVATE)
+    s.connect_ok()
+    s.sent(0, b"reading")
+    s.clock.advance(1.0)  # the keepalive's first check
+    assert s.wire() == QISACK_0
+    s.module(sack(7, 7))
+    s.clock.advance(60)  # the app says nothing more, nor does the remote
+    assert not s.local.disconnecting and s.modem.counters.get("link_reopen_timeout") == 0
+
+
+def test_an_idle_link_reopened_with_nothing_to_resend_is_carrying(tmp_path):
+    s = ReopenBench(tmp_path, profile=dataclasses.replace(REOPEN, reopen_timeout=10.0))
+    idle_link_lost(s)
+    s.clock.advance(1.0)
+    s.play(REACTIVATE)
+    s.connect_ok()
+    s.clock.advance(60)
+    assert not s.local.disconnecting and s.socket.stats()["state"] == "connected"

@@ -221,6 +221,8 @@ class PersistentLink:
                       waiting=len(self._kept) - reopening.resent)
         if self._kept:
             self.socket.write(bytes(self._kept))
+        else:
+            self.carried()  # nothing waits for an ack: connected is all there is to prove
         if self._ending == "write":
             self.socket.loseWriteConnection()
         elif self._ending == "close":
@@ -402,6 +404,11 @@ class PersistentLink:
         """Nothing carried for ``timeout`` since a loss: not reopened, or reopened onto a
         remote that takes nothing. The local connection is reset."""
         self._deadline = None
+        if self.socket is not None:
+            self._forget_acknowledged()  # the acks learnt since the last write count too
+            if self.stalled_since is None or not self._kept:
+                self.carried()  # it carried, or nothing waits for an ack: not stalled
+                return
         timeout, lost, socket = self.endpoint.timings.timeout, self._lost, self.socket
         if socket is not None or lost.since > self.stalled_since:
             how = f"carried nothing through reopens for {timeout:g} s"
