@@ -9,8 +9,8 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 
-from tests.modem_harness import OK, PLAIN
 from bridge.proxy.admission import Admission
+from tests.modem_harness import OK, PLAIN
 from tests.socket_bench import (PROFILE, PROMPT, QIRD_0, QISACK_0, REACTIVATE, SEND_OK,
                                 LinkBench, open_command, qird, sack)
 from tests.test_modem_contexts import TWO_CONTEXTS, TwoContexts, qistate
@@ -300,13 +300,7 @@ def test_two_contexts_a_pdp_deact_during_a_send_reopens_the_link_instead_of_rese
     modem first asks each context which one is gone. The AT+QISEND on the wire meanwhile answers
     ERROR (the socket closed under its payload, simulator choice 22): that waits for the answer,
     so the link goes down with its context (a reopen), not with a failed send (a reset)."""
-    h = TwoContexts(tmp_path / "state").up(TWO_CONTEXTS)
-    admission = Admission(dataclasses.replace(PROFILE, reopen=True, reopen_timeout=20.0), h.modem)
-    side = admission.buildProtocol(None)
-    local = StringTransport()
-    side.makeConnection(local)
-    h.play([(b"AT+QIFGCNT=0", OK), (b"AT+QIDNSIP=0", OK),
-            (open_command()[:-1], OK + b"\r\n0, CONNECT OK\r\n")])
+    h, side, local = two_context_link(tmp_path)
     side.dataReceived(b"a" * 100)
     h.play([(b"AT+QISEND=0,100", PROMPT)])
     assert h.take() == b"a" * 100
@@ -491,3 +485,89 @@ def test_an_idle_link_reopened_with_nothing_to_resend_is_carrying(tmp_path):
     s.connect_ok()
     s.clock.advance(60)
     assert not s.local.disconnecting and s.socket.stats()["state"] == "connected"
+
+
+def remote_closed_while_reading(s: ReopenBench) -> None:
+    """The app's request is acked, the remote answers and closes: the socket drains with an
+    AT+QIRD on the wire."""
+    s.local_data(b"ask")
+    s.sent(0, b"ask")
+    s.clock.advance(1.0)
+    assert s.wire() == QISACK_0
+    s.module(sack(3, 3))
+    s.module(b"\r\n0, CLOSED\r\n")
+    assert s.socket.stats()["state"] == "draining"
+    assert s.wire() == QIRD_0
+
+
+def test_a_read_timeout_while_draining_after_a_remote_close_does_not_reopen(tmp_path):
+    """The remote closed (the server decided). The module goes mute during the drain's AT+QIRD:
+    the remote's last bytes are lost, so the local side is reset, not carried on a new
+    connection to a server that closed it."""
+    s = ReopenBench(tmp_path)
+    remote_closed_while_reading(s)
+    while s.modem.ready:  # the module says nothing any more
+        assert s.harness.take() == b"\x1bAT\r"
+    assert s.modem.counters.get("link_dead", cause="read_timeout") == 1  # before the ladder
+    assert s.socket is None  # the link ended: nothing reopens
+    assert s.local.disconnected
+
+
+def test_a_modem_down_while_draining_after_a_remote_close_does_not_reopen(tmp_path):
+    """The same with +PDP DEACT during the drain."""
+    s = ReopenBench(tmp_path)
+    remote_closed_while_reading(s)
+    s.module(PDP_DEACT)
+    assert s.socket is None  # the link ended: nothing reopens
+    assert s.local.disconnected
+
+
+def two_context_link(tmp_path):
+    """A modem with both contexts in use, and a reopen link on context 0 (socket 0)."""
+    h = TwoContexts(tmp_path / "state").up(TWO_CONTEXTS)
+    admission = Admission(REOPEN, h.modem)
+    side = admission.buildProtocol(None)
+    local = StringTransport()
+    side.makeConnection(local)
+    h.play([(b"AT+QIFGCNT=0", OK), (b"AT+QIDNSIP=0", OK),
+            (open_command()[:-1], OK + b"\r\n0, CONNECT OK\r\n")])
+    return h, side, local
+
+
+def test_two_contexts_a_second_pdp_deact_keeps_an_error_in_doubt_until_its_own_answer(
+        tmp_path):
+    """Context 1 drops (+PDP DEACT); while the modem asks which context went, context 0 drops
+    too (a second +PDP DEACT) and the link's AT+QISEND on context 0 answers ERROR. The first
+    question's answers show context 1 alone down (context 0 was still up when asked); the
+    second question, under way, finds context 0 down. The ERROR waits for every question to be
+    answered, not only the first."""
+    h, side, local = two_context_link(tmp_path)
+    side.dataReceived(b"a" * 100)
+    h.play([(b"AT+QISEND=0,100", PROMPT)])
+    assert h.take() == b"a" * 100
+    h.recv(PDP_DEACT)  # context 1 goes: the modem asks AT+QISTATE of each context
+    h.recv(SEND_OK)
+    side.dataReceived(b"b" * 50)
+    h.play([(b"AT+QISTATE", qistate(b"IP STATUS", 0))])  # context 0 still up
+    assert h.take() == b"AT+QISEND=0,50\r"
+    h.recv(PDP_DEACT + b"\r\nERROR\r\n")  # context 0 goes too, under this send
+    h.play([(b"AT+QIFGCNT=1", OK), (b"AT+QISTATE", qistate(b"PDP DEACT"))])
+    # The first question is answered (context 1 alone); the second one is still asking.
+    assert h.modem.counters.get("link_dead", cause="send_error") == 0
+    assert not local.disconnected
+
+
+def test_two_contexts_two_pdp_deacts_in_a_row_are_traced_without_an_error(tmp_path):
+    """Both contexts drop: two +PDP DEACT, each starts find_lost_context; both end cleanly (the
+    waiters of the doubt are released once, by the last)."""
+    h, side, local = two_context_link(tmp_path)
+    first, second = h.modem.find_lost_context(), h.modem.find_lost_context()  # as _on_event
+    outcomes = []
+    for traced in (first, second):
+        traced.addBoth(outcomes.append)
+    gone = qistate(b"PDP DEACT")
+    h.play([(b"AT+QISTATE", gone), (b"AT+QISTATE", gone),  # context 0, for each question
+            (b"AT+QIFGCNT=1", OK), (b"AT+QISTATE", gone)])  # the first one's context 1
+    assert not h.modem.ready  # both down: the whole modem re-activates
+    h.play([(b"AT+QISTATE", gone)])  # the second one's context 1
+    assert outcomes == [None, None]

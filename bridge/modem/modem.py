@@ -141,6 +141,7 @@ class Modem(Service):
         self._handlers: Dict[int, _Attached] = {}
         self._ready_waiters: list = []
         self._tracing: Optional[list] = None  # find_lost_context runs: context_doubt waiters
+        self._traces = 0  # find_lost_context calls running (a second +PDP DEACT starts one)
         self._open_waiters: list = []
         self._state_listeners: list = []
         self._context_listeners: list = []
@@ -471,7 +472,9 @@ class Modem(Service):
         goes down and comes back; both, none or no answer: the whole modem, as with one
         context."""
         ups, down = self._ups, []
-        self._tracing = self._tracing or []
+        self._traces += 1
+        if self._tracing is None:
+            self._tracing = []
         try:
             for context in sorted(self.contexts_in_use):
                 report = yield self.query_stack(context)
@@ -491,8 +494,10 @@ class Modem(Service):
             else:
                 self.mark_context_down(down[0], PDP_LOST)
         finally:
-            waiters, self._tracing = self._tracing, None
-            self._fire_all(waiters, None)
+            self._traces -= 1
+            if not self._traces:  # every +PDP DEACT traced: the doubt is over
+                waiters, self._tracing = self._tracing, None
+                self._fire_all(waiters, None)
 
     def context_doubt(self) -> Optional[Deferred]:
         """While a ``+PDP DEACT`` is traced to its context (:meth:`find_lost_context`): a

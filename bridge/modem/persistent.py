@@ -10,7 +10,8 @@ link the keepalive finds dead (no ack progress; idle and no longer connected), a
 unacked ``ack_wait`` after the last write, SEND FAIL past its retries, an AT+QIRD without an
 answer (it wrote nothing: the uplink is intact), and the modem going down (``+PDP DEACT``, a
 reboot, the port lost, a mute module's recovery). What does not: a remote close (the server
-decided: EOF, or a reset when our bytes may not have reached it), a corrupt stream (an
+decided: EOF, or a reset when our bytes may not have reached it, even if the socket then dies
+of a reopen cause while its last bytes are read), a corrupt stream (an
 AT+QISEND without an answer: filler or resync bytes may have become payload) or any other
 failure, the first open failing (``connect`` fails as any endpoint's
 does), the daemon stopping, and a link that dies after its protocol's close with every byte
@@ -324,11 +325,12 @@ class PersistentLink:
             return  # a socket the protocol refused
         self._forget_acknowledged()
         resent = self._base + self.socket.acks.sent - self._kept_from
+        remote_closed = self.socket.remote_closed  # the server decided, whatever came after
         self.leg = self.socket = None
         if self.ended:
             return
         cause = getattr(reason.value, "cause", None)
-        if (cause in REOPEN_CAUSES and self.modem.running
+        if (cause in REOPEN_CAUSES and not remote_closed and self.modem.running
                 and (self._ending is None or self._kept)):
             self._start_reopening(_Reopening(self.clock.seconds(), cause,
                                              reason.getErrorMessage(), resent))

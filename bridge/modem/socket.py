@@ -222,6 +222,7 @@ class ModuleSocket(AddressedSocket):
         self._producer_paused = False
         self._send_failures = 0
         self._in_doubt = False  # an ERROR waits for the modem to trace a +PDP DEACT
+        self.remote_closed = False  # `n, CLOSED` came: whatever ends the socket, the remote did
         self._protocol_calls = 0  # depth of protocol calls into us (see _called_by_protocol)
         self._telling = False  # the protocol's connectionLost is due or running
         self._backoff = None
@@ -636,6 +637,7 @@ class ModuleSocket(AddressedSocket):
         if self.phase not in (Phase.CONNECTED, Phase.FLUSHING, Phase.LINGERING):
             return
         self.log.info("socket {slot}: remote closed", slot=self.slot)
+        self.remote_closed = True
         reading = self._pull and not (self.phase is Phase.FLUSHING
                                       and not self._linger_after_flush)
         # A linger goes on bounding a paused reader (see _linger_over); a reclaim stops, and so
