@@ -459,11 +459,11 @@ class ATProtocol(Protocol):
         self._fire(entry, entry.command.error)
 
     def _restarted(self, entry: Optional[_Outstanding], sign: str) -> None:
-        """The module restarted. A bulk command (AT+QISEND, AT+QIRD) is only written while the
-        modem is ready, so one on the wire now was written to the old power cycle and died with
-        it: it fails at once instead of at its limit (an AT+QISEND waits up to 20 s for SEND
-        OK), and the recovery starts. Any other command may be one the restart's bring-up wrote
-        after the first boot line (``RDY``, then ``+CFUN: 1``): it waits as before."""
+        """The module restarted. A bulk command (AT+QISEND, AT+QIRD) serves a socket, and the
+        restart took every socket (the modem has just heard of it): one on the wire fails at
+        once instead of at its limit (an AT+QISEND waits up to 20 s for SEND OK), and the
+        recovery starts. Any other command may be one the restart's bring-up wrote after the
+        first boot line (``RDY``, then ``+CFUN: 1``): it waits as before."""
         if entry is None or entry.command.priority is not Priority.BULK:
             return
         self._current = None

@@ -1,8 +1,9 @@
 """One connected module socket (AT+QIOPEN=n) as a Twisted transport, producer and consumer.
 
 Its protocol sees what any TCP protocol sees: ``dataReceived``, then ``connectionLost`` with
-``ConnectionDone`` for a clean close and ``ConnectionLost`` (the cause in its message) when bytes
-may have been lost: a dead link, SEND FAIL past its retries, a modem that went down.
+``ConnectionDone`` for a clean close and :class:`SocketLost`, a ``ConnectionLost`` (the reason
+in its message, the cause in ``cause``), when bytes may have been lost: a dead link, SEND FAIL
+past its retries, a modem that went down.
 
 Uplink: ``write`` fills a buffer that leaves in chunks of at most 1460 bytes, each its own
 fixed-length ``AT+QISEND=n,len`` (so 0x1A/0x1B are plain bytes), while the bytes sent but not yet
