@@ -49,10 +49,17 @@ REOPEN_CAUSES = frozenset({"no_ack_progress", "idle_not_connected", "acks_overdu
                            "read_timeout", "modem_down"})
 
 
+def reopen_backoff(maximum: float, first: float = 1.0) -> Backoff:
+    """Delays between a lost link's open attempts: ``first``, doubling up to ``maximum``. No
+    jitter: links lost together wait for the modem, whose socket pool serves them in turn, so
+    they cannot retry in lock step."""
+    return Backoff(random.Random(), min(first, maximum), maximum, jitter=0.0)
+
+
 @dataclass(frozen=True)
 class ReopenTimings:
     """:ivar first / maximum: delay before the first open attempt, and the most it doubles to
-    (``reopen_max_delay``); :ivar timeout: how long a link may take to reopen
+    (``reopen_max_delay``); :ivar timeout: how long a lost link may go without carrying a byte
     (``reopen_timeout``)."""
 
     first: float = 1.0
@@ -159,11 +166,7 @@ class PersistentLink:
         self._gate = _Gate(self)
         self._legs = Factory.forProtocol(lambda: _Leg(self))
         self._reopening: Optional[_Reopening] = None
-        timings = endpoint.timings
-        # No jitter: links lost together wait for the modem, whose socket pool serves them in
-        # turn, so they cannot retry in lock step.
-        self._backoff = Backoff(random.Random(), min(timings.first, timings.maximum),
-                                timings.maximum, jitter=0.0)
+        self._backoff = reopen_backoff(endpoint.timings.maximum, endpoint.timings.first)
         self.ended = False
 
     def __repr__(self) -> str:

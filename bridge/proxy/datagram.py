@@ -37,14 +37,13 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from bridge.modem.datagram import TOO_LARGE, ModemDatagramEndpoint
+from bridge.modem.persistent import reopen_backoff
 
 QUEUE_FULL = "queue_full"
 QUEUE_TIMEOUT = "queue_timeout"
 OPEN_FAILED = "open_failed"
 SESSION_ENDED = "session_ended"
 LOCAL_SEND_FAILED = "local_send_failed"
-#: Seconds between reopen attempts after a failed one (doubling up to ``reopen_max_delay``).
-REOPEN_INITIAL = 1.0
 #: A socket that lived this long (or brought a datagram back) proved the path: reopen at once.
 REOPEN_PROVEN = 10.0
 #: Sources remembered for their one ``too_large`` log line (the oldest is forgotten past this).
@@ -192,7 +191,7 @@ class _Session:
         self._retry = None  # the backoff's timer before the next open
         self._until_ready = None  # when_ready's Deferred before the next open
         self._opened_at = 0.0
-        self._backoff = self._first_delay()
+        self._backoff = reopen_backoff(self.profile.reopen_max_delay)
         self._idle = self.clock.callLater(self.profile.udp_idle, self._idle_over)
 
     def __repr__(self) -> str:
@@ -256,15 +255,11 @@ class _Session:
         else:
             self._reopen_later(f"open failed ({why})")
 
-    def _first_delay(self) -> float:
-        return min(REOPEN_INITIAL, self.profile.reopen_max_delay)
-
     def _reopen_later(self, why: str) -> None:
+        delay = self._backoff.next_delay()
         self.log.warn("[{name}] udp session from {source}: {why}; reopening in {delay:g} s",
-                      name=self.relay.name, source=_address(self.source), why=why,
-                      delay=self._backoff)
-        self._retry = self.clock.callLater(self._backoff, self._reopen)
-        self._backoff = min(self._backoff * 2, self.profile.reopen_max_delay)
+                      name=self.relay.name, source=_address(self.source), why=why, delay=delay)
+        self._retry = self.clock.callLater(delay, self._reopen)
 
     def _reopen(self, _=None) -> None:
         self._retry = self._until_ready = None
@@ -289,7 +284,7 @@ class _Session:
         lost = f"module socket {socket.slot} lost ({why})"
         lived = self.clock.seconds() - self._opened_at
         if socket.counts["datagrams_down"] or lived >= REOPEN_PROVEN:
-            self._backoff = self._first_delay()
+            self._backoff.reset()
         elif self.relay.modem.context_ready(self.profile.context):
             self._reopen_later(lost)
             return
