@@ -68,6 +68,11 @@ def test_setting_and_query():
      b"\r\nOK\r\n", Reply(())),
     (c.cpin("1234"), b'AT+CPIN="1234"\r', b"\r\nOK\r\n", Reply(())),
     (c.ato(), b"ATO\r", b"\r\nCONNECT\r\n", None),
+    (c.qitcfg(0.4, 1460, True), b"AT+QITCFG=3,2,1460,1\r", b"\r\nOK\r\n", Reply(())),
+    (c.qitcfg(2.0, 1, False), b"AT+QITCFG=3,10,1,0\r", b"\r\nOK\r\n", Reply(())),
+    (c.qitcfg(0.6, 512, True), b"AT+QITCFG=3,3,512,1\r", b"\r\nOK\r\n", Reply(())),
+    (c.dtr_mode(1), b"AT&D1\r", b"\r\nOK\r\n", Reply(())),
+    (c.dcd_mode(1), b"AT&C1\r", b"\r\nOK\r\n", Reply(())),
 ])
 def test_family(command, wire, reply, result):
     _, outcome = exchange(command, reply, wire)
@@ -261,3 +266,6 @@ def test_argument_checks():
         c.qisack(6)
     with pytest.raises(ValueError):
         c.cpin("12a4")
+    for wait, size in ((0.1, 1460), (2.2, 1460), (0.4, 0), (0.4, 1461)):
+        with pytest.raises(ValueError):
+            c.qitcfg(wait, size, True)

@@ -595,6 +595,37 @@ def qindi(mode: int, timeout: float = DEFAULT_TIMEOUTS.simple) -> Command:
     return setting("+QINDI", mode, timeout=timeout)
 
 
+#: AT+QITCFG's WaitTm counts units of this many seconds, 1 to 10 of them (app note §4).
+PACKET_WAIT_UNIT = 0.2
+PACKET_WAIT_UNITS = range(1, 11)
+#: AT+QITCFG's SendSz: at most one radio packet's worth of bytes.
+MAX_PACKET_SIZE = 1460
+#: AT+QITCFG's NmRetry, kept at its power-up value: an internal process "which doesn't have an
+#: obvious influence" (app note §4).
+PACKET_RETRIES = 3
+
+
+def qitcfg(packet_wait: float, packet_size: int, plus_escape: bool,
+           timeout: float = DEFAULT_TIMEOUTS.simple) -> Command:
+    """AT+QITCFG=3,<WaitTm>,<SendSz>,<esc> (app note §4): in transparent mode the module sends a
+    radio packet once ``packet_size`` bytes wait, or ``packet_wait`` seconds after the last input;
+    ``plus_escape`` lets a guarded ``+++`` leave data mode."""
+    units = round(packet_wait / PACKET_WAIT_UNIT)
+    if units not in PACKET_WAIT_UNITS or not 1 <= packet_size <= MAX_PACKET_SIZE:
+        raise ValueError(f"bad packetisation {packet_wait} s / {packet_size} bytes")
+    return setting("+QITCFG", PACKET_RETRIES, units, packet_size, plus_escape, timeout=timeout)
+
+
+def dtr_mode(mode: int, timeout: float = DEFAULT_TIMEOUTS.simple) -> Command:
+    """AT&D<mode>: 1 = DTR going from ON to OFF leaves data mode, the link kept (app note §4)."""
+    return basic(b"AT&D%d" % mode, timeout=timeout)
+
+
+def dcd_mode(mode: int, timeout: float = DEFAULT_TIMEOUTS.simple) -> Command:
+    """AT&C<mode>: 1 = DCD follows the data link, low while it exists (app note §5.6.2)."""
+    return basic(b"AT&C%d" % mode, timeout=timeout)
+
+
 def qidnsip(hostname: bool, timeout: float = DEFAULT_TIMEOUTS.simple) -> Command:
     """1 before opening a host name, 0 before a dotted address."""
     return setting("+QIDNSIP", hostname, timeout=timeout)
