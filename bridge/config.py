@@ -24,13 +24,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from bridge.at.commands import DEFAULT_TIMEOUTS
+from bridge.at.commands import DEFAULT_TIMEOUTS, MAX_PACKET_SIZE
 from bridge.config_values import (BAUDRATES, MAX_MODULE_SOCKETS, MAX_SEND_WINDOW,
                                   MAX_WHILE_SERVING, Invalid, Listen, Remote, at_text, baudrate,
                                   boolean, choice, command_line, control_endpoint, count,
                                   did_you_mean, directory, dns_servers, forward, ip_port, is_ipv4,
                                   listen, log_level, networks, optional_file, optional_host,
-                                  pin, plain_text, probe_bytes, public_key_pins, remote, seconds,
+                                  packet_wait, pin, plain_text, probe_bytes, public_key_pins, remote, seconds,
                                   seconds_or_zero, serial_port, shell_words, timeout_overrides)
 from bridge.errors import ConfigError
 from bridge.tls.files import TLSFileError, certificates, identity, private_key, readable_by_others
@@ -63,6 +63,10 @@ class ModemConfig:
     password1: str = field(default="", repr=False)
     pin: Optional[str] = field(default=None, repr=False)
     mode: str = "mux"  # "mux" | "transparent"
+    packet_wait: float = 0.4  # transparent: AT+QITCFG WaitTm in seconds (power-up 2 x 200 ms)
+    packet_size: int = MAX_PACKET_SIZE  # transparent: AT+QITCFG SendSz (power-up 1460)
+    dtr_escape: bool = False  # transparent: leave data mode by a DTR drop (AT&D1), +++ off
+    dcd: bool = False  # transparent: DCD wired, follows the link (AT&C1)
     receive: str = "auto"  # "auto" | "pull" | "push"; load_config resolves auto
     keepalive_first: float = 5.0
     keepalive_interval: float = 10.0
@@ -207,7 +211,23 @@ SCHEMA = {
         "pin": Key(pin, "SIM PIN, 4-8 digits; empty = the SIM needs none. A rejected PIN is "
                    "never sent again until this value changes", secret=True),
         "mode": Key(choice("mux", "transparent"), "mux (AT+QIMUX=1, six sockets) or transparent "
-                    "(AT+QIMODE=1, one session)"),
+                    "(AT+QIMUX=0, AT+QIMODE=1: the UART carries the raw bytes of one TCP "
+                    "connection, app note §4). A transparent modem carries one session at a time: "
+                    "its tcp profiles queue for it (max_links means nothing there), or it has one "
+                    "tcp server and no profiles; it takes no udp, no reopen, no probe, no "
+                    "context = 1 and no port = tcp:"),
+        "packet_wait": Key(packet_wait, "transparent mode: seconds without new input after "
+                           "which the module sends what it holds as a radio packet (AT+QITCFG "
+                           "WaitTm), 0.2 to 2.0 in steps of 0.2"),
+        "packet_size": Key(count(1, MAX_PACKET_SIZE), "transparent mode: bytes waiting at "
+                           "which the module sends a packet at once (AT+QITCFG SendSz), 1-1460"),
+        "dtr_escape": Key(boolean, "transparent mode, DTR wired and drivable: the bridge leaves "
+                          "data mode by dropping DTR (AT&D1) and +++ is switched off (AT+QITCFG), "
+                          "so no payload can ever be taken for an escape; no = guard silence, "
+                          "+++, guard silence (app note §4). Needs a serial device port"),
+        "dcd": Key(boolean, "transparent mode, DCD wired: AT&C1 makes it follow the connection "
+                   "(app note §5.6.2), so the bridge tells a remote close from payload that "
+                   "reads CLOSED. Needs a serial device port"),
         "receive": Key(choice("auto", "pull", "push"), "pull (AT+QINDI=1 + AT+QIRD; "
                        "back-pressure) or push (+RECEIVE, one per datagram); auto = push if the "
                        "modem carries a udp profile or server, else pull. pull with udp is an "
@@ -445,6 +465,58 @@ def _check_context(section, values, modem, modem_values, problems):
                      f"[modem:{modem}] has mode = transparent (app note §7.2)", "1")
 
 
+def _check_transparent_port(section, values, parser, problems):
+    """Transparent data mode ends on a guarded +++ or a DTR drop (app note §4): the port must keep
+    the silence around +++ intact, and carry the lines dtr_escape and dcd rely on."""
+    if values.get("mode") != "transparent" or "port" not in values:
+        return
+    port = values["port"]
+    if port.startswith("tcp:"):
+        problems.add(section, "port", "a TCP serial export has no DTR and its coalescing can "
+                     "close the silence around +++, so data could escape; use a serial device "
+                     "or mode = mux", port)
+    elif port == "sim":
+        for key in ("dtr_escape", "dcd"):
+            if values.get(key):
+                problems.add(section, key, "port = sim runs the simulator on a pty, which has no "
+                             "DTR or DCD line", parser.get(section, key))
+
+
+def _check_transparent_stream(parser, section, values, modem, modem_values, udp, problems):
+    """A transparent modem carries the bytes of one TCP connection and nothing else (app note
+    §4): no datagrams, no reopen onto a new connection, no probe bytes of the bridge's own."""
+    if modem_values.get("mode") != "transparent":
+        return
+    kind = section.partition(":")[0]
+    if udp:
+        key = "listen" if kind == "profile" else "protocol"
+        problems.add(section, key, f"[modem:{modem}] has mode = transparent, which carries one "
+                     "TCP stream; udp needs mode = mux", parser.get(section, key))
+    for key, why in (("reopen", "a reopen resends what AT+QISACK has not seen acknowledged"),
+                     ("probe", "a probe injects bytes into the stream")):
+        if values.get(key):
+            problems.add(section, key, f"{why}: needs mode = mux; [modem:{modem}] has mode = "
+                         "transparent", parser.get(section, key))
+
+
+def _check_transparent_sessions(modem_values, profiles, servers, problems):
+    """A transparent modem carries one session at a time (app note §4): its client profiles queue
+    for it, or it has one server, whose clients arrive on that same session."""
+    for modem, values in modem_values.items():
+        if values.get("mode") != "transparent":
+            continue
+        clients = [f"[profile:{p.name}]" for p in profiles.values()
+                   if p.modem == modem and p.listen.kind == "tcp"]
+        first_server = None
+        for server in (s for s in servers.values() if s.modem == modem and s.protocol == "tcp"):
+            if clients or first_server:
+                taken = ", ".join(clients) if clients else f"[server:{first_server}]"
+                problems.add(f"server:{server.name}", "modem", f"[modem:{modem}] has mode = "
+                             f"transparent, one session: either client profiles or one server "
+                             f"(it has {taken})")
+            first_server = first_server or server.name
+
+
 def _wildcard(interface):
     return interface in ("", "0.0.0.0", "::")
 
@@ -593,6 +665,7 @@ def load_config(path):
 
     modem_values, modem_names = {}, [name for _, name, _ in parsed["modem"]]
     for section, name, values in parsed["modem"]:
+        _check_transparent_port(section, values, parser, problems)
         if "port" in values:
             modem_values[name] = values
     if not parsed["modem"]:
@@ -605,6 +678,8 @@ def load_config(path):
         udp = "listen" in values and values["listen"].kind == "udp"
         _check_tls(parser, section, values, udp, path, problems)
         _check_reopen(parser, section, values, udp, problems)
+        _check_transparent_stream(parser, section, values, modem, modem_values.get(modem, {}),
+                                  udp, problems)
         if "listen" in values:
             listens.append((section, values["listen"]))
         if "listen" in values and "remote" in values:
@@ -622,6 +697,8 @@ def load_config(path):
         _check_context(section, values, modem, modem_values.get(modem, {}), problems)
         protocol = values.get("protocol", "tcp")
         _check_tls(parser, section, values, protocol == "udp", path, problems)
+        _check_transparent_stream(parser, section, values, modem, modem_values.get(modem, {}),
+                                  protocol == "udp", problems)
         if "forward" in values and not values["forward"].startswith(protocol + ":"):
             problems.add(section, "forward", f"must be {protocol}:HOST:PORT for a {protocol} server",
                          values["forward"])
@@ -634,6 +711,7 @@ def load_config(path):
             values["modem"] = modem
             servers[name] = ServerConfig(name=name, **values)
     _check_server_capacity(parsed, profiles, servers, problems)
+    _check_transparent_sessions(modem_values, profiles, servers, problems)
 
     modems = {}
     for name, values in modem_values.items():
@@ -675,6 +753,7 @@ def config_warnings(config):
                             "line (a pty or a TCP socket has none), so sleep control will not work")
         if modem.sim_args and modem.port != "sim":
             warnings.append(f"{where} sim_args: warning: ignored because port is not sim")
+        warnings += [f"{where} {line}" for line in _transparent_warnings(modem)]
     for server in config.servers.values():
         if not server.allow:
             warnings.append(f"{config.path}: [server:{server.name}] allow: warning: "
@@ -687,6 +766,20 @@ def config_warnings(config):
                                 "it (group of the service user) or use systemd's "
                                 "LoadCredential=")
     return warnings
+
+
+TRANSPARENT_KEYS = ("packet_wait", "packet_size", "dtr_escape", "dcd")
+
+
+def _transparent_warnings(modem):
+    """``key: warning: ...`` lines about a modem's transparent-mode keys."""
+    if modem.mode != "transparent":
+        return [f"{key}: warning: ignored because mode is not transparent"
+                for key in TRANSPARENT_KEYS if getattr(modem, key) != _default("modem", key)]
+    if not modem.rtscts and modem.port != "sim":  # a pty blocks the writer by itself
+        return ["rtscts: warning: without RTS/CTS nothing stops the bridge from overrunning the "
+                "module's buffer in data mode when the radio is slower than the line"]
+    return []
 
 
 def open_server_warning(server):

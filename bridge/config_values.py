@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from twisted.internet.endpoints import serverFromString
 
+from bridge.at.commands import MAX_PACKET_SIZE, PACKET_WAIT_UNIT, PACKET_WAIT_UNITS
 from bridge.modem.pool import WHILE_SERVING as MAX_WHILE_SERVING
 from bridge.tls.files import TLSFileError, parse_pins
 
@@ -76,6 +77,18 @@ def _number(text, minimum, integer, minimum_included=True):
 def seconds(text):
     """A positive duration in seconds; fractions allowed."""
     return _number(text, 0, integer=False, minimum_included=False)
+
+
+def packet_wait(text):
+    """AT+QITCFG's WaitTm in seconds: whole units of 200 ms, 1 to 10 of them."""
+    value = _number(text, float("-inf"), integer=False)
+    units = round(value / PACKET_WAIT_UNIT)
+    if units not in PACKET_WAIT_UNITS or abs(units * PACKET_WAIT_UNIT - value) > 1e-9:
+        shortest, longest = (PACKET_WAIT_UNIT * n for n in (min(PACKET_WAIT_UNITS),
+                                                              max(PACKET_WAIT_UNITS)))
+        raise Invalid(f"must be {shortest:.1f} to {longest:.1f} in steps of {PACKET_WAIT_UNIT} "
+                      "(the module counts it in 200 ms units)")
+    return round(units * PACKET_WAIT_UNIT, 1)
 
 
 def did_you_mean(word, candidates):

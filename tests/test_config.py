@@ -74,7 +74,7 @@ def test_every_key_set(tmp_path):
         state_dir = state
 
         [modem:a]
-        port = tcp:127.0.0.1:2000
+        port = /dev/ttyS1
         baudrate = 9600
         rtscts = yes
         apn = web.example
@@ -82,6 +82,10 @@ def test_every_key_set(tmp_path):
         password = p%ss ;not a comment # either
         pin = 00001234
         mode = transparent
+        packet_wait = 1.2
+        packet_size = 512
+        dtr_escape = yes
+        dcd = yes
         receive = push
         keepalive_first = 0.5
         keepalive_interval = 1.25
@@ -122,6 +126,7 @@ def test_every_key_set(tmp_path):
     assert "p%ss" not in repr(a) and "00001234" not in repr(a)
     assert (a.pin, a.mode, a.receive, a.rtscts, a.sleep) == ("00001234", "transparent", "push",
                                                              True, True)
+    assert (a.packet_wait, a.packet_size, a.dtr_escape, a.dcd) == (1.2, 512, True, True)
     assert (a.keepalive_first, a.keepalive_interval, a.keepalive_retries) == (0.5, 1.25, 0)
     assert a.sim_args == ("--baud", "115200", "--hosts-file", "/tmp/my hosts")
     assert a.reset_command == "/usr/local/bin/power-cycle --gpio 17"
@@ -304,11 +309,14 @@ def test_the_second_context_has_its_own_credentials_and_is_chosen_per_profile(tm
 
 def test_the_second_context_is_refused_in_transparent_mode(tmp_path):
     assert problems(tmp_path, MODEM + "mode = transparent\n"
-                    "[profile:a]\nlisten = tcp:1\nremote = tcp:1.2.3.4:5\ncontext = 1\n"
-                    "[server:s]\nport = 7\nforward = tcp:127.0.0.1:8\ncontext = 1\n") == [
+                    "[modem:other]\nport = /dev/ttyUSB1\nmode = transparent\n"
+                    "[profile:a]\nmodem = main\nlisten = tcp:1\nremote = tcp:1.2.3.4:5\n"
+                    "context = 1\n"
+                    "[server:s]\nmodem = other\nport = 7\nforward = tcp:127.0.0.1:8\n"
+                    "context = 1\n") == [
         "[profile:a] context: the second PDP context needs mode = mux; [modem:main] has "
         "mode = transparent (app note §7.2) (got '1')",
-        "[server:s] context: the second PDP context needs mode = mux; [modem:main] has "
+        "[server:s] context: the second PDP context needs mode = mux; [modem:other] has "
         "mode = transparent (app note §7.2) (got '1')"]
 
 
