@@ -501,20 +501,17 @@ def _check_transparent_stream(parser, section, values, modem, modem_values, udp,
 
 def _check_transparent_sessions(modem_values, profiles, servers, problems):
     """A transparent modem carries one session at a time (app note §4): its client profiles queue
-    for it, or it has one server, whose clients arrive on that same session."""
+    for it, or it has a server (one tcp server at most: ``_check_server_capacity``)."""
     for modem, values in modem_values.items():
-        if values.get("mode") != "transparent":
-            continue
         clients = [f"[profile:{p.name}]" for p in profiles.values()
                    if p.modem == modem and p.listen.kind == "tcp"]
-        first_server = None
-        for server in (s for s in servers.values() if s.modem == modem and s.protocol == "tcp"):
-            if clients or first_server:
-                taken = ", ".join(clients) if clients else f"[server:{first_server}]"
+        if values.get("mode") != "transparent" or not clients:
+            continue
+        for server in servers.values():
+            if server.modem == modem and server.protocol == "tcp":
                 problems.add(f"server:{server.name}", "modem", f"[modem:{modem}] has mode = "
-                             f"transparent, one session: either client profiles or one server "
-                             f"(it has {taken})")
-            first_server = first_server or server.name
+                             "transparent, one session: either client profiles or one server "
+                             f"(it has {', '.join(clients)})")
 
 
 def _wildcard(interface):
