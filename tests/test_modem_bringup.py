@@ -41,14 +41,52 @@ def test_plain_bring_up_sends_exactly_the_documented_sequence(tmp_path):
     assert fired == [None]
 
 
+def transparent_bearer(*data_mode, credentials=b'"",""'):
+    """The bearer step of a transparent modem: QIMUX off before QIMODE on, then its data-mode
+    settings (app note §4), then QINDI."""
+    return ([(b"AT+QIFGCNT=0", OK), (b'AT+QICSGP=1,"internet",' + credentials, OK),
+             (b"AT+QIMUX=0", OK), (b"AT+QIMODE=1", OK)]
+            + [(command, OK) for command in data_mode] + [(b"AT+QINDI=0", OK)])
+
+
 def test_transparent_push_rtscts_bring_up(tmp_path):
     h = harness(tmp_path, mode="transparent", receive="push", rtscts=True,
                 username="user", password="s3cret")
-    bearer = [(b"AT+QIFGCNT=0", OK), (b'AT+QICSGP=1,"internet","user","s3cret"', OK),
-              (b"AT+QIMUX=0", OK), (b"AT+QIMODE=1", OK), (b"AT+QINDI=0", OK)]
+    bearer = transparent_bearer(b"AT+QITCFG=3,2,1460,1", credentials=b'"user","s3cret"')
     h.up(SYNC + [(b"AT+IFC=2,2", OK)] + IDENTITY + SIM_READY + REGISTERED + ATTACH + bearer
          + ACTIVATE)
     assert "s3cret" not in h.modem.protocol.ring.dump()
+
+
+@pytest.mark.parametrize("options, data_mode", [
+    ({}, [b"AT+QITCFG=3,2,1460,1"]),  # the power-up packetisation, +++ on
+    ({"packet_wait": 2.0, "packet_size": 1}, [b"AT+QITCFG=3,10,1,1"]),
+    ({"packet_wait": 0.2, "packet_size": 512}, [b"AT+QITCFG=3,1,512,1"]),
+    ({"dtr_escape": True}, [b"AT+QITCFG=3,2,1460,0", b"AT&D1"]),  # +++ off: DTR alone escapes
+    ({"dcd": True}, [b"AT+QITCFG=3,2,1460,1", b"AT&C1"]),
+    ({"packet_wait": 1.4, "dtr_escape": True, "dcd": True},
+     [b"AT+QITCFG=3,7,1460,0", b"AT&D1", b"AT&C1"]),
+])
+def test_transparent_bring_up_sets_packetisation_dtr_and_dcd_after_qimode(tmp_path, options,
+                                                                         data_mode):
+    h = harness(tmp_path, mode="transparent", receive="push", **options)
+    h.up(SYNC + IDENTITY + SIM_READY + REGISTERED + ATTACH + transparent_bearer(*data_mode)
+         + ACTIVATE)
+
+
+def test_a_mux_modem_ignores_the_transparent_keys(tmp_path):
+    harness(tmp_path, packet_wait=1.0, packet_size=100, dtr_escape=True, dcd=True).up(PLAIN)
+
+
+def test_a_refused_data_mode_setting_fails_bring_up_at_its_step(tmp_path):
+    h = harness(tmp_path, mode="transparent", receive="push", dtr_escape=True).start()
+    h.play(SYNC + IDENTITY + SIM_READY + REGISTERED + ATTACH
+           + transparent_bearer(b"AT+QITCFG=3,2,1460,0")[:-1] + [(b"AT&D1", b"\r\nERROR\r\n")])
+    h.expect(b"AT+QISTAT")  # what the module's stack is in after the failure (best effort)
+    h.recv(OK + b"\r\nSTATE: IP INITIAL\r\n")
+    (error,) = h.fatal
+    assert isinstance(error, BringUpFailed) and error.step == "data-mode"
+    assert str(error) == "bring-up failed at step 'data-mode': AT&D1: ERROR"
 
 
 @pytest.mark.parametrize("servers, line", [

@@ -6,8 +6,10 @@ needs, and PIN rejection is recognised by code *or* text), payload-echo (AT+QISD
 flow-control (AT+IFC=2,2 with ``rtscts``), identity (ATI, AT+GMR, AT+GSN), sim (AT+CPIN),
 registration (CREG and CGREG, bounded by ``registration_timeout``), attach (AT+CGATT=1), stack
 (AT+QIMUX? then AT+QISTAT/QISTATE: the module's real state), deactivate (AT+QIDEACT: a known
-state), bearer (QIFGCNT, QICSGP, QIMODE/QIMUX, QINDI), activate (QIREGAPP, QIACT), local-ip
-(QILOCIP), dns (AT+QIDNSCFG, only with ``dns`` configured), signal (CSQ). ``reactivate()`` repeats
+state), bearer (QIFGCNT, QICSGP, QIMODE/QIMUX, QINDI; in transparent mode between QIMODE=1 and
+QINDI the data-mode step: AT+QITCFG, AT&D1 with ``dtr_escape``, AT&C1 with ``dcd``), activate
+(QIREGAPP, QIACT), local-ip (QILOCIP), dns (AT+QIDNSCFG, only with ``dns`` configured), signal
+(CSQ). ``reactivate()`` repeats
 only deactivate, activate, local-ip and dns, for recovery after the context alone was lost.
 
 A modem whose profiles or servers use the second PDP context (app note §7) brings it up after the
@@ -80,6 +82,20 @@ def stack_modes(transparent: bool, timeout: float):
     if transparent:
         return commands.qimux(False, timeout), commands.qimode(True, timeout)
     return commands.qimode(False, timeout), commands.qimux(True, timeout)
+
+
+def data_mode_settings(config, timeout: float):
+    """Transparent mode's data-mode settings, after AT+QIMODE=1 as in app note §4: AT+QITCFG
+    (``packet_wait``, ``packet_size``; ``+++`` off with ``dtr_escape``, so that no payload can
+    ever be an escape), AT&D1 with ``dtr_escape`` (a DTR drop leaves data mode), AT&C1 with
+    ``dcd`` (DCD follows the connection, app note §5.6.2)."""
+    wanted = [commands.qitcfg(config.packet_wait, config.packet_size,
+                              plus_escape=not config.dtr_escape, timeout=timeout)]
+    if config.dtr_escape:
+        wanted.append(commands.dtr_mode(1, timeout))
+    if config.dcd:
+        wanted.append(commands.dcd_mode(1, timeout))
+    return wanted
 
 
 def cme_matches(error: Exception, code: int, text: str) -> bool:
@@ -317,6 +333,9 @@ class BringUp:
         for command in stack_modes(transparent, t.simple):
             yield self._at("bearer", command.addressing(on))
         self.mux = not transparent
+        if transparent:
+            for command in data_mode_settings(cfg, t.simple):
+                yield self._at("data-mode", command)
         yield self._at("bearer", c.qindi(1 if cfg.receive == "pull" else 0, t.simple))
         local_ip = yield self._open_context(0)
         return local_ip
