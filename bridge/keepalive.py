@@ -116,6 +116,13 @@ class AckProgressWatch:
         if self._origin is None:
             self._start(now)
 
+    def alive(self) -> None:
+        """Bytes came from the peer: the link is proven and a running schedule ends (the next
+        ``data_sent`` starts one). For a link with no SEND OK (a transparent session), whose
+        uplink bytes start the schedule as they are written."""
+        if self._query is None:
+            self._end()
+
     def stop(self) -> None:
         """Cancel the pending check and the query in flight; the watch stays inert afterwards."""
         self._stopped = True

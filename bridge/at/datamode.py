@@ -1,43 +1,63 @@
-"""Transparent data mode (AT+QIMODE=1): the UART is the socket until ``+++`` or a close.
+"""Transparent data mode (AT+QIMODE=1): the UART is the socket until an escape or a close.
 
 Entered when the module prints a bare ``CONNECT`` to a transparent AT+QIOPEN or an ATO on the
 wire, or while a transparent server listens (``ATProtocol.transparent_server_listening``, app note
 §4.2); any other bare ``CONNECT`` is logged and ignored (a mux-mode module has no data mode).
 Bytes then flow raw both ways; the session's consumer (the *sink*) gets them through
-``data_received(data)`` and hears ``data_mode_ended(reason)`` when data mode ends ('escaped',
-'closed' or 'lost').
+``data_received(data)`` and hears ``data_mode_ended(reason)`` when data mode ends: 'escaped' (our
+escape), 'closed' (the remote closed), 'pdp' (+PDP DEACT), 'restarted' (boot URCs), 'lost' (the
+UART went away) or 'abandoned' (the owner gave up on an escape the module did not answer).
 
-Leaving on purpose: silence for ``guard_time``, ``+++``, silence, then ``OK`` (app note §4: >= 0.5 s
-on each side, < 20 ms between the pluses).
+Payload goes out through a :class:`~bridge.at.plusguard.PlusGuard`: no payload ever forms an
+escape. Leaving on purpose (``escape()``): with ``dtr`` set (DTR wired, AT&D1, ``+++`` disabled in
+AT+QITCFG) a DTR ON->OFF pulse once the line has drained; otherwise silence for ``guard_time``,
+``+++``, silence, then ``OK`` (app note §4: >= 0.5 s on each side, < 20 ms between the pluses).
+The silence counts from our last write, or from when the port last reported bytes unsent
+(``transport.unsent()``: its own queue and the driver's), whichever is later.
 
-Detecting a remote close is ambiguous (app note §6.3): the module prints ``\\r\\nCLOSED\\r\\n`` (or
-``+PDP DEACT``) into the data stream and drops to command mode, but the peer could have sent the
-same bytes.  Rule used here: the framer holds back a stream tail that is (the start of) such a
-marker; if more bytes follow it was payload and is delivered.  If it stays the tail for
-``guard_time``, we probe with ``+++``: ``OK`` means the module was still in data mode (the marker
-was payload: deliver it and resume with ATO); no ``OK`` means it was the module: the session is
-closed, held bytes are dropped and the line is resynchronised (``+++`` sits on its command line).
+A session end shows in the data stream and is ambiguous (app note §6.3): the module prints
+``\\r\\nCLOSED\\r\\n`` or ``\\r\\n+PDP DEACT\\r\\n`` (after a restart, its boot URCs ending in
+``Call Ready`` or ``SMS Ready``) and is in command mode, but the peer could have sent the same
+bytes. Rule used here: the framer holds back a stream tail that is (the start of) such a marker;
+if more bytes follow it was payload and is delivered. If it stays the tail for ``guard_time``:
+with ``carrier`` (DCD wired, AT&C1: on while the link exists) the carrier decides; otherwise we
+probe with an escape: ``OK`` means the module was still in data mode (the marker was payload:
+deliver it and resume with ATO); no ``OK`` means it was the module: the session has ended, the
+held bytes are dropped and the line is resynchronised (``+++`` sits on its command line).
 """
 
-from typing import Optional
+from typing import Callable, Optional
 
 from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
 from bridge.at import commands
 from bridge.at.errors import CommandTimeout, LinkLost
-from bridge.at.events import Closed, DataModeEnded
-from bridge.at.framing import CLOSE_MARKERS, ESCAPE_OK_MARKER
+from bridge.at.events import Boot, Closed, DataModeEnded, PdpDeact
+from bridge.at.framing import DATA_MODE_MARKERS, ESCAPE_OK_MARKER
+from bridge.at.plusguard import PlusGuard
 
 ESCAPE = b"+++"
 #: Bytes kept for a sink that is not attached yet (data right after CONNECT).
 EARLY_DATA_LIMIT = 64 * 1024
 #: How long a possible marker start (e.g. a trailing CR) is held before it is delivered as data.
 HOLD_DELAY = 0.05
+#: How often the port is asked whether our bytes have left, before an escape.
+DRAIN_POLL = 0.01
+#: Silence after the line drained before DTR drops (the module's UART still sees its last byte).
+DTR_SETTLE = 0.05
+#: What each held marker means once the module is shown to have said it: (end reason, event).
+MARKER_ENDS = {b"CLOSED": ("closed", Closed(None)), b"+PDP DEACT": ("pdp", PdpDeact()),
+               b"Call Ready": ("restarted", Boot("Call Ready")),
+               b"SMS Ready": ("restarted", Boot("SMS Ready"))}
 
 
 class DataMode:
-    """Data-mode state of one ATProtocol: sink, escape, close detection."""
+    """Data-mode state of one ATProtocol: sink, guarded writes, escape, close detection.
+
+    The owner may wire the pins after construction: ``dtr(asserted)`` drives DTR (escapes by a
+    pulse instead of ``+++``), ``carrier()`` reads DCD (True/False, None when unreadable).
+    """
 
     log = Logger()
 
@@ -45,16 +65,19 @@ class DataMode:
         self._protocol = protocol
         self._framer = framer
         self._clock = clock
-        self._guard = guard_time
+        self._guard_time = guard_time
         self._escape_timeout = escape_timeout
+        self.dtr: Optional[Callable[[bool], None]] = None
+        self.carrier: Optional[Callable[[], Optional[bool]]] = None
         self.active = False
         self._sink = None
         self._early = bytearray()
-        self._last_write = float("-inf")
+        self._plus = PlusGuard(clock, self._send_payload)
+        self._drained_at = float("-inf")  # when the port last reported its queue empty
         self._escaping: Optional[Deferred] = None
-        self._probing = False  # +++ sent to find out whether a CLOSED tail was the module's
+        self._probing: Optional[bytes] = None  # the marker a probe escape is deciding
         self._probe_data = bytearray()
-        self._timer = None  # the one pending step: hold release, quiet wait, +++ or its answer
+        self._timer = None  # the one pending step: hold release, quiet wait, escape or its answer
 
     # -- public, through ATProtocol.data_mode ------------------------------------------------
 
@@ -65,42 +88,63 @@ class DataMode:
         if early:
             self._deliver(early)
 
+    @property
+    def writable(self) -> bool:
+        """Payload may be written now (in data mode, and no escape under way)."""
+        return self.active and self._escaping is None and self._probing is None
+
     def write(self, data: bytes) -> None:
-        """Send raw bytes to the peer (only while in data mode and not escaping)."""
-        if not self.active or self._escaping is not None or self._probing:
+        """Send raw bytes to the peer (only while ``writable``)."""
+        if not self.writable:
             raise RuntimeError("not in transparent data mode")
-        self._protocol.write_payload(data)
-        self._last_write = self._clock.seconds()
+        self._plus.write(data)
 
     def escape(self) -> Deferred:
-        """Leave data mode with guard + ``+++`` + guard; fires when the module says OK."""
-        if not self.active or self._escaping is not None or self._probing:
+        """Leave data mode (DTR pulse, or guard + ``+++`` + guard); fires when the module says
+        OK, fails with CommandTimeout (still in data mode) if it does not."""
+        if not self.writable:
             return fail(RuntimeError("not in transparent data mode"))
         self._escaping = Deferred()
-        self._after_own_guard(self._send_escape)
+        self._after_quiet(self._send_escape)
         return self._escaping
+
+    def abandon(self) -> None:
+        """The owner gives up on this data mode (an escape went unanswered): leave it and
+        resynchronise, so the module is asked plainly whether it still answers."""
+        if not self.active:
+            return
+        self._cancel_timer()
+        self._leave()
+        self._protocol.resync()  # first: whatever the sink issues goes after it
+        self._end("abandoned")
 
     # -- driven by ATProtocol -------------------------------------------------------------------
 
     def enter(self) -> None:
         if not self.active:
             self.active = True
-            self._framer.set_data_mode(True)
+            self._framer.set_data_mode(True, markers=DATA_MODE_MARKERS)
+            if self._sink is not None:  # back after a probe escape's ATO
+                self._call_sink(self._sink.data_mode_resumed)
+
+    def wrote(self) -> None:
+        """Bytes went to the UART (a command, an escape or payload)."""
+        self._plus.written()
 
     def data(self, data: bytes) -> None:
-        if self._probing:
+        if self._probing is not None:
             self._probe_data += data
             return
-        if self._timer is not None and not self._escaping:
+        if self._timer is not None and self._escaping is None:
             self._cancel_timer()  # bytes after a held tail: it was payload
         self._deliver(data)
 
     def marker(self, text: bytes) -> None:
-        if text == b"OK" and (self._escaping is not None or self._probing):
+        if text == b"OK" and (self._escaping is not None or self._probing is not None):
             self._escaped()
-        elif self._escaping is None and not self._probing:
+        elif self._escaping is None and self._probing is None and text in MARKER_ENDS:
             self._cancel_timer()
-            self._timer = self._clock.callLater(self._guard, self._probe)
+            self._timer = self._clock.callLater(self._guard_time, self._decide, text)
 
     def after_read(self) -> None:
         """Deliver a held marker *start* if nothing completes it soon."""
@@ -111,42 +155,79 @@ class DataMode:
         self._cancel_timer()
         if self._escaping is not None:
             escaping, self._escaping = self._escaping, None
-            escaping.errback(LinkLost("UART connection lost during +++"))
+            escaping.errback(LinkLost("UART connection lost during an escape"))
         if self.active:
+            self._leave()
             self._end("lost")
 
     # -- steps ------------------------------------------------------------------------------------
 
+    def _send_payload(self, data: bytes) -> None:
+        if self.active:
+            self._protocol.write_payload(data)
+
     def _release_held(self) -> None:
         self._timer = None
-        if self.active and not self._probing and self._escaping is None:
+        if self.writable:
             self._deliver(self._framer.release_held())
 
-    def _after_own_guard(self, step) -> None:
+    def _after_quiet(self, step) -> None:
+        """Run ``step`` once our last byte has left the UART and (for ``+++``) the guard time has
+        passed after it; with DTR, a short settle."""
         self._cancel_timer()
-        wait = max(0.0, self._last_write + self._guard - self._clock.seconds())
-        self._timer = self._clock.callLater(wait, step)
+        unsent = self._unsent()
+        now = self._clock.seconds()
+        if unsent:
+            self._drained_at = float("inf")
+            self._timer = self._clock.callLater(DRAIN_POLL, self._after_quiet, step)
+            return
+        if self._drained_at == float("inf"):
+            self._drained_at = now
+        after = DTR_SETTLE if self.dtr is not None else self._guard_time
+        quiet = max(self._plus.quiet_from, self._drained_at)
+        self._timer = self._clock.callLater(max(0.0, quiet + after - now), step)
 
-    def _probe(self) -> None:
+    def _unsent(self) -> int:
+        unsent = getattr(self._protocol.transport, "unsent", None)
+        return unsent() if unsent is not None else 0
+
+    def _decide(self, text: bytes) -> None:
+        """The marker stayed the tail: the carrier or a probe escape says whose it was."""
         self._timer = None
-        self._probing = True
-        self.log.info("possible close marker at the end of the data stream; probing with +++")
-        self._after_own_guard(self._send_escape)
+        carrier = self.carrier() if self.carrier is not None else None
+        if carrier is True:
+            self._release_held()
+        elif carrier is False:
+            self._ended_by_module(text, resync=False)
+        else:
+            self._probing = text
+            self.log.info("possible {marker} at the end of the data stream; probing with an "
+                          "escape", marker=text.decode())
+            self._after_quiet(self._send_escape)
 
     def _send_escape(self) -> None:
         self._framer.set_data_mode(True, markers=(ESCAPE_OK_MARKER,))
-        self._protocol.write(ESCAPE)
-        self._last_write = self._clock.seconds()
-        self._timer = self._clock.callLater(self._guard + self._escape_timeout, self._unanswered)
+        if self.dtr is not None:
+            self.dtr(False)
+            wait = self._escape_timeout
+        else:
+            self._protocol.write(ESCAPE)
+            wait = self._guard_time + self._escape_timeout
+        self._timer = self._clock.callLater(wait, self._unanswered)
+
+    def _raise_dtr(self) -> None:
+        if self.dtr is not None:
+            self.dtr(True)
 
     def _escaped(self) -> None:
-        """``OK`` after ``+++``: the module is in command mode now."""
+        """``OK`` after the escape: the module is in command mode now."""
         self._cancel_timer()
+        self._raise_dtr()
         self._leave()
-        if self._probing:
-            self._probing = False
+        if self._probing is not None:
+            self._probing = None
             data, self._probe_data = bytes(self._probe_data), bytearray()
-            self._deliver(data)  # the suspected marker was the peer's data
+            self._deliver(data)  # the marker was the peer's data
             self._protocol.issue(commands.ato()).addErrback(self._resume_failed)
         else:
             escaping, self._escaping = self._escaping, None
@@ -155,27 +236,36 @@ class DataMode:
         self._protocol.resume_commands()
 
     def _unanswered(self) -> None:
-        """No ``OK`` after ``+++``."""
+        """No ``OK`` after the escape."""
         self._timer = None
-        if self._probing:
-            # The marker was the module's: the session is gone and '+++' sits on its command line.
-            self._probing = False
+        self._raise_dtr()
+        if self._probing is not None:
+            text, self._probing = self._probing, None
             self._probe_data = bytearray()
-            self._leave()
-            self._protocol.emit(Closed(None))
-            self._end("closed")
-            self._protocol.resync()
+            self._ended_by_module(text, resync=True)
             return
-        self._framer.set_data_mode(True, markers=CLOSE_MARKERS)
+        self._framer.set_data_mode(True, markers=DATA_MODE_MARKERS)
         escaping, self._escaping = self._escaping, None
-        escaping.errback(CommandTimeout("+++", self._guard + self._escape_timeout, queued=False))
+        escaping.errback(CommandTimeout("+++", self._guard_time + self._escape_timeout,
+                                        queued=False))
+
+    def _ended_by_module(self, text: bytes, resync: bool) -> None:
+        """The held marker was the module's: the session is over, the module in command mode."""
+        reason, event = MARKER_ENDS[text]
+        self._leave()
+        if resync:  # our '+++' sits on the module's command line: cleared before anything
+            self._protocol.resync()
+        self._end(reason)
+        self._protocol.emit(event)
+        self._protocol.resume_commands()
 
     def _resume_failed(self, failure) -> None:
-        self.log.warn("ATO after a +++ probe failed: {error}", error=failure.value)
+        self.log.warn("ATO after a probe escape failed: {error}", error=failure.value)
         self._end("closed")
 
     def _leave(self) -> None:
         self.active = False
+        self._plus.stop()
         self._framer.set_data_mode(False)
 
     def _end(self, reason: str) -> None:
@@ -197,9 +287,9 @@ class DataMode:
             return
         self._call_sink(self._sink.data_received, data)
 
-    def _call_sink(self, method, arg) -> None:
+    def _call_sink(self, method, *args) -> None:
         try:
-            method(arg)
+            method(*args)
         except Exception:
             self.log.failure("data sink failed")
 

@@ -34,8 +34,10 @@ MAX_LINE = 1024
 #: 1500-byte MTU carries up to 1472.
 MAX_PAYLOAD = 1500
 
-#: Data-mode markers the module prints when a transparent session ends (app note §6.3).
-CLOSE_MARKERS = (b"\r\nCLOSED\r\n", b"\r\n+PDP DEACT\r\n")
+#: Data-mode tails that may be the module's own words once a transparent session ended (app
+#: note §6.3): the link closed, the context lost, or (its boot URCs end so) the module restarted.
+DATA_MODE_MARKERS = (b"\r\nCLOSED\r\n", b"\r\n+PDP DEACT\r\n", b"\r\nCall Ready\r\n",
+                     b"\r\nSMS Ready\r\n")
 #: What the module answers to a successful ``+++`` escape.
 ESCAPE_OK_MARKER = b"\r\nOK\r\n"
 
@@ -125,7 +127,7 @@ class Framer:
         self._peer_lines: list = []
         self._echo = b""
         self._data_mode = False
-        self._markers: Tuple[bytes, ...] = CLOSE_MARKERS
+        self._markers: Tuple[bytes, ...] = DATA_MODE_MARKERS
         self._marker_reported = False
 
     # -- consumer controls ------------------------------------------------------------------
@@ -176,7 +178,7 @@ class Framer:
         """Skip ``payload`` if the module echoes it next (AT+QISDE=1); anything else cancels."""
         self._echo = bytes(payload)
 
-    def set_data_mode(self, on: bool, markers: Tuple[bytes, ...] = CLOSE_MARKERS) -> None:
+    def set_data_mode(self, on: bool, markers: Tuple[bytes, ...] = DATA_MODE_MARKERS) -> None:
         """Switch transparent data mode; leaving it drops a held marker (the module's own words)."""
         if self._data_mode and not on:
             self._pos = len(self._buf)

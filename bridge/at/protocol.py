@@ -222,11 +222,13 @@ class ATProtocol(Protocol):
     def write(self, data: bytes) -> None:
         """Write raw bytes (recorded in the ring); for the engine and its data mode only."""
         self.ring.sent(data)
+        self.data_mode.wrote()
         self.transport.write(data)
 
     def write_payload(self, data: bytes) -> None:
         """Write payload bytes; the ring shows only their length and a hex prefix."""
         self.ring.sent_payload(data)
+        self.data_mode.wrote()
         self.transport.write(data)
 
     def _pump(self) -> None:

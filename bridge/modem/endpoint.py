@@ -19,12 +19,14 @@ from typing import Callable, Optional
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from bridge.at import commands
 from bridge.modem.pool import SLOTS
+from bridge.modem.session import TransparentSession
 from bridge.modem.socket import ModuleAddress, ModuleSocket, SocketSettings
 
 
@@ -56,7 +58,8 @@ class ModuleEndpoint:
 
 @implementer(IStreamClientEndpoint)
 class ModemEndpoint(ModuleEndpoint):
-    """TCP to ``host``:``port`` through ``modem``'s own stack.
+    """TCP to ``host``:``port`` through ``modem``'s own stack: a module socket, or on a
+    transparent modem (AT+QIMODE=1) its one session.
 
     :param settings: the sockets' tuning (default: the modem's)
     :param context: the module's PDP context to connect on (AT+QIFGCNT, app note §7)
@@ -67,6 +70,8 @@ class ModemEndpoint(ModuleEndpoint):
                  context: int = 0) -> None:
         super().__init__(modem, host, port, settings or modem.socket_settings(), group, limit,
                          wait, context)
+        if not modem.mux:
+            self.transport_type = TransparentSession
 
     def connect(self, factory) -> Deferred:
         return self.open(factory.buildProtocol)
@@ -118,9 +123,16 @@ class ModuleOpening:
         if not self._cancelled:
             self.result.errback(ConnectError(string=failure.getErrorMessage()))
 
-    def _opened(self, _, slot: int) -> None:
+    def _address(self, slot: int) -> ModuleAddress:
         peer = self.endpoint.peer
-        address = ModuleAddress(peer.type, peer.host, peer.port, self.modem.name, slot)
+        return ModuleAddress(peer.type, peer.host, peer.port, self.modem.name, slot)
+
+    def _transport(self, slot: int):
+        return self.endpoint.transport_type(self.modem, slot, self._address(slot),
+                                            self.endpoint.settings, self.endpoint.context)
+
+    def _opened(self, _, slot: int) -> None:
+        address = self._address(slot)
         if self._cancelled:
             self._close_unused(slot)
             return
@@ -134,8 +146,7 @@ class ModuleOpening:
             self._close_unused(slot)
             self.result.errback(ConnectError(string="the factory refused the connection"))
             return
-        socket = self.endpoint.transport_type(self.modem, slot, address,
-                                               self.endpoint.settings, self.endpoint.context)
+        socket = self._transport(slot)
         try:
             socket.makeConnection(protocol)
         except Exception:
@@ -146,6 +157,11 @@ class ModuleOpening:
         self.result.callback(protocol)
 
     def _close_unused(self, slot: int) -> None:
+        if not self.modem.mux:  # in data mode now: the session's own close escapes first
+            session = self._transport(slot)
+            session.makeConnection(Protocol())
+            session.abortConnection()
+            return
         close = commands.qiclose(slot, timeout=self.modem.timeouts.qiclose)
         closing = self.modem.issue(
             close.addressing(self.modem.selection(self.endpoint.context, server=False)))

@@ -41,7 +41,7 @@ from bridge.modem.health import HEALTH_INTERVAL, HealthPoll
 from bridge.keepalive import KeepaliveTimings
 from bridge.modem.opener import SocketOpener
 from bridge.modem.pinstore import PinStore
-from bridge.modem.pool import SocketPool
+from bridge.modem.pool import SLOTS, SocketPool
 from bridge.modem.pump import Pump
 from bridge.modem.recovery import run_reset_command
 from bridge.modem.sleep import SleepController
@@ -130,7 +130,9 @@ class Modem(Service):
         self.sleep = SleepController(reactor, self._set_dtr, self._enable_sleep,
                                      enabled=config.sleep)
         self.supervisor = Supervisor(self, timings, rng, run_command)
-        self.sockets = SocketPool(on_count=self.sleep.links_changed)
+        self.mux = config.mode == "mux"
+        #: six module sockets (AT+QIMUX=1), or the one transparent session (app note §4)
+        self.sockets = SocketPool(on_count=self.sleep.links_changed, count=SLOTS if self.mux else 1)
         self.pump = Pump(self.issue)
         self._on_fatal = on_fatal or (lambda error: None)
         self._port_opener = port_opener
@@ -148,7 +150,6 @@ class Modem(Service):
         self._server_listeners: list = []
         self._engine: Optional[ATProtocol] = None  # the last one, kept for last_answer
         self._port = None
-        self.mux = config.mode == "mux"
 
     # -- service ----------------------------------------------------------------------------------
 
@@ -227,11 +228,15 @@ class Modem(Service):
 
     def healthy(self) -> bool:
         """The module answers (or a command is still within its timeout), or recovery is under
-        way: the watchdog must not restart a daemon that is already bringing its module back."""
+        way: the watchdog must not restart a daemon that is already bringing its module back.
+        A transparent session in data mode owns the UART, busy or idle: nothing can be asked of
+        the module then, and the session's own checks find a dead link."""
         if self.persistent and self.supervisor.recovering:
             return True
         if self.protocol is None:
             return False
+        if self.protocol.data_mode.active:
+            return True  # a transparent session owns the UART: no command can be asked
         last = self.last_answer
         return (last is None or self.protocol.busy
                 or self.reactor.seconds() - last < ANSWER_STALE)
@@ -255,6 +260,10 @@ class Modem(Service):
             raise ModemDown(f"{self.name}: stopped while the port was opening")
         self._port = port
         self.protocol = self._engine = protocol
+        if self.config.dtr_escape:  # AT&D1, +++ disabled (bring-up): a DTR pulse escapes
+            protocol.data_mode.dtr = port.set_dtr
+        if self.config.dcd:  # AT&C1: DCD tells a remote close from payload
+            protocol.data_mode.carrier = port.carrier
         self.log.info("{name}: port {port} open", name=self.name, port=port.description)
 
     def reopen_port(self) -> Deferred:

@@ -66,7 +66,10 @@ class SocketOpener:
 
     @inlineCallbacks
     def _open(self, index, proto, host, port, context):
-        wire_index = index if self.modem.mux else None
+        if not self.modem.mux:
+            yield self._open_transparent(proto, host, port)
+            return
+        wire_index = index
         connected = Deferred()
         self._waiters[index] = (context, connected)
         try:
@@ -94,18 +97,37 @@ class SocketOpener:
             connected.addErrback(lambda _: None)  # e.g. ModemDown while QIOPEN was in flight
 
     @inlineCallbacks
+    def _open_transparent(self, proto, host, port):
+        """AT+QIOPEN stays on the wire until ``CONNECT`` (the UART is in data mode now, app
+        note §4.1) or ``CONNECT FAIL``: one turn, no wait for an event."""
+        try:
+            result = yield self._turn.run(self._request, None, proto, host, port, 0)
+        except ATEngineError as error:
+            yield self._close_after_failure(None, 0, resync=True)
+            raise ConnectFailed(f"AT+QIOPEN failed: {error}") from error
+        if result.already:
+            yield self._close_after_failure(None, 0)
+            raise ConnectFailed("the module's link was already connected")
+        if not result.ok:
+            raise ConnectFailed(f"{proto} {host}:{port}: CONNECT FAIL")
+
+    @inlineCallbacks
     def _request(self, wire_index, proto, host, port, context):
-        """AT+QIDNSIP (1 for a host name, 0 for a dotted address), then AT+QIOPEN -> its OK;
-        both on ``context``'s stack (the foreground one, app note §7)."""
+        """AT+QIDNSIP (1 for a host name, 0 for a dotted address), then AT+QIOPEN -> its OK
+        (transparent mode: its outcome); both on ``context``'s stack (the foreground one, app
+        note §7)."""
         t, on_context = self.modem.timeouts, self.modem.selection(context)
         try:
             yield self.modem.issue(
                 commands.qidnsip(not is_dotted_ip(host), t.simple).addressing(on_context))
         except ATEngineError as error:
             raise ConnectFailed(f"AT+QIDNSIP failed: {error}") from error
-        accepted = yield self.modem.issue(
-            commands.qiopen(proto, host, port, wire_index, t.qiopen).addressing(on_context))
-        return accepted
+        if self.modem.mux:
+            open_ = commands.qiopen(proto, host, port, wire_index, t.qiopen)
+        else:
+            open_ = commands.qiopen_transparent(proto, host, port, t.qiopen + t.connect)
+        result = yield self.modem.issue(open_.addressing(on_context))
+        return result
 
     @inlineCallbacks
     def _close_after_failure(self, wire_index, context, resync: bool = False):

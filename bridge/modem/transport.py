@@ -45,6 +45,9 @@ class SerialTransport(abstract.FileDescriptor):
     (as Twisted's ``SerialPort`` does), pyserial keeps its settings, lock and modem lines."""
 
     connected = True  # from the start: FileDescriptor.write() drops data while not connected
+    #: Bytes queued here before a registered producer (a transparent session) is paused: small,
+    #: because an escape must wait until they have left (0.36 s at 115200 baud).
+    bufferSize = 4096
 
     def __init__(self, reactor, line: serial.Serial, protocol) -> None:
         super().__init__(reactor)
@@ -58,6 +61,17 @@ class SerialTransport(abstract.FileDescriptor):
 
     def setDTR(self, asserted: bool) -> None:
         self.line.dtr = asserted
+
+    def getCD(self) -> bool:
+        return self.line.cd
+
+    def unsent(self) -> int:
+        """Bytes written but not yet on the wire: ours queued here, and the driver's."""
+        queued = len(self.dataBuffer) - self.offset + self._tempDataLen
+        try:
+            return queued + self.line.out_waiting
+        except (OSError, serial.SerialException):
+            return queued
 
     def writeSomeData(self, data):
         return fdesc.writeToFD(self.fileno(), data)
@@ -121,9 +135,20 @@ class ModemPort:
         except (OSError, serial.SerialException) as error:
             if not self._dtr_warned:
                 self._dtr_warned = True
-                self.log.warn("{port}: cannot drive DTR ({error}); sleep control does not work "
-                              "on this port", port=self.description, error=error)
+                self.log.warn("{port}: cannot drive DTR ({error}); sleep control and dtr_escape "
+                              "do not work on this port", port=self.description, error=error)
             return False
+
+    def carrier(self) -> Optional[bool]:
+        """DCD (pyserial ``cd``): True while the module signals a data link (AT&C1); None
+        where the transport cannot tell (a TCP socket, a pty)."""
+        get_cd = getattr(self.transport, "getCD", None)
+        if get_cd is None:
+            return None
+        try:
+            return bool(get_cd())
+        except (OSError, serial.SerialException):
+            return None
 
     def close(self):
         self.transport.loseConnection()

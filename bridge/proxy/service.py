@@ -14,8 +14,8 @@ def _require_mux(section, root) -> None:
 
 
 def make_stream_factory(profile, modem_service, root) -> Admission:
-    """The factory of one tcp profile's listener, on the modem service's sockets."""
-    _require_mux(profile, root)
+    """The factory of one tcp profile's listener, on the modem service's sockets (on a
+    transparent modem, its one session)."""
     return Admission(profile, modem_service)
 
 

@@ -1,0 +1,128 @@
+"""Transparent sessions end to end: local socket -> bridge -> pty -> simulator in data mode ->
+loopback server, and back (README, "Transparent sessions")."""
+
+import pytest_twisted
+from twisted.internet import reactor, task
+from twisted.internet.error import ConnectionDone
+
+from tests.e2e_bed import (Bed, Echo, ResetSeen, Sink, Source, connect, ended, reset_not_eof,
+                           salted, server, sha, troubles, until)
+
+#: What a data-mode stream must carry as plain bytes: the module's own words and escapes.
+LOOKALIKES = [b"+++", b"\r\nCLOSED\r\n", b"\r\n+PDP DEACT\r\n", b"\r\nOK\r\n", b"\r\nCONNECT\r\n",
+              b"\r\nCall Ready\r\n", b"AT+QPOWD=1\r"]
+
+
+def lookalike_salted(size: int, seed: int) -> bytes:
+    """``salted`` bytes with every data-mode look-alike sprinkled through as well."""
+    out = bytearray(salted(size, seed))
+    for i, position in enumerate(range(500, size - 32, 1009)):
+        piece = LOOKALIKES[i % len(LOOKALIKES)]
+        out[position:position + len(piece)] = piece
+    return bytes(out)
+
+
+class TransparentBed(Bed):
+    modem_keys = "mode = transparent\n"
+
+
+def commands(bed) -> list:
+    return [entry["cmd"] for entry in bed.sim.stats()["commands"]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_transparent_session_echoes_every_lookalike_intact(tmp_path):
+    payload = lookalike_salted(256 * 1024, seed=21)
+    async with await TransparentBed.start(tmp_path, server(Echo)) as bed:
+        with troubles() as seen:
+            client = await connect(bed.port)
+            client.transport.write(payload)
+            await until(lambda: len(client.received) >= len(payload), timeout=60,
+                        what="the whole echo")
+            assert sha(client.received) == sha(payload)
+            client.transport.loseConnection()
+            await until(bed.idle, what="the session to be released")
+        assert seen == []
+        assert bed.sim.stats()["data_mode"] is False
+        log = commands(bed)
+        assert log.index("+++") < log.index("AT+QICLOSE"), log[-5:]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_second_connection_waits_for_the_session_and_gets_its_own_remote(tmp_path):
+    async with await TransparentBed.start(tmp_path, server(Echo)) as bed:
+        first = await connect(bed.port)
+        first.transport.write(b"first")
+        await until(lambda: bytes(first.received) == b"first", what="the first echo")
+        second = await connect(bed.port)
+        second.transport.write(b"second")
+        await until(lambda: bed.admission.stats()["waiting"] == 1, what="the second to wait")
+        assert bytes(second.received) == b""
+        first.transport.loseConnection()
+        await until(lambda: bytes(second.received) == b"second", what="the second echo")
+        assert [bytes(c.received) for c in bed.remote_factory.connections] == [b"first",
+                                                                               b"second"]
+        second.transport.loseConnection()
+        await until(bed.idle, what="the session to be released")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_remote_close_gives_every_byte_then_eof(tmp_path):
+    payload = lookalike_salted(60000, seed=5) + b"\r\nCLOSED\r\n"  # the last bytes look like it
+    async with await TransparentBed.start(tmp_path, server(Source, payload)) as bed:
+        with troubles() as seen:
+            client = await connect(bed.port, ResetSeen())
+            received = await ended(client, "the remote's close to reach the app")
+            assert sha(received) == sha(payload)
+            await until(bed.idle, what="the session to be released")
+        assert seen == []
+        assert client.reason.check(ConnectionDone), client.reason
+
+
+class ShortKeepaliveBed(TransparentBed):
+    """Checks 1 s after the first uplink byte, then every 3 s, two retries."""
+
+    modem_keys = ("mode = transparent\nkeepalive_first = 1\nkeepalive_interval = 3\n"
+                  "keepalive_retries = 2\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_silently_killed_session_is_found_dead_on_schedule_and_the_app_reset(tmp_path):
+    async with await ShortKeepaliveBed.start(tmp_path, server(Sink)) as bed:
+        client = await connect(bed.port, ResetSeen())
+        client.transport.write(b"alive")
+        await until(lambda: bed.remote_factory.connections
+                    and bytes(bed.remote_factory.connections[0].received) == b"alive",
+                    what="the first bytes at the remote")
+        bed.sim.kill(0)
+        client.transport.write(b"into the void")
+        await reset_not_eof(client)
+        log = bed.sim.stats()["commands"]
+        checks = [entry["t"] for entry in log if entry["cmd"] == "AT+QISACK"]
+        assert len(checks) == 3, [entry["cmd"] for entry in log[-12:]]
+        gaps = [later - earlier for earlier, later in zip(checks, checks[1:])]
+        assert all(abs(gap - 3.0) < 0.5 for gap in gaps), gaps
+        assert [e["cmd"] for e in log].count("ATO") == 2  # back to data mode after all but the last
+        await until(bed.idle, what="the session to be released")
+
+
+@pytest_twisted.ensureDeferred
+async def test_payload_framed_like_an_escape_reaches_the_remote_and_never_the_module(tmp_path):
+    async with await TransparentBed.start(tmp_path, server(Sink)) as bed:
+        client = await connect(bed.port)
+        client.transport.write(b"hello")
+        await until(lambda: bed.remote_factory.connections
+                    and bytes(bed.remote_factory.connections[0].received) == b"hello",
+                    what="the first bytes at the remote")
+        await task.deferLater(reactor, 1.2, lambda: None)  # silence: a guard before '+++'
+        client.transport.write(b"+++")
+        await task.deferLater(reactor, 1.2, lambda: None)  # and one after it
+        client.transport.write(b"AT+QPOWD=1\r")
+        remote = bed.remote_factory.connections[0]
+        await until(lambda: bytes(remote.received) == b"hello+++AT+QPOWD=1\r",
+                    what="the escape look-alike at the remote")
+        assert bed.sim.stats()["data_mode"] is True
+        log = commands(bed)
+        assert "+++" not in log and "AT+QPOWD=1" not in log, log[-5:]
+        client.transport.loseConnection()
+        await until(bed.idle, what="the session to be released")
