@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from twisted.internet.endpoints import serverFromString
 
-from bridge.at.commands import MAX_PACKET_SIZE, PACKET_WAIT_UNIT, PACKET_WAIT_UNITS
+from bridge.at.commands import PACKET_WAIT_UNIT, PACKET_WAIT_UNITS
 from bridge.modem.pool import WHILE_SERVING as MAX_WHILE_SERVING
 from bridge.tls.files import TLSFileError, parse_pins
 
@@ -84,10 +84,9 @@ def packet_wait(text):
     value = _number(text, float("-inf"), integer=False)
     units = round(value / PACKET_WAIT_UNIT)
     if units not in PACKET_WAIT_UNITS or abs(units * PACKET_WAIT_UNIT - value) > 1e-9:
-        shortest, longest = (PACKET_WAIT_UNIT * n for n in (min(PACKET_WAIT_UNITS),
-                                                              max(PACKET_WAIT_UNITS)))
-        raise Invalid(f"must be {shortest:.1f} to {longest:.1f} in steps of {PACKET_WAIT_UNIT} "
-                      "(the module counts it in 200 ms units)")
+        raise Invalid(f"must be {PACKET_WAIT_UNIT * PACKET_WAIT_UNITS[0]:.1f} to "
+                      f"{PACKET_WAIT_UNIT * PACKET_WAIT_UNITS[-1]:.1f} in steps of "
+                      f"{PACKET_WAIT_UNIT} (the module counts it in 200 ms units)")
     return round(units * PACKET_WAIT_UNIT, 1)
 
 

@@ -332,6 +332,7 @@ def test_bad_pin(tmp_path, pin):
 
 
 NOT_DOTTED = "is not a dotted IPv4 address (separate two with a blank)"
+PACKET_WAIT_STEPS = "must be 0.2 to 2.0 in steps of 0.2 (the module counts it in 200 ms units)"
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -368,6 +369,18 @@ NOT_DOTTED = "is not a dotted IPv4 address (separate two with a blank)"
     ("timeouts", "qiact 150", "'qiact' is not NAME=SECONDS; '150' is not NAME=SECONDS"),
     ("timeouts", "qiact=x qiopen=75 dsn=15 qiact=1", "qiact: not a number; unknown timeout 'dsn' "
                                                     "(did you mean 'dns'?); qiact is given twice"),
+    ("packet_wait", "0.5", PACKET_WAIT_STEPS),
+    ("packet_wait", "0.1", PACKET_WAIT_STEPS),
+    ("packet_wait", "0", PACKET_WAIT_STEPS),
+    ("packet_wait", "-0.4", PACKET_WAIT_STEPS),
+    ("packet_wait", "2.2", PACKET_WAIT_STEPS),
+    ("packet_wait", "200ms", "not a number"),
+    ("packet_wait", "inf", "not a finite number"),
+    ("packet_size", "0", "must be at least 1"),
+    ("packet_size", "1461", "must be at most 1460"),
+    ("packet_size", "512.0", "not a whole number"),
+    ("dtr_escape", "2", "not a boolean (use yes or no)"),
+    ("dcd", "wired", "not a boolean (use yes or no)"),
 ])
 def test_bad_modem_values(tmp_path, key, value, message):
     text = MODEM if key != "port" else "[modem:main]\n"

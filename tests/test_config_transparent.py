@@ -33,28 +33,6 @@ def test_packet_wait_is_whole_200_ms_units(tmp_path, text, seconds):
     assert config.modems["main"].packet_wait == seconds
 
 
-STEPS = "must be 0.2 to 2.0 in steps of 0.2 (the module counts it in 200 ms units)"
-
-
-@pytest.mark.parametrize("key, value, message", [
-    ("packet_wait", "0.5", STEPS),
-    ("packet_wait", "0.1", STEPS),
-    ("packet_wait", "0", STEPS),
-    ("packet_wait", "-0.4", STEPS),
-    ("packet_wait", "2.2", STEPS),
-    ("packet_wait", "200ms", "not a number"),
-    ("packet_wait", "inf", "not a finite number"),
-    ("packet_size", "0", "must be at least 1"),
-    ("packet_size", "1461", "must be at most 1460"),
-    ("packet_size", "512.0", "not a whole number"),
-    ("dtr_escape", "2", "not a boolean (use yes or no)"),
-    ("dcd", "wired", "not a boolean (use yes or no)"),
-])
-def test_bad_transparent_values(tmp_path, key, value, message):
-    assert problems(tmp_path, TRANSPARENT + f"{key} = {value}\n") == [
-        f"[modem:main] {key}: {message} (got {value!r})"]
-
-
 @pytest.mark.parametrize("sections", [TCP + TCP2 + "max_links = 6\n", SERVER, ""])
 def test_one_session_loads_client_profiles_or_one_server(tmp_path, sections):
     """Client profiles queue for the one session, so their max_links is left alone."""

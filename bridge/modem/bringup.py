@@ -6,11 +6,11 @@ needs, and PIN rejection is recognised by code *or* text), payload-echo (AT+QISD
 flow-control (AT+IFC=2,2 with ``rtscts``), identity (ATI, AT+GMR, AT+GSN), sim (AT+CPIN),
 registration (CREG and CGREG, bounded by ``registration_timeout``), attach (AT+CGATT=1), stack
 (AT+QIMUX? then AT+QISTAT/QISTATE: the module's real state), deactivate (AT+QIDEACT: a known
-state), bearer (QIFGCNT, QICSGP, QIMODE/QIMUX, QINDI; in transparent mode between QIMODE=1 and
-QINDI the data-mode step: AT+QITCFG, AT&D1 with ``dtr_escape``, AT&C1 with ``dcd``), activate
-(QIREGAPP, QIACT), local-ip (QILOCIP), dns (AT+QIDNSCFG, only with ``dns`` configured), signal
-(CSQ). ``reactivate()`` repeats
-only deactivate, activate, local-ip and dns, for recovery after the context alone was lost.
+state), bearer (QIFGCNT, QICSGP, QIMODE/QIMUX, QINDI; in transparent mode the data-mode step
+comes between QIMODE=1 and QINDI: AT+QITCFG, AT&D1 with ``dtr_escape``, AT&C1 with ``dcd``),
+activate (QIREGAPP, QIACT), local-ip (QILOCIP), dns (AT+QIDNSCFG, only with ``dns`` configured),
+signal (CSQ). ``reactivate()`` repeats only deactivate, activate, local-ip and dns, for recovery
+after the context alone was lost: the module keeps its settings.
 
 A modem whose profiles or servers use the second PDP context (app note §7) brings it up after the
 first: ``bring_up_context()`` runs AT+QIFGCNT=1, AT+QIDEACT, its bearer (AT+QICSGP with apn1 ...,
