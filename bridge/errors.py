@@ -36,10 +36,6 @@ class SimLocked(CellbridgeError):
     exit_status = EXIT_SIM_LOCKED
 
 
-class NotSupported(CellbridgeError):
-    """The config asks for a feature this build cannot provide yet; said at start, not later."""
-
-
 class ModemDown(CellbridgeError):
     """The module is not usable right now (not brought up, PDP lost, port gone): retry later."""
 

@@ -4,9 +4,7 @@ Children of the root, by name: ``modem:NAME`` (one per modem), ``profile:NAME`` 
 each profile), ``server:NAME`` (one per module-side server), and ``systemd`` last (so it starts after
 every listener is bound and, stopping first, says STOPPING=1 before anything closes).
 
-The modem, the bridging and the servers come from other packages through :class:`Components`; a
-part that is not built yet is refused there by an explicit check (:class:`~bridge.errors.NotSupported`)
-instead of running a daemon that only looks complete.
+The modem, the bridging and the servers come from other packages through :class:`Components`.
 """
 
 import os
@@ -166,7 +164,6 @@ def make_service(config, reactor, components=None, environ=None):
 
     :param components: a :class:`Components`; tests pass fakes.
     :param environ: where the systemd variables come from (default ``os.environ``).
-    :raises NotSupported: the config needs a part this build does not have.
     """
     components = components or Components()
     root = CellbridgeService(config, reactor)

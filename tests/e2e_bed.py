@@ -235,6 +235,12 @@ class Bed:
         """The remote server's listening port."""
         return reactor.listenTCP(0, self.remote_factory, interface="127.0.0.1")
 
+    def profile_section(self) -> str:
+        """``[profile:p]``, bridged to the remote server (a bed may have none)."""
+        return (f"[profile:p]\nlisten = {self.kind}:0:interface=127.0.0.1\n"
+                f"remote = {self.kind}:127.0.0.1:{self.remote.getHost().port}\n"
+                f"linger = {self.linger}\n")
+
     def bound_port(self, listener):
         """Call before the tree binds; returns a callable giving the port it bound after."""
         listener.endpoint = bound = BoundPort(listener.endpoint)
@@ -247,20 +253,17 @@ class Bed:
         path.write_text(
             "[cellbridge]\nlog_level = warn\nstate_dir = state\n"
             f"[modem:main]\nport = {self.device()}\napn = internet\nreceive = {self.receive}\n"
-            f"{self.modem_keys}"
-            f"[profile:p]\nlisten = {self.kind}:0:interface=127.0.0.1\n"
-            f"remote = {self.kind}:127.0.0.1:{self.remote.getHost().port}\n"
-            f"linger = {self.linger}\n{self.profile_keys}")
+            f"{self.modem_keys}{self.profile_section()}{self.profile_keys}")
         self.root = make_service(load_config(str(path)), reactor, self.components, environ={})
         bound = {name[len("profile:"):]: self.bound_port(self.root.getServiceNamed(name))
                  for name in self.root.namedServices if name.startswith("profile:")}
         self.root.privilegedStartService()
         self.ports = {name: port() for name, port in bound.items()}
-        self.port = self.ports["p"]
+        self.port = self.ports.get("p")
         self.root.startService()
         self.modem = self.root.getServiceNamed("modem:main")
         await within(self.modem.when_ready(), "the modem's first bring-up", timeout=30.0)
-        self.listener = self.root.getServiceNamed("profile:p")
+        self.listener = self.root.namedServices.get("profile:p")
         self.admission = getattr(self.listener, "factory", None)
 
     async def stop(self):

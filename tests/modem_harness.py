@@ -51,11 +51,23 @@ class InlineThreadsClock(Clock):
 
 
 class FakePort:
+    """The port's pins as a test drives them: ``dtr`` records every DTR level set,
+    ``dcd`` is what DCD reads (None: unreadable, as on a pty)."""
+
     description = "fake"
 
     def __init__(self, transport):
         self.transport = transport
         self.closed = False
+        self.dtr = []
+        self.dcd = None
+
+    def set_dtr(self, asserted: bool) -> bool:
+        self.dtr.append(asserted)
+        return True
+
+    def carrier(self):
+        return self.dcd
 
     def close(self):
         self.closed = True

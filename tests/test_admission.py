@@ -9,9 +9,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
-from bridge.errors import NotSupported
 from bridge.proxy.admission import Admission
-from bridge.proxy.service import make_stream_factory
 from tests.modem_harness import OK, PLAIN, ModemHarness
 from tests.socket_bench import PROFILE, ModemBench
 
@@ -178,17 +176,6 @@ def test_port_lost_with_a_close_in_flight_and_a_connection_waiting_does_not_reen
     assert bench.modem.sockets.waiting() == 1
     assert bench.wire() == b""  # no open was tried on the dead port
     assert bench.admission.served == 6
-
-
-class _Root:
-    def __init__(self, mode):
-        from bridge.config import ModemConfig
-        self.config = type("C", (), {"modems": {"main": ModemConfig("main", "sim", mode=mode)}})
-
-
-def test_transparent_mode_is_refused_at_start():
-    with pytest.raises(NotSupported, match="transparent is not supported yet"):
-        make_stream_factory(PROFILE, None, _Root("transparent"))
 
 
 def test_udp_servers_and_udp_profiles_are_built(tmp_path):

@@ -5,8 +5,8 @@ import pytest_twisted
 from twisted.internet import reactor, task
 from twisted.internet.error import ConnectionDone
 
-from tests.e2e_bed import (Bed, Echo, ResetSeen, Sink, Source, connect, ended, reset_not_eof,
-                           salted, server, sha, troubles, until)
+from tests.e2e_bed import (Bed, Echo, ResetSeen, Sink, Source, connect, ended, free_port,
+                           reset_not_eof, salted, server, sha, troubles, until)
 
 #: What a data-mode stream must carry as plain bytes: the module's own words and escapes.
 LOOKALIKES = [b"+++", b"\r\nCLOSED\r\n", b"\r\n+PDP DEACT\r\n", b"\r\nOK\r\n", b"\r\nCONNECT\r\n",
@@ -126,3 +126,43 @@ async def test_payload_framed_like_an_escape_reaches_the_remote_and_never_the_mo
         assert "+++" not in log and "AT+QPOWD=1" not in log, log[-5:]
         client.transport.loseConnection()
         await until(bed.idle, what="the session to be released")
+
+
+class TransparentServerBed(TransparentBed):
+    """No client profile: the modem's one session is ``[server:s]``'s, forwarded to the bed's
+    echo server."""
+
+    def profile_section(self) -> str:
+        self.server_port = free_port()
+        return (f"[server:s]\nport = {self.server_port}\n"
+                f"forward = tcp:127.0.0.1:{self.remote.getHost().port}\n"
+                "allow = 127.0.0.0/8\n")
+
+    def listening(self) -> bool:
+        service = self.root.getServiceNamed("server:s")
+        return service.listening and self.sim.stats()["listeners"].get("TCP") == self.server_port
+
+
+async def echo_through_the_server(bed, payload: bytes):
+    client = await connect(bed.server_port)
+    client.transport.write(payload)
+    await until(lambda: len(client.received) >= len(payload), timeout=60,
+                what="the echo through the module-side server")
+    assert sha(client.received) == sha(payload)
+    client.transport.loseConnection()
+    await until(lambda: not bed.slots_in_use() and not bed.sim.stats()["data_mode"],
+                what="the session to end")
+
+
+@pytest_twisted.ensureDeferred
+async def test_module_side_clients_reach_a_local_echo_through_a_transparent_server(tmp_path):
+    async with await TransparentServerBed.start(tmp_path, server(Echo)) as bed:
+        await until(bed.listening, what="the module to listen")
+        log = commands(bed)
+        assert log[log.index(f'AT+QILPORT="TCP",{bed.server_port}') + 1] == "AT+QISERVER"
+        with troubles() as seen:
+            await echo_through_the_server(bed, lookalike_salted(64 * 1024, seed=8))
+            await echo_through_the_server(bed, b"the next client")
+        assert seen == []
+        assert [len(c.received) for c in bed.remote_factory.connections] == [64 * 1024, 15]
+        assert bed.modem.counters.get("server_accepted", server="s") == 2

@@ -308,7 +308,8 @@ class TransparentSession(AddressedSocket):
         return answer
 
     def _escaped_for_check(self, _, answer: Deferred) -> None:
-        asking = self.modem.issue(commands.qisack(timeout=self.modem.timeouts.qisack))
+        asking = self.modem.issue(self.addressed(commands.qisack(
+            timeout=self.modem.timeouts.qisack)))
         asking.chainDeferred(answer)  # the watch may find the link dead here
         asking.addBoth(self._after_check)
 
@@ -424,7 +425,8 @@ class TransparentSession(AddressedSocket):
             return
         self._module_closing = True
         self._tell_protocol(Failure(ConnectionDone()))
-        closing = self.modem.issue(commands.qiclose(timeout=self.modem.timeouts.qiclose))
+        closing = self.modem.issue(self.addressed(commands.qiclose(
+            timeout=self.modem.timeouts.qiclose)))
         closing.addErrback(self._close_failed)
         closing.addBoth(lambda _: self._release())
 

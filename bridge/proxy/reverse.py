@@ -24,13 +24,14 @@ from typing import Dict, Optional
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, inlineCallbacks
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from bridge.at import commands
 from bridge.config_values import remote
-from bridge.modem.socket import ModuleSocket
+from bridge.modem.session import TransparentSession
+from bridge.modem.socket import ModuleAddress, ModuleSocket
 from bridge.proxy.forwarding import Forwarding
 from bridge.proxy.reverse_datagram import DatagramForwarding
 from bridge.proxy.server_desk import ServerDesk
@@ -98,7 +99,7 @@ class ModuleServer(Service):
         for forwarding in list(self.clients.values()):
             forwarding.close()
         if self.listening or on_wire:
-            self.listening = False
+            self._not_listening()
             close = commands.qiclose(None, self.modem.timeouts.qiclose)
             closing = self.modem.issue(close.addressing(self._server_side()))
             closing.addErrback(lambda failure: self.log.info(
@@ -139,9 +140,12 @@ class ModuleServer(Service):
                                                 timeouts.simple).addressing(on_context))
         if generation != self._generation:
             return  # void meanwhile (stopped, or the modem went down): no AT+QISERVER
-        yield self.modem.issue(commands.qiserver((SERVER_TYPES[server.protocol],
-                                                  server.max_clients),
-                                                 timeouts.simple).addressing(on_context))
+        # A transparent modem listens for its one session (app note §4.2: AT+QISERVER), whose
+        # client arrives as REMOTE IP then an unprompted CONNECT: data mode.
+        args = (SERVER_TYPES[server.protocol], server.max_clients) if self.modem.mux else ()
+        yield self.modem.issue(commands.qiserver(args, timeouts.simple).addressing(on_context))
+        if not self.modem.mux:
+            self.modem.protocol.transparent_server_listening = True
         try:
             yield self._server_ok.addTimeout(SERVER_OK_WAIT, self.reactor)
         except TimeoutError:
@@ -187,8 +191,14 @@ class ModuleServer(Service):
         if state == "ready":
             self.listen()
         else:
-            self.listening = False  # the module's sockets are gone, its listener too
+            self._not_listening()
             self._forget_attempt()
+
+    def _not_listening(self) -> None:
+        """The module's listener is gone (or being closed)."""
+        self.listening = False
+        if self.modem.protocol is not None:
+            self.modem.protocol.transparent_server_listening = False
 
     def _context_state(self, context: int, state: str, reason: str) -> None:
         """Its PDP context alone went down or came back (the other carried on)."""
@@ -226,6 +236,12 @@ class ModuleServer(Service):
         self.modem.counters.incr("server_refused", server=self.server.name, cause=cause)
         self.log.warn("[{label}] refused {ip} on socket {index}: {why}", label=self.label, ip=ip,
                       index=index, why=why)
+        if not self.modem.mux:  # its CONNECT puts the UART in data mode: the session's close
+            session = TransparentSession(self.modem, index, ModuleAddress("TCP", ip, 0),
+                                         self.modem.socket_settings(), self.context, True)
+            session.makeConnection(Protocol())
+            session.abortConnection()
+            return session
         refused = _Refused()
         if claimed:
             self.modem.attach_socket(index, refused, self.context)
@@ -270,8 +286,9 @@ class StreamForwarding(Forwarding):
     def __init__(self, server: ModuleServer, index: int, ip: str) -> None:
         super().__init__(server, index, ip)
         modem = server.modem
-        self.socket = ModuleSocket(modem, index, self.peer, modem.socket_settings(),
-                                   context=server.context, server=True)
+        transport = ModuleSocket if modem.mux else TransparentSession
+        self.socket = transport(modem, index, self.peer, modem.socket_settings(),
+                                context=server.context, server=True)
         self.local = LocalSide(self)
         self.module = ModuleSide(self.local)
         if server.tls is None:
@@ -322,9 +339,10 @@ class StreamForwarding(Forwarding):
         self.unreachable(failure.getErrorMessage())
         self.socket.abortConnection()
 
-    def ended(self, socket: ModuleSocket) -> None:
+    def ended(self, socket) -> None:
         """The module socket stopped carrying (its ModuleSide was told)."""
-        self.finished(f"{socket.bytes_down} bytes from it, {socket.acks.sent} bytes to it")
+        stats = socket.stats()
+        self.finished(f"{stats['received']} bytes from it, {stats['sent']} bytes to it")
 
 
 #: The forwarding of a client, by the server's protocol.

@@ -62,6 +62,8 @@ class ServerDesk:
         if not running:
             return
         index, ip = event.socket, event.ip
+        if index is None and not self.modem.mux:
+            index = 0  # a transparent modem's one session (app note §4.2)
         servers = [server for server in running if self.modem.context_ready(server.context)]
         if index is None:
             self.log.warn("[{label}] REMOTE IP {ip} without a socket index (single link): "
