@@ -10,8 +10,11 @@ Choices made where docs/at-dialect.md marks a fact [inferred] or open (§11), ea
 
 Framing and general
  1. ATE1 echoes the raw input bytes as they arrive (CR and LF included), for every command line.
- 2. Lines not starting with "AT" are ignored without a reply; ESC on a command line discards it;
-    BS deletes a character; lines are cut at 1024 characters.
+ 2. Lines without "AT" are ignored without a reply; characters before a line's "AT" are skipped,
+    so the `+++` a host types to learn whether it still is in data mode does not spoil the
+    command after it (app note §6.3 follows it with AT+QIDEACT); the command log records the
+    line from its "AT" on. ESC on a command line discards it; BS deletes a character; lines
+    are cut at 1024 characters.
  3. ATV0: only OK/CONNECT/ERROR become numeric (`0\\r`, `1\\r`, `4\\r`); other results stay text,
     information lines become `text\\r\\n`.
  4. `+CME ERROR` (per AT+CMEE) only for SIM errors (16 wrong PIN, 3 PIN not needed); syntax errors,

@@ -11,7 +11,7 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
 from . import cmd_general, cmd_ipconfig, cmd_socket
-from .atparse import ParseError, parse_line
+from .atparse import ParseError, command_text, parse_line
 from .cellular import Cellular
 from .commandlog import CommandLog
 from .payload import PayloadInput
@@ -171,16 +171,15 @@ class ModuleProtocol(protocol.Protocol):
             self.r.raw(bytes(data))
 
     def _run_line(self, line: bytes) -> None:
-        text = line.decode("latin-1")
+        text = command_text(line.decode("latin-1"))
+        if text is None:
+            return
+        self.commands.record(text)
         try:
             commands = parse_line(text)
         except ParseError:
-            self.commands.record(text.strip())
             self.r.error()
             return
-        if commands is None:
-            return
-        self.commands.record(text.strip())
         if commands[0].name in BASIC or commands[0].name == "":
             self._run_basic(commands)
             return
