@@ -56,7 +56,7 @@ def command_text(line: str) -> Optional[str]:
     """The line from its `AT` prefix on, or None when it has none (the module ignores it).
 
     Characters before the prefix are skipped, so the `+++` a host types in command mode to find
-    out whether it still is in data mode (app note 6.3) does not spoil the command after it.
+    out whether it still is in data mode (app note §6.3) does not spoil the command after it.
     """
     start = line.upper().find("AT")
     return None if start < 0 else line[start:].strip()

@@ -283,7 +283,7 @@ class ModuleProtocol(protocol.Protocol):
 
     def set_dtr(self, asserted: bool) -> None:
         """The host's DTR level.  ON->OFF in data mode: AT&D1 command mode + OK, AT&D2 the link
-        closed + OK, AT&D0 nothing (app note section 4); outside data mode nothing (choice 9)."""
+        closed + OK, AT&D0 nothing (app note §4); outside data mode nothing (choice 9)."""
         dropped = self.dtr and not asserted
         self.dtr = asserted
         if dropped and self.powered and self.data_mode is not None and self.settings.dtr_mode:
@@ -292,7 +292,7 @@ class ModuleProtocol(protocol.Protocol):
 
     @property
     def carrier(self) -> bool:
-        """DCD: AT&C0 always ON; AT&C1 ON while a TCP or UDP connection exists (app note 5.6.2,
+        """DCD: AT&C0 always ON; AT&C1 ON while a TCP or UDP connection exists (app note §5.6.2,
         choice 40); OFF while the module is off."""
         if not self.powered:
             return False

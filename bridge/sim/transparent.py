@@ -1,7 +1,7 @@
 """Transparent mode (AT+QIMODE=1): one link, and the UART is its socket while in data mode.
 
 The link lives from `CONNECT` until it closes; the UART is in data mode for stretches of it, left
-by `+++` or a DTR drop, resumed by ATO (app note section 4).  Uplink bytes wait in the module's
+by `+++` or a DTR drop, resumed by ATO (app note §4).  Uplink bytes wait in the module's
 UART receive buffer (`uart_rx_buffer` bytes) and go out packetised per AT+QITCFG: a packet when
 SendSz bytes are waiting (or the buffer is full), the rest after WaitTm x 200 ms without new input.  When the buffer is
 full, flow control (RTS/CTS) stops the UART so the host's writes block; without flow control the
