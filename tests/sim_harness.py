@@ -1,5 +1,6 @@
 """Drive the simulator's dialect with bytes, without a pty or a real network (transcript tests)."""
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.internet.error import ConnectionDone
@@ -98,6 +99,17 @@ class Module:
         """Complete the host side of the last TCP connect the module started."""
         factory = self.reactor.tcpClients[-1][2]
         protocol = factory.buildProtocol(None)
+        transport = FakeTcpTransport()
+        protocol.makeConnection(transport)
+        return Host(protocol, transport)
+
+    def client_connects(self, port=40000):
+        """A host client from 127.0.0.1:port reaches the last TCP listener the module opened; its
+        Host, or None when the module refuses it."""
+        factory = self.reactor.tcpServers[-1][1]
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", port))
+        if protocol is None:
+            return None
         transport = FakeTcpTransport()
         protocol.makeConnection(transport)
         return Host(protocol, transport)

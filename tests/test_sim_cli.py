@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from bridge.sim.cli import build_parser, options_from
 from sim_loopback import Client
 
 OK = b"\r\nOK\r\n"
@@ -70,6 +71,11 @@ def test_control_commands_answer_one_line(sim_process):
     assert control_call(control, "connectfail -") == "ok"
     assert control_call(control, "pdp-deact 1") == "ok"  # nothing was up: no URC
     assert control_call(control, "pdp-deact 2") == "error: no context 2"
+    assert control_call(control, "dtr off") == "ok"  # not in data mode: nothing happens
+    assert control_call(control, "dtr maybe").startswith("error")
+    stats = json.loads(control_call(control, "stats"))
+    assert not stats["dtr"] and not stats["data_mode"] and not stats["carrier"]
+    assert control_call(control, "dtr on") == "ok"
     assert control_call(control, "mute 0.3") == "ok"
     c.write(b"AT\r")
     assert c.read_exactly(6, deadline=0.2) == b""  # muted: nothing comes back
@@ -85,3 +91,10 @@ def test_sigterm_exits_zero_and_removes_link(sim_process):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
     assert not os.path.lexists(link)
+
+
+def test_flow_control_and_uart_buffer_options():
+    default = options_from(build_parser().parse_args([]))
+    assert (default.flow_control, default.uart_rx_buffer) == (True, 4096)
+    changed = options_from(build_parser().parse_args(["--no-flow-control", "--uart-rx-buffer", "512"]))
+    assert (changed.flow_control, changed.uart_rx_buffer) == (False, 512)

@@ -56,10 +56,13 @@ def test_unknown_commands_and_typos_answer_error():
     assert m.at("AT+QIMUX=7") == ERROR
 
 
-def test_non_at_lines_are_ignored():
+def test_non_at_lines_are_ignored_and_what_comes_before_at_is_skipped():
     m = Module()
     m.at("ATE0")
     assert m.at("hello") == b""
+    assert m.send(b"+++") == b""  # app note §6.3: the `+++` of a host unsure of its mode ...
+    assert m.at("AT+CSQ") == b"\r\n+CSQ: 25,0\r\n" + OK  # ... does not spoil the next command
+    assert [entry["cmd"] for entry in m.proto.commands.entries()] == ["ATE0", "AT+CSQ"]
 
 
 def test_basic_commands_chain_with_one_result_and_settings_commands():

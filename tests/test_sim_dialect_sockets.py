@@ -359,14 +359,7 @@ def test_server_socket_addressing():
     assert m.at('AT+QILPORT="TCP",0') == OK
     assert m.at("AT+QISERVER=0,3") == OK + b"\r\nSERVER OK\r\n"
     assert m.at("AT+QISSTAT") == OK + b"\r\nS: LISTENNING\r\n"
-    factory = m.reactor.tcpServers[-1][1]
-    from twisted.internet.address import IPv4Address
-    from sim_harness import FakeTcpTransport, Host
-
-    proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-    transport = FakeTcpTransport()
-    proto.makeConnection(transport)
-    client = Host(proto, transport)
+    client = m.client_connects(40000)
     assert m.tick() == b"\r\n0, REMOTE IP: 127.0.0.1\r\n"
     client.send(b"up")
     assert m.tick() == b"\r\n+QIRDI: 0,2,0\r\n"

@@ -435,3 +435,55 @@ async def test_prompt_is_not_starved_by_a_push_downlink_at_115200_baud():
     finally:
         source.close()
         paced.stop()
+
+
+def subsequence(part: bytes, whole: bytes) -> bool:
+    """Is ``part`` what is left of ``whole`` after taking some bytes out (order kept)?"""
+    rest = iter(whole)
+    return all(byte in rest for byte in part)
+
+
+@pytest.mark.parametrize("flow_control", [True, False], ids=["rtscts", "no-flow-control"])
+@in_thread
+async def test_transparent_uplink_faster_than_the_radio(peers, flow_control):
+    """At 115200 baud into a 32 kbit/s radio: with flow control the host's writes block and every
+    byte arrives; without it the module's UART buffer overruns, and the peer gets exactly the bytes
+    that were not lost, in order.  Stats show data mode, DCD, and the DTR drop in the log."""
+    opts = SimOptions(act_delay=0, deact_delay=0, dns_delay=0, baud=115200, up_bps=32000,
+                      send_buffer=1460, uart_rx_buffer=1024, flow_control=flow_control)
+    paced = Simulator(reactor, opts)
+    paced.start()
+    peer = peers("collect")
+    payload = bytes(b for b in range(256) if b != ord("+")) * 32
+
+    def client():
+        c = Client(paced.device)
+        try:
+            bring_up(c, mux=0, mode=1)
+            out = c.at(f'AT+QIOPEN="TCP","127.0.0.1",{peer.port}', until=b"CONNECT\r\n")
+            assert out.endswith(OK + b"\r\nCONNECT\r\n")
+            c.write(payload)
+            end = time.monotonic() + 20
+            while time.monotonic() < end:
+                stats = call(paced.stats)
+                sock, overrun = stats["sockets"]["0"], stats["uart"]["overrun"]
+                if sock["sent"] + overrun == len(payload) and sock["acked"] == sock["sent"]:
+                    break
+                time.sleep(0.05)
+            assert stats["data_mode"] and stats["carrier"] and stats["dtr"]
+            assert (overrun == 0) == flow_control, overrun
+            received = peer.wait_for(len(payload) - overrun)
+            assert len(received) == len(payload) - overrun
+            assert received == payload if flow_control else subsequence(received, payload)
+            call(paced.module.set_dtr, False)  # AT&D1 by default: command mode, OK
+            assert c.read_until(OK) == OK
+            stats = call(paced.stats)
+            assert not stats["data_mode"] and stats["carrier"] and not stats["dtr"]
+            assert stats["commands"][-1]["cmd"] == "DTR drop"
+        finally:
+            c.close()
+
+    try:
+        await threads.deferToThread(client)
+    finally:
+        paced.stop()

@@ -10,8 +10,11 @@ Choices made where docs/at-dialect.md marks a fact [inferred] or open (§11), ea
 
 Framing and general
  1. ATE1 echoes the raw input bytes as they arrive (CR and LF included), for every command line.
- 2. Lines not starting with "AT" are ignored without a reply; ESC on a command line discards it;
-    BS deletes a character; lines are cut at 1024 characters.
+ 2. Lines without "AT" are ignored without a reply; characters before a line's "AT" are skipped,
+    so the `+++` a host types to learn whether it still is in data mode does not spoil the
+    command after it (app note §6.3 follows it with AT+QIDEACT); the command log records the
+    line from its "AT" on. ESC on a command line discards it; BS deletes a character; lines
+    are cut at 1024 characters.
  3. ATV0: only OK/CONNECT/ERROR become numeric (`0\\r`, `1\\r`, `4\\r`); other results stay text,
     information lines become `text\\r\\n`.
  4. `+CME ERROR` (per AT+CMEE) only for SIM errors (16 wrong PIN, 3 PIN not needed); syntax errors,
@@ -28,8 +31,11 @@ Framing and general
  8. AT+QPOWD=1 (`NORMAL POWER DOWN`) and =0 (`OK`) leave the module off until the `reboot` fault
     (the PWRKEY); ATI = Quectel_Ltd / Quectel_M95 / Revision: M95FAR02A08, IMEI 861234567890125,
     AT+CSQ = 25,0.
- 9. AT&D default 1, AT&C default 1. DTR drop (AT&D1: command mode + OK, AT&D2: close + OK) is only
-    reachable through ModuleProtocol.dtrDropped(): a pty cannot carry DTR.
+ 9. AT&D default 1, AT&C default 1. A pty carries no DTR: its level is ModuleProtocol.set_dtr()
+    (control `dtr on|off`), ON at start and kept across reboots. ON->OFF in data mode: AT&D1
+    command mode + OK, AT&D2 the link closed (what the UART buffer held is handed to the
+    socket first) + OK, AT&D0 nothing. Outside data mode a DTR drop does nothing, also with
+    AT&D2 in command mode after `+++`.
 10. Commands typed while AT+QIACT or AT+QIDEACT run are held and executed afterwards.
 11. Chaos URCs are Call Ready, SMS Ready, +CREG: 1, +CGREG: 1 (the last two only when registered),
     chance 0.5 before each final result code (including delayed ones such as CONNECT OK, SEND OK,
@@ -89,18 +95,18 @@ Sockets
     CONNECTING / CONNECTED / CLOSED, empty slot `+QISTATE: <n>,"","",,"INITIAL"`, then a final OK.
     QISTAT behaves as QISTATE in multi-link mode and vice versa in single-link mode.
 31. QISSTAT answers OK then `S: LISTENNING` (the vendor's spelling) or `S: INITIAL`.
-32. QISERVER: OK then SERVER OK; type 0 listens on the TCP QILPORT, type 1 on the UDP one, each
-    at most once at a time (a second of the same type answers ERROR; one of each may run);
-    listens on 127.0.0.1 only; single link accepts 1 client, the multi-link execution form 5; an
-    accepted client takes the lowest index free for both kinds. QILPORT? answers `TCP: <p>` and
-    `UDP: <p>` lines then OK. In single-link mode client and server socket may coexist (stats
-    key "server"). A UDP server's peer (address, port) becomes a server socket, announced with
-    `[n, ]REMOTE IP: ip` only when its first datagram arrives (app note §3.2); its datagrams are
-    then received like any socket's (nothing of a socket, pushed data or +QIRDI, comes before
-    its REMOTE IP or CONNECT OK), AT+QISEND on it sends one datagram to that peer, and a new
-    peer past the max clients is dropped without a word. AT+QICLOSE on the server side without
-    an index closes every listener and the UDP server's sockets (they have no host socket of
-    their own), without CLOSED URCs.
+32. QISERVER: OK then SERVER OK; type 0 listens on the TCP QILPORT, type 1 on the UDP one, each at
+    most once at a time (a second of the same type answers ERROR; one of each may run); listens on
+    127.0.0.1 only; single link accepts 1 client at a time (choice 42), the multi-link execution
+    form 5; an accepted client takes the lowest index free for both kinds. QILPORT? answers
+    `TCP: <p>` and `UDP: <p>` lines then OK. In single-link mode client and server socket may
+    coexist (stats key "server"; not in transparent mode, choice 41). A UDP server's peer (address,
+    port) becomes a server socket, announced with `[n, ]REMOTE IP: ip` only when its first datagram
+    arrives (app note §3.2); its datagrams are then received like any socket's (nothing of a
+    socket, pushed data or +QIRDI, comes before its REMOTE IP or CONNECT OK), AT+QISEND on it sends
+    one datagram to that peer, and a new peer past the max clients is dropped without a word.
+    AT+QICLOSE on the server side without an index closes every listener and the UDP server's
+    sockets (they have no host socket of their own), without CLOSED URCs.
 33. QIDNSGIP prints one address line; failure is ERROR after the OK. QIDNSCFG takes one or two
     dotted IPv4 addresses (anything else answers ERROR and changes nothing); the one-address form
     keeps the secondary server. The servers are only stored: lookups use --hosts and the system.
@@ -109,9 +115,20 @@ Transparent mode
 34. `+++` needs --escape-guard (default 0.5 s, the app note's minimum) of silence before and after
     and less than 20 ms between the '+'; the answer is OK. ATO without a live link answers ERROR.
     Received data waits in the buffer while in command mode (no URC). Remote close shows `CLOSED`
-    in the stream and returns to command mode; `+PDP DEACT` likewise.
-35. Uplink data is packetised per QITCFG; while the send buffer is full the UART input is not
-    read, so the host's writes block (like RTS/CTS).
+    in the stream and returns to command mode; `+PDP DEACT` likewise. A remote close while in
+    command mode after `+++` is a `CLOSED` URC at once; ATO then answers ERROR, and what waited
+    for ATO stays readable with AT+QIRD until AT+QICLOSE. The command log records an accepted
+    escape as `+++` and a DTR drop that left data mode as `DTR drop` (stats `data_mode` says
+    which mode the UART is in).
+35. Uplink bytes wait in the module's UART receive buffer (--uart-rx-buffer, default 4096) and go
+    out packetised per QITCFG: a packet at SendSz bytes or a full buffer, the rest after WaitTm;
+    while the socket's send buffer is full they stay. With flow control (the default, as if
+    RTS/CTS were wired) a full buffer stops the UART until half of it is free, so the host's
+    writes block; with --no-flow-control the UART takes bytes at the line rate and drops those
+    that do not fit (stats `uart.overrun`), as a real UART overruns. AT+IFC is only stored: the
+    reference says nothing of the module's flow control, so the default keeps what the
+    simulator always did. What the buffer holds when an escape ends data mode still goes out
+    in command mode; an ended link drops it.
 
 UDP
 36. A UDP datagram is never split: each push frame and each AT+QIRD carries exactly one. One
@@ -131,6 +148,21 @@ Faults
     acks still count until the kernel's queue is settled; then acked stops moving by itself. So
     a killed socket's final acked is exactly what the peer received (freezing it at the kill
     would undercount bytes the peer still gets, whose ACK a loopback peer may delay ~40 ms).
+Transparent mode: pins and the one link
+40. A pty carries no DCD: its level is ModuleProtocol.carrier (stats `carrier`), changes are told
+    to ModuleProtocol.carrier_observers. AT&C1: ON while a TCP or UDP socket of either context
+    is connected, in either QIMODE (app note §5.6.2 describes it for transparent mode); it goes
+    OFF when the module learns of the close, maybe before the peer's last bytes have left the
+    UART. AT&C0: ON. OFF whenever the module is off.
+41. In transparent mode AT+QISACK, AT+QICLOSE and ATO address the one link, client or
+    server-accepted, whatever AT+QISRVC says (app note §4.2 uses them on a server's link
+    without it); AT+QICLOSE with no link closes the listeners. AT+QIOPEN while a server's link
+    is up answers ALREADY CONNECT, and a listener takes no client while a link is up or
+    opening (Twisted closes that connection at once).
+42. A listener keeps listening after its client has gone: in single-link mode a server socket that
+    is over (CLOSED reported, nothing left to read) is replaced by the next client, as a new
+    QIOPEN replaces a single link (choice 21); in transparent mode that client is announced with
+    `REMOTE IP: <ip>` and `CONNECT` like the first.
 """
 
 from .options import SimOptions

@@ -52,11 +52,18 @@ def split_args(text: str) -> Tuple[str, ...]:
     return tuple(args)
 
 
-def parse_line(line: str) -> Optional[list]:
-    """Commands on a line, or None when it is not an AT line (ignored by the module)."""
-    text = line.strip()
-    if text[:2].upper() != "AT":
-        return None
+def command_text(line: str) -> Optional[str]:
+    """The line from its `AT` prefix on, or None when it has none (the module ignores it).
+
+    Characters before the prefix are skipped, so the `+++` a host types in command mode to find
+    out whether it still is in data mode (app note §6.3) does not spoil the command after it.
+    """
+    start = line.upper().find("AT")
+    return None if start < 0 else line[start:].strip()
+
+
+def parse_line(text: str) -> list:
+    """Commands on a line that starts with `AT` (see command_text)."""
     body = text[2:]
     if not body:
         return [Command("", "exec")]

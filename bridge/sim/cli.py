@@ -35,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-socket unacked bytes before SEND FAIL")
     p.add_argument("--rx-buffer", type=int, default=7300, metavar="BYTES",
                    help="per-socket receive buffer; the remote sender is slowed when it is full")
+    p.add_argument("--uart-rx-buffer", type=int, default=4096, metavar="BYTES",
+                   help="transparent-mode bytes from the host the module holds for the radio")
+    p.add_argument("--no-flow-control", dest="flow_control", action="store_false",
+                   help="no RTS/CTS: a full UART buffer loses bytes (overrun) instead of "
+                        "blocking the host's writes")
     p.add_argument("--exit-with-parent", type=int, metavar="PID",
                    help="stop when process PID, which started this one, ends, even by SIGKILL "
                         "(Linux); cellbridge passes its own PID for port = sim")
@@ -48,7 +53,8 @@ def options_from(args) -> SimOptions:
         register_delay=args.register_delay, register_deny=args.register_deny,
         act_delay=args.act_delay, deact_delay=args.deact_delay, dns_delay=args.dns_delay,
         connect_timeout=args.connect_timeout, escape_guard=args.escape_guard,
-        send_buffer=args.send_buffer, rx_buffer=args.rx_buffer)
+        send_buffer=args.send_buffer, rx_buffer=args.rx_buffer,
+        uart_rx_buffer=args.uart_rx_buffer, flow_control=args.flow_control)
 
 
 def main(argv=None) -> int:

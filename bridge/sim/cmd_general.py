@@ -39,10 +39,9 @@ def identify(module, cmd):
 
 
 def online(module, cmd):
-    """ATO: back to transparent data mode if the single link is still up."""
-    ctx = module.ctx
-    sock = ctx.socket(False, 0) or ctx.socket(True, 0)
-    if ctx.mode != 1 or sock is None or sock.state != "CONNECTED":
+    """ATO: back to transparent data mode if the link is still up."""
+    sock = module.ctx.transparent_link()
+    if sock is None or sock.state != "CONNECTED":
         module.r.error()
         return None
     module.r.final("CONNECT")

@@ -53,7 +53,7 @@ def qilocip(module, cmd):
 def qideact(module, cmd):
     if cmd.kind != "exec":
         raise ParseError(cmd.name)
-    module.leave_data_mode()
+    module.end_link()
     module.ctx.deactivate()
     return task.deferLater(module.reactor, module.options.deact_delay, module.r.final, "DEACT OK")
 

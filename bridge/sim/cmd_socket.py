@@ -1,12 +1,14 @@
 """Socket commands: QIOPEN, QISEND, QISACK, QICLOSE, QIRD, QISTAT/QISTATE/QISSTAT, QISERVER.
 
 Argument rules per docs/at-dialect.md §12.10: with QIMUX=1 the socket index is required, with
-QIMUX=0 it must be omitted; AT+QISRVC chooses client (1) or server-accepted (2) sockets.
+QIMUX=0 it must be omitted; AT+QISRVC chooses client (1) or server-accepted (2) sockets, except
+in transparent mode, where AT+QISACK and AT+QICLOSE address the one link (app note §4.2 uses
+them on a server's link without AT+QISRVC).
 """
 
 from .atparse import ParseError
 from .resolver import is_ip
-from .stack import SLOTS
+from .stack import LIVE, SLOTS
 
 MAX_SEND = 1460
 MAX_READ = 1500
@@ -26,7 +28,8 @@ def qiopen(module, cmd):
         module.r.error()
         return
     existing = ctx.socket(False, index)
-    if not ctx.mux and existing is not None and existing.state in ("CONNECTING", "CONNECTED"):
+    live = existing if ctx.mode == 0 else ctx.transparent_link()
+    if not ctx.mux and live is not None and live.state in LIVE:
         module.r.final("ALREADY CONNECT")
         return
     allowed = OPEN_STATES_MUX if ctx.mux else OPEN_STATES_SINGLE
@@ -95,6 +98,8 @@ def _indexed_socket(module, cmd):
         if cmd.kind != "exec":
             raise ParseError(cmd.name)
         index = 0
+        if ctx.mode == 1:
+            return index, ctx.transparent_link()
     return index, ctx.socket(_client_or_server(module), index)
 
 
@@ -116,11 +121,10 @@ def qiclose(module, cmd):
     index, sock = _indexed_socket(module, cmd)
     prefix = f"{index}, " if ctx.mux else ""
     if sock is not None:
-        if module.data_mode is not None and module.data_mode.sock is sock:
-            module.leave_data_mode()
+        module.link_closed(sock)
         ctx.close(sock)
         module.r.final(f"{prefix}CLOSE OK")
-    elif not ctx.mux and _client_or_server(module) and ctx.close_listener():
+    elif not ctx.mux and (_client_or_server(module) or ctx.mode == 1) and ctx.close_listener():
         module.r.final("CLOSE OK")
     else:
         module.r.error()

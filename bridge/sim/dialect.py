@@ -4,14 +4,15 @@ Input is in one of four states: a command line being typed, a QISEND payload aft
 transparent data (QIMODE=1 data mode), or held while a slow command (QIACT, QIDEACT) runs.
 Command handlers live in the cmd_* modules; socket events become URCs in `reports`.  The
 protocol needs only a transport and a clock, so transcript tests drive it with StringTransport
-and task.Clock.
+and task.Clock.  The two V.24 circuits a pty cannot carry are methods here for a test bed to wire
+in process: DTR in (`set_dtr`), DCD out (`carrier`, `carrier_observers`).
 """
 
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
 from . import cmd_general, cmd_ipconfig, cmd_socket
-from .atparse import ParseError, parse_line
+from .atparse import ParseError, command_text, parse_line
 from .cellular import Cellular
 from .commandlog import CommandLog
 from .payload import PayloadInput
@@ -19,7 +20,7 @@ from .reports import SocketReporter
 from .responses import Responder
 from .settings import ModuleSettings
 from .stack import Context
-from .transparent import DataMode
+from .transparent import DataMode, Uplink
 
 HANDLERS = {**cmd_general.HANDLERS, **cmd_ipconfig.HANDLERS, **cmd_socket.HANDLERS}
 BASIC = cmd_general.BASIC
@@ -54,7 +55,12 @@ class ModuleProtocol(protocol.Protocol):
         self._held = bytearray()
         self._busy = False
         self.payload = None  # PayloadInput while a QISEND payload is being typed
+        self.uplink = None  # transparent.Uplink while a transparent link exists
         self.data_mode = None  # transparent.DataMode while the UART carries raw data
+        self.uart_overrun = 0  # bytes lost because the UART receive buffer was full
+        self.dtr = True  # the host's DTR, ON until the host drops it
+        self.carrier_observers = []  # called with the new DCD level (bool) when it changes
+        self._carrier = False
         self.reports = SocketReporter(self)
         self.settings = ModuleSettings()
         self.r = Responder(self._write, self.settings, self._chaos)
@@ -85,6 +91,7 @@ class ModuleProtocol(protocol.Protocol):
         self.r.urc(f"+CPIN: {self.cellular.sim_state}")
         if self.cellular.pin_ok:
             self.sim_ready_urcs()
+        self.check_carrier()
 
     def sim_ready_urcs(self) -> None:
         if self.settings.urc:
@@ -104,9 +111,8 @@ class ModuleProtocol(protocol.Protocol):
         if self.payload is not None:
             self.payload.cancel()
         self.payload = None
-        if self.data_mode is not None:
-            self.data_mode.stop()
-        self.data_mode = None
+        self.end_link()
+        self.check_carrier()
 
     # -- context helpers --------------------------------------------------------------------------
 
@@ -127,6 +133,10 @@ class ModuleProtocol(protocol.Protocol):
     # -- input ------------------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes):
+        self._receive(data)
+        self.check_carrier()  # a command may have opened or closed a link, or changed AT&C
+
+    def _receive(self, data: bytes) -> None:
         if not self.powered:
             return
         if self._busy:
@@ -171,16 +181,15 @@ class ModuleProtocol(protocol.Protocol):
             self.r.raw(bytes(data))
 
     def _run_line(self, line: bytes) -> None:
-        text = line.decode("latin-1")
+        text = command_text(line.decode("latin-1"))
+        if text is None:
+            return
+        self.commands.record(text)
         try:
             commands = parse_line(text)
         except ParseError:
-            self.commands.record(text.strip())
             self.r.error()
             return
-        if commands is None:
-            return
-        self.commands.record(text.strip())
         if commands[0].name in BASIC or commands[0].name == "":
             self._run_basic(commands)
             return
@@ -221,8 +230,7 @@ class ModuleProtocol(protocol.Protocol):
     def _unbusy(self, _):
         self._busy = False
         held, self._held = bytes(self._held), bytearray()
-        if held:
-            self.dataReceived(held)
+        self.dataReceived(held)
 
     # -- input state changes used by handlers -------------------------------------------------------
 
@@ -236,15 +244,67 @@ class ModuleProtocol(protocol.Protocol):
         self.payload = None
 
     def enter_data_mode(self, sock) -> None:
-        """`CONNECT` has been written: the UART now carries raw data for `sock`."""
-        self.data_mode = DataMode(self, sock)
+        """`CONNECT` has been written: the UART now carries raw data for the link `sock`."""
+        if self.uplink is None or self.uplink.sock is not sock:
+            self.end_link()
+            self.uplink = Uplink(self, sock)
+        self.data_mode = DataMode(self, self.uplink)
 
     def leave_data_mode(self) -> None:
         if self.data_mode is not None:
             self.data_mode.stop()
         self.data_mode = None
 
-    def dtrDropped(self) -> None:
-        """DTR ON->OFF (only reachable where the transport carries DTR; a pty does not)."""
-        if self.data_mode is not None and self.settings.dtr_mode in (1, 2):
-            self.data_mode.escape(close=self.settings.dtr_mode == 2)
+    def escape_data_mode(self, cause: str, close: bool = False) -> None:
+        """`+++` or a DTR drop: logged as `cause`, command mode, `OK`.  The link stays (and what
+        the UART buffer holds still goes out) unless `close`."""
+        self.commands.record(cause)
+        self.leave_data_mode()
+        self.uplink.flush()
+        if close:
+            sock = self.uplink.sock
+            self.end_link()
+            self.contexts[sock.cid].close(sock)
+        self.r.ok()
+
+    def end_link(self) -> None:
+        """The transparent link is over: command mode, and its UART buffer is dropped."""
+        self.leave_data_mode()
+        if self.uplink is not None:
+            self.uplink.stop()
+        self.uplink = None
+
+    def link_closed(self, sock) -> None:
+        """`sock` was closed or reported closed: if it was the transparent link, that is over."""
+        if self.uplink is not None and self.uplink.sock is sock:
+            self.end_link()
+
+    # -- V.24 circuits a pty does not carry ---------------------------------------------------------
+
+    def set_dtr(self, asserted: bool) -> None:
+        """The host's DTR level.  ON->OFF in data mode: AT&D1 command mode + OK, AT&D2 the link
+        closed + OK, AT&D0 nothing (app note §4); outside data mode nothing (choice 9)."""
+        dropped = self.dtr and not asserted
+        self.dtr = asserted
+        if dropped and self.powered and self.data_mode is not None and self.settings.dtr_mode:
+            self.escape_data_mode("DTR drop", close=self.settings.dtr_mode == 2)
+            self.check_carrier()
+
+    @property
+    def carrier(self) -> bool:
+        """DCD: AT&C0 always ON; AT&C1 ON while a TCP or UDP connection exists (app note §5.6.2,
+        choice 40); OFF while the module is off."""
+        if not self.powered:
+            return False
+        if not self.settings.dcd_mode:
+            return True
+        return any(sock.state == "CONNECTED" for ctx in self.contexts for sock in ctx.slots.values())
+
+    def check_carrier(self) -> None:
+        """Tell the observers if DCD changed (called after anything that can change it)."""
+        level = self.carrier
+        if level == self._carrier:
+            return
+        self._carrier = level
+        for observer in list(self.carrier_observers):
+            observer(level)

@@ -30,3 +30,5 @@ class SimOptions:
     send_buffer: int = 7300  #: per-socket unacked bytes allowed before SEND FAIL
     rx_buffer: int = 7300  #: per-socket receive buffer; the host socket is paused when full
     uart_high_water: int = 4096  #: stop feeding pushed data while this much UART output is queued
+    uart_rx_buffer: int = 4096  #: transparent uplink bytes the module holds waiting for the radio
+    flow_control: bool = True  #: RTS/CTS wired: a full UART buffer blocks the host, else overrun

@@ -43,16 +43,13 @@ class SocketReporter:
         ctx = module.contexts[sock.cid]
         if sock.server:
             module.r.urc(f"{self._prefix(sock)}REMOTE IP: {sock.remote[0]}")
-            if ctx.mode == 1 and module.data_mode is None:
-                module.r.final("CONNECT")
-                module.enter_data_mode(sock)
-            return
-        if ctx.mode == 1:
+        if ctx.mode == 1:  # the only link there is (a listener takes no client while one lives)
             module.r.final("CONNECT")
             module.enter_data_mode(sock)
             self.pump()
-        else:
+        elif not sock.server:
             module.r.final(f"{self._prefix(sock)}CONNECT OK")
+        module.check_carrier()
 
     def connect_failed(self, sock) -> None:
         sock.close_reported = True
@@ -63,14 +60,14 @@ class SocketReporter:
             self._report_closed(sock)
         else:
             self.pump()
+        self._module.check_carrier()
 
     def _report_closed(self, sock) -> None:
         if sock.close_reported:
             return
         sock.close_reported = True
         module = self._module
-        if module.data_mode is not None and module.data_mode.sock is sock:
-            module.leave_data_mode()
+        module.link_closed(sock)
         module.r.urc(f"{self._prefix(sock)}CLOSED")
 
     def data_arrived(self, sock, was_empty: bool) -> None:
@@ -91,8 +88,9 @@ class SocketReporter:
 
     def pdp_lost(self) -> None:
         module = self._module
-        module.leave_data_mode()
+        module.end_link()
         module.r.urc("+PDP DEACT")
+        module.check_carrier()
 
     def registration_changed(self, stat: int) -> None:
         settings = self._module.settings

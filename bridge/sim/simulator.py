@@ -4,6 +4,9 @@
     sim.start()          # sim.device is the slave path, usable at once
     sim.kill(0); sim.stats(); sim.stop()
 
+The pins a pty does not carry are on the module: `sim.module.set_dtr(False)` drops DTR,
+`sim.module.carrier` is DCD, `sim.module.carrier_observers.append(callback)` hears it change.
+
 Socket numbers in fault calls address the foreground context: the client socket with that
 index if there is one, else the server-accepted one.
 """
@@ -150,7 +153,11 @@ class Simulator:
             "data_mode": module.data_mode is not None,
             "powered": module.powered,
             "registered": module.cellular.registered,
+            "dtr": module.dtr,
+            "carrier": module.carrier,
             "commands": self.command_log.entries(),
-            "uart": {"rx_bytes": self.uart.rx_bytes, "tx_bytes": self.uart.tx_bytes},
+            "uart": {"rx_bytes": self.uart.rx_bytes, "tx_bytes": self.uart.tx_bytes,
+                     "rx_buffered": module.uplink.buffered if module.uplink else 0,
+                     "overrun": module.uart_overrun},
             "boots": module.boots,
         }

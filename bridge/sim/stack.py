@@ -14,6 +14,7 @@ from .sockets import HostDatagram, HostStream, HostStreamFactory, SimSocket
 
 SLOTS = 6
 ACTIVE = ("IP GPRSACT", "IP STATUS")
+LIVE = ("CONNECTING", "CONNECTED")  #: socket states of a link that is not over
 
 
 class Context:
@@ -145,6 +146,14 @@ class Context:
     def socket(self, server: bool, index: int):
         return self.slots.get((server, index))
 
+    def transparent_link(self):
+        """In transparent mode the one link (app note §4), client or server-accepted, a live
+        one before one that is over; None in normal mode or without a link."""
+        if self.mode != 1:
+            return None
+        socks = [s for s in (self.socket(False, 0), self.socket(True, 0)) if s is not None]
+        return next((s for s in socks if s.state in LIVE), socks[0] if socks else None)
+
     def index_free(self, index: int) -> bool:
         if self.mux:
             return (False, index) not in self.slots and (True, index) not in self.slots
@@ -174,11 +183,6 @@ class Context:
         sock.close()
         if not self.mux:
             self.link_closed = True
-
-    def forget(self, sock: SimSocket) -> None:
-        """Free a slot after the module reported it closed (single link only)."""
-        self.slots.pop((sock.server, sock.index), None)
-        self.link_closed = True
 
     # -- server ---------------------------------------------------------------------------------
 
@@ -217,15 +221,26 @@ class Context:
         return True
 
     def _server_slot(self, proto: str):
-        """The index for a new server socket of ``proto``, or None (max clients, or all taken)."""
+        """The index for a new server socket of ``proto``, or None (max clients, or all taken).
+
+        A single link's server socket that is over (closed, told, drained) is replaced by the
+        next client, as a new QIOPEN replaces a single link that is over; transparent mode takes
+        no client while a link lives (one link only, app note §4).
+        """
         listener = self.listeners.get(proto)
         if listener is None:
             return None
+        if self.mode == 1 and any(sock.state in LIVE for sock in self.slots.values()):
+            return None
+        if not self.mux:
+            held = self.socket(True, 0)
+            over = held is None or (held.state == "CLOSED" and held.close_reported and not held.rx)
+            return 0 if over else None
         servers = [sock for key, sock in self.slots.items() if key[0] and sock.proto == proto]
         if len(servers) >= listener[0]:
             return None
-        return next((i for i in range(SLOTS if self.mux else 1) if (True, i) not in self.slots
-                     and (not self.mux or (False, i) not in self.slots)), None)
+        return next((i for i in range(SLOTS) if (True, i) not in self.slots
+                     and (False, i) not in self.slots), None)
 
     def _new_server_socket(self, index: int, proto: str, remote) -> SimSocket:
         sock = SimSocket(self._reactor, index, True, proto, remote, self._options, self._events,
