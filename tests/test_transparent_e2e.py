@@ -166,3 +166,24 @@ async def test_module_side_clients_reach_a_local_echo_through_a_transparent_serv
         assert seen == []
         assert [len(c.received) for c in bed.remote_factory.connections] == [64 * 1024, 15]
         assert bed.modem.counters.get("server_accepted", server="s") == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_pdp_loss_and_a_reboot_in_data_mode_reset_the_app_and_a_waiting_one_is_served(
+        tmp_path):
+    async with await TransparentBed.start(tmp_path, server(Echo), act_delay=0.05,
+                                          deact_delay=0.05) as bed:
+        for fault, counter in ((bed.sim.pdp_deact, "pdp_lost"), (bed.sim.reboot, "module_reset")):
+            active = await connect(bed.port, ResetSeen())
+            active.transport.write(b"before")
+            await until(lambda: bytes(active.received) == b"before", what="the first echo")
+            waiting = await connect(bed.port)
+            waiting.transport.write(b"waited")
+            await until(lambda: bed.admission.stats()["waiting"] == 1, what="a waiter")
+            fault()
+            await reset_not_eof(active)
+            await until(lambda: bed.modem.counters.get(counter) == 1, what=counter)
+            await until(lambda: bytes(waiting.received) == b"waited", timeout=30,
+                        what=f"the waiting connection served after {counter}")
+            waiting.transport.loseConnection()
+            await until(bed.idle, what="the session to be released")

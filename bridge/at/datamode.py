@@ -48,8 +48,8 @@ DRAIN_POLL = 0.01
 DTR_SETTLE = 0.05
 #: What each held marker means once the module is shown to have said it: (end reason, event).
 MARKER_ENDS = {b"CLOSED": ("closed", Closed(None)), b"+PDP DEACT": ("pdp", PdpDeact()),
-               b"Call Ready": ("restarted", Boot("Call Ready")),
-               b"SMS Ready": ("restarted", Boot("SMS Ready"))}
+               b"Call Ready": ("restarted", Boot("boot in data mode", "Call Ready")),
+               b"SMS Ready": ("restarted", Boot("boot in data mode", "SMS Ready"))}
 
 
 class DataMode:
@@ -255,8 +255,12 @@ class DataMode:
         self._leave()
         if resync:  # our '+++' sits on the module's command line: cleared before anything
             self._protocol.resync()
-        self._end(reason)
+        if reason == "restarted":
+            self._protocol.forget_selection()
+        # The modem hears first: a lost context or a restart takes it down before the session
+        # frees its place for a waiting connection.
         self._protocol.emit(event)
+        self._end(reason)
         self._protocol.resume_commands()
 
     def _resume_failed(self, failure) -> None:

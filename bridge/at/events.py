@@ -69,8 +69,10 @@ class RemoteIp:
 
 
 #: Boot URCs only a (re)starting module prints (``+CPIN``, ``Call Ready``, ``SMS Ready`` can also
-#: follow other commands): every setting is back at its power-up value.
-RESTART_SIGNS = ("RDY", "CFUN")
+#: follow other commands): every setting is back at its power-up value. ``boot in data mode``:
+#: ``Call Ready`` or ``SMS Ready`` ended a transparent data stream (``bridge.at.datamode``), which
+#: a module in data mode prints only after a restart.
+RESTART_SIGNS = ("RDY", "CFUN", "boot in data mode")
 
 
 @dataclass(frozen=True)
