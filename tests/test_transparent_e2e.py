@@ -1,12 +1,18 @@
 """Transparent sessions end to end: local socket -> bridge -> pty -> simulator in data mode ->
 loopback server, and back (README, "Transparent sessions")."""
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 from twisted.internet.error import ConnectionDone
 
 from tests.e2e_bed import (Bed, Echo, ResetSeen, Sink, Source, connect, ended, free_port,
                            reset_not_eof, salted, server, sha, troubles, until)
+from tests.test_tls_e2e import PKI
+from tests.tls_bed import TLSBed, start as start_tls
+
+# Twisted's own TLS code still hands pyOpenSSL X509/PKey objects; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:Passing pyOpenSSL:DeprecationWarning")
 
 #: What a data-mode stream must carry as plain bytes: the module's own words and escapes.
 LOOKALIKES = [b"+++", b"\r\nCLOSED\r\n", b"\r\n+PDP DEACT\r\n", b"\r\nOK\r\n", b"\r\nCONNECT\r\n",
@@ -187,3 +193,30 @@ async def test_pdp_loss_and_a_reboot_in_data_mode_reset_the_app_and_a_waiting_on
                         what=f"the waiting connection served after {counter}")
             waiting.transport.loseConnection()
             await until(bed.idle, what="the session to be released")
+
+
+class TransparentTLSBed(TLSBed):
+    modem_keys = "mode = transparent\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_runs_on_top_of_a_transparent_session_and_ends_with_close_notify(tmp_path):
+    pki = PKI(tmp_path / "pki")
+    echo = server(Echo)
+    remote = await pki.remote(echo)
+    payload = lookalike_salted(64 * 1024, seed=13)
+    async with await start_tls(tmp_path, remote, pki.verified(), bed=TransparentTLSBed) as bed:
+        with troubles() as seen:
+            client = await connect(bed.port, ResetSeen())
+            client.transport.write(payload)
+            await until(lambda: len(client.received) >= len(payload), timeout=60,
+                        what="the echo through TLS")
+            assert sha(echo.connections[0].received) == sha(payload)  # decrypted by the server
+            assert sha(client.received) == sha(payload)
+            assert bytes(remote.raw)[:1] == b"\x16"  # a TLS handshake record came first
+            client.transport.loseConnection()
+            await until(lambda: echo.connections[0].reason is not None,
+                        what="the server's close")
+            assert echo.connections[0].reason.check(ConnectionDone), echo.connections[0].reason
+            await until(bed.idle, what="the session to be released")
+        assert seen == []

@@ -76,6 +76,7 @@ class DataMode:
         self._drained_at = float("-inf")  # when the port last reported its queue empty
         self._escaping: Optional[Deferred] = None
         self._probing: Optional[bytes] = None  # the marker a probe escape is deciding
+        self._tail_marker: Optional[bytes] = None  # a marker held while our escape waits
         self._probe_data = bytearray()
         self._timer = None  # the one pending step: hold release, quiet wait, escape or its answer
 
@@ -137,12 +138,15 @@ class DataMode:
             return
         if self._timer is not None and self._escaping is None:
             self._cancel_timer()  # bytes after a held tail: it was payload
+        self._tail_marker = None
         self._deliver(data)
 
     def marker(self, text: bytes) -> None:
         if text == b"OK" and (self._escaping is not None or self._probing is not None):
             self._escaped()
-        elif self._escaping is None and self._probing is None and text in MARKER_ENDS:
+        elif self._escaping is not None and text in MARKER_ENDS:
+            self._tail_marker = text  # our escape decides it too (_send_escape)
+        elif self._probing is None and text in MARKER_ENDS:
             self._cancel_timer()
             self._timer = self._clock.callLater(self._guard_time, self._decide, text)
 
@@ -206,6 +210,9 @@ class DataMode:
             self._after_quiet(self._send_escape)
 
     def _send_escape(self) -> None:
+        if self._escaping is not None and self._tail_marker is not None:
+            # A marker came while we waited to escape: our escape is its probe as well.
+            self._probing, self._tail_marker = self._tail_marker, None
         self._framer.set_data_mode(True, markers=(ESCAPE_OK_MARKER,))
         if self.dtr is not None:
             self.dtr(False)
@@ -228,6 +235,7 @@ class DataMode:
             self._probing = None
             data, self._probe_data = bytes(self._probe_data), bytearray()
             self._deliver(data)  # the marker was the peer's data
+        if self._escaping is None:  # only a probe: back to data mode
             self._protocol.issue(commands.ato()).addErrback(self._resume_failed)
         else:
             escaping, self._escaping = self._escaping, None
@@ -239,15 +247,17 @@ class DataMode:
         """No ``OK`` after the escape."""
         self._timer = None
         self._raise_dtr()
+        escaping, self._escaping = self._escaping, None
+        timeout = CommandTimeout("+++", self._guard_time + self._escape_timeout, queued=False)
         if self._probing is not None:
             text, self._probing = self._probing, None
             self._probe_data = bytearray()
-            self._ended_by_module(text, resync=True)
+            self._ended_by_module(text, resync=True)  # the sink hears why first
+            if escaping is not None:
+                escaping.errback(timeout)
             return
         self._framer.set_data_mode(True, markers=DATA_MODE_MARKERS)
-        escaping, self._escaping = self._escaping, None
-        escaping.errback(CommandTimeout("+++", self._guard_time + self._escape_timeout,
-                                        queued=False))
+        escaping.errback(timeout)
 
     def _ended_by_module(self, text: bytes, resync: bool) -> None:
         """The held marker was the module's: the session is over, the module in command mode."""
@@ -269,6 +279,7 @@ class DataMode:
 
     def _leave(self) -> None:
         self.active = False
+        self._tail_marker = None
         self._plus.stop()
         self._framer.set_data_mode(False)
 

@@ -241,22 +241,26 @@ class TransparentSession(AddressedSocket):
             self._close_gracefully()
 
     def data_mode_ended(self, reason: str) -> None:
+        """The remote closed: EOF after every byte; the module gone (its context, a restart,
+        the port): SocketLost; an escape unanswered (``abandoned``): SocketLost too. The
+        module's link is closed where the module is still there to close it."""
         if self.phase is Phase.CLOSED or reason == "escaped":
             return
-        if reason == "closed":
-            self.log.info("session to {host}:{port}: the remote closed", host=self.peer.host,
-                          port=self.peer.port)
-            if self.phase is not Phase.CLOSING:
-                self._tell_protocol(Failure(ConnectionDone()))
-            self._close_on_module()
-            return
-        cause = END_CAUSES.get(reason, reason)
         if self.phase is not Phase.CLOSING:
-            self.log.warn("session to {host}:{port} lost: {reason}", host=self.peer.host,
-                          port=self.peer.port, reason=reason)
-            self.modem.counters.incr("link_dead", cause=cause)
-            self._tell_protocol(Failure(SocketLost(f"data mode ended: {reason}", cause)))
-        self._release()
+            if reason == "closed":
+                self.log.info("session to {host}:{port}: the remote closed",
+                              host=self.peer.host, port=self.peer.port)
+                self._tell_protocol(Failure(ConnectionDone()))
+            else:
+                cause = END_CAUSES.get(reason, reason)
+                self.log.warn("session to {host}:{port} lost: {reason}", host=self.peer.host,
+                              port=self.peer.port, reason=reason)
+                self.modem.counters.incr("link_dead", cause=cause)
+                self._tell_protocol(Failure(SocketLost(f"data mode ended: {reason}", cause)))
+        if reason in ("closed", "abandoned"):
+            self._close_on_module()
+        else:
+            self._release()
 
     # -- module events ----------------------------------------------------------------------------
 
@@ -310,15 +314,26 @@ class TransparentSession(AddressedSocket):
     def _escaped_for_check(self, _, answer: Deferred) -> None:
         asking = self.modem.issue(self.addressed(commands.qisack(
             timeout=self.modem.timeouts.qisack)))
-        asking.chainDeferred(answer)  # the watch may find the link dead here
+        asking.addBoth(self._answer, answer)  # the watch may find the link dead here
         asking.addBoth(self._after_check)
 
+    @staticmethod
+    def _answer(result, answer: Deferred):
+        """Hand a check's outcome to the watch, unless it stopped meanwhile (cancelled)."""
+        if answer.called:
+            return
+        if isinstance(result, Failure):
+            answer.errback(result)
+        else:
+            answer.callback(result)
+
     def _check_escape_failed(self, failure, answer: Deferred) -> None:
-        """No OK to the escape: the module is not where we think (rebooted, silent)."""
+        """No OK to the escape: the module is not where we think (rebooted, silent), unless
+        the escape showed the session ended (``data_mode_ended`` told us)."""
         self._checking = False
-        answer.errback(failure)
+        self._answer(failure, answer)
         data_mode = self._engine.data_mode if self._engine is not None else None
-        if self.phase is not Phase.CLOSED and data_mode is not None:
+        if self.phase is Phase.OPEN or self.phase is Phase.LINGERING:
             data_mode.abandon()  # data_mode_ended('abandoned') ends the session
 
     def _after_check(self, _) -> None:
@@ -412,6 +427,8 @@ class TransparentSession(AddressedSocket):
             self._close_on_module()
 
     def _close_escape_failed(self, failure) -> None:
+        if self.phase is Phase.CLOSED or self._module_closing:
+            return  # the escape showed the remote had closed: data_mode_ended closed it
         self.log.warn("session to {host}:{port}: no OK to the closing escape ({why}); "
                       "resynchronising", host=self.peer.host, port=self.peer.port,
                       why=failure.getErrorMessage())
