@@ -8,6 +8,9 @@ from twisted.internet.error import ConnectionDone
 
 from tests.e2e_bed import (Bed, Echo, ResetSeen, Sink, Source, connect, ended, free_port,
                            reset_not_eof, salted, server, sha, troubles, until)
+from bridge.modem.modem import make_modem_service
+from bridge.modem.transport import open_port
+from bridge.service import Components
 from tests.test_tls_e2e import PKI
 from tests.tls_bed import TLSBed, start as start_tls
 
@@ -220,3 +223,91 @@ async def test_tls_runs_on_top_of_a_transparent_session_and_ends_with_close_noti
             assert echo.connections[0].reason.check(ConnectionDone), echo.connections[0].reason
             await until(bed.idle, what="the session to be released")
         assert seen == []
+
+
+class WiredPort:
+    """The bridge's port with its DTR and DCD pins wired to the simulator's, as a cable would:
+    a pty carries the bytes but no modem lines."""
+
+    def __init__(self, port, module) -> None:
+        self._port = port
+        self._module = module
+
+    def __getattr__(self, name):
+        return getattr(self._port, name)
+
+    def set_dtr(self, asserted: bool) -> bool:
+        self._module.set_dtr(asserted)
+        return True
+
+    def carrier(self) -> bool:
+        return self._module.carrier
+
+
+class WiredComponents(Components):
+    def __init__(self, bed) -> None:
+        self.bed = bed
+
+    def modem_service(self, modem, root):
+        def wired(reactor, config, protocol):
+            opening = open_port(reactor, config, protocol)
+            return opening.addCallback(WiredPort, self.bed.sim.module)
+
+        return make_modem_service(modem, root, port_opener=wired)
+
+
+class WiredBed(TransparentBed):
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.components = WiredComponents(self)
+
+
+class DtrBed(WiredBed):
+    modem_keys = "mode = transparent\ndtr_escape = yes\n"
+
+
+class DcdBed(WiredBed):
+    modem_keys = "mode = transparent\ndcd = yes\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_with_dtr_escape_a_dtr_drop_leaves_data_mode_and_plus_signs_are_only_data(tmp_path):
+    async with await DtrBed.start(tmp_path, server(Echo)) as bed:
+        assert "AT+QITCFG=3,2,1460,0" in commands(bed) and "AT&D1" in commands(bed)
+        client = await connect(bed.port)
+        client.transport.write(b"hello")
+        await until(lambda: bytes(client.received) == b"hello", what="the first echo")
+        await task.deferLater(reactor, 0.8, lambda: None)  # past the simulator's 0.5 s guard
+        client.transport.write(b"+++")
+        await task.deferLater(reactor, 0.8, lambda: None)
+        client.transport.write(b"AT+QPOWD=1\r")
+        await until(lambda: bytes(client.received) == b"hello+++AT+QPOWD=1\r",
+                    what="the escape look-alike echoed")
+        assert bed.sim.stats()["data_mode"] is True
+        client.transport.loseConnection()
+        await until(bed.idle, what="the session to be released")
+        log = commands(bed)
+        assert "+++" not in log and "AT+QPOWD=1" not in log
+        assert log.index("DTR drop") < log.index("AT+QICLOSE")
+        assert bed.sim.module.dtr is True  # raised again after the escape
+
+
+@pytest_twisted.ensureDeferred
+async def test_with_dcd_a_remote_close_and_a_closed_lookalike_are_told_apart_without_plus(
+        tmp_path):
+    async with await DcdBed.start(tmp_path, server(Echo)) as bed:
+        assert "AT&C1" in commands(bed)
+        client = await connect(bed.port)
+        client.transport.write(b"data\r\nCLOSED\r\n")  # the echo's tail looks like the module
+        await until(lambda: bytes(client.received) == b"data\r\nCLOSED\r\n", timeout=10,
+                    what="the look-alike delivered once DCD showed the link up")
+        assert "+++" not in commands(bed)  # no probe escape was needed
+        client.transport.loseConnection()
+        await until(bed.idle, what="the session to be released")
+    payload = lookalike_salted(20000, seed=3) + b"\r\nCLOSED\r\n"
+    async with await DcdBed.start(tmp_path, server(Source, payload)) as bed:
+        client = await connect(bed.port, ResetSeen())
+        assert sha(await ended(client)) == sha(payload)
+        assert client.reason.check(ConnectionDone), client.reason
+        await until(bed.idle, what="the session to be released")
+        assert "+++" not in commands(bed)
