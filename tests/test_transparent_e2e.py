@@ -31,6 +31,17 @@ def lookalike_salted(size: int, seed: int) -> bytes:
     return bytes(out)
 
 
+async def echo_and_close(port: int, payload: bytes, released):
+    """``payload`` echoed intact through a connection to ``port``, which is then closed until
+    ``released()``."""
+    client = await connect(port)
+    client.transport.write(payload)
+    await until(lambda: len(client.received) >= len(payload), timeout=60, what="the echo")
+    assert sha(client.received) == sha(payload)
+    client.transport.loseConnection()
+    await until(released, what="the session to be released")
+
+
 class TransparentBed(Bed):
     modem_keys = "mode = transparent\n"
 
@@ -44,13 +55,7 @@ async def test_a_transparent_session_echoes_every_lookalike_intact(tmp_path):
     payload = lookalike_salted(256 * 1024, seed=21)
     async with await TransparentBed.start(tmp_path, server(Echo)) as bed:
         with troubles() as seen:
-            client = await connect(bed.port)
-            client.transport.write(payload)
-            await until(lambda: len(client.received) >= len(payload), timeout=60,
-                        what="the whole echo")
-            assert sha(client.received) == sha(payload)
-            client.transport.loseConnection()
-            await until(bed.idle, what="the session to be released")
+            await echo_and_close(bed.port, payload, bed.idle)
         assert seen == []
         assert bed.sim.stats()["data_mode"] is False
         log = commands(bed)
@@ -153,14 +158,8 @@ class TransparentServerBed(TransparentBed):
 
 
 async def echo_through_the_server(bed, payload: bytes):
-    client = await connect(bed.server_port)
-    client.transport.write(payload)
-    await until(lambda: len(client.received) >= len(payload), timeout=60,
-                what="the echo through the module-side server")
-    assert sha(client.received) == sha(payload)
-    client.transport.loseConnection()
-    await until(lambda: not bed.slots_in_use() and not bed.sim.stats()["data_mode"],
-                what="the session to end")
+    await echo_and_close(bed.server_port, payload,
+                         lambda: not bed.slots_in_use() and not bed.sim.stats()["data_mode"])
 
 
 @pytest_twisted.ensureDeferred

@@ -40,8 +40,7 @@ from bridge.at.errors import ATEngineError
 from bridge.at.events import Closed
 from bridge.errors import ModemDown
 from bridge.keepalive import AckProgressWatch
-from bridge.modem.socket import (RECLAIM_IDLE, AddressedSocket, ModuleAddress, SocketLost,
-                                 SocketSettings)
+from bridge.modem.socket import ModuleAddress, SocketLost, SocketSettings, StreamSocket
 
 #: Why data mode ended (``bridge.at.datamode``) -> the cause a lost session names.
 END_CAUSES = {"pdp": "modem_down", "restarted": "modem_down", "lost": "modem_down",
@@ -74,7 +73,7 @@ class _PortGate:
 
 
 @implementer(ITransport, IPushProducer, IConsumer)
-class TransparentSession(AddressedSocket):
+class TransparentSession(StreamSocket):
     """The transport of the module's one transparent link, in data mode when made.
 
     :param modem: the Modem (``reactor``, ``protocol`` (the engine), ``issue``, ``sockets``,
@@ -86,10 +85,7 @@ class TransparentSession(AddressedSocket):
 
     def __init__(self, modem, slot: int, peer: ModuleAddress, settings: SocketSettings,
                  context: int = 0, server: bool = False) -> None:
-        super().__init__(modem, slot, peer, context, server)
-        self.clock = modem.reactor
-        self.settings = settings
-        self.protocol = None
+        super().__init__(modem, slot, peer, settings, context, server)
         self.phase = Phase.OPEN
         self.bytes_up = 0
         self.bytes_down = 0
@@ -108,8 +104,6 @@ class TransparentSession(AddressedSocket):
         self._held = 0  # bytes delivered since our consumer paused us (no rtscts)
         self._reading_paused = False
         self._linger = None
-        self._reclaim = None
-        self._last_traffic = self.clock.seconds()
         timings = settings.keepalive
         self._watch = AckProgressWatch(self.clock, self._check, self._dead, timings.first,
                                        timings.interval, timings.retries, link="session")
@@ -367,24 +361,9 @@ class TransparentSession(AddressedSocket):
                       "closing", host=self.peer.host, port=self.peer.port, t=self.settings.linger)
         self._close_gracefully()
 
-    def reclaim(self) -> None:
-        """Somebody waits for the session: close once idle for ``RECLAIM_IDLE``."""
-        if self.phase is not Phase.LINGERING or self._reclaim is not None:
-            return
-        idle = self.clock.seconds() - self._last_traffic
-        self._reclaim = self.clock.callLater(max(0.0, RECLAIM_IDLE - idle), self._reclaim_due)
-
-    def _reclaim_due(self) -> None:
-        self._reclaim = None
-        if self.phase is not Phase.LINGERING:
-            return
-        if self.clock.seconds() - self._last_traffic < RECLAIM_IDLE:
-            self.reclaim()
-            return
-        self.log.info("session to {host}:{port}: lingering, idle {t:g} s and wanted by a "
-                      "waiting connection; closing early", host=self.peer.host,
-                      port=self.peer.port, t=RECLAIM_IDLE)
-        self._close_gracefully()
+    @property
+    def lingering(self) -> bool:
+        return self.phase is Phase.LINGERING
 
     # -- closing ----------------------------------------------------------------------------------
 

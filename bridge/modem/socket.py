@@ -184,8 +184,58 @@ class AddressedSocket:
                              self.slot)
 
 
+class StreamSocket(AddressedSocket):
+    """What the stream transports share (a module socket, a transparent session: app note
+    §4): their tuning, their protocol, and giving a linger up for a connection that waits for
+    the module's socket (:class:`~bridge.modem.pool.SocketPool` calls ``reclaim``)."""
+
+    def __init__(self, modem, slot: int, peer: ModuleAddress, settings: SocketSettings,
+                 context: int, server: bool) -> None:
+        super().__init__(modem, slot, peer, context, server)
+        self.clock = modem.reactor
+        self.settings = settings
+        self.protocol = None
+        self._last_traffic = self.clock.seconds()
+        self._reclaim = None
+
+    @property
+    def lingering(self) -> bool:
+        """Half-closed by the local side, waiting for the remote's reply."""
+        raise NotImplementedError
+
+    def reclaim(self) -> None:
+        """Somebody waits for a socket: close once idle for ``RECLAIM_IDLE``, as a linger end."""
+        if not self.lingering or self._reclaim is not None:
+            return
+        idle = self.clock.seconds() - self._last_traffic
+        self._reclaim = self.clock.callLater(max(0.0, RECLAIM_IDLE - idle), self._reclaim_due)
+
+    def _reclaim_due(self) -> None:
+        self._reclaim = None
+        if not self.lingering or not self.modem.sockets.wanted_by_waiter(self.slot):
+            return
+        if self._module_holds_bytes():
+            # Not idle. Look again later; for a paused reader the linger end decides.
+            self._reclaim = self.clock.callLater(RECLAIM_IDLE, self._reclaim_due)
+            return
+        if self.clock.seconds() - self._last_traffic < RECLAIM_IDLE:
+            self.reclaim()  # traffic came meanwhile: idle again first
+            return
+        self.log.info("{socket!r}: lingering, idle {t:g} s and wanted by a waiting connection; "
+                      "closing early", socket=self, t=RECLAIM_IDLE)
+        self.modem.sockets.reclaiming(self.slot)
+        self._close_gracefully()
+
+    def _module_holds_bytes(self) -> bool:
+        """The module holds bytes for us that are on their way (a read in flight or due)."""
+        return False
+
+    def _close_gracefully(self) -> None:
+        raise NotImplementedError
+
+
 @implementer(ITransport, IPushProducer, IConsumer)
-class ModuleSocket(AddressedSocket):
+class ModuleSocket(StreamSocket):
     """The transport of one connected module socket.
 
     :param modem: the Modem (``reactor``, ``pump``, ``issue``, ``sockets``, ``counters``,
@@ -199,10 +249,7 @@ class ModuleSocket(AddressedSocket):
 
     def __init__(self, modem, slot: int, peer: ModuleAddress, settings: SocketSettings,
                  context: int = 0, server: bool = False) -> None:
-        super().__init__(modem, slot, peer, context, server)
-        self.clock = modem.reactor
-        self.settings = settings
-        self.protocol = None
+        super().__init__(modem, slot, peer, settings, context, server)
         self.phase = Phase.CONNECTED
         self._pull = modem.receive_mode == "pull"
         self._linger_after_flush = False
@@ -229,8 +276,6 @@ class ModuleSocket(AddressedSocket):
         self._backoff = None
         self._acks_deadline = None
         self._linger = None
-        self._reclaim = None
-        self._last_traffic = self.clock.seconds()
         self.acks = AckTracker(self.clock, self._ask_acks, self._ack_deficit, self._acks_answered,
                                settings, f"socket {slot}")
         self._liveness = LinkLiveness(self.clock, slot, settings.keepalive, settings.probe,
@@ -550,29 +595,13 @@ class ModuleSocket(AddressedSocket):
         self.modem.sockets.remove_reclaimable(self)
         self._to(Phase.FLUSHING)
 
-    def reclaim(self) -> None:
-        """Somebody waits for a socket: close once idle for ``RECLAIM_IDLE``, as a linger end."""
-        if self.phase is not Phase.LINGERING or self._reclaim is not None:
-            return
-        idle = self.clock.seconds() - self._last_traffic
-        self._reclaim = self.clock.callLater(max(0.0, RECLAIM_IDLE - idle), self._reclaim_due)
+    @property
+    def lingering(self) -> bool:
+        return self.phase is Phase.LINGERING
 
-    def _reclaim_due(self) -> None:
-        self._reclaim = None
-        if self.phase is not Phase.LINGERING or not self.modem.sockets.wanted_by_waiter(self.slot):
-            return
-        if self._reading or self._want_read:
-            # The module holds bytes for us (a read in flight, due, or waiting for a paused
-            # reader): not idle. Look again later; for a paused reader the linger end decides.
-            self._reclaim = self.clock.callLater(RECLAIM_IDLE, self._reclaim_due)
-            return
-        if self.clock.seconds() - self._last_traffic < RECLAIM_IDLE:
-            self.reclaim()  # traffic came meanwhile: idle again first
-            return
-        self.log.info("socket {slot}: lingering, idle {t:g} s and wanted by a waiting "
-                      "connection; closing early", slot=self.slot, t=RECLAIM_IDLE)
-        self.modem.sockets.reclaiming(self.slot)
-        self._close_gracefully()
+    def _module_holds_bytes(self) -> bool:
+        """A read in flight, due, or waiting for a paused reader (pull mode)."""
+        return self._reading or self._want_read
 
     def _traffic(self) -> None:
         self._last_traffic = self.clock.seconds()
