@@ -310,3 +310,25 @@ async def test_with_dcd_a_remote_close_and_a_closed_lookalike_are_told_apart_wit
         assert client.reason.check(ConnectionDone), client.reason
         await until(bed.idle, what="the session to be released")
         assert "+++" not in commands(bed)
+
+
+class RefusingServerBed(TransparentServerBed):
+    def profile_section(self) -> str:
+        return super().profile_section().replace("127.0.0.0/8", "10.0.0.0/8")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_transparent_server_closes_a_peer_outside_allow_and_takes_the_next(tmp_path):
+    async with await RefusingServerBed.start(tmp_path, server(Echo)) as bed:
+        await until(bed.listening, what="the module to listen")
+        for attempt in range(2):
+            client = await connect(bed.server_port, ResetSeen())
+            client.transport.write(b"let me in")
+            assert await ended(client, "the refused client to be closed") == b""
+            await until(lambda: not bed.slots_in_use() and not bed.sim.stats()["data_mode"],
+                        what="the refused session to end")
+            assert bed.modem.counters.get("server_refused", server="s",
+                                          cause="allow") == attempt + 1
+        assert not bed.remote_factory.connections  # the local service never saw one
+        log = commands(bed)
+        assert log.count("+++") == 2 and log.count("AT+QICLOSE") == 2, log[-8:]

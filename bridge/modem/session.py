@@ -96,6 +96,7 @@ class TransparentSession(StreamSocket):
         self._away = False  # data mode left for a check, or a probe is deciding a marker
         self._checking = False  # a keepalive check is in flight (it ends in command mode)
         self._module_closing = False  # AT+QICLOSE issued
+        self._awaiting_connect = False  # a server's client: REMOTE IP came, CONNECT is next
         self._close_when_sent = False  # loseConnection came while away: close once back
         self._producer = None
         self._producer_paused = False
@@ -117,6 +118,7 @@ class TransparentSession(StreamSocket):
         """Attach ``protocol`` to the data mode the module just entered."""
         self.protocol = protocol
         self._engine = self.modem.protocol
+        self._awaiting_connect = not self._engine.data_mode.active
         self.modem.attach_socket(self.slot, self, self.context)
         self._engine.transport.registerProducer(self._gate, True)
         protocol.makeConnection(self)
@@ -224,8 +226,9 @@ class TransparentSession(StreamSocket):
             self.protocol.dataReceived(data)
 
     def data_mode_resumed(self) -> None:
-        """Back in data mode after an escape (ATO's CONNECT): what waits goes out."""
-        self._away = False
+        """In data mode (a server's client's CONNECT), or back after an escape (ATO's
+        CONNECT): what waits goes out."""
+        self._away = self._awaiting_connect = False
         if self.phase is Phase.CLOSING:
             self._leave_module()
             return
@@ -395,8 +398,9 @@ class TransparentSession(StreamSocket):
 
     def _leave_module(self) -> None:
         """Escape and AT+QICLOSE; a check in flight does it once answered, a probe escape
-        deciding a marker once it is decided (``data_mode_resumed`` or ``data_mode_ended``)."""
-        if self._checking:
+        deciding a marker once it is decided (``data_mode_resumed`` or ``data_mode_ended``), a
+        server's client once its CONNECT came (a command now would reach it as payload)."""
+        if self._checking or self._awaiting_connect:
             return
         data_mode = self._engine.data_mode if self._engine is not None else None
         if data_mode is not None and data_mode.writable:
