@@ -157,6 +157,74 @@ def test_no_ack_progress_by_the_last_retry_is_socket_lost_and_the_last_check_clo
     assert not s.modem.protocol.data_mode.active
 
 
+class Producer:
+    """A local push producer; records pause/resume."""
+
+    def __init__(self):
+        self.calls = []
+
+    def pauseProducing(self):
+        self.calls.append("pause")
+
+    def resumeProducing(self):
+        self.calls.append("resume")
+
+    def stopProducing(self):
+        self.calls.append("stop")
+
+
+def into_a_check(s: SessionBench, protocol) -> None:
+    """Write 10 bytes and run the clock to the first check's escape, answered OK."""
+    protocol.transport.write(b"0123456789")
+    assert s.wire() == b"0123456789"
+    s.clock.advance(5)
+    assert s.wire() == b"+++"
+    s.clock.advance(GUARD)
+    s.module(OK)
+    assert s.wire() == QISACK
+
+
+def test_writes_while_away_pause_the_producer_above_high_water_until_back(tmp_path):
+    s = SessionBench(tmp_path)
+    protocol = s.connected()
+    session = protocol.transport
+    producer = Producer()
+    session.registerProducer(producer, True)
+    into_a_check(s, protocol)
+    session.write(b"a" * (session.settings.high_water - 1))
+    assert producer.calls == []
+    session.write(b"b")
+    assert producer.calls == ["pause"]
+    s.module(sack(10, 10))
+    assert s.wire() == ATO
+    s.module(CONNECT)
+    assert s.wire() == b"a" * (session.settings.high_water - 1) + b"b"
+    assert producer.calls == ["pause", "resume"]
+
+
+def test_lose_connection_while_away_sends_what_waits_once_back_then_closes(tmp_path):
+    s = SessionBench(tmp_path)
+    protocol = s.connected()
+    into_a_check(s, protocol)
+    protocol.transport.write(b"last")
+    protocol.transport.loseConnection()
+    assert protocol.reason is None  # what waits is not sent yet
+    s.module(sack(10, 10))
+    assert s.wire() == ATO
+    s.module(CONNECT)
+    assert s.wire() == b"last"
+    assert protocol.reason.check(ConnectionDone)
+    s.clock.advance(GUARD - 0.01)
+    assert s.wire() == b""
+    s.clock.advance(0.02)
+    assert s.wire() == b"+++"
+    s.clock.advance(GUARD)
+    s.module(OK)
+    assert s.wire() == QICLOSE
+    s.module(CLOSE_OK)
+    assert s.modem.slots_in_use == frozenset()
+
+
 # -- closing -------------------------------------------------------------------------------------
 
 
@@ -313,6 +381,26 @@ def test_a_second_open_waits_until_the_first_session_is_released(tmp_path):
     assert first.received == b""
     second.transport.write(b"two")
     assert s.wire() == b"two"
+
+
+def test_a_lingering_session_closes_early_for_a_waiting_connection(tmp_path):
+    s = SessionBench(tmp_path)
+    first = s.connected()
+    first.transport.write(b"done")
+    assert s.wire() == b"done"
+    first.transport.loseWriteConnection()
+    second, result = s.open()
+    s.clock.advance(GUARD - 0.01)
+    assert s.wire() == b""
+    s.clock.advance(0.02)  # idle RECLAIM_IDLE, then the guard after 'done': long before linger
+    assert s.wire() == b"+++"
+    assert first.reason.check(ConnectionDone)
+    s.clock.advance(GUARD)
+    s.module(OK)
+    assert s.wire() == QICLOSE
+    s.module(CLOSE_OK)
+    s.connect()
+    assert result == [second]
 
 
 def test_healthy_in_data_mode_even_with_the_last_answer_long_ago(tmp_path):
