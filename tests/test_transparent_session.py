@@ -2,6 +2,7 @@
 brought up in transparent mode on a StringTransport and task.Clock, a session opened through its
 endpoint, and the exact UART bytes both ways."""
 
+import pytest
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.interfaces import IConsumer, IPushProducer, ITransport
 
@@ -32,6 +33,17 @@ def sack(sent, acked) -> bytes:
 
 def advance_to(bench, when: float) -> None:
     bench.clock.advance(when - bench.clock.seconds())
+
+
+def module_closes(s: SessionBench, waiter: bool = False) -> None:
+    """After our '+++': the module's OK a guard later, then AT+QICLOSE and CLOSE OK; the
+    session's place is free (or, with a ``waiter``, given to it)."""
+    s.clock.advance(GUARD)
+    s.module(OK)
+    assert s.wire() == QICLOSE
+    s.module(CLOSE_OK)
+    assert s.modem.slots_in_use == frozenset({0} if waiter else ())
+    assert s.modem.sockets.waiting() == 0
 
 
 def short_keepalive(tmp_path) -> SessionBench:
@@ -218,11 +230,7 @@ def test_lose_connection_while_away_sends_what_waits_once_back_then_closes(tmp_p
     assert s.wire() == b""
     s.clock.advance(0.02)
     assert s.wire() == b"+++"
-    s.clock.advance(GUARD)
-    s.module(OK)
-    assert s.wire() == QICLOSE
-    s.module(CLOSE_OK)
-    assert s.modem.slots_in_use == frozenset()
+    module_closes(s)
 
 
 # -- closing -------------------------------------------------------------------------------------
@@ -240,11 +248,7 @@ def test_lose_connection_escapes_after_the_guard_then_closes_on_the_module(tmp_p
     s.clock.advance(0.02)
     assert s.wire() == b"+++"
     assert s.modem.slots_in_use == frozenset({0})  # the module's link is still up
-    s.clock.advance(GUARD)
-    s.module(OK)
-    assert s.wire() == QICLOSE
-    s.module(CLOSE_OK)
-    assert s.modem.slots_in_use == frozenset()
+    module_closes(s)
     assert not s.modem.protocol.data_mode.active
     protocol.transport.write(b"after")  # a closed transport drops writes
     assert s.wire() == b""
@@ -266,11 +270,7 @@ def test_lose_write_connection_lingers_for_the_reply_then_closes(tmp_path):
     s.clock.advance(0.02)  # linger seconds without traffic: close
     assert protocol.reason.check(ConnectionDone)
     assert s.wire() == b"+++"  # the guard is long past
-    s.clock.advance(GUARD)
-    s.module(OK)
-    assert s.wire() == QICLOSE
-    s.module(CLOSE_OK)
-    assert s.modem.slots_in_use == frozenset()
+    module_closes(s)
 
 
 def test_a_remote_close_delivers_every_byte_then_connection_done(tmp_path):
@@ -308,10 +308,17 @@ def test_a_closed_lookalike_answered_by_ok_is_payload_and_the_session_goes_on(tm
     assert protocol.reason is None
 
 
-def test_pdp_deact_in_the_stream_is_socket_lost_modem_down(tmp_path):
+@pytest.mark.parametrize("tail, down", [
+    (b"\r\n+PDP DEACT\r\n", "PDP context deactivated by the network (+PDP DEACT)"),
+    (b"\r\nCall Ready\r\n", "the module restarted (boot in data mode)"),
+    (b"\r\nSMS Ready\r\n", "the module restarted (boot in data mode)"),
+])
+def test_a_lost_context_or_a_restart_ending_the_stream_is_socket_lost_modem_down(tmp_path, tail,
+                                                                                down):
     s = SessionBench(tmp_path)
     protocol = s.connected()
-    s.module(b"abc\r\n+PDP DEACT\r\n")
+    waiting, result = s.open()
+    s.module(b"abc" + tail)
     s.clock.advance(GUARD)
     assert s.wire() == b"+++"
     s.clock.advance(PROBE_WAIT)
@@ -319,8 +326,12 @@ def test_pdp_deact_in_the_stream_is_socket_lost_modem_down(tmp_path):
     assert protocol.reason.check(SocketLost)
     assert protocol.reason.value.cause == "modem_down"
     assert s.wire() == RESYNC
+    assert s.harness.states[-1] == ("down", down)
     assert s.modem.slots_in_use == frozenset()
-    assert not s.modem.ready  # the context is gone: the modem is down until it comes back
+    s.module(OK)
+    s.clock.advance(10)
+    assert s.wire() == b""  # the waiting connection is not served into the dying modem
+    assert result == [] and s.modem.sockets.waiting() == 1
 
 
 def test_abort_connection_tells_the_protocol_at_once_then_closes_on_the_module(tmp_path):
@@ -332,11 +343,7 @@ def test_abort_connection_tells_the_protocol_at_once_then_closes_on_the_module(t
     assert protocol.reason.check(ConnectionAborted)
     s.clock.advance(GUARD)
     assert s.wire() == b"+++"
-    s.clock.advance(GUARD)
-    s.module(OK)
-    assert s.wire() == QICLOSE
-    s.module(CLOSE_OK)
-    assert s.modem.slots_in_use == frozenset()
+    module_closes(s)
 
 
 def test_a_closed_urc_while_away_for_a_check_is_socket_lost(tmp_path):
@@ -371,10 +378,7 @@ def test_a_second_open_waits_until_the_first_session_is_released(tmp_path):
     first.transport.loseConnection()
     s.clock.advance(GUARD)
     assert s.wire() == b"+++"
-    s.clock.advance(GUARD)
-    s.module(OK)
-    assert s.wire() == QICLOSE
-    s.module(CLOSE_OK)
+    module_closes(s, waiter=True)
     s.connect(then=b"hello")
     assert result == [second]
     assert second.received == b"hello"  # the new session's, not the closed one's
@@ -395,10 +399,7 @@ def test_a_lingering_session_closes_early_for_a_waiting_connection(tmp_path):
     s.clock.advance(0.02)  # idle RECLAIM_IDLE, then the guard after 'done': long before linger
     assert s.wire() == b"+++"
     assert first.reason.check(ConnectionDone)
-    s.clock.advance(GUARD)
-    s.module(OK)
-    assert s.wire() == QICLOSE
-    s.module(CLOSE_OK)
+    module_closes(s, waiter=True)
     s.connect()
     assert result == [second]
 
