@@ -454,6 +454,21 @@ def test_abandon_leaves_data_mode_resyncs_and_tells_the_sink():
     assert h.sent() == b"" and sink.ended == ["abandoned"]
 
 
+def reconnected(h) -> None:
+    """A new transparent AT+QIOPEN on the same engine, answered CONNECT."""
+    opened = h.issue(c.qiopen_transparent("TCP", "1.2.3.4", 80))
+    assert h.sent() == b'AT+QIOPEN="TCP","1.2.3.4",80\r'
+    h.recv(b"\r\nOK\r\n\r\nCONNECT\r\n")
+    assert value_of(opened) == ConnectResult(None, True, transparent=True)
+
+
+# The two tests below assert the RIGHT behaviour and FAIL on t-core e8cd820: abandon() leaves
+# data mode but keeps ``_escaping`` (the escape's Deferred never fires) and ``_probing`` set, so
+# the engine's next data mode is never ``writable`` (a session's writes wait for ever) and its
+# held markers are never decided. TransparentSession.modem_down calls abandon() in data mode,
+# which may be during a check's escape or a probe.
+
+
 def test_abandon_during_an_escape_fails_it_and_the_next_data_mode_is_writable():
     """The owner gives up (the modem went down) while its escape waits for the guard: that
     escape must end (its caller waits on it) and must not leave the engine 'escaping' for the
@@ -469,10 +484,27 @@ def test_abandon_during_an_escape_fails_it_and_the_next_data_mode_is_writable():
     h.clock.advance(5.0)
     assert h.sent() == b""  # no '+++' from the abandoned escape
     assert len(escaped) == 1 and hasattr(escaped[0], "value"), escaped
-    opened = h.issue(c.qiopen_transparent("TCP", "1.2.3.4", 80))
-    assert h.sent() == b'AT+QIOPEN="TCP","1.2.3.4",80\r'
-    h.recv(b"\r\nOK\r\n\r\nCONNECT\r\n")
-    assert value_of(opened) == ConnectResult(None, True, transparent=True)
+    reconnected(h)
     assert h.proto.data_mode.writable
     h.proto.data_mode.write(b"next")
     assert h.sent() == b"next"
+
+
+def test_abandon_during_a_probe_leaves_the_next_data_mode_deciding_its_markers():
+    h, sink = connected(guard=1.0)
+    h.recv(b"\r\nCLOSED\r\n")
+    h.clock.advance(1.0)
+    assert h.sent() == b"+++"  # probing
+    h.proto.data_mode.abandon()
+    assert sink.ended == ["abandoned"]
+    assert h.sent() == b"\x1bAT\r"
+    h.recv(b"\r\nOK\r\n")
+    reconnected(h)
+    second = Sink()
+    h.proto.data_mode.set_sink(second)
+    assert h.proto.data_mode.writable
+    h.recv(b"bye\r\nCLOSED\r\n")
+    h.clock.advance(1.0)
+    assert h.sent() == b"+++"  # this session's own probe
+    h.clock.advance(3.0)
+    assert second.data == b"bye" and second.ended == ["closed"]

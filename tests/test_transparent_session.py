@@ -233,6 +233,36 @@ def test_lose_connection_while_away_sends_what_waits_once_back_then_closes(tmp_p
     module_closes(s)
 
 
+def test_a_check_whose_escape_goes_unanswered_is_socket_lost_and_resyncs(tmp_path):
+    s = SessionBench(tmp_path)
+    protocol = s.connected()
+    protocol.transport.write(b"0123456789")
+    s.wire()
+    s.clock.advance(5)
+    assert s.wire() == b"+++"
+    s.clock.advance(PROBE_WAIT - 0.01)
+    assert protocol.reason is None
+    s.clock.advance(0.02)  # no OK: the module is not where we think
+    assert protocol.reason.check(SocketLost)
+    assert protocol.reason.value.cause == "escape_unanswered"
+    assert s.wire() == RESYNC  # asked plainly whether it still answers
+    assert s.modem.slots_in_use == frozenset()
+
+
+def test_an_ato_refused_after_a_check_is_socket_lost_and_closes_the_link(tmp_path):
+    s = SessionBench(tmp_path)
+    protocol = s.connected()
+    into_a_check(s, protocol)
+    s.module(sack(10, 10))
+    assert s.wire() == ATO
+    s.module(ERROR)
+    assert protocol.reason.check(SocketLost)
+    assert protocol.reason.value.cause == "resume_failed"
+    assert s.wire() == QICLOSE  # still in command mode: straight to the close
+    s.module(CLOSE_OK)
+    assert s.modem.slots_in_use == frozenset()
+
+
 # -- closing -------------------------------------------------------------------------------------
 
 
