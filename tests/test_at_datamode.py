@@ -462,7 +462,7 @@ def reconnected(h) -> None:
     assert value_of(opened) == ConnectResult(None, True, transparent=True)
 
 
-# The two tests below assert the RIGHT behaviour and FAIL on t-core e8cd820: abandon() leaves
+# The two tests below assert the RIGHT behaviour and FAIL on t-core b30bba3: abandon() leaves
 # data mode but keeps ``_escaping`` (the escape's Deferred never fires) and ``_probing`` set, so
 # the engine's next data mode is never ``writable`` (a session's writes wait for ever) and its
 # held markers are never decided. TransparentSession.modem_down calls abandon() in data mode,
@@ -508,3 +508,37 @@ def test_abandon_during_a_probe_leaves_the_next_data_mode_deciding_its_markers()
     assert h.sent() == b"+++"  # this session's own probe
     h.clock.advance(3.0)
     assert second.data == b"bye" and second.ended == ["closed"]
+
+
+# -- a marker that arrives while our own escape waits is decided by that escape -------------------
+
+
+def test_a_closed_tail_during_our_escape_with_ok_was_payload_and_no_ato_follows():
+    h, sink = connected(guard=1.0)
+    escaped = []
+    h.proto.data_mode.escape().addBoth(escaped.append)
+    h.recv(b"x\r\nCLOSED\r\n")
+    assert sink.data == b"early bytesx"
+    h.clock.advance(1.0)
+    assert h.sent() == b"+++"  # one escape: ours, and the probe of the tail
+    h.recv(b"\r\nOK\r\n")
+    assert sink.data == b"early bytesx\r\nCLOSED\r\n"
+    assert escaped == [None] and sink.ended == []
+    assert h.sent() == b""  # no ATO: we meant to leave data mode
+    assert Closed(None) not in h.events
+
+
+def test_a_closed_tail_during_our_escape_without_ok_ends_the_session_before_the_escape_fails():
+    h, sink = connected(guard=1.0)
+    heard = []
+    sink.data_mode_ended = lambda why: heard.append(("sink", why))
+    h.proto.data_mode.escape().addBoth(lambda result: heard.append(("escape", result)))
+    h.recv(b"x\r\nCLOSED\r\n")
+    h.clock.advance(1.0)
+    assert h.sent() == b"+++"
+    h.clock.advance(3.0)
+    assert heard[0] == ("sink", "closed")  # the owner learns why before its escape fails
+    assert heard[1][0] == "escape" and isinstance(heard[1][1].value, CommandTimeout)
+    assert sink.data == b"early bytesx"
+    assert Closed(None) in h.events
+    assert h.sent() == b"\x1bAT\r"

@@ -246,6 +246,9 @@ def test_a_check_whose_escape_goes_unanswered_is_socket_lost_and_resyncs(tmp_pat
     assert protocol.reason.check(SocketLost)
     assert protocol.reason.value.cause == "escape_unanswered"
     assert s.wire() == RESYNC  # asked plainly whether it still answers
+    s.module(OK)
+    assert s.wire() == QICLOSE  # it does: its link may still be up
+    s.module(CLOSE_OK)
     assert s.modem.slots_in_use == frozenset()
 
 
@@ -320,6 +323,22 @@ def test_a_remote_close_delivers_every_byte_then_connection_done(tmp_path):
     s.module(ERROR)  # the link is already gone
     assert s.modem.slots_in_use == frozenset()
     assert s.modem.ready
+
+
+def test_a_remote_close_during_the_closing_escape_still_closes_the_link(tmp_path):
+    s = SessionBench(tmp_path)
+    protocol = s.connected()
+    protocol.transport.loseConnection()
+    assert protocol.reason.check(ConnectionDone)
+    s.module(b"tail\r\nCLOSED\r\n")  # while our escape waits for its guard
+    s.clock.advance(GUARD)
+    assert s.wire() == b"+++"  # one escape decides both
+    s.clock.advance(PROBE_WAIT)
+    assert s.wire() == RESYNC
+    s.module(OK)
+    assert s.wire() == QICLOSE
+    s.module(ERROR)
+    assert s.modem.slots_in_use == frozenset()
 
 
 def test_a_closed_lookalike_answered_by_ok_is_payload_and_the_session_goes_on(tmp_path):
