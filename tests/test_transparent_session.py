@@ -185,12 +185,17 @@ class Producer:
         self.calls.append("stop")
 
 
-def into_a_check(s: SessionBench, protocol) -> None:
-    """Write 10 bytes and run the clock to the first check's escape, answered OK."""
+def to_a_check(s: SessionBench, protocol) -> None:
+    """Write 10 bytes and run the clock to the first check's '+++' (keepalive_first: 5 s)."""
     protocol.transport.write(b"0123456789")
     assert s.wire() == b"0123456789"
     s.clock.advance(5)
     assert s.wire() == b"+++"
+
+
+def into_a_check(s: SessionBench, protocol) -> None:
+    """The first check's escape answered OK: AT+QISACK is on the wire."""
+    to_a_check(s, protocol)
     s.clock.advance(GUARD)
     s.module(OK)
     assert s.wire() == QISACK
@@ -236,10 +241,7 @@ def test_lose_connection_while_away_sends_what_waits_once_back_then_closes(tmp_p
 def test_a_check_whose_escape_goes_unanswered_is_socket_lost_and_resyncs(tmp_path):
     s = SessionBench(tmp_path)
     protocol = s.connected()
-    protocol.transport.write(b"0123456789")
-    s.wire()
-    s.clock.advance(5)
-    assert s.wire() == b"+++"
+    to_a_check(s, protocol)
     s.clock.advance(PROBE_WAIT - 0.01)
     assert protocol.reason is None
     s.clock.advance(0.02)  # no OK: the module is not where we think
@@ -398,13 +400,7 @@ def test_abort_connection_tells_the_protocol_at_once_then_closes_on_the_module(t
 def test_a_closed_urc_while_away_for_a_check_is_socket_lost(tmp_path):
     s = SessionBench(tmp_path)
     protocol = s.connected()
-    protocol.transport.write(b"0123456789")
-    s.wire()
-    s.clock.advance(5)
-    assert s.wire() == b"+++"
-    s.clock.advance(GUARD)
-    s.module(OK)
-    assert s.wire() == QISACK
+    into_a_check(s, protocol)
     s.module(b"\r\nCLOSED\r\n")  # in command mode: a URC, the remote closed meanwhile
     assert protocol.reason.check(SocketLost)
     assert protocol.reason.value.cause == "remote_closed_away"
