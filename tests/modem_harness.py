@@ -36,6 +36,20 @@ PUSH = [(b"AT+QINDI=0", reply) if command == b"AT+QINDI=1" else (command, reply)
         for command, reply in PLAIN]
 
 
+def transparent_bearer(*data_mode, credentials=b'"",""'):
+    """The bearer step of a transparent modem: QIMUX off before QIMODE on, then its data-mode
+    settings (app note §4), then QINDI."""
+    return ([(b"AT+QIFGCNT=0", OK), (b'AT+QICSGP=1,"internet",' + credentials, OK),
+             (b"AT+QIMUX=0", OK), (b"AT+QIMODE=1", OK)]
+            + [(command, OK) for command in data_mode] + [(b"AT+QINDI=0", OK)])
+
+
+def transparent(*data_mode):
+    """The whole bring-up of a transparent modem whose data-mode step writes ``data_mode``."""
+    return (SYNC + IDENTITY + SIM_READY + REGISTERED + ATTACH + transparent_bearer(*data_mode)
+            + ACTIVATE)
+
+
 class InlineThreadsClock(Clock):
     """A task.Clock whose thread pool runs work inline: the PIN hash goes to the reactor's thread
     pool (deferToThreadPool), and a transcript must stay one deterministic thread."""

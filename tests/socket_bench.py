@@ -1,14 +1,18 @@
 """Transcript bench for module sockets: the real Modem (brought up by the modem harness) on a
 StringTransport and task.Clock, a tcp profile's Admission, and local connections on
-StringTransports. The UART bytes are exact, so tests read like the wire. No tests here."""
+StringTransports; a transparent modem's sessions opened through its endpoint. The UART bytes
+are exact, so tests read like the wire. No tests here."""
 
 import dataclasses
 
+from twisted.internet.endpoints import connectProtocol
+from twisted.internet.protocol import Protocol
 from twisted.internet.testing import StringTransport
 
 from bridge.config import Listen, ProfileConfig, Remote
+from bridge.modem.endpoint import ModemEndpoint
 from bridge.proxy.admission import Admission
-from tests.modem_harness import OK, PLAIN, PUSH, ModemHarness
+from tests.modem_harness import OK, PLAIN, PUSH, ModemHarness, transparent
 
 REMOTE = Remote("TCP", "10.1.2.3", 80)
 PROFILE = ProfileConfig("web", Listen("tcp", "tcp:0:interface=127.0.0.1", 0, "127.0.0.1"), REMOTE,
@@ -24,6 +28,33 @@ QICLOSE_0 = b"AT+QICLOSE=0\r"
 #: The modem's answers to a re-activation after +PDP DEACT.
 REACTIVATE = [(b"AT+QIDEACT", b"\r\nDEACT OK\r\n"), (b"AT+QIREGAPP", OK), (b"AT+QIACT", OK),
               (b"AT+QILOCIP", b"\r\n10.0.0.3\r\n")]
+
+
+#: The power-up packetisation a transparent modem's bring-up writes (+++ on).
+PACKETISATION = b"AT+QITCFG=3,2,1460,1"
+#: A transparent AT+QIOPEN to REMOTE, and the module's answer that puts the UART in data mode.
+QIOPEN_TRANSPARENT = b'AT+QIOPEN="TCP","10.1.2.3",80\r'
+CONNECT = b"\r\nCONNECT\r\n"
+
+
+class Recorder(Protocol):
+    """A client protocol that keeps what it received and why its connection ended."""
+
+    def __init__(self):
+        self.received = b""
+        self.reason = None
+
+    def dataReceived(self, data):
+        self.received += data
+
+    def connectionLost(self, reason=None):
+        self.reason = reason
+
+
+def outcome(deferred):
+    results = []
+    deferred.addBoth(results.append)
+    return results
 
 
 def open_command(n=0, remote=REMOTE) -> bytes:
@@ -45,8 +76,9 @@ def qird(data: bytes) -> bytes:
 class ModemBench:
     """A ready modem whose clock moves only when a test moves it."""
 
-    def __init__(self, tmp_path, receive="pull", **config):
-        script = PLAIN if receive == "pull" else PUSH
+    def __init__(self, tmp_path, receive="pull", script=None, **config):
+        if script is None:
+            script = PLAIN if receive == "pull" else PUSH
         self.harness = ModemHarness(tmp_path / "state", health_interval=1e9, receive=receive,
                                     **config).up(script)
         self.modem = self.harness.modem
@@ -111,3 +143,33 @@ class LinkBench(ModemBench):
 
     def local_data(self, data: bytes) -> None:
         self.side.dataReceived(data)
+
+
+class SessionBench(ModemBench):
+    """A ready transparent modem (AT+QIMODE=1, ``data_mode`` the bring-up's data-mode step)
+    whose sessions are opened through its ModemEndpoint by a Recorder."""
+
+    def __init__(self, tmp_path, data_mode=(PACKETISATION,), **config):
+        super().__init__(tmp_path, receive="push", script=transparent(*data_mode),
+                         mode="transparent", **config)
+
+    def open(self):
+        """Ask for a session; returns the Recorder and the list its connect outcome lands in."""
+        protocol = Recorder()
+        endpoint = ModemEndpoint(self.modem, REMOTE.host, REMOTE.port)
+        return protocol, outcome(connectProtocol(endpoint, protocol))
+
+    def connect(self, then: bytes = b"") -> None:
+        """Play a transparent open: AT+QIDNSIP=0, AT+QIOPEN, OK and CONNECT (and ``then``, the
+        first bytes of the remote in the same read)."""
+        assert self.wire() == b"AT+QIDNSIP=0\r"
+        self.module(OK)
+        assert self.wire() == QIOPEN_TRANSPARENT
+        self.module(OK + CONNECT + then)
+
+    def connected(self) -> Recorder:
+        """A session in data mode, its protocol connected."""
+        protocol, result = self.open()
+        self.connect()
+        assert result == [protocol]
+        return protocol

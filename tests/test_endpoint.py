@@ -11,26 +11,8 @@ from twisted.internet.protocol import Factory, Protocol
 from bridge.modem.endpoint import ModemEndpoint
 from bridge.modem.socket import ModuleAddress
 from tests.modem_harness import OK
-from tests.socket_bench import (CLOSED_0, PROMPT, QICLOSE_0, LinkBench, ModemBench,
-                                open_command)
-
-
-class Recorder(Protocol):
-    def __init__(self):
-        self.received = b""
-        self.reason = None
-
-    def dataReceived(self, data):
-        self.received += data
-
-    def connectionLost(self, reason=None):
-        self.reason = reason
-
-
-def outcome(deferred):
-    results = []
-    deferred.addBoth(results.append)
-    return results
+from tests.socket_bench import (CLOSED_0, PROMPT, QICLOSE_0, LinkBench, ModemBench, Recorder,
+                                open_command, outcome)
 
 
 @pytest.fixture

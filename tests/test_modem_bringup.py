@@ -18,7 +18,8 @@ from bridge.modem.modem import Modem
 from bridge.modem.pinstore import PinStore
 from bridge.modem.stack import StackMachine
 from tests.modem_harness import (ACTIVATE, AFTER_SIM, ATTACH, BEARER, IDENTITY, OK, PLAIN, REGISTERED,
-                                 SIM_READY, SYNC, InlineThreadsClock, ModemHarness)
+                                 SIM_READY, SYNC, InlineThreadsClock, ModemHarness,
+                                 transparent, transparent_bearer)
 
 SIM_PIN = [(b"AT+CPIN?", b"\r\n+CPIN: SIM PIN\r\n" + OK)]
 
@@ -39,14 +40,6 @@ def test_plain_bring_up_sends_exactly_the_documented_sequence(tmp_path):
     fired = []
     modem.when_ready().addCallback(fired.append)
     assert fired == [None]
-
-
-def transparent_bearer(*data_mode, credentials=b'"",""'):
-    """The bearer step of a transparent modem: QIMUX off before QIMODE on, then its data-mode
-    settings (app note §4), then QINDI."""
-    return ([(b"AT+QIFGCNT=0", OK), (b'AT+QICSGP=1,"internet",' + credentials, OK),
-             (b"AT+QIMUX=0", OK), (b"AT+QIMODE=1", OK)]
-            + [(command, OK) for command in data_mode] + [(b"AT+QINDI=0", OK)])
 
 
 def test_transparent_push_rtscts_bring_up(tmp_path):
@@ -70,8 +63,7 @@ def test_transparent_push_rtscts_bring_up(tmp_path):
 def test_transparent_bring_up_sets_packetisation_dtr_and_dcd_after_qimode(tmp_path, options,
                                                                          data_mode):
     h = harness(tmp_path, mode="transparent", receive="push", **options)
-    h.up(SYNC + IDENTITY + SIM_READY + REGISTERED + ATTACH + transparent_bearer(*data_mode)
-         + ACTIVATE)
+    h.up(transparent(*data_mode))
 
 
 def test_a_mux_modem_ignores_the_transparent_keys(tmp_path):
