@@ -462,13 +462,6 @@ def reconnected(h) -> None:
     assert value_of(opened) == ConnectResult(None, True, transparent=True)
 
 
-# The two tests below assert the RIGHT behaviour and FAIL on t-core b30bba3: abandon() leaves
-# data mode but keeps ``_escaping`` (the escape's Deferred never fires) and ``_probing`` set, so
-# the engine's next data mode is never ``writable`` (a session's writes wait for ever) and its
-# held markers are never decided. TransparentSession.modem_down calls abandon() in data mode,
-# which may be during a check's escape or a probe.
-
-
 def test_abandon_during_an_escape_fails_it_and_the_next_data_mode_is_writable():
     """The owner gives up (the modem went down) while its escape waits for the guard: that
     escape must end (its caller waits on it) and must not leave the engine 'escaping' for the

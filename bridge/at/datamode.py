@@ -82,6 +82,11 @@ class DataMode:
 
     # -- public, through ATProtocol.data_mode ------------------------------------------------
 
+    def detach(self, sink) -> None:
+        """``sink`` is gone: it hears nothing more (the next data mode is another's)."""
+        if self._sink is sink:
+            self._sink = None
+
     def set_sink(self, sink) -> None:
         """Attach the session consumer; bytes that came before it are delivered at once."""
         self._sink = sink
@@ -115,9 +120,14 @@ class DataMode:
         if not self.active:
             return
         self._cancel_timer()
+        self._raise_dtr()
         self._leave()
+        self._probing, self._probe_data = None, bytearray()
+        escaping, self._escaping = self._escaping, None
         self._protocol.resync()  # first: whatever the sink issues goes after it
         self._end("abandoned")
+        if escaping is not None:
+            escaping.errback(CommandTimeout("+++", 0.0, queued=False))
 
     # -- driven by ATProtocol -------------------------------------------------------------------
 

@@ -462,6 +462,8 @@ class TransparentSession(StreamSocket):
         self._tell_protocol(Failure(ConnectionDone()))
         self.phase = Phase.CLOSED
         engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.data_mode.detach(self)
         if engine is not None and engine.transport is not None:
             if self._reading_paused:
                 engine.transport.resumeProducing()
