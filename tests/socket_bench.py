@@ -145,6 +145,10 @@ class LinkBench(ModemBench):
         self.side.dataReceived(data)
 
 
+#: Time for the bring-up's commands to have left the UART at 115200 baud.
+LINE_SETTLED = 1.0
+
+
 class SessionBench(ModemBench):
     """A ready transparent modem (AT+QIMODE=1, ``data_mode`` the bring-up's data-mode step)
     whose sessions are opened through its ModemEndpoint by a Recorder."""
@@ -159,13 +163,18 @@ class SessionBench(ModemBench):
         endpoint = ModemEndpoint(self.modem, REMOTE.host, REMOTE.port)
         return protocol, outcome(connectProtocol(endpoint, protocol))
 
-    def connect(self, then: bytes = b"") -> None:
+    def connect(self, then: bytes = b"", settle: bool = True) -> None:
         """Play a transparent open: AT+QIDNSIP=0, AT+QIOPEN, OK and CONNECT (and ``then``, the
-        first bytes of the remote in the same read)."""
+        first bytes of the remote in the same read); ``settle``: then let the line carry the
+        commands out (``LINE_SETTLED``)."""
         assert self.wire() == b"AT+QIDNSIP=0\r"
         self.module(OK)
         assert self.wire() == QIOPEN_TRANSPARENT
         self.module(OK + CONNECT + then)
+        # The bring-up and the open went out at one clock instant; on a real line they take
+        # their line time at the baud rate, and an escape waits for them (bridge.at.datamode).
+        if settle:
+            self.clock.advance(LINE_SETTLED)
 
     def connected(self) -> Recorder:
         """A session in data mode, its protocol connected."""

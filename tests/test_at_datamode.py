@@ -6,7 +6,7 @@ from twisted.logger import capturedLogs, formatEvent
 
 from bridge.at import commands as c
 from bridge.at.commands import OpenAccepted, Reply, SignalQuality
-from bridge.at.datamode import DRAIN_POLL, DTR_SETTLE
+from bridge.at.datamode import DRAIN_POLL, DTR_SETTLE, UNSEEN_BUFFER
 from bridge.at.errors import CommandTimeout
 from bridge.at.events import Boot, Closed, ConnectResult, DataModeEnded, PdpDeact, Resynced
 from bridge.at.plusguard import PLUS_HOLD
@@ -25,9 +25,9 @@ class Sink:
         self.ended.append(reason)
 
 
-def connected(guard=1.0):
+def connected(guard=1.0, **options):
     """A harness in data mode after a transparent AT+QIOPEN + CONNECT, with a sink attached."""
-    h = Harness(guard_time=guard, escape_timeout=2.0)
+    h = Harness(guard_time=guard, escape_timeout=2.0, **options)
     opened = h.issue(c.qiopen_transparent("TCP", "1.2.3.4", 80))
     assert h.sent() == b'AT+QIOPEN="TCP","1.2.3.4",80\r'
     h.recv(b"\r\nOK\r\n\r\nCONNECT\r\nearly bytes")
@@ -444,9 +444,12 @@ def test_abandon_leaves_data_mode_resyncs_and_tells_the_sink():
     h.proto.data_mode.abandon()
     assert sink.ended == ["abandoned"]
     assert DataModeEnded("abandoned") in h.events
-    assert h.sent() == b"\x1bAT\r"
+    assert h.sent() == b""  # the held bytes died with the session
     h.clock.advance(1.0)
-    assert h.sent() == b""  # the held bytes died with the data mode
+    # One last escape: a module still in data mode must not pass the resync on to its peer.
+    assert h.sent() == b"+++"
+    h.clock.advance(1.0 + 2.0)
+    assert h.sent() == b"\x1bAT\r"
     assert not h.proto.data_mode.active
     with pytest.raises(RuntimeError):
         h.proto.data_mode.write(b"x")
@@ -472,10 +475,13 @@ def test_abandon_during_an_escape_fails_it_and_the_next_data_mode_is_writable():
     h.clock.advance(0.5)
     h.proto.data_mode.abandon()
     assert sink.ended == ["abandoned"]
+    h.clock.advance(0.5)
+    assert h.sent() == b"+++"  # the last escape, in place of the abandoned one
+    h.recv(b"\r\nOK\r\n")  # it was still in data mode after all
     assert h.sent() == b"\x1bAT\r"
     h.recv(b"\r\nOK\r\n")
     h.clock.advance(5.0)
-    assert h.sent() == b""  # no '+++' from the abandoned escape
+    assert h.sent() == b""  # no other '+++' 
     assert len(escaped) == 1 and hasattr(escaped[0], "value"), escaped
     reconnected(h)
     assert h.proto.data_mode.writable
@@ -490,6 +496,9 @@ def test_abandon_during_a_probe_leaves_the_next_data_mode_deciding_its_markers()
     assert h.sent() == b"+++"  # probing
     h.proto.data_mode.abandon()
     assert sink.ended == ["abandoned"]
+    h.clock.advance(1.0)
+    assert h.sent() == b"+++"  # the last escape
+    h.clock.advance(3.0)
     assert h.sent() == b"\x1bAT\r"
     h.recv(b"\r\nOK\r\n")
     reconnected(h)
@@ -535,3 +544,60 @@ def test_a_closed_tail_during_our_escape_without_ok_ends_the_session_before_the_
     assert sink.data == b"early bytesx"
     assert Closed(None) in h.events
     assert h.sent() == b"\x1bAT\r"
+
+
+# -- the line's own time: what a port does not report as unsent -----------------------------------
+
+def test_at_a_baud_rate_the_guard_counts_from_when_the_last_byte_is_on_the_wire():
+    """1152 bytes take 0.1 s at 115200 baud (10 bits a byte): a StringTransport reports nothing
+    unsent (as a pty), so the line time is what tells when they have left."""
+    h, sink = connected(guard=1.0, baud=115200)
+    h.clock.advance(5.0)  # the open's command line has long left
+    h.proto.data_mode.write(b"x" * 1152)
+    h.sent()
+    h.proto.data_mode.escape()
+    h.clock.advance(1.0 + 0.1 - 0.001)
+    assert h.sent() == b""
+    h.clock.advance(0.002)
+    assert h.sent() == b"+++"
+
+
+def test_the_line_time_waited_for_is_at_most_what_a_port_can_hold_unreported():
+    """An unpaced peer took 1 MB at once (its line is faster than the configured baud): the
+    escape waits for at most UNSEEN_BUFFER at the line rate after the port reported itself
+    drained, not for a megabyte's line time."""
+    h, sink = connected(guard=1.0, baud=115200)
+    h.clock.advance(5.0)
+    h.proto.data_mode.write(b"y" * 1_000_000)
+    h.sent()
+    h.proto.data_mode.escape()
+    unseen = UNSEEN_BUFFER * 10 / 115200
+    h.clock.advance(unseen + 1.0 - 0.001)
+    assert h.sent() == b""
+    h.clock.advance(0.002)
+    assert h.sent() == b"+++"
+
+
+@pytest.mark.parametrize("answer, data, ended", [
+    (b"\r\nOK\r\n", b"tail\r\nCLOSED\r\n", []),  # still in data mode: CLOSED was payload
+    (None, b"tail", ["closed"]),  # no OK: the module had said it
+])
+def test_an_escape_begun_while_a_closed_tail_awaits_its_decision_decides_it(answer, data, ended):
+    """Our own escape (a check, a close) starting while a held CLOSED waits for its guard: the
+    held bytes are neither lost nor delivered as payload before the escape has told whose they
+    are."""
+    h, sink = connected(guard=1.0)
+    h.recv(b"tail\r\nCLOSED\r\n")
+    h.clock.advance(0.5)
+    escaped = []
+    h.proto.data_mode.escape().addBoth(escaped.append)
+    h.clock.advance(0.5)
+    assert h.sent() == b"+++"
+    assert sink.data == b"early bytestail"
+    if answer is not None:
+        h.recv(answer)
+    else:
+        h.clock.advance(1.0 + 2.0)
+    assert sink.data == b"early bytes" + data
+    assert sink.ended == ended
+    assert len(escaped) == 1

@@ -83,7 +83,7 @@ def test_bytes_flow_raw_both_ways(tmp_path):
 def test_the_remote_first_bytes_in_the_connect_read_reach_the_protocol(tmp_path):
     s = SessionBench(tmp_path)
     protocol, result = s.open()
-    s.connect(then=b"220 welcome\r\n")
+    s.connect(then=b"220 welcome\r\n", settle=False)
     assert result == [protocol]
     assert protocol.received == b"220 welcome"  # a CR LF tail may start CLOSED: held briefly
     s.clock.advance(HOLD_DELAY)
@@ -247,6 +247,9 @@ def test_a_check_whose_escape_goes_unanswered_is_socket_lost_and_resyncs(tmp_pat
     s.clock.advance(0.02)  # no OK: the module is not where we think
     assert protocol.reason.check(SocketLost)
     assert protocol.reason.value.cause == "escape_unanswered"
+    s.clock.advance(GUARD + 0.01)
+    assert s.wire() == b"+++"  # one last escape, so that the resync cannot reach the peer
+    s.clock.advance(PROBE_WAIT)
     assert s.wire() == RESYNC  # asked plainly whether it still answers
     s.module(OK)
     assert s.wire() == QICLOSE  # it does: its link may still be up
@@ -392,7 +395,7 @@ def test_abort_connection_tells_the_protocol_at_once_then_closes_on_the_module(t
     s.wire()
     protocol.transport.abortConnection()
     assert protocol.reason.check(ConnectionAborted)
-    s.clock.advance(GUARD)
+    s.clock.advance(GUARD + 0.01)  # the guard after the line time of "x"
     assert s.wire() == b"+++"
     module_closes(s)
 

@@ -12,8 +12,11 @@ Payload goes out through a :class:`~bridge.at.plusguard.PlusGuard`: no payload e
 escape. Leaving on purpose (``escape()``): with ``dtr`` set (DTR wired, AT&D1, ``+++`` disabled in
 AT+QITCFG) a DTR ON->OFF pulse once the line has drained; otherwise silence for ``guard_time``,
 ``+++``, silence, then ``OK`` (app note §4: >= 0.5 s on each side, < 20 ms between the pluses).
-The silence counts from our last write, or from when the port last reported bytes unsent
-(``transport.unsent()``: its own queue and the driver's), whichever is later.
+The silence counts from when our last byte can have left the UART. The port reports what it
+still holds (``transport.unsent()``: Twisted's queue and the driver's, TIOCOUTQ); what it does
+not report (a pty's buffer, an adapter's FIFO: at most :data:`UNSEEN_BUFFER`) is bounded by line
+time at ``baud``: the line is quiet by the earlier of "every byte written, at the line rate" and
+"the unseen buffer, at the line rate, after the port reported itself drained".
 
 A session end shows in the data stream and is ambiguous (app note §6.3): the module prints
 ``\\r\\nCLOSED\\r\\n`` or ``\\r\\n+PDP DEACT\\r\\n`` (after a restart, its boot URCs ending in
@@ -46,6 +49,10 @@ HOLD_DELAY = 0.05
 DRAIN_POLL = 0.01
 #: Silence after the line drained before DTR drops (the module's UART still sees its last byte).
 DTR_SETTLE = 0.05
+#: Bytes a port may hold without reporting them as unsent: a pty's buffer (about 13.5 KiB on
+#: Linux) and the module's UART FIFO. A real serial driver reports its queue (TIOCOUTQ).
+UNSEEN_BUFFER = 16384
+BITS_PER_BYTE = 10
 #: What each held marker means once the module is shown to have said it: (end reason, event).
 MARKER_ENDS = {b"CLOSED": ("closed", Closed(None)), b"+PDP DEACT": ("pdp", PdpDeact()),
                b"Call Ready": ("restarted", Boot("boot in data mode", "Call Ready")),
@@ -61,7 +68,8 @@ class DataMode:
 
     log = Logger()
 
-    def __init__(self, protocol, framer, clock, guard_time: float, escape_timeout: float) -> None:
+    def __init__(self, protocol, framer, clock, guard_time: float, escape_timeout: float,
+                 baud: Optional[int] = None) -> None:
         self._protocol = protocol
         self._framer = framer
         self._clock = clock
@@ -74,9 +82,13 @@ class DataMode:
         self._early = bytearray()
         self._plus = PlusGuard(clock, self._send_payload)
         self._drained_at = float("-inf")  # when the port last reported its queue empty
+        self._rate = baud / BITS_PER_BYTE if baud else None  # bytes per second on the line
+        self._backlog = 0.0  # bytes written and not yet on the wire, at the line rate,
+        self._backlog_at = float("-inf")  # as of this time
         self._escaping: Optional[Deferred] = None
         self._probing: Optional[bytes] = None  # the marker a probe escape is deciding
-        self._tail_marker: Optional[bytes] = None  # a marker held while our escape waits
+        self._tail_marker: Optional[bytes] = None  # the marker held at the stream's tail
+        self._abandoning = False  # the last escape before a resync (abandon)
         self._probe_data = bytearray()
         self._timer = None  # the one pending step: hold release, quiet wait, escape or its answer
 
@@ -97,7 +109,8 @@ class DataMode:
     @property
     def writable(self) -> bool:
         """Payload may be written now (in data mode, and no escape under way)."""
-        return self.active and self._escaping is None and self._probing is None
+        return (self.active and self._escaping is None and self._probing is None
+                and not self._abandoning)
 
     def write(self, data: bytes) -> None:
         """Send raw bytes to the peer (only while ``writable``)."""
@@ -115,34 +128,46 @@ class DataMode:
         return self._escaping
 
     def abandon(self) -> None:
-        """The owner gives up on this data mode (an escape went unanswered): leave it and
-        resynchronise, so the module is asked plainly whether it still answers."""
-        if not self.active:
+        """The owner gives up on this data mode (an escape went unanswered, the modem went
+        down): the sink is told at once, then one more escape and a resync, so the module is
+        asked plainly whether it still answers. The last escape is there for a module that is
+        still in data mode after all (our escape unheard): the resync's ESC and ``AT`` would
+        reach its peer as payload. Commands wait until the resync."""
+        if not self.active or self._abandoning:
             return
         self._cancel_timer()
         self._raise_dtr()
-        self._leave()
+        self._plus.stop()  # bytes it holds die with the session
         self._probing, self._probe_data = None, bytearray()
         escaping, self._escaping = self._escaping, None
-        self._protocol.resync()  # first: whatever the sink issues goes after it
+        self._abandoning = True
+        self._framer.set_data_mode(True, markers=(ESCAPE_OK_MARKER,))
         self._end("abandoned")
         if escaping is not None:
             escaping.errback(CommandTimeout("+++", 0.0, queued=False))
+        self._after_quiet(self._send_escape)
 
     # -- driven by ATProtocol -------------------------------------------------------------------
 
     def enter(self) -> None:
         if not self.active:
             self.active = True
+            self._early = bytearray()  # a former session's leftovers are nobody's
             self._framer.set_data_mode(True, markers=DATA_MODE_MARKERS)
             if self._sink is not None:  # back after a probe escape's ATO
                 self._call_sink(self._sink.data_mode_resumed)
 
-    def wrote(self) -> None:
-        """Bytes went to the UART (a command, an escape or payload)."""
+    def wrote(self, size: int) -> None:
+        """``size`` bytes went to the UART (a command, an escape or payload)."""
         self._plus.written()
+        if self._rate:
+            now = self._clock.seconds()
+            left = self._backlog - (now - self._backlog_at) * self._rate
+            self._backlog, self._backlog_at = max(0.0, left) + size, now
 
     def data(self, data: bytes) -> None:
+        if self._abandoning:
+            return  # the session is gone; nobody takes its last bytes
         if self._probing is not None:
             self._probe_data += data
             return
@@ -152,13 +177,15 @@ class DataMode:
         self._deliver(data)
 
     def marker(self, text: bytes) -> None:
-        if text == b"OK" and (self._escaping is not None or self._probing is not None):
+        if text == b"OK" and self._abandoning:
+            self._abandoned()
+        elif text == b"OK" and (self._escaping is not None or self._probing is not None):
             self._escaped()
-        elif self._escaping is not None and text in MARKER_ENDS:
-            self._tail_marker = text  # our escape decides it too (_send_escape)
         elif self._probing is None and text in MARKER_ENDS:
-            self._cancel_timer()
-            self._timer = self._clock.callLater(self._guard_time, self._decide, text)
+            self._tail_marker = text  # an escape of ours under way decides it too
+            if self._escaping is None:
+                self._cancel_timer()
+                self._timer = self._clock.callLater(self._guard_time, self._decide)
 
     def after_read(self) -> None:
         """Deliver a held marker *start* if nothing completes it soon."""
@@ -167,6 +194,7 @@ class DataMode:
 
     def lost(self) -> None:
         self._cancel_timer()
+        self._abandoning = False
         if self._escaping is not None:
             escaping, self._escaping = self._escaping, None
             escaping.errback(LinkLost("UART connection lost during an escape"))
@@ -198,16 +226,24 @@ class DataMode:
         if self._drained_at == float("inf"):
             self._drained_at = now
         after = DTR_SETTLE if self.dtr is not None else self._guard_time
-        quiet = max(self._plus.quiet_from, self._drained_at)
-        self._timer = self._clock.callLater(max(0.0, quiet + after - now), step)
+        self._timer = self._clock.callLater(max(0.0, self._line_quiet() + after - now), step)
+
+    def _line_quiet(self) -> float:
+        """When our last byte has surely left the UART (see the module docstring)."""
+        handed = max(self._plus.quiet_from, self._drained_at)
+        if not self._rate:
+            return handed
+        every_byte = self._backlog_at + self._backlog / self._rate
+        return max(handed, min(every_byte, handed + UNSEEN_BUFFER / self._rate))
 
     def _unsent(self) -> int:
         unsent = getattr(self._protocol.transport, "unsent", None)
         return unsent() if unsent is not None else 0
 
-    def _decide(self, text: bytes) -> None:
+    def _decide(self) -> None:
         """The marker stayed the tail: the carrier or a probe escape says whose it was."""
         self._timer = None
+        text, self._tail_marker = self._tail_marker, None
         carrier = self.carrier() if self.carrier is not None else None
         if carrier is True:
             self._release_held()
@@ -253,8 +289,20 @@ class DataMode:
             escaping.callback(None)
         self._protocol.resume_commands()
 
+    def _abandoned(self) -> None:
+        """The last escape is over, answered or not: the resync asks the module."""
+        self._cancel_timer()
+        self._raise_dtr()
+        self._abandoning = False
+        self._leave()
+        self._protocol.resync()
+        self._protocol.resume_commands()
+
     def _unanswered(self) -> None:
         """No ``OK`` after the escape."""
+        if self._abandoning:
+            self._abandoned()
+            return
         self._timer = None
         self._raise_dtr()
         escaping, self._escaping = self._escaping, None
@@ -294,7 +342,6 @@ class DataMode:
         self._framer.set_data_mode(False)
 
     def _end(self, reason: str) -> None:
-        self.active = False
         sink, self._sink = self._sink, None
         if reason != "escaped":
             self._protocol.emit(DataModeEnded(reason))

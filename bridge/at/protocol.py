@@ -149,7 +149,7 @@ class ATProtocol(Protocol):
         self.transparent_server_listening = False
         """Set while a transparent-mode server listens: its accepted client arrives as an
         unprompted ``CONNECT`` (app note §4.2, §5.1) that must switch the UART to data mode."""
-        self.data_mode = DataMode(self, self._framer, clock, guard_time, escape_timeout)
+        self.data_mode = DataMode(self, self._framer, clock, guard_time, escape_timeout, baud)
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -222,13 +222,13 @@ class ATProtocol(Protocol):
     def write(self, data: bytes) -> None:
         """Write raw bytes (recorded in the ring); for the engine and its data mode only."""
         self.ring.sent(data)
-        self.data_mode.wrote()
+        self.data_mode.wrote(len(data))
         self.transport.write(data)
 
     def write_payload(self, data: bytes) -> None:
         """Write payload bytes; the ring shows only their length and a hex prefix."""
         self.ring.sent_payload(data)
-        self.data_mode.wrote()
+        self.data_mode.wrote(len(data))
         self.transport.write(data)
 
     def _pump(self) -> None:

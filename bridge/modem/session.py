@@ -95,6 +95,7 @@ class TransparentSession(StreamSocket):
         self._outbox = bytearray()  # written while data mode is left
         self._away = False  # data mode left for a check, or a probe is deciding a marker
         self._checking = False  # a keepalive check is in flight (it ends in command mode)
+        self._check_due: Optional[Deferred] = None  # a check waiting for a probe's end
         self._module_closing = False  # AT+QICLOSE issued
         self._awaiting_connect = False  # a server's client: REMOTE IP came, CONNECT is next
         self._close_when_sent = False  # loseConnection came while away: close once back
@@ -236,6 +237,9 @@ class TransparentSession(StreamSocket):
         self._send()
         if self._close_when_sent and self.phase is not Phase.CLOSING:
             self._close_gracefully()
+        due, self._check_due = self._check_due, None
+        if due is not None and not due.called and self.phase is not Phase.CLOSING:
+            self._check().chainDeferred(due)
 
     def data_mode_ended(self, reason: str) -> None:
         """The remote closed: EOF after every byte; the module gone (its context, a restart,
@@ -296,9 +300,12 @@ class TransparentSession(StreamSocket):
     def _check(self) -> Deferred:
         """One keepalive check: escape, AT+QISACK, then ATO (or AT+QICLOSE if it found the
         link dead) -> Deferred(SackResult)."""
-        data_mode = self._engine.data_mode if self._engine is not None else None
-        if self.phase not in (Phase.OPEN, Phase.LINGERING) or not data_mode.writable:
-            return fail(ModemDown("data mode is busy; no check now"))
+        if self.phase not in (Phase.OPEN, Phase.LINGERING):
+            return fail(ModemDown("the session is closing"))
+        data_mode = self._engine.data_mode
+        if not data_mode.writable:  # a probe escape decides a marker: check once it is done
+            self._check_due = Deferred()
+            return self._check_due
         self.checks += 1
         self._away = self._checking = True
         self._read_port(False)

@@ -217,9 +217,17 @@ class PacedUart:
             self._producer.resumeProducing()
 
     def _feed_input(self) -> None:
-        if self._in_timer is not None and self._in_timer.active():
-            return
-        self._in_timer = None
+        """Hand the module what the line allows now, then stop or restart reading the port.
+
+        The check runs on every read, also while a pacing timer is pending: most reads land
+        between ticks, and only this keeps the input taken ahead of the line at INPUT_HOLD (a
+        module's UART takes bytes at the line rate, no faster)."""
+        if self._in_timer is None or not self._in_timer.active():
+            self._in_timer = None
+            self._deliver_input()
+        self._gate_reading()
+
+    def _deliver_input(self) -> None:
         now = self._clock.seconds()
         while self._in and not self._input_paused and self._protocol is not None:
             allowed = self._in_pacer.allowance(now, TICK)
@@ -233,6 +241,8 @@ class PacedUart:
             self._in_timer = self._clock.callLater(
                 self._in_pacer.ready_at(now) - now, self._feed_input
             )
+
+    def _gate_reading(self) -> None:
         if self._sink is not None:
             if self._input_paused or len(self._in) >= INPUT_HOLD:
                 self._sink.stopReading()
