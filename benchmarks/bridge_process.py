@@ -4,6 +4,7 @@ The bridge runs as its own process (``port = sim`` starts the simulator as its c
 benchmark measures it from outside, as an application would see it.
 """
 
+import json
 import os
 import socket
 import subprocess
@@ -19,15 +20,31 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def sim_config(tmp, sim_args, profiles, receive="pull", window=5840):
+def sim_config(tmp, sim_args, profiles, receive="pull", window=5840, modem=""):
     """INI text for a bridge on the built-in simulator (``sim_args`` shape it) with ``profiles``,
-    {name: {key: value}}."""
+    {name: {key: value}}; ``modem`` holds more lines for the modem's section."""
     text = (f"[cellbridge]\nlog_level = info\nstate_dir = {tmp}\n"
             f"[modem:main]\nport = sim\napn = internet\nreceive = {receive}\n"
-            f"send_window = {window}\nsim_args = --act-delay 0.05 {sim_args}\n")
+            f"send_window = {window}\nsim_args = --act-delay 0.05 {sim_args}\n{modem}")
     for name, keys in profiles.items():
         text += f"[profile:{name}]\n" + "".join(f"{key} = {value}\n" for key, value in keys.items())
     return text
+
+
+def sim_stats(control):
+    """The ``stats`` of the simulator whose control socket is ``control`` (a bridge's ``port =
+    sim`` child takes the last ``--control PATH`` of its sim_args)."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(control)
+        sock.sendall(b"stats\n")
+        answer = b""
+        while not answer.endswith(b"\n"):
+            data = sock.recv(1 << 20)
+            if not data:
+                break
+            answer += data
+    return json.loads(answer)
 
 
 class BridgeProcess:

@@ -26,7 +26,6 @@ AT+QIOPEN on any index, i.e. how long a waiting connection waited for the module
 """
 
 import argparse
-import json
 import os
 import socket
 import statistics
@@ -34,7 +33,7 @@ import tempfile
 import threading
 import time
 
-from bridge_process import BridgeProcess, free_port
+from bridge_process import BridgeProcess, free_port, sim_stats
 from streams import echo
 
 PAYLOAD = 200
@@ -111,17 +110,7 @@ class Bridge(BridgeProcess):
 
     def sim_commands(self):
         """The simulator's command log (CLOCK_MONOTONIC stamps, same clock as ours)."""
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(10)
-            sock.connect(self.control)
-            sock.sendall(b"stats\n")
-            answer = b""
-            while not answer.endswith(b"\n"):
-                data = sock.recv(1 << 20)
-                if not data:
-                    break
-                answer += data
-        return json.loads(answer)["commands"]
+        return sim_stats(self.control)["commands"]
 
 
 def recv_exactly(sock, size):

@@ -5,6 +5,7 @@ Goodput counts the bytes that arrived after the first arrival, over the time fro
 last arrival, so connection set-up (and a TLS handshake) is not counted.
 """
 
+import hashlib
 import os
 import socket
 import threading
@@ -19,16 +20,19 @@ TIMEOUT = 600.0
 
 
 class Arrivals:
-    """Byte arrivals at one far end: (monotonic time, bytes so far)."""
+    """Byte arrivals at one far end: (monotonic time, bytes so far), and the SHA-256 of what
+    arrived (``digest``)."""
 
     def __init__(self):
         self.points = []
         self.total = 0
+        self.digest = hashlib.sha256()
         self.error = None
         self.done = threading.Event()
 
-    def add(self, size, expected):
-        self.total += size
+    def add(self, data, expected):
+        self.digest.update(data)
+        self.total += len(data)
         self.points.append((time.monotonic(), self.total))
         if self.total >= expected:
             self.done.set()
@@ -46,14 +50,17 @@ def listener():
     return sock
 
 
-def receive_into(conn, arrivals, expected):
-    """Read ``conn`` (anything with ``recv``) into ``arrivals`` until ``expected`` bytes came."""
+def receive_into(conn, arrivals, expected, echo=False):
+    """Read ``conn`` (anything with ``recv``, and ``sendall`` to ``echo`` each read back) into
+    ``arrivals`` until ``expected`` bytes came."""
     try:
         while arrivals.total < expected:
             data = conn.recv(65536)
             if not data:
                 break
-            arrivals.add(len(data), expected)
+            arrivals.add(data, expected)
+            if echo:
+                conn.sendall(data)
     except OSError as error:
         arrivals.error = error
     finally:
@@ -84,23 +91,35 @@ def plain(conn):
     return conn
 
 
-def uplink(port, far_end, size, accept=plain):
+def uplink(port, far_end, size, accept=plain, echo=False):
     """Start sending ``size`` random bytes to the bridge's local ``port``; -> the Arrivals of the
-    next connection ``far_end`` accepts, read through ``accept(conn)`` (e.g. a TLS handshake);
-    its ``client`` is the local socket."""
+    next connection ``far_end`` accepts, read through ``accept(conn)`` (e.g. a TLS handshake) and
+    sent back with ``echo``; its ``client`` is the local socket, its ``sent`` the SHA-256 of the
+    bytes sent."""
     arrivals = Arrivals()
-    serve_once(far_end, lambda conn: receive_into(accept(conn), arrivals, size))
+    payload = os.urandom(size)
+    arrivals.sent = hashlib.sha256(payload).digest()
+    serve_once(far_end, lambda conn: receive_into(accept(conn), arrivals, size, echo))
     client = socket.create_connection(("127.0.0.1", port))
 
     def send():
         try:
-            client.sendall(os.urandom(size))
+            client.sendall(payload)
         except OSError as error:  # reset by the bridge: nothing more will arrive
             arrivals.error = error
             arrivals.done.set()
     threading.Thread(target=send, daemon=True).start()
     arrivals.client = client
     return arrivals
+
+
+def echoed(port, far_end, size, accept=plain):
+    """Start sending ``size`` random bytes to the bridge's local ``port``, echoed back by the next
+    connection ``far_end`` accepts (through ``accept(conn)``); -> (Arrivals there, Arrivals back
+    at the local client)."""
+    there, back = uplink(port, far_end, size, accept, echo=True), Arrivals()
+    threading.Thread(target=receive_into, args=(there.client, back, size), daemon=True).start()
+    return there, back
 
 
 def downlink(port, far_end, size, accept=plain):

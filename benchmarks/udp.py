@@ -20,7 +20,6 @@ Usage: python benchmarks/udp.py [--quick]
 """
 
 import argparse
-import json
 import os
 import re
 import socket
@@ -28,7 +27,7 @@ import tempfile
 import threading
 import time
 
-from bridge_process import BridgeProcess, free_port
+from bridge_process import BridgeProcess, free_port, sim_stats
 
 UART_BYTES_PER_S = 115200 / 10
 SIZE = 1000
@@ -124,13 +123,7 @@ class Bridge(BridgeProcess):
 
     def module_drops(self):
         """Datagrams the simulated module dropped, over its open sockets."""
-        with socket.socket(socket.AF_UNIX) as control:
-            control.connect(self.control)
-            control.sendall(b"stats\n")
-            answer = b""
-            while not answer.endswith(b"\n"):
-                answer += control.recv(1 << 20)
-        return sum(s.get("dropped", 0) for s in json.loads(answer)["sockets"].values())
+        return sum(s.get("dropped", 0) for s in sim_stats(self.control)["sockets"].values())
 
     def session_drops(self, source_port, timeout=30.0):
         """Drops by cause from the session-end line of the session from ``source_port``."""
