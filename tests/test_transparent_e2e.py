@@ -6,11 +6,13 @@ import pytest_twisted
 from twisted.internet import reactor, task
 from twisted.internet.error import ConnectionDone
 
-from tests.e2e_bed import (Bed, Echo, ResetSeen, Sink, Source, connect, ended, free_port,
-                           reset_not_eof, salted, server, sha, troubles, until)
+from tests.e2e_bed import (Bed, Echo, ResetSeen, Sink, Source, connect, echo_works, ended,
+                           free_port, open_link, reset_not_eof, salted, server, sha, troubles,
+                           until)
 from bridge.modem.modem import make_modem_service
 from bridge.modem.transport import open_port
 from bridge.service import Components
+from tests.test_recovery_e2e import RecoveryBed
 from tests.test_tls_e2e import PKI
 from tests.tls_bed import TLSBed, start as start_tls
 
@@ -332,3 +334,42 @@ async def test_a_transparent_server_closes_a_peer_outside_allow_and_takes_the_ne
         assert not bed.remote_factory.connections  # the local service never saw one
         log = commands(bed)
         assert log.count("+++") == 2 and log.count("AT+QICLOSE") == 2, log[-8:]
+
+
+class TransparentRecoveryBed(RecoveryBed):
+    """Short recovery timings; checks 0.5 s after the first uplink byte, then every second."""
+
+    modem_keys = ("mode = transparent\nkeepalive_first = 0.5\nkeepalive_interval = 1\n"
+                  "keepalive_retries = 2\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_module_gone_mute_in_data_mode_is_found_by_a_check_and_recovered(tmp_path):
+    async with await TransparentRecoveryBed.start(tmp_path, server(Echo), act_delay=0.05,
+                                                  deact_delay=0.05) as bed:
+        client = await open_link(bed)
+        bed.sim.mute(6.0)
+        client.transport.write(b"into the silence")  # the uplink starts the check schedule
+        await reset_not_eof(client)
+        await until(lambda: bed.modem.counters.get("module_mute") == 1, timeout=30,
+                    what="the mute found after the unanswered escapes")
+        assert bed.modem.counters.get("link_dead", cause="escape_unanswered") == 1
+        try:
+            await until(lambda: bed.modem.ready, timeout=20, what="the ladder to recover")
+        finally:
+            print(vars(bed.modem.counters))
+            print(commands(bed)[-25:], bed.sim.stats()["data_mode"])
+        await echo_works(bed, b"after mute")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_port_lost_in_data_mode_resets_the_app_and_the_session_comes_back(tmp_path):
+    async with await TransparentRecoveryBed.start(tmp_path, server(Echo), act_delay=0.05,
+                                                  deact_delay=0.05) as bed:
+        client = await open_link(bed)
+        bed.sim.stop()  # a USB adapter unplugged mid-session
+        await reset_not_eof(client)
+        await until(lambda: bed.modem.counters.get("port_lost") == 1, what="the port loss")
+        bed.sim.start()
+        await until(lambda: bed.modem.ready, timeout=30, what="the reopened port's bring-up")
+        await echo_works(bed, b"after replug")

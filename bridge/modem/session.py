@@ -335,10 +335,11 @@ class TransparentSession(StreamSocket):
         """No OK to the escape: the module is not where we think (rebooted, silent), unless
         the escape showed the session ended (``data_mode_ended`` told us)."""
         self._checking = False
-        self._answer(failure, answer)
-        data_mode = self._engine.data_mode if self._engine is not None else None
         if self.phase is Phase.OPEN or self.phase is Phase.LINGERING:
-            data_mode.abandon()  # data_mode_ended('abandoned') ends the session
+            # Before the watch hears of it (it might call the link dead first and close it
+            # with an escape of its own): data_mode_ended('abandoned') ends the session.
+            self._engine.data_mode.abandon()
+        self._answer(failure, answer)
 
     def _after_check(self, _) -> None:
         """In command mode after a check: back to data mode, or close if it is over."""
