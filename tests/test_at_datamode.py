@@ -26,8 +26,10 @@ class Sink:
 
 
 def connected(guard=1.0, **options):
-    """A harness in data mode after a transparent AT+QIOPEN + CONNECT, with a sink attached."""
+    """A harness in data mode after a transparent AT+QIOPEN + CONNECT, with a sink attached; its
+    engine is a transparent modem's (its resyncs escape first)."""
     h = Harness(guard_time=guard, escape_timeout=2.0, **options)
+    h.proto.escape_before_resync = True
     opened = h.issue(c.qiopen_transparent("TCP", "1.2.3.4", 80))
     assert h.sent() == b'AT+QIOPEN="TCP","1.2.3.4",80\r'
     h.recv(b"\r\nOK\r\n\r\nCONNECT\r\nearly bytes")
@@ -446,9 +448,9 @@ def test_abandon_leaves_data_mode_resyncs_and_tells_the_sink():
     assert DataModeEnded("abandoned") in h.events
     assert h.sent() == b""  # the held bytes died with the session
     h.clock.advance(1.0)
-    # One last escape: a module still in data mode must not pass the resync on to its peer.
+    # The resync escapes first: a module still in data mode must not pass ESC AT to its peer.
     assert h.sent() == b"+++"
-    h.clock.advance(1.0 + 2.0)
+    h.clock.advance(1.0)
     assert h.sent() == b"\x1bAT\r"
     assert not h.proto.data_mode.active
     with pytest.raises(RuntimeError):
@@ -476,8 +478,10 @@ def test_abandon_during_an_escape_fails_it_and_the_next_data_mode_is_writable():
     h.proto.data_mode.abandon()
     assert sink.ended == ["abandoned"]
     h.clock.advance(0.5)
-    assert h.sent() == b"+++"  # the last escape, in place of the abandoned one
-    h.recv(b"\r\nOK\r\n")  # it was still in data mode after all
+    assert h.sent() == b"+++"  # the resync's escape, in place of the abandoned one
+    h.recv(b"\r\nOK\r\n")  # it was still in data mode after all: that OK is the escape's
+    assert h.sent() == b""
+    h.clock.advance(1.0)
     assert h.sent() == b"\x1bAT\r"
     h.recv(b"\r\nOK\r\n")
     h.clock.advance(5.0)
@@ -497,8 +501,8 @@ def test_abandon_during_a_probe_leaves_the_next_data_mode_deciding_its_markers()
     h.proto.data_mode.abandon()
     assert sink.ended == ["abandoned"]
     h.clock.advance(1.0)
-    assert h.sent() == b"+++"  # the last escape
-    h.clock.advance(3.0)
+    assert h.sent() == b"+++"  # the resync's escape
+    h.clock.advance(1.0)
     assert h.sent() == b"\x1bAT\r"
     h.recv(b"\r\nOK\r\n")
     reconnected(h)

@@ -88,7 +88,6 @@ class DataMode:
         self._escaping: Optional[Deferred] = None
         self._probing: Optional[bytes] = None  # the marker a probe escape is deciding
         self._tail_marker: Optional[bytes] = None  # the marker held at the stream's tail
-        self._abandoning = False  # the last escape before a resync (abandon)
         self._probe_data = bytearray()
         self._timer = None  # the one pending step: hold release, quiet wait, escape or its answer
 
@@ -109,8 +108,7 @@ class DataMode:
     @property
     def writable(self) -> bool:
         """Payload may be written now (in data mode, and no escape under way)."""
-        return (self.active and self._escaping is None and self._probing is None
-                and not self._abandoning)
+        return self.active and self._escaping is None and self._probing is None
 
     def write(self, data: bytes) -> None:
         """Send raw bytes to the peer (only while ``writable``)."""
@@ -129,23 +127,47 @@ class DataMode:
 
     def abandon(self) -> None:
         """The owner gives up on this data mode (an escape went unanswered, the modem went
-        down): the sink is told at once, then one more escape and a resync, so the module is
-        asked plainly whether it still answers. The last escape is there for a module that is
-        still in data mode after all (our escape unheard): the resync's ESC and ``AT`` would
-        reach its peer as payload. Commands wait until the resync."""
-        if not self.active or self._abandoning:
+        down): leave it, tell the sink, and resynchronise (on a transparent modem the resync
+        escapes first, ``escape_for_resync``), so the module is asked plainly whether it still
+        answers."""
+        if not self.active:
             return
         self._cancel_timer()
         self._raise_dtr()
-        self._plus.stop()  # bytes it holds die with the session
+        self._leave()
         self._probing, self._probe_data = None, bytearray()
         escaping, self._escaping = self._escaping, None
-        self._abandoning = True
-        self._framer.set_data_mode(True, markers=(ESCAPE_OK_MARKER,))
+        self._protocol.resync()  # first: whatever the sink issues goes after it
         self._end("abandoned")
         if escaping is not None:
             escaping.errback(CommandTimeout("+++", 0.0, queued=False))
-        self._after_quiet(self._send_escape)
+
+    @property
+    def escape_time(self) -> float:
+        """The longest ``escape_for_resync`` takes: the line's unseen bytes, two guards."""
+        unseen = UNSEEN_BUFFER / self._rate if self._rate else 0.0
+        return unseen + 2 * self._guard_time
+
+    def escape_for_resync(self, then) -> None:
+        """Before a resync of a module that may still be in data mode: once the line is quiet,
+        ``+++`` (or a DTR pulse) and the guard after it, then ``then()``. In command mode the
+        ``+++`` only sits on the command line, which the resync's ESC clears."""
+        self._cancel_timer()
+
+        def escape():
+            if self.dtr is not None:
+                self.dtr(False)
+                self._timer = self._clock.callLater(DTR_SETTLE, self._raise_then, then)
+            else:
+                self._protocol.write(ESCAPE)
+                self._timer = self._clock.callLater(self._guard_time, self._raise_then, then)
+
+        self._after_quiet(escape)
+
+    def _raise_then(self, then) -> None:
+        self._timer = None
+        self._raise_dtr()
+        then()
 
     # -- driven by ATProtocol -------------------------------------------------------------------
 
@@ -166,8 +188,6 @@ class DataMode:
             self._backlog, self._backlog_at = max(0.0, left) + size, now
 
     def data(self, data: bytes) -> None:
-        if self._abandoning:
-            return  # the session is gone; nobody takes its last bytes
         if self._probing is not None:
             self._probe_data += data
             return
@@ -177,9 +197,7 @@ class DataMode:
         self._deliver(data)
 
     def marker(self, text: bytes) -> None:
-        if text == b"OK" and self._abandoning:
-            self._abandoned()
-        elif text == b"OK" and (self._escaping is not None or self._probing is not None):
+        if text == b"OK" and (self._escaping is not None or self._probing is not None):
             self._escaped()
         elif self._probing is None and text in MARKER_ENDS:
             self._tail_marker = text  # an escape of ours under way decides it too
@@ -194,7 +212,6 @@ class DataMode:
 
     def lost(self) -> None:
         self._cancel_timer()
-        self._abandoning = False
         if self._escaping is not None:
             escaping, self._escaping = self._escaping, None
             escaping.errback(LinkLost("UART connection lost during an escape"))
@@ -289,20 +306,8 @@ class DataMode:
             escaping.callback(None)
         self._protocol.resume_commands()
 
-    def _abandoned(self) -> None:
-        """The last escape is over, answered or not: the resync asks the module."""
-        self._cancel_timer()
-        self._raise_dtr()
-        self._abandoning = False
-        self._leave()
-        self._protocol.resync()
-        self._protocol.resume_commands()
-
     def _unanswered(self) -> None:
         """No ``OK`` after the escape."""
-        if self._abandoning:
-            self._abandoned()
-            return
         self._timer = None
         self._raise_dtr()
         escaping, self._escaping = self._escaping, None
@@ -322,7 +327,7 @@ class DataMode:
         reason, event = MARKER_ENDS[text]
         self._leave()
         if resync:  # our '+++' sits on the module's command line: cleared before anything
-            self._protocol.resync()
+            self._protocol.resync(escaped=True)
         if reason == "restarted":
             self._protocol.forget_selection()
         # The modem hears first: a lost context or a restart takes it down before the session

@@ -95,6 +95,7 @@ class _Outstanding:
         self.limit = command.timeout  # of the wait ``timer`` runs for
         self.abandoned = False  # cancelled by the caller while on the wire
         self.attempt = attempt  # > 0 for a resync probe
+        self.escaping = False  # a resync probe whose escape goes first (transparent modem)
         self.selecting_for: Optional[_Outstanding] = None  # the command a selector goes before
         self.settling = False  # ``timer`` waits for the module's silence (``Command.quiet_end``)
         self.settle_by = 0.0  # when a settling reply ends even if the module keeps talking
@@ -150,6 +151,10 @@ class ATProtocol(Protocol):
         """Set while a transparent-mode server listens: its accepted client arrives as an
         unprompted ``CONNECT`` (app note §4.2, §5.1) that must switch the UART to data mode."""
         self.data_mode = DataMode(self, self._framer, clock, guard_time, escape_timeout, baud)
+        self.escape_before_resync = False
+        """Set on a transparent modem: each resync starts with an escape (``DataMode.escape_
+        for_resync``), for a module still in data mode would pass ESC and ``AT`` to its peer as
+        payload, and every recovery starts with a resync."""
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -367,6 +372,9 @@ class ATProtocol(Protocol):
     def _route_line(self, line: bytes) -> None:
         entry = self._current
         command = entry.command if entry else None
+        if line == b"OK" and entry is not None and entry.escaping:
+            self.log.info("the module was still in data mode: its escape answered OK")
+            return
         if line == b"CONNECT":
             if not self._connect_expected(command):
                 self._ignore_connect(command)
@@ -517,9 +525,18 @@ class ATProtocol(Protocol):
         self._fire(entry, error)
         self._send_resync(probe, filler=_unwritten_payload_filler(command))
 
-    def _start_resync(self, attempt: int) -> None:
+    def _start_resync(self, attempt: int, escape: bool = True) -> None:
         self._current = probe = self._resync_probe(attempt)
-        self._send_resync(probe)
+        if escape and self.escape_before_resync:
+            probe.escaping = True
+            self.data_mode.escape_for_resync(lambda: self._escaped_for_resync(probe))
+        else:
+            self._send_resync(probe)
+
+    def _escaped_for_resync(self, probe: _Outstanding) -> None:
+        if self._current is probe:
+            probe.escaping = False
+            self._send_resync(probe)
 
     def _resync_probe(self, attempt: int) -> _Outstanding:
         return _Outstanding(commands.at(self._resync_timeout), None, attempt)
@@ -573,10 +590,11 @@ class ATProtocol(Protocol):
             self.log.warn("dropped {size} bytes of a half-received payload ({why})",
                           size=dropped, why=why)
 
-    def resync(self) -> None:
-        """Resynchronise now (after data mode ended uncertainly); queued commands wait."""
+    def resync(self, escaped: bool = False) -> None:
+        """Resynchronise now (after data mode ended uncertainly); queued commands wait.
+        ``escaped``: an escape just went unanswered, so the first attempt needs none."""
         if self._current is None and not self._lost:
-            self._start_resync(1)
+            self._start_resync(1, escape=not escaped)
 
     def _log_recovery(self, fmt: str, **fields) -> None:
         dump = self.ring.recovery_dump()

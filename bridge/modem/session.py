@@ -433,8 +433,10 @@ class TransparentSession(StreamSocket):
             return
         self._module_closing = True
         self._tell_protocol(Failure(ConnectionDone()))
+        # It may wait behind a resync (after a probe or an unanswered escape): not a reason
+        # to leave the link open on the module.
         closing = self.modem.issue(self.addressed(commands.qiclose(
-            timeout=self.modem.timeouts.qiclose)))
+            timeout=self.modem.timeouts.qiclose + self.modem.resync_budget)))
         closing.addErrback(self._close_failed)
         closing.addBoth(lambda _: self._release())
 
