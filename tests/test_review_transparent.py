@@ -1,0 +1,58 @@
+"""Review findings on transparent mode, each a failing test (transcripts: the real Modem or the
+AT engine on a StringTransport and task.Clock, exact UART bytes)."""
+
+from twisted.internet.error import ConnectionDone
+
+from tests.modem_harness import OK
+from tests.socket_bench import SessionBench
+from tests.test_transparent_session import (CLOSE_OK, GUARD, PROBE_WAIT, QICLOSE, QISACK,
+                                            RESYNC, to_a_check)
+
+
+def test_a_local_close_during_a_check_whose_escape_goes_unanswered_still_frees_the_session(
+        tmp_path):
+    """The local side closes while a keepalive check's ``+++`` waits for its OK, and that OK
+    never comes. The session is CLOSING, so ``_check_escape_failed`` skips ``abandon()``;
+    ``_leave_module`` had returned early because a check was in flight; nothing else is left to
+    act. The session stays CLOSING for ever: the pool's one place is never released (every
+    later connection of every profile waits until its queue_timeout), the engine believes it is
+    still in data mode (no command is ever written again, the recovery never starts) and
+    ``healthy()`` keeps saying yes. Expected: as when the check's escape fails on an open
+    session (test_a_check_whose_escape_goes_unanswered_is_socket_lost_and_resyncs): abandon,
+    the resync's escape and ESC AT, then AT+QICLOSE, and the place is free."""
+    s = SessionBench(tmp_path)
+    protocol = s.connected()
+    to_a_check(s, protocol)  # the check's '+++' is on the wire
+    s.clock.advance(0.1)
+    protocol.transport.loseConnection()
+    assert protocol.reason.check(ConnectionDone)
+    s.clock.advance(PROBE_WAIT)  # no OK to the check's escape
+    s.clock.advance(GUARD + 0.01)  # the resync's own escape and its guard
+    assert s.wire() == b"+++" + RESYNC
+    s.module(OK)
+    assert s.wire() == QICLOSE
+    s.module(CLOSE_OK)
+    assert s.modem.slots_in_use == frozenset()
+
+
+def test_an_ok_from_the_peer_before_the_module_can_have_answered_is_not_the_escape_ok(tmp_path):
+    """The module answers ``+++`` only after its own guard of silence after the last '+' (app
+    note §4: >= 0.5 s); until then it is in data mode and whatever the peer sends is payload.
+    The engine takes any ``\\r\\nOK\\r\\n`` tail after its '+++' as the answer: a peer whose
+    stream carries an OK line (a text protocol, an AT-speaking device behind the remote end)
+    makes the bridge write AT+QISACK at once, inside the module's trailing guard. That byte
+    breaks the escape (a character less than 0.5 s after the last '+'), the module stays in
+    data mode and passes ``AT+QISACK\\r`` (then ATO, or AT+QICLOSE) to the peer as payload,
+    the very thing transparent mode must never do; the peer's OK is lost from its stream too.
+    Expected: an OK sooner than the module's guard (0.5 s) after the '+++' left is the peer's
+    data: delivered, and nothing is written."""
+    s = SessionBench(tmp_path)
+    protocol = s.connected()
+    to_a_check(s, protocol)  # '+++' just left
+    s.clock.advance(0.1)
+    s.module(b"\r\nOK\r\n")  # the peer's bytes, 0.1 s after the '+++'
+    assert s.wire() == b""  # nothing may be written inside the module's guard
+    s.clock.advance(GUARD)
+    s.module(OK)  # the module's own answer
+    assert s.wire() == QISACK
+    assert protocol.received.endswith(b"\r\nOK\r\n")
