@@ -3,8 +3,8 @@ AT engine on a StringTransport and task.Clock, exact UART bytes)."""
 
 from twisted.internet.error import ConnectionDone
 
-from tests.modem_harness import OK
-from tests.socket_bench import SessionBench
+from tests.modem_harness import OK, SYNC, transparent
+from tests.socket_bench import PACKETISATION, ModemBench, SessionBench
 from tests.test_transparent_session import (CLOSE_OK, GUARD, PROBE_WAIT, QICLOSE, QISACK,
                                             RESYNC, to_a_check)
 
@@ -56,3 +56,33 @@ def test_an_ok_from_the_peer_before_the_module_can_have_answered_is_not_the_esca
     s.module(OK)  # the module's own answer
     assert s.wire() == QISACK
     assert protocol.received.endswith(b"\r\nOK\r\n")
+
+
+class RtsctsBench(SessionBench):
+    """A SessionBench whose modem has ``rtscts = yes`` (AT+IFC=2,2 after the sync)."""
+
+    def __init__(self, tmp_path):
+        script = SYNC + [(b"AT+IFC=2,2", OK)] + transparent(PACKETISATION)[len(SYNC):]
+        ModemBench.__init__(self, tmp_path, receive="push", script=script, mode="transparent",
+                            rtscts=True)
+
+
+def test_a_probe_escape_hears_its_ok_while_the_local_reader_holds_the_port_paused(tmp_path):
+    """With ``rtscts`` a paused local reader stops the reading of the port (the module is held
+    back by RTS). ``_read_port`` resumes reading for the session's own escapes (``_away``), but
+    a probe escape is the engine's: the session only learns of it if it happens to write
+    meanwhile. So a held ``CLOSED`` tail probed while the local reader is paused: the module,
+    still in data mode, answers OK, but the port is not read; the probe times out and the
+    engine concludes the module said CLOSED. The peer's bytes (``\\r\\nCLOSED\\r\\n``) are
+    dropped, the local side gets EOF on a live link, and the resync/AT+QICLOSE that follow
+    also wait behind a paused port. Expected: reading resumes while any escape (probe
+    included) waits for its answer."""
+    s = RtsctsBench(tmp_path)
+    protocol = s.connected()
+    port = s.harness.transport
+    s.module(b"data\r\nCLOSED\r\n")  # the peer's bytes; the tail is held
+    protocol.transport.pauseProducing()  # the local reader is full
+    assert port.producerState == "paused"
+    s.clock.advance(GUARD)
+    assert s.wire() == b"+++"  # the probe
+    assert port.producerState == "producing"  # its OK must be heard
