@@ -86,3 +86,25 @@ def test_a_probe_escape_hears_its_ok_while_the_local_reader_holds_the_port_pause
     s.clock.advance(GUARD)
     assert s.wire() == b"+++"  # the probe
     assert port.producerState == "producing"  # its OK must be heard
+
+
+def test_a_closing_escape_hears_its_ok_while_the_local_reader_holds_the_port_paused(tmp_path):
+    """Same hole as the probe's, on the session's own close: ``_leave_module`` escapes without
+    setting ``_away``, so with ``rtscts`` and a local reader that paused the session (a slow
+    reader, then abortConnection or loseConnection) the port stays unread while the closing
+    ``+++`` waits for its OK. The OK is never read: the escape 'fails', the session abandons
+    data mode, the resync's ESC AT is not heard either, every resync attempt fails and the
+    modem is taken down for recovery, all because a local client closed. The same happens to a
+    transparent server's client whose local service refuses the connection: ``_reach_local``
+    pauses the session (nothing read until the local service answers), and the abort that
+    follows escapes, or waits for a CONNECT, with the port unread. Expected: reading resumes
+    for every escape (and for a CONNECT awaited)."""
+    s = RtsctsBench(tmp_path)
+    protocol = s.connected()
+    port = s.harness.transport
+    protocol.transport.pauseProducing()  # the local reader is full
+    assert port.producerState == "paused"
+    protocol.transport.abortConnection()
+    s.clock.advance(GUARD + 0.01)
+    assert s.wire() == b"+++"  # the closing escape
+    assert port.producerState == "producing"  # its OK must be heard
