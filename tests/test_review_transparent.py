@@ -3,6 +3,8 @@ AT engine on a StringTransport and task.Clock, exact UART bytes)."""
 
 from twisted.internet.error import ConnectionDone
 
+from bridge.modem.socket import SocketLost
+
 from tests.modem_harness import OK, SYNC, transparent
 from tests.socket_bench import PACKETISATION, ModemBench, SessionBench
 from tests.test_transparent_session import (CLOSE_OK, GUARD, PROBE_WAIT, QICLOSE, QISACK,
@@ -108,3 +110,27 @@ def test_a_closing_escape_hears_its_ok_while_the_local_reader_holds_the_port_pau
     s.clock.advance(GUARD + 0.01)
     assert s.wire() == b"+++"  # the closing escape
     assert port.producerState == "producing"  # its OK must be heard
+
+
+def test_a_remote_close_while_a_probe_left_data_mode_is_not_a_clean_end(tmp_path):
+    """A probe escape found a ``CLOSED`` tail to be payload (OK) and asks ATO; meanwhile, in
+    command mode, the remote closes: the module says ``CLOSED`` as a URC and answers ATO with
+    ERROR (simulator choice 34: what the remote sent after the escape stays in the module,
+    readable only with AT+QIRD). For a keepalive check the session calls this SocketLost
+    (``remote_closed_away``: what came meanwhile cannot be read), but ``socket_event`` looks
+    only at ``_away``, which a probe does not set unless the session wrote during it; and
+    ``_resume_failed`` ends data mode as 'closed', so the local side gets a clean EOF
+    (ConnectionDone) although the remote's last bytes may be lost. Expected: SocketLost, as
+    after a check."""
+    s = SessionBench(tmp_path)
+    protocol = s.connected()
+    s.module(b"data\r\nCLOSED\r\n")
+    s.clock.advance(GUARD)
+    assert s.wire() == b"+++"  # the probe
+    s.clock.advance(GUARD)
+    s.module(OK)  # still in data mode: the tail was payload
+    assert s.wire() == b"ATO\r"
+    s.module(b"\r\nCLOSED\r\n")  # in command mode: the remote closed meanwhile
+    s.module(b"\r\nERROR\r\n")  # ATO: no link to go back to
+    assert protocol.received == b"data\r\nCLOSED\r\n"
+    assert protocol.reason.check(SocketLost)
