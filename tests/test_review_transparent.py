@@ -2,8 +2,10 @@
 AT engine on a StringTransport and task.Clock, exact UART bytes)."""
 
 from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Protocol
 
-from bridge.modem.socket import SocketLost
+from bridge.modem.session import TransparentSession
+from bridge.modem.socket import ModuleAddress, SocketLost
 
 from tests.modem_harness import OK, SYNC, transparent
 from tests.socket_bench import PACKETISATION, ModemBench, SessionBench
@@ -134,3 +136,26 @@ def test_a_remote_close_while_a_probe_left_data_mode_is_not_a_clean_end(tmp_path
     s.module(b"\r\nERROR\r\n")  # ATO: no link to go back to
     assert protocol.received == b"data\r\nCLOSED\r\n"
     assert protocol.reason.check(SocketLost)
+
+
+def test_a_server_client_that_closes_before_its_connect_frees_the_session(tmp_path):
+    """A transparent server's client is announced by ``REMOTE IP`` and its session made at
+    once, waiting for the unprompted CONNECT (``_awaiting_connect``). If the client goes before
+    the module switches to data mode, the module says ``CLOSED`` in command mode and no CONNECT
+    comes (an inference: the app note does not say what a module prints then). ``socket_event`` ignores a Closed unless ``_away``, and ``_leave_module`` returns
+    early while ``_awaiting_connect``: even a local abort leaves the session waiting for ever.
+    The pool's one place stays taken, so the server refuses every later client (its index is
+    'taken') and the modem never serves again. Expected: the CLOSED URC ends the waiting session
+    (the module has no link: an AT+QICLOSE answered ERROR or nothing at all) and frees the
+    place."""
+    s = SessionBench(tmp_path)
+    s.modem.protocol.transparent_server_listening = True
+    assert s.modem.sockets.claim(0, "server")
+    session = TransparentSession(s.modem, 0, ModuleAddress("TCP", "10.9.9.9", 0),
+                                 s.modem.socket_settings(), 0, True)
+    session.makeConnection(Protocol())  # as the server's forwarding does on REMOTE IP
+    s.module(b"\r\nCLOSED\r\n")  # the client went; the module stays in command mode
+    s.clock.advance(60)
+    s.module(b"\r\nERROR\r\n")  # whatever AT+QICLOSE may have gone out: there is no link
+    s.clock.advance(60)
+    assert s.modem.slots_in_use == frozenset()
