@@ -143,7 +143,8 @@ def test_a_server_client_that_closes_before_its_connect_frees_the_session(tmp_pa
     once, waiting for the unprompted CONNECT (``_awaiting_connect``). If the client goes before
     the module switches to data mode, the module says ``CLOSED`` in command mode and no CONNECT
     comes (an inference: the app note does not say what a module prints then).
-    ``socket_event`` ignores a Closed unless ``_away``, and ``_leave_module`` returns early while ``_awaiting_connect``: even a local abort leaves the session waiting for ever.
+    ``socket_event`` ignores a Closed unless ``_away``, and ``_leave_module`` returns early
+    while ``_awaiting_connect``: even a local abort leaves the session waiting for ever.
     The pool's one place stays taken, so the server refuses every later client (its index is
     'taken') and the modem never serves again. Expected: the CLOSED URC ends the waiting session
     (the module has no link: an AT+QICLOSE answered ERROR or nothing at all) and frees the
