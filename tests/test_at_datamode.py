@@ -6,7 +6,7 @@ from twisted.logger import capturedLogs, formatEvent
 
 from bridge.at import commands as c
 from bridge.at.commands import OpenAccepted, Reply, SignalQuality
-from bridge.at.datamode import DRAIN_POLL, DTR_SETTLE, UNSEEN_BUFFER
+from bridge.at.datamode import DRAIN_POLL, DTR_SETTLE, MODULE_GUARD, UNSEEN_BUFFER
 from bridge.at.errors import CommandTimeout
 from bridge.at.events import Boot, Closed, ConnectResult, DataModeEnded, PdpDeact, Resynced
 from bridge.at.plusguard import PLUS_HOLD
@@ -76,6 +76,7 @@ def test_escape_respects_guard_times():
     assert h.sent() == b""  # still inside the guard after our last byte
     h.clock.advance(0.01)
     assert h.sent() == b"+++"
+    h.clock.advance(MODULE_GUARD)  # the module answers after its own guard
     h.recv(b"tail\r\nOK\r\n")
     assert escaped == [None]
     assert sink.data.endswith(b"tail")
@@ -133,6 +134,7 @@ def test_closed_marker_then_ok_to_probe_was_payload_and_session_resumes():
     h.clock.advance(1.0)
     h.clock.advance(0)
     assert h.sent() == b"+++"
+    h.clock.advance(MODULE_GUARD)  # the module answers after its own guard
     h.recv(b"\r\nOK\r\n")
     assert sink.data == b"early bytesabc\r\nCLOSED\r\n"
     assert h.sent() == b"ATO\r"
@@ -253,6 +255,7 @@ def test_an_escape_waits_for_held_plus_bytes_then_the_guard_time():
     assert h.sent() == b""  # the guard counts from the held bytes, not from the '+'
     h.clock.advance(0.002)
     assert h.sent() == b"+++"
+    h.clock.advance(MODULE_GUARD)  # the module answers after its own guard
     h.recv(b"\r\nOK\r\n")
     assert escaped == [None]
 
@@ -279,6 +282,7 @@ def test_an_escape_waits_while_the_port_has_unsent_bytes_and_counts_the_guard_fr
     assert h.sent() == b""  # a guard of silence after the drain, not after the write
     h.clock.advance(0.002)
     assert h.sent() == b"+++"
+    h.clock.advance(MODULE_GUARD)  # the module answers after its own guard
     h.recv(b"\r\nOK\r\n")
     assert escaped == [None]
 
@@ -527,6 +531,7 @@ def test_a_closed_tail_during_our_escape_with_ok_was_payload_and_no_ato_follows(
     assert sink.data == b"early bytesx"
     h.clock.advance(1.0)
     assert h.sent() == b"+++"  # one escape: ours, and the probe of the tail
+    h.clock.advance(MODULE_GUARD)  # the module answers after its own guard
     h.recv(b"\r\nOK\r\n")
     assert sink.data == b"early bytesx\r\nCLOSED\r\n"
     assert escaped == [None] and sink.ended == []
@@ -599,6 +604,7 @@ def test_an_escape_begun_while_a_closed_tail_awaits_its_decision_decides_it(answ
     assert h.sent() == b"+++"
     assert sink.data == b"early bytestail"
     if answer is not None:
+        h.clock.advance(MODULE_GUARD)  # the module answers after its own guard
         h.recv(answer)
     else:
         h.clock.advance(1.0 + 2.0)

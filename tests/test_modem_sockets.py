@@ -170,6 +170,17 @@ def test_health_poll_is_skipped_while_a_command_is_on_the_wire(h):
     assert h.times[-1] == poll_due + 30.0
 
 
+def test_health_poll_stays_away_while_a_transparent_server_listens(h):
+    """Its client's CONNECT switches the UART to data mode unannounced: a poll crossing it would
+    reach the client as payload (README, Transparent sessions)."""
+    h.modem.protocol.transparent_server_listening = True
+    h.clock.advance(95.0)
+    assert h.transport.value() == b""
+    h.modem.protocol.transparent_server_listening = False
+    h.clock.advance(30.0)
+    assert h.take() == b"AT+CSQ\r"
+
+
 def test_a_long_bulk_transfer_cannot_starve_the_health_poll(h):
     """Reads back to back for 100 s: the engine is busy at every poll tick. One round is
     postponed, the next is queued anyway and slips in between two reads, and the registration

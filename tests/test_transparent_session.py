@@ -5,14 +5,16 @@ endpoint, and the exact UART bytes both ways."""
 import pytest
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.interfaces import IConsumer, IPushProducer, ITransport
+from twisted.internet.protocol import Protocol
 
 from bridge.at.datamode import DTR_SETTLE, HOLD_DELAY
 from bridge.at.plusguard import PLUS_HOLD
 from bridge.modem.modem import ANSWER_STALE
 from bridge.modem.session import TransparentSession
-from bridge.modem.socket import SocketLost
-from tests.modem_harness import OK
-from tests.socket_bench import CONNECT, PACKETISATION, QIOPEN_TRANSPARENT, SessionBench
+from bridge.modem.socket import ModuleAddress, SocketLost
+from tests.modem_harness import OK, SYNC, transparent
+from tests.socket_bench import (CONNECT, PACKETISATION, QIOPEN_TRANSPARENT, ModemBench,
+                                SessionBench)
 
 ERROR = b"\r\nERROR\r\n"
 QISACK = b"AT+QISACK\r"
@@ -515,4 +517,115 @@ def test_with_dcd_a_closed_tail_and_no_carrier_closes_without_a_probe(tmp_path):
     assert protocol.reason.check(ConnectionDone)
     assert s.wire() == QICLOSE  # no '+++', no resync: nothing sat on its command line
     s.module(ERROR)
+    assert s.modem.slots_in_use == frozenset()
+
+
+
+# -- from the review: escapes and their answers, session ends -------------------------------
+
+def test_a_local_close_during_a_check_whose_escape_goes_unanswered_still_frees_the_session(
+        tmp_path):
+    """A local close while a check's ``+++`` waits for an OK that never comes: the session is
+    abandoned like an open one (the resync's escape, ESC AT, then AT+QICLOSE), and the pool's one
+    place is freed; else the engine would believe it is in data mode for ever."""
+    s = SessionBench(tmp_path)
+    protocol = s.connected()
+    to_a_check(s, protocol)  # the check's '+++' is on the wire
+    s.clock.advance(0.1)
+    protocol.transport.loseConnection()
+    assert protocol.reason.check(ConnectionDone)
+    s.clock.advance(PROBE_WAIT)  # no OK to the check's escape
+    s.clock.advance(GUARD + 0.01)  # the resync's own escape and its guard
+    assert s.wire() == b"+++" + RESYNC
+    s.module(OK)
+    assert s.wire() == QICLOSE
+    s.module(CLOSE_OK)
+    assert s.modem.slots_in_use == frozenset()
+
+
+def test_an_ok_from_the_peer_before_the_module_can_have_answered_is_not_the_escape_ok(tmp_path):
+    """The module answers ``+++`` only after its own guard (app note §4: >= 0.5 s): an OK line
+    sooner than that is the peer's data, delivered, and nothing is written (a command now would
+    reach a module still in data mode, and the peer)."""
+    s = SessionBench(tmp_path)
+    protocol = s.connected()
+    to_a_check(s, protocol)  # '+++' just left
+    s.clock.advance(0.1)
+    s.module(b"\r\nOK\r\n")  # the peer's bytes, 0.1 s after the '+++'
+    assert s.wire() == b""  # nothing may be written inside the module's guard
+    s.clock.advance(GUARD)
+    s.module(OK)  # the module's own answer
+    assert s.wire() == QISACK
+    assert protocol.received.endswith(b"\r\nOK\r\n")
+
+
+class RtsctsBench(SessionBench):
+    """A SessionBench whose modem has ``rtscts = yes`` (AT+IFC=2,2 after the sync)."""
+
+    def __init__(self, tmp_path):
+        script = SYNC + [(b"AT+IFC=2,2", OK)] + transparent(PACKETISATION)[len(SYNC):]
+        ModemBench.__init__(self, tmp_path, receive="push", script=script, mode="transparent",
+                            rtscts=True)
+
+
+def test_a_probe_escape_hears_its_ok_while_the_local_reader_holds_the_port_paused(tmp_path):
+    """With ``rtscts`` a paused local reader stops the reading of the port; the engine's probe
+    escape reads again for its answer (else an OK unheard makes payload a CLOSED)."""
+    s = RtsctsBench(tmp_path)
+    protocol = s.connected()
+    port = s.harness.transport
+    s.module(b"data\r\nCLOSED\r\n")  # the peer's bytes; the tail is held
+    protocol.transport.pauseProducing()  # the local reader is full
+    assert port.producerState == "paused"
+    s.clock.advance(GUARD)
+    assert s.wire() == b"+++"  # the probe
+    assert port.producerState == "producing"  # its OK must be heard
+
+
+def test_a_closing_escape_hears_its_ok_while_the_local_reader_holds_the_port_paused(tmp_path):
+    """The closing escape of a session whose local reader paused it reads the port for its OK
+    (else the close fails and the modem is taken for mute)."""
+    s = RtsctsBench(tmp_path)
+    protocol = s.connected()
+    port = s.harness.transport
+    protocol.transport.pauseProducing()  # the local reader is full
+    assert port.producerState == "paused"
+    protocol.transport.abortConnection()
+    s.clock.advance(GUARD + 0.01)
+    assert s.wire() == b"+++"  # the closing escape
+    assert port.producerState == "producing"  # its OK must be heard
+
+
+def test_a_remote_close_while_a_probe_left_data_mode_is_not_a_clean_end(tmp_path):
+    """A probe found a CLOSED tail to be payload, but ATO is refused (the remote closed in
+    command mode): what it sent after the escape stays in the module (simulator choice 34), so
+    the local side hears SocketLost, not a clean EOF."""
+    s = SessionBench(tmp_path)
+    protocol = s.connected()
+    s.module(b"data\r\nCLOSED\r\n")
+    s.clock.advance(GUARD)
+    assert s.wire() == b"+++"  # the probe
+    s.clock.advance(GUARD)
+    s.module(OK)  # still in data mode: the tail was payload
+    assert s.wire() == b"ATO\r"
+    s.module(b"\r\nCLOSED\r\n")  # in command mode: the remote closed meanwhile
+    s.module(b"\r\nERROR\r\n")  # ATO: no link to go back to
+    assert protocol.received == b"data\r\nCLOSED\r\n"
+    assert protocol.reason.check(SocketLost)
+
+
+def test_a_server_client_that_closes_before_its_connect_frees_the_session(tmp_path):
+    """A server's client announced by ``REMOTE IP`` that goes before its CONNECT (the module
+    says ``CLOSED`` in command mode, an inference): the waiting session ends and the pool's one
+    place is free for the next client."""
+    s = SessionBench(tmp_path)
+    s.modem.protocol.transparent_server_listening = True
+    assert s.modem.sockets.claim(0, "server")
+    session = TransparentSession(s.modem, 0, ModuleAddress("TCP", "10.9.9.9", 0),
+                                 s.modem.socket_settings(), 0, True)
+    session.makeConnection(Protocol())  # as the server's forwarding does on REMOTE IP
+    s.module(b"\r\nCLOSED\r\n")  # the client went; the module stays in command mode
+    s.clock.advance(60)
+    s.module(b"\r\nERROR\r\n")  # whatever AT+QICLOSE may have gone out: there is no link
+    s.clock.advance(60)
     assert s.modem.slots_in_use == frozenset()

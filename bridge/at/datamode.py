@@ -52,6 +52,9 @@ DTR_SETTLE = 0.05
 #: Bytes a port may hold without reporting them as unsent: a pty's buffer (about 13.5 KiB on
 #: Linux) and the module's UART FIFO. A real serial driver reports its queue (TIOCOUTQ).
 UNSEEN_BUFFER = 16384
+#: The least silence a module keeps after ``+++`` before it answers OK (app note §4): an OK
+#: sooner than this after our ``+++`` is the peer's data.
+MODULE_GUARD = 0.5
 BITS_PER_BYTE = 10
 #: What each held marker means once the module is shown to have said it: (end reason, event).
 MARKER_ENDS = {b"CLOSED": ("closed", Closed(None)), b"+PDP DEACT": ("pdp", PdpDeact()),
@@ -86,6 +89,7 @@ class DataMode:
         self._backlog = 0.0  # bytes written and not yet on the wire, at the line rate,
         self._backlog_at = float("-inf")  # as of this time
         self._escaping: Optional[Deferred] = None
+        self._escape_sent_at = float("-inf")  # when our last '+++' went out
         self._probing: Optional[bytes] = None  # the marker a probe escape is deciding
         self._tail_marker: Optional[bytes] = None  # the marker held at the stream's tail
         self._probe_data = bytearray()
@@ -155,6 +159,7 @@ class DataMode:
         self._cancel_timer()
 
         def escape():
+            self._read_answers()
             if self.dtr is not None:
                 self.dtr(False)
                 self._timer = self._clock.callLater(DTR_SETTLE, self._raise_then, then)
@@ -163,6 +168,13 @@ class DataMode:
                 self._timer = self._clock.callLater(self._guard_time, self._raise_then, then)
 
         self._after_quiet(escape)
+
+    def _read_answers(self) -> None:
+        """An escape's answer must be read, whatever a paused consumer asked of the port (its
+        owner pauses it again once the data mode resumes)."""
+        resume = getattr(self._protocol.transport, "resumeProducing", None)
+        if resume is not None:
+            resume()
 
     def _raise_then(self, then) -> None:
         self._timer = None
@@ -198,12 +210,21 @@ class DataMode:
 
     def marker(self, text: bytes) -> None:
         if text == b"OK" and (self._escaping is not None or self._probing is not None):
+            if self._ok_too_soon():
+                self.data(self._framer.release_held())  # the peer's: the module is silent yet
+                return
             self._escaped()
         elif self._probing is None and text in MARKER_ENDS:
             self._tail_marker = text  # an escape of ours under way decides it too
             if self._escaping is None:
                 self._cancel_timer()
                 self._timer = self._clock.callLater(self._guard_time, self._decide)
+
+    def _ok_too_soon(self) -> bool:
+        """An OK before the module's guard after our ``+++`` ended cannot be its answer (a
+        DTR drop is answered at once)."""
+        return (self.dtr is None
+                and self._clock.seconds() - self._escape_sent_at < MODULE_GUARD)
 
     def after_read(self) -> None:
         """Deliver a held marker *start* if nothing completes it soon."""
@@ -277,11 +298,13 @@ class DataMode:
             # A marker came while we waited to escape: our escape is its probe as well.
             self._probing, self._tail_marker = self._tail_marker, None
         self._framer.set_data_mode(True, markers=(ESCAPE_OK_MARKER,))
+        self._read_answers()
         if self.dtr is not None:
             self.dtr(False)
             wait = self._escape_timeout
         else:
             self._protocol.write(ESCAPE)
+            self._escape_sent_at = self._clock.seconds()
             wait = self._guard_time + self._escape_timeout
         self._timer = self._clock.callLater(wait, self._unanswered)
 
@@ -337,8 +360,10 @@ class DataMode:
         self._protocol.resume_commands()
 
     def _resume_failed(self, failure) -> None:
+        """ATO refused after a probe: the link went meanwhile, and what the peer sent since the
+        escape waits in the module, which no longer gives it out."""
         self.log.warn("ATO after a probe escape failed: {error}", error=failure.value)
-        self._end("closed")
+        self._end("resume_failed")
 
     def _leave(self) -> None:
         self.active = False

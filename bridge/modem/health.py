@@ -3,7 +3,9 @@
 A busy engine postpones a round, but at most HEALTH_MAX_SKIPS in a row: then the poll is queued
 anyway at CONTROL priority and slips in between two bulk commands, so a long transfer cannot
 hide a lost registration. In data mode (transparent) nothing can be sent, so the round is
-skipped; a poll still unanswered is not doubled.
+skipped; so is it while a transparent server listens: its client's ``CONNECT`` puts the UART in
+data mode unannounced, and a command crossing it would reach that client as payload. A poll
+still unanswered is not doubled.
 """
 
 from typing import Callable, Optional
@@ -50,7 +52,8 @@ class HealthPoll:
 
     def _poll(self) -> None:
         engine = self._engine()
-        if engine is None or engine.data_mode.active or self._pending:
+        if (engine is None or engine.data_mode.active or engine.transparent_server_listening
+                or self._pending):
             return
         if engine.busy and self._skipped < HEALTH_MAX_SKIPS:
             self._skipped += 1

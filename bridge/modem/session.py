@@ -44,7 +44,10 @@ from bridge.modem.socket import ModuleAddress, SocketLost, SocketSettings, Strea
 
 #: Why data mode ended (``bridge.at.datamode``) -> the cause a lost session names.
 END_CAUSES = {"pdp": "modem_down", "restarted": "modem_down", "lost": "modem_down",
-              "abandoned": "escape_unanswered"}
+              "abandoned": "escape_unanswered", "resume_failed": "resume_failed"}
+#: How long a server's client may take from ``REMOTE IP`` to its ``CONNECT`` (app note §4.2:
+#: one after the other).
+CONNECT_WAIT = 10.0
 
 
 class Phase(enum.Enum):
@@ -106,6 +109,7 @@ class TransparentSession(StreamSocket):
         self._held = 0  # bytes delivered since our consumer paused us (no rtscts)
         self._reading_paused = False
         self._linger = None
+        self._connect_wait = None
         timings = settings.keepalive
         self._watch = AckProgressWatch(self.clock, self._check, self._dead, timings.first,
                                        timings.interval, timings.retries, link="session")
@@ -120,6 +124,8 @@ class TransparentSession(StreamSocket):
         self.protocol = protocol
         self._engine = self.modem.protocol
         self._awaiting_connect = not self._engine.data_mode.active
+        if self._awaiting_connect:
+            self._connect_wait = self.clock.callLater(CONNECT_WAIT, self._connect_overdue)
         self.modem.attach_socket(self.slot, self, self.context)
         self._engine.transport.registerProducer(self._gate, True)
         protocol.makeConnection(self)
@@ -230,6 +236,8 @@ class TransparentSession(StreamSocket):
         """In data mode (a server's client's CONNECT), or back after an escape (ATO's
         CONNECT): what waits goes out."""
         self._away = self._awaiting_connect = False
+        self._cancel_timer("_connect_wait")
+        self._reading_paused = False  # the escape had the port read; paused again if need be
         if self.phase is Phase.CLOSING:
             self._leave_module()
             return
@@ -258,7 +266,7 @@ class TransparentSession(StreamSocket):
                               port=self.peer.port, reason=reason)
                 self.modem.counters.incr("link_dead", cause=cause)
                 self._tell_protocol(Failure(SocketLost(f"data mode ended: {reason}", cause)))
-        if reason in ("closed", "abandoned"):
+        if reason in ("closed", "abandoned", "resume_failed"):
             self._close_on_module()
         else:
             self._release()
@@ -267,8 +275,15 @@ class TransparentSession(StreamSocket):
 
     def socket_event(self, event) -> None:
         """A ``CLOSED`` URC in command mode: the remote closed while we were away (a check).
-        What it sent meanwhile waited in the module, which no longer gives it out."""
-        if isinstance(event, Closed) and self._away and self.phase is not Phase.CLOSED:
+        What it sent meanwhile waited in the module, which no longer gives it out. For a
+        server's client before its ``CONNECT``: nothing was carried, a clean end."""
+        if not isinstance(event, Closed) or self.phase is Phase.CLOSED:
+            return
+        if self._awaiting_connect:
+            self._awaiting_connect = False
+            self._tell_protocol(Failure(ConnectionDone()))
+            self._close_on_module()
+        elif self._away:
             self._fail("the remote closed while data mode was left for a check; what it sent "
                        "meanwhile cannot be read", "remote_closed_away")
 
@@ -283,6 +298,13 @@ class TransparentSession(StreamSocket):
         self._release()
         if engine is not None and engine.data_mode.active:
             engine.data_mode.abandon()
+
+    def _connect_overdue(self) -> None:
+        self._connect_wait = None
+        if self._awaiting_connect and self.phase is not Phase.CLOSED:
+            self._awaiting_connect = False
+            self._fail(f"no CONNECT within {CONNECT_WAIT:g} s of the client's REMOTE IP",
+                       "connect_overdue")
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -335,9 +357,10 @@ class TransparentSession(StreamSocket):
         """No OK to the escape: the module is not where we think (rebooted, silent), unless
         the escape showed the session ended (``data_mode_ended`` told us)."""
         self._checking = False
-        if self.phase is Phase.OPEN or self.phase is Phase.LINGERING:
+        if self.phase is not Phase.CLOSED and self._engine.data_mode.active:
             # Before the watch hears of it (it might call the link dead first and close it
-            # with an escape of its own): data_mode_ended('abandoned') ends the session.
+            # with an escape of its own): data_mode_ended('abandoned') ends the session, or
+            # closes it if it was closing already.
             self._engine.data_mode.abandon()
         self._answer(failure, answer)
 
@@ -460,7 +483,10 @@ class TransparentSession(StreamSocket):
     def _stop(self) -> None:
         self._watch.stop()
         self.modem.sockets.remove_reclaimable(self)
-        for name in ("_linger", "_reclaim"):
+        self._cancel_timer("_linger", "_reclaim", "_connect_wait")
+
+    def _cancel_timer(self, *names: str) -> None:
+        for name in names:
             timer = getattr(self, name)
             if timer is not None and timer.active():
                 timer.cancel()
