@@ -23,7 +23,7 @@ from bridge.at import commands
 from bridge.at.protocol import ATProtocol
 from bridge.config import General, ModemConfig
 from bridge.modem.modem import make_modem_service
-from bridge.modem.transport import TransportError, open_port, open_serial
+from bridge.modem.transport import PTY_UNSEEN, TransportError, open_port, open_serial
 from tests.test_probe import ENV
 
 WAIT = 30  # seconds: generous outer bound for every wait below
@@ -61,6 +61,19 @@ def test_flow_control_is_off_unless_configured(pty_pair):
     try:
         assert not port.line.rtscts
         assert not termios.tcgetattr(port.line.fd)[2] & termios.CRTSCTS
+    finally:
+        port.loseConnection()
+
+
+def test_a_pty_says_how_much_it_holds_unreported(pty_pair):
+    """A pty reports nothing unsent (TIOCOUTQ is 0) while its buffers hold what the other side
+    has not read: an escape must wait out their line time (bridge.at.datamode)."""
+    master, device = pty_pair
+    port = open_serial(reactor, device, ATProtocol(reactor), 115200, False)
+    try:
+        port.line.write(b"x" * 1000)  # nobody reads the master
+        assert port.unsent() == 0
+        assert port.unseen == PTY_UNSEEN
     finally:
         port.loseConnection()
 

@@ -14,7 +14,7 @@ AT+QITCFG) a DTR ON->OFF pulse once the line has drained; otherwise silence for 
 ``+++``, silence, then ``OK`` (app note §4: >= 0.5 s on each side, < 20 ms between the pluses).
 The silence counts from when our last byte can have left the UART. The port reports what it
 still holds (``transport.unsent()``: Twisted's queue and the driver's, TIOCOUTQ); what it does
-not report (a pty's buffer, an adapter's FIFO: at most :data:`UNSEEN_BUFFER`) is bounded by line
+not report (a pty's buffers, an adapter's FIFO: at most ``transport.unseen``) is bounded by line
 time at ``baud``: the line is quiet by the earlier of "every byte written, at the line rate" and
 "the unseen buffer, at the line rate, after the port reported itself drained".
 
@@ -49,8 +49,7 @@ HOLD_DELAY = 0.05
 DRAIN_POLL = 0.01
 #: Silence after the line drained before DTR drops (the module's UART still sees its last byte).
 DTR_SETTLE = 0.05
-#: Bytes a port may hold without reporting them as unsent: a pty's buffer (about 13.5 KiB on
-#: Linux) and the module's UART FIFO. A real serial driver reports its queue (TIOCOUTQ).
+#: Bytes a port that does not say (``transport.unseen``) may hold without reporting them.
 UNSEEN_BUFFER = 16384
 #: The least silence a module keeps after ``+++`` before it answers OK (app note §4): an OK
 #: sooner than this after our ``+++`` is the peer's data.
@@ -149,7 +148,7 @@ class DataMode:
     @property
     def escape_time(self) -> float:
         """The longest ``escape_for_resync`` takes: the line's unseen bytes, two guards."""
-        unseen = UNSEEN_BUFFER / self._rate if self._rate else 0.0
+        unseen = self._unseen() / self._rate if self._rate else 0.0
         return unseen + 2 * self._guard_time
 
     def escape_for_resync(self, then) -> None:
@@ -272,7 +271,10 @@ class DataMode:
         if not self._rate:
             return handed
         every_byte = self._backlog_at + self._backlog / self._rate
-        return max(handed, min(every_byte, handed + UNSEEN_BUFFER / self._rate))
+        return max(handed, min(every_byte, handed + self._unseen() / self._rate))
+
+    def _unseen(self) -> int:
+        return getattr(self._protocol.transport, "unseen", UNSEEN_BUFFER)
 
     def _unsent(self) -> int:
         unsent = getattr(self._protocol.transport, "unsent", None)

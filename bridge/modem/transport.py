@@ -30,6 +30,13 @@ from twisted.logger import Logger
 import bridge
 from bridge.errors import CellbridgeError
 
+#: Bytes a pty takes from its writer that nobody reports as unsent: Linux's buffer of the other
+#: side (64 KiB of flip buffers) and its line discipline's (4 KiB).
+PTY_UNSEEN = 69632
+#: Bytes a serial port may hold beyond what TIOCOUTQ reports: a UART's or a USB adapter's FIFO.
+SERIAL_UNSEEN = 4096
+#: Major device numbers of Unix98 pty slaves (/dev/pts/N).
+PTY_MAJORS = range(136, 144)
 #: Seconds the simulator child may take to print its ``device:`` line.
 SIM_START_TIMEOUT = 15.0
 #: Seconds the simulator child may take to exit after SIGTERM before it is killed.
@@ -64,6 +71,15 @@ class SerialTransport(abstract.FileDescriptor):
 
     def getCD(self) -> bool:
         return self.line.cd
+
+    @property
+    def unseen(self) -> int:
+        """The most bytes the port may hold that ``unsent()`` does not count."""
+        try:
+            major = os.major(os.fstat(self.fileno()).st_rdev)
+        except OSError:
+            return PTY_UNSEEN
+        return PTY_UNSEEN if major in PTY_MAJORS else SERIAL_UNSEEN
 
     def unsent(self) -> int:
         """Bytes written but not yet on the wire: ours queued here, and the driver's."""
