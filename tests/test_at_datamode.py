@@ -29,7 +29,7 @@ def connected(guard=1.0, **options):
     """A harness in data mode after a transparent AT+QIOPEN + CONNECT, with a sink attached; its
     engine is a transparent modem's (its resyncs escape first)."""
     h = Harness(guard_time=guard, escape_timeout=2.0, **options)
-    h.proto.escape_before_resync = True
+    h.proto.transparent = True
     opened = h.issue(c.qiopen_transparent("TCP", "1.2.3.4", 80))
     assert h.sent() == b'AT+QIOPEN="TCP","1.2.3.4",80\r'
     h.recv(b"\r\nOK\r\n\r\nCONNECT\r\nearly bytes")

@@ -15,8 +15,8 @@ AT+QITCFG) a DTR ON->OFF pulse once the line has drained; otherwise silence for 
 The silence counts from when our last byte can have left the UART. The port reports what it
 still holds (``transport.unsent()``: Twisted's queue and the driver's, TIOCOUTQ); what it does
 not report (a pty's buffers, an adapter's FIFO: at most ``transport.unseen``) is bounded by line
-time at ``baud``: the line is quiet by the earlier of "every byte written, at the line rate" and
-"the unseen buffer, at the line rate, after the port reported itself drained".
+time: the line is quiet by the earlier of "every byte written, at the line rate" and "the unseen
+buffer, at the line rate, after the port reported itself drained".
 
 A session end shows in the data stream and is ambiguous (app note §6.3): the module prints
 ``\\r\\nCLOSED\\r\\n`` or ``\\r\\n+PDP DEACT\\r\\n`` (after a restart, its boot URCs ending in
@@ -54,7 +54,6 @@ UNSEEN_BUFFER = 16384
 #: The least silence a module keeps after ``+++`` before it answers OK (app note §4): an OK
 #: sooner than this after our ``+++`` is the peer's data.
 MODULE_GUARD = 0.5
-BITS_PER_BYTE = 10
 #: What each held marker means once the module is shown to have said it: (end reason, event).
 MARKER_ENDS = {b"CLOSED": ("closed", Closed(None)), b"+PDP DEACT": ("pdp", PdpDeact()),
                b"Call Ready": ("restarted", Boot("boot in data mode", "Call Ready")),
@@ -71,7 +70,7 @@ class DataMode:
     log = Logger()
 
     def __init__(self, protocol, framer, clock, guard_time: float, escape_timeout: float,
-                 baud: Optional[int] = None) -> None:
+                 line_rate: Optional[float] = None) -> None:
         self._protocol = protocol
         self._framer = framer
         self._clock = clock
@@ -84,7 +83,7 @@ class DataMode:
         self._early = bytearray()
         self._plus = PlusGuard(clock, self._send_payload)
         self._drained_at = float("-inf")  # when the port last reported its queue empty
-        self._rate = baud / BITS_PER_BYTE if baud else None  # bytes per second on the line
+        self._rate = line_rate  # bytes per second on the line; None: unpaced
         self._backlog = 0.0  # bytes written and not yet on the wire, at the line rate,
         self._backlog_at = float("-inf")  # as of this time
         self._escaping: Optional[Deferred] = None
@@ -155,16 +154,10 @@ class DataMode:
         """Before a resync of a module that may still be in data mode: once the line is quiet,
         ``+++`` (or a DTR pulse) and the guard after it, then ``then()``. In command mode the
         ``+++`` only sits on the command line, which the resync's ESC clears."""
-        self._cancel_timer()
-
         def escape():
-            self._read_answers()
-            if self.dtr is not None:
-                self.dtr(False)
-                self._timer = self._clock.callLater(DTR_SETTLE, self._raise_then, then)
-            else:
-                self._protocol.write(ESCAPE)
-                self._timer = self._clock.callLater(self._guard_time, self._raise_then, then)
+            self._signal_escape()
+            after = DTR_SETTLE if self.dtr is not None else self._guard_time
+            self._timer = self._clock.callLater(after, self._raise_then, then)
 
         self._after_quiet(escape)
 
@@ -300,15 +293,18 @@ class DataMode:
             # A marker came while we waited to escape: our escape is its probe as well.
             self._probing, self._tail_marker = self._tail_marker, None
         self._framer.set_data_mode(True, markers=(ESCAPE_OK_MARKER,))
+        self._signal_escape()
+        wait = self._escape_timeout + (0.0 if self.dtr is not None else self._guard_time)
+        self._timer = self._clock.callLater(wait, self._unanswered)
+
+    def _signal_escape(self) -> None:
+        """DTR ON->OFF, or ``+++``; the port is read for the answer."""
         self._read_answers()
         if self.dtr is not None:
             self.dtr(False)
-            wait = self._escape_timeout
         else:
             self._protocol.write(ESCAPE)
             self._escape_sent_at = self._clock.seconds()
-            wait = self._guard_time + self._escape_timeout
-        self._timer = self._clock.callLater(wait, self._unanswered)
 
     def _raise_dtr(self) -> None:
         if self.dtr is not None:

@@ -150,11 +150,13 @@ class ATProtocol(Protocol):
         self.transparent_server_listening = False
         """Set while a transparent-mode server listens: its accepted client arrives as an
         unprompted ``CONNECT`` (app note §4.2, §5.1) that must switch the UART to data mode."""
-        self.data_mode = DataMode(self, self._framer, clock, guard_time, escape_timeout, baud)
-        self.escape_before_resync = False
-        """Set on a transparent modem: each resync starts with an escape (``DataMode.escape_
-        for_resync``), for a module still in data mode would pass ESC and ``AT`` to its peer as
-        payload, and every recovery starts with a resync."""
+        self.data_mode = DataMode(self, self._framer, clock, guard_time, escape_timeout,
+                                  baud / BITS_PER_BYTE if baud else None)
+        self.transparent = False
+        """Set on a transparent modem's engine: its writes are timed for the data mode's
+        escapes, and each resync starts with an escape (``DataMode.escape_for_resync``), for a
+        module still in data mode would pass ESC and ``AT`` to its peer as payload, and every
+        recovery starts with a resync."""
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -227,13 +229,15 @@ class ATProtocol(Protocol):
     def write(self, data: bytes) -> None:
         """Write raw bytes (recorded in the ring); for the engine and its data mode only."""
         self.ring.sent(data)
-        self.data_mode.wrote(len(data))
+        if self.transparent:
+            self.data_mode.wrote(len(data))
         self.transport.write(data)
 
     def write_payload(self, data: bytes) -> None:
         """Write payload bytes; the ring shows only their length and a hex prefix."""
         self.ring.sent_payload(data)
-        self.data_mode.wrote(len(data))
+        if self.transparent:
+            self.data_mode.wrote(len(data))
         self.transport.write(data)
 
     def _pump(self) -> None:
@@ -527,7 +531,7 @@ class ATProtocol(Protocol):
 
     def _start_resync(self, attempt: int, escape: bool = True) -> None:
         self._current = probe = self._resync_probe(attempt)
-        if escape and self.escape_before_resync:
+        if escape and self.transparent:
             probe.escaping = True
             self.data_mode.escape_for_resync(lambda: self._escaped_for_resync(probe))
         else:

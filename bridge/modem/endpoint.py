@@ -19,7 +19,6 @@ from typing import Callable, Optional
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -158,9 +157,7 @@ class ModuleOpening:
 
     def _close_unused(self, slot: int) -> None:
         if not self.modem.mux:  # in data mode now: the session's own close escapes first
-            session = self._transport(slot)
-            session.makeConnection(Protocol())
-            session.abortConnection()
+            self._transport(slot).discard()
             return
         close = commands.qiclose(slot, timeout=self.modem.timeouts.qiclose)
         closing = self.modem.issue(

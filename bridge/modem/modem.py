@@ -221,7 +221,7 @@ class Modem(Service):
         """The longest an engine resync can take (a command queued behind it waits that long);
         on a transparent modem each attempt escapes first."""
         attempt = self._resync_timeout
-        if self.protocol is not None and self.protocol.escape_before_resync:
+        if self.protocol is not None and self.protocol.transparent:
             attempt += self.protocol.data_mode.escape_time
         return RESYNC_ATTEMPTS * attempt
 
@@ -251,7 +251,7 @@ class Modem(Service):
         """Open the port with a fresh engine -> Deferred(None) once it is ``self.protocol``."""
         protocol = _ModemProtocol(self.reactor, self._port_lost, sleep=self.sleep,
                                   resync_timeout=self._resync_timeout, baud=self.config.baudrate)
-        protocol.escape_before_resync = self.config.mode == "transparent"
+        protocol.transparent = self.config.mode == "transparent"
         for secret in (self.config.pin, self.config.password, self.config.password1):
             if secret:
                 protocol.ring.add_secret(secret.encode())

@@ -31,6 +31,7 @@ from typing import Optional
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.interfaces import IConsumer, IPushProducer, ITransport
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -130,6 +131,12 @@ class TransparentSession(StreamSocket):
         self._engine.transport.registerProducer(self._gate, True)
         protocol.makeConnection(self)
         self._engine.data_mode.set_sink(self)
+
+    def discard(self) -> None:
+        """Close a session nobody will use (an open cancelled meanwhile, a refused client):
+        once in data mode, it escapes and closes on the module."""
+        self.makeConnection(Protocol())
+        self.abortConnection()
 
     # -- ITransport -------------------------------------------------------------------------------
 
@@ -236,7 +243,7 @@ class TransparentSession(StreamSocket):
         """In data mode (a server's client's CONNECT), or back after an escape (ATO's
         CONNECT): what waits goes out."""
         self._away = self._awaiting_connect = False
-        self._cancel_timer("_connect_wait")
+        self._cancel("_connect_wait")
         self._reading_paused = False  # the escape had the port read; paused again if need be
         if self.phase is Phase.CLOSING:
             self._leave_module()
@@ -483,14 +490,7 @@ class TransparentSession(StreamSocket):
     def _stop(self) -> None:
         self._watch.stop()
         self.modem.sockets.remove_reclaimable(self)
-        self._cancel_timer("_linger", "_reclaim", "_connect_wait")
-
-    def _cancel_timer(self, *names: str) -> None:
-        for name in names:
-            timer = getattr(self, name)
-            if timer is not None and timer.active():
-                timer.cancel()
-            setattr(self, name, None)
+        self._cancel("_linger", "_reclaim", "_connect_wait")
 
     def _release(self) -> None:
         if self.phase is Phase.CLOSED:

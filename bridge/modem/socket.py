@@ -233,6 +233,14 @@ class StreamSocket(AddressedSocket):
     def _close_gracefully(self) -> None:
         raise NotImplementedError
 
+    def _cancel(self, *names: str) -> None:
+        """Cancel the timers held in these attributes."""
+        for name in names:
+            timer = getattr(self, name)
+            if timer is not None and timer.active():
+                timer.cancel()
+            setattr(self, name, None)
+
 
 @implementer(ITransport, IPushProducer, IConsumer)
 class ModuleSocket(StreamSocket):
@@ -806,13 +814,6 @@ class ModuleSocket(StreamSocket):
         self.acks.stop()
         self._liveness.stop()
         self._cancel("_backoff", "_acks_deadline", "_linger", "_reclaim")
-
-    def _cancel(self, *names: str) -> None:
-        for name in names:
-            timer = getattr(self, name)
-            if timer is not None and timer.active():
-                timer.cancel()
-            setattr(self, name, None)
 
     def _to(self, phase: Phase) -> None:
         if phase not in _NEXT[self.phase]:

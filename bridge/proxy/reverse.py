@@ -24,7 +24,7 @@ from typing import Dict, Optional
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, inlineCallbacks
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -239,8 +239,7 @@ class ModuleServer(Service):
         if not self.modem.mux:  # its CONNECT puts the UART in data mode: the session's close
             session = TransparentSession(self.modem, index, ModuleAddress("TCP", ip, 0),
                                          self.modem.socket_settings(), self.context, True)
-            session.makeConnection(Protocol())
-            session.abortConnection()
+            session.discard()
             return session
         refused = _Refused()
         if claimed:
