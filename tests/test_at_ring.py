@@ -1,5 +1,7 @@
 """TrafficRing: bounded, timestamped, redacted, payloads as length + hex prefix."""
 
+import time
+
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 
@@ -47,7 +49,26 @@ def test_entries_are_timestamped_by_the_clock_and_directional():
     ring.sent(b"AT\r")
     clock.advance(0.25)
     ring.received(b"OK")
-    assert ring.dump().splitlines() == ["12.500 > b'AT\\r'", "12.750 < b'OK'"]
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.{}%z", time.localtime(12))
+    assert ring.dump().splitlines() == [stamp.format("500") + " > b'AT\\r'",
+                                        stamp.format("750") + " < b'OK'"]
+
+
+def test_observers_see_each_entry_as_the_ring_keeps_it():
+    seen = []
+    ring = TrafficRing(Clock(), observers=[seen.append])
+    ring.add_secret(b"1234")
+    ring.sent(b"AT+CPIN=1234\r")
+    ring.sent_payload(b"secret payload")
+    assert seen == ring.dump().splitlines()
+    assert "1234" not in seen[0] and "secret" not in seen[1]
+
+
+def test_a_failing_observer_neither_stops_the_ring_nor_the_others():
+    seen = []
+    ring = TrafficRing(Clock(), observers=[lambda entry: 1 / 0, seen.append])
+    ring.sent(b"AT\r")
+    assert len(seen) == 1 and ring.dump() == seen[0]
 
 
 def test_ring_keeps_only_the_newest_64_kib():

@@ -155,6 +155,7 @@ def test_health_poll_runs_when_idle_and_updates_info(h):
     h.expect(b"AT+CREG?", b"\r\n+CREG: 0,5\r\n" + OK)
     assert h.times[-1] - h.times[-3] == 30.0  # 30 s after the last bring-up command
     assert h.modem.info["signal"] == "-93 dBm (CSQ 10,0)"
+    assert (h.modem.info["csq"], h.modem.info["signal_dbm"]) == (10, -93)
     assert h.modem.info["registration"] == "roaming"
 
 

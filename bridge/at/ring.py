@@ -3,13 +3,21 @@
 Entries are recorded per frame, not per read: a payload is shown as its length and a short hex
 prefix (never its content), and every text passes through ``redact`` (PIN, bearer credentials,
 registered secrets).  The size budget counts the rendered text, so the dump itself stays bounded.
+
+Observers see each entry as it is recorded (``cellbridge trace``, AT lines at ``log_level =
+debug``): the same redacted text the ring keeps, so nothing shown live could leak more than a dump.
 """
 
+import time
 from collections import deque
 from dataclasses import fields
-from typing import Iterable, Optional
+from typing import Callable, Iterable, List, Optional
+
+from twisted.logger import Logger
 
 from bridge.at.redact import redact
+
+log = Logger()
 
 RING_BYTES = 64 * 1024
 HEX_PREFIX = 16
@@ -35,12 +43,28 @@ def repr_without_payload(obj) -> str:
     return f"{type(obj).__name__}({shown})"
 
 
+def iso_timestamp(seconds: float) -> bytes:
+    """Local time with milliseconds and offset, like the daemon's log lines:
+    ``2026-12-05T04:40:01.123+0000``."""
+    whole = int(seconds // 1)
+    local = time.localtime(whole)
+    millis = int(round((seconds - whole) * 1000)) % 1000
+    return (time.strftime("%Y-%m-%dT%H:%M:%S", local) + ".%03d" % millis
+            + time.strftime("%z", local)).encode()
+
+
 class TrafficRing:
-    """Bounded, timestamped, redacted record of what crossed the UART."""
+    """Bounded, timestamped, redacted record of what crossed the UART.
+
+    :param observers: called with each entry's text as it is recorded; a list the caller may
+        share between rings (a modem's engines come and go, its observers stay).
+    """
 
     def __init__(self, clock, size: int = RING_BYTES,
-                 dump_interval: float = RECOVERY_DUMP_INTERVAL) -> None:
+                 dump_interval: float = RECOVERY_DUMP_INTERVAL,
+                 observers: Optional[List[Callable[[str], None]]] = None) -> None:
         self._clock = clock
+        self.observers = observers if observers is not None else []
         self._size = size
         self._dump_interval = dump_interval
         self._entries: deque = deque()
@@ -69,11 +93,18 @@ class TrafficRing:
     def _record(self, direction: bytes, text: bytes, redacted: bool = False) -> None:
         if not redacted:
             text = redact(text, self._secrets)
-        entry = b"%.3f %s %r" % (self._clock.seconds(), direction, text)
+        entry = b"%s %s %r" % (iso_timestamp(self._clock.seconds()), direction, text)
         self._entries.append(entry)
         self._used += len(entry) + 1
         while self._used > self._size and self._entries:
             self._used -= len(self._entries.popleft()) + 1
+        if self.observers:
+            shown = entry.decode("ascii", "replace")
+            for observer in list(self.observers):
+                try:
+                    observer(shown)
+                except Exception:  # a watcher's fault must never reach the engine
+                    log.failure("traffic observer {observer!r} failed", observer=observer)
 
     def lines(self) -> Iterable[bytes]:
         return tuple(self._entries)

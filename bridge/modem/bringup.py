@@ -110,6 +110,14 @@ def describe_signal(rssi: int, ber: int) -> str:
     return f"{-113 + 2 * rssi} dBm (CSQ {rssi},{ber})"
 
 
+def record_signal(info: dict, quality) -> None:
+    """An AT+CSQ answer into a modem's ``info``: ``signal`` for people, ``csq`` and
+    ``signal_dbm`` (None when unknown, CSQ 99) for status and metrics."""
+    info["signal"] = describe_signal(quality.rssi, quality.ber)
+    info["csq"] = quality.rssi
+    info["signal_dbm"] = None if quality.rssi == 99 else -113 + 2 * quality.rssi
+
+
 def _first_value(reply, prefix: str) -> int:
     for line in reply.lines:
         if line.startswith(prefix):
@@ -171,7 +179,7 @@ class BringUp:
             yield self._resync_stack_quietly()
             raise
         quality = yield self._at("signal", c.csq(t.simple))
-        self.info["signal"] = describe_signal(quality.rssi, quality.ber)
+        record_signal(self.info, quality)
         self.info["local_ip"] = local_ips[0]
         return BringUpResult(local_ips[0], self.mux, dict(self.info), local_ips)
 

@@ -15,7 +15,7 @@ from twisted.logger import Logger
 
 from bridge.at import commands
 from bridge.at.commands import DEFAULT_TIMEOUTS, Timeouts
-from bridge.modem.bringup import REGISTERED, STAT_NAMES, describe_signal
+from bridge.modem.bringup import REGISTERED, STAT_NAMES, record_signal
 
 #: Seconds between health polls.
 HEALTH_INTERVAL = 30.0
@@ -71,7 +71,7 @@ class HealthPoll:
         self._pending -= 1
 
     def _signal_seen(self, quality) -> None:
-        self.info["signal"] = describe_signal(quality.rssi, quality.ber)
+        record_signal(self.info, quality)
 
     def _registration_seen(self, state) -> None:
         what = STAT_NAMES.get(state.stat, "?")

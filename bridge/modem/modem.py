@@ -33,7 +33,7 @@ from bridge.at.events import (Boot, Closed, ConnectResult, DataAvailable, PdpDea
                               Registration, RemoteIp, Resynced, RESTART_SIGNS, ServerStarted,
                               StreamCorrupt)
 from bridge.at.protocol import RESYNC_ATTEMPTS, RESYNC_TIMEOUT, ATProtocol
-from bridge.at.ring import describe_payload
+from bridge.at.ring import TrafficRing, describe_payload
 from bridge.counters import Counters
 from bridge.errors import CellbridgeError, ModemDown
 from bridge.modem.bringup import REGISTERED, STAT_NAMES, BringUp, Pacing
@@ -49,6 +49,7 @@ from bridge.modem.socket import SocketSettings
 from bridge.modem.stack import ACTIVE_STATES, StackMachine
 from bridge.modem.supervisor import RecoveryTimings, Supervisor
 from bridge.modem.transport import TransportError, open_port
+from bridge.modem.usage import DataUsage
 
 #: Without an answer for this long (and nothing on the wire) the modem is not healthy.
 ANSWER_STALE = 120.0
@@ -123,6 +124,7 @@ class Modem(Service):
         self.stack = self.stacks[0]
         self.pins = PinStore(reactor, state_dir, config.name)
         self.counters = counters if counters is not None else Counters()
+        self.usage = DataUsage()  #: what the module carried for us (metered SIMs)
         self.persistent = persistent
         self.timeouts = (timeouts if timeouts is not None
                          else dataclasses.replace(DEFAULT_TIMEOUTS, **dict(config.timeouts)))
@@ -149,6 +151,8 @@ class Modem(Service):
         self._context_listeners: list = []
         self._server_listeners: list = []
         self._engine: Optional[ATProtocol] = None  # the last one, kept for last_answer
+        #: called with each AT traffic ring entry, whichever engine records it
+        self.traffic_observers: list = []
         self._port = None
 
     # -- service ----------------------------------------------------------------------------------
@@ -249,7 +253,8 @@ class Modem(Service):
 
     def _connect(self) -> Deferred:
         """Open the port with a fresh engine -> Deferred(None) once it is ``self.protocol``."""
-        protocol = _ModemProtocol(self.reactor, self._port_lost, sleep=self.sleep,
+        ring = TrafficRing(self.reactor, observers=self.traffic_observers)
+        protocol = _ModemProtocol(self.reactor, self._port_lost, sleep=self.sleep, ring=ring,
                                   resync_timeout=self._resync_timeout, baud=self.config.baudrate)
         protocol.transparent = self.config.mode == "transparent"
         for secret in (self.config.pin, self.config.password, self.config.password1):
