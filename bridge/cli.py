@@ -7,16 +7,11 @@ line on stderr, never a traceback.
 
 import argparse
 import importlib
-import signal
 import sys
-
-from twisted.logger import Logger
 
 from bridge import __version__
 from bridge.config import config_warnings, load_config
 from bridge.errors import EXIT_OK, CellbridgeError, ConfigError
-
-log = Logger()
 
 EPILOG = """\
 exit status: 0 success, 2 bad command line, 78 bad config, 3 SIM locked or PIN rejected,
@@ -39,6 +34,7 @@ def command_run(args):
 
     from bridge.logs import start_logging
     from bridge.service import make_service
+    from bridge.traffic import install_ring_dump
 
     config = load_config(args.config)
     root = make_service(config, reactor)
@@ -49,27 +45,6 @@ def command_run(args):
     reactor.addSystemEventTrigger("before", "shutdown", root.stopService)
     reactor.run()
     return root.exit_status
-
-
-def install_ring_dump(reactor, root):
-    """``kill -USR1`` logs every modem's AT traffic ring (dumpable on demand, without a
-    restart). The dump runs in the reactor: a signal handler may interrupt it anywhere."""
-    signal.signal(signal.SIGUSR1,
-                  lambda signum, frame: reactor.callFromThread(dump_traffic_rings, root))
-
-
-def dump_traffic_rings(root):
-    """Log each ``modem:NAME`` child's ring, at warn (asked for, so shown at the usual levels).
-    Safe to paste into a bug report: the ring redacts secrets, payloads are length + hex prefix."""
-    for service in root:
-        if not (service.name or "").startswith("modem:"):
-            continue
-        ring = getattr(service, "ring", None)
-        if ring is None:
-            log.warn("{name}: no AT traffic yet (SIGUSR1)", name=service.name)
-        else:
-            log.warn("{name}: AT traffic ring (SIGUSR1):\n{dump}", name=service.name,
-                     dump=ring.dump())
 
 
 def command_check(args):

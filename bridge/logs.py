@@ -3,10 +3,17 @@
 Under systemd (``$JOURNAL_STREAM`` set) each line starts with a syslog priority (``<4>``) and has
 no timestamp: journald adds its own and turns the prefix into the entry's priority, so
 ``journalctl -p warning`` works.
+
+What Twisted says about every port and factory it starts and stops (``Admission starting on
+8080``, ``(UDP Port 41234 Closed)``, ``Starting factory <...>``) is shown at debug only: the
+bridge's factories and protocols are quiet (``noisy = False``), but a listening port logs its
+start and end unconditionally. The start-up line says once what listens where.
 """
 
 import os
+import re
 import sys
+from typing import Tuple
 
 from twisted.logger import (FileLogObserver, FilteringLogObserver, LogLevel,
                             LogLevelFilterPredicate, eventAsText, globalLogBeginner,
@@ -23,6 +30,46 @@ def journal_line(event):
     return "".join(f"<{priority}>{line}\n" for line in text.splitlines())
 
 
+#: Twisted's own lines about a port it opened or closed, as ``log.msg`` text.
+_PORT_NOISE = re.compile(
+    r".+ starting on .+|\((?:\w+ )?Port .+ Closed\)|(?:Start|Stopp)ing protocol .+", re.DOTALL)
+#: ... and about a factory, as ``Logger`` formats.
+_FACTORY_NOISE = {"Starting factory {factory!r}", "Stopping factory {factory!r}"}
+
+
+def is_twisted_noise(event) -> bool:
+    """A line Twisted logs for every port and factory it starts or stops."""
+    if event.get("log_format") in _FACTORY_NOISE:
+        return True
+    return (event.get("log_namespace") == "log_legacy"
+            and _PORT_NOISE.fullmatch(event.get("log_text") or "") is not None)
+
+
+def quieted(observer):
+    """``observer``, seeing :func:`is_twisted_noise` lines at debug (a copy: other observers of
+    the same event keep its level)."""
+    def observe(event):
+        if event.get("log_level") == LogLevel.info and is_twisted_noise(event):
+            event = dict(event, log_level=LogLevel.debug)
+        observer(event)
+    return observe
+
+
+def listen_address(listen) -> str:
+    """Where a profile listens, as an endpoint string with its interface."""
+    if listen.kind == "udp":
+        return f"udp:{listen.port}:interface={listen.interface}"
+    return listen.endpoint
+
+
+def listening(config) -> Tuple[str, str]:
+    """The daemon's words once every listener is bound: systemd's STATUS (``listening: 2
+    listener(s)``), and the log line, which adds where (``[profile:web] tcp:8080:...``)."""
+    where = [f"[profile:{p.name}] {listen_address(p.listen)}" for p in config.profiles.values()]
+    status = f"listening: {len(where)} listener(s)"
+    return status, f"{status}: {', '.join(where)}" if where else status
+
+
 def make_observer(level_name, stream=None, environ=None):
     """A log observer writing events at ``level_name`` or above to ``stream`` (default stderr)."""
     stream = sys.stderr if stream is None else stream
@@ -32,7 +79,7 @@ def make_observer(level_name, stream=None, environ=None):
     else:
         observer = textFileLogObserver(stream)
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level_name))
-    return FilteringLogObserver(observer, [predicate])
+    return quieted(FilteringLogObserver(observer, [predicate]))
 
 
 def start_logging(level_name):

@@ -20,7 +20,9 @@ from bridge.errors import EXIT_FAILURE, EXIT_OK, CellbridgeError
 from bridge.modem.modem import make_modem_service
 from bridge.proxy.service import (make_datagram_protocol, make_server_service,
                                   make_stream_factory)
+from bridge.logs import listening
 from bridge.systemd import SystemdNotifier
+from bridge.traffic import set_traffic_logging
 
 
 class Components:
@@ -109,10 +111,11 @@ class CellbridgeService(MultiService):
         waiting.addCallbacks(self._ready, lambda failure: self.fail(failure.value.subFailure.value))
 
     def _ready(self, _):
-        listeners = [name for name in self.namedServices if name.startswith("profile:")]
-        self.log.info("ready: {count} listener(s) bound", count=len(listeners))
+        """Every listener is bound ("ready" is the modem's word: it can carry links)."""
+        status, line = listening(self.config)
+        self.log.info("{line}", line=line)
         if self.notifier is not None:
-            self.notifier.ready(f"ready: {len(listeners)} listener(s) bound")
+            self.notifier.ready(status)
 
 
 def contexts_in_use(config, modem_name):
@@ -172,4 +175,5 @@ def make_service(config, reactor, components=None, environ=None):
     add_server_services(root, components, modems)
     root.notifier = SystemdNotifier(reactor, root.healthy, os.environ if environ is None else environ)
     root.notifier.setServiceParent(root)
+    set_traffic_logging(root, config.general.log_level == "debug")
     return root

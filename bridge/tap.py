@@ -27,7 +27,11 @@ class Options(usage.Options):
 def makeService(options, reactor=None):
     """The root service for twistd (which passes only ``options``; tests pass a fake reactor)."""
     from bridge.service import make_service
+    from bridge.traffic import install_ring_dump
 
     if reactor is None:
         from twisted.internet import reactor
-    return make_service(options.cellbridge_config, reactor)
+    root = make_service(options.cellbridge_config, reactor)
+    # Once running: by then twistd has taken SIGUSR1 if it rotates a --logfile with it.
+    reactor.callWhenRunning(install_ring_dump, reactor, root, only_if_free=True)
+    return root

@@ -85,11 +85,11 @@ def test_recovery_dump_is_rate_limited():
     clock = Clock()
     ring = TrafficRing(clock, dump_interval=60)
     ring.sent(b"AT\r")
-    assert ring.recovery_dump()
+    assert ring.recovery_dump("pdp_lost")
     clock.advance(59)
-    assert ring.recovery_dump() is None
+    assert ring.recovery_dump("pdp_lost") is None
     clock.advance(1)
-    assert ring.recovery_dump()
+    assert ring.recovery_dump("pdp_lost")
 
 
 def test_redact_helper_handles_qiregapp_credentials():

@@ -14,8 +14,9 @@ from twisted.application.service import MultiService, Service
 from twisted.logger import capturedLogs
 
 from bridge import __version__
-from bridge.cli import dump_traffic_rings, main
+from bridge.cli import main
 from bridge.errors import SimLocked
+from bridge.traffic import save_traffic_rings
 from tests.e2e_bed import free_port
 
 REPO = pathlib.Path(__file__).parent.parent
@@ -112,6 +113,8 @@ import bridge.service
 from twisted.application.service import Service
 from twisted.internet.protocol import Factory
 from twisted.protocols.wire import Echo
+import os
+from bridge.at.dumps import DumpFiles
 from bridge.at.ring import TrafficRing
 from bridge.errors import SimLocked
 
@@ -120,7 +123,9 @@ class Parts:
         if modem.apn == "locked-sim":
             root.reactor.callWhenRunning(root.fail, SimLocked("SIM PIN rejected"))
         service = Service()
-        service.ring = TrafficRing(root.reactor)  # what a Modem's ring holds after a PIN entry
+        dumps = DumpFiles(os.path.join(root.config.general.state_dir, "dumps"), "modem-main")
+        # what a Modem's ring holds after a PIN entry
+        service.ring = TrafficRing(root.reactor, dumps=dumps)
         service.ring.add_secret(b"s3cret")
         service.ring.sent(b'AT+CPIN="4711"\\r')
         service.ring.received(b"OK")
@@ -145,9 +150,10 @@ def run_bridge(tmp_path):
     notify.settimeout(30)
     processes = []
 
-    def start(port, apn="internet"):
+    def start(port, apn="internet", state_dir=tmp_path / "state"):
         config = tmp_path / "run.ini"
-        config.write_text(f"[modem:main]\nport = sim\napn = {apn}\n"
+        config.write_text(f"[cellbridge]\nstate_dir = {state_dir}\n"
+                          f"[modem:main]\nport = sim\napn = {apn}\n"
                           f"[profile:echo]\nlisten = tcp:{port}\nremote = tcp:127.0.0.1:7\n")
         env = dict(ENV, NOTIFY_SOCKET=notify_path)
         env.pop("WATCHDOG_USEC", None)
@@ -168,7 +174,7 @@ def run_bridge(tmp_path):
 def test_run_binds_notifies_ready_and_stops_cleanly_on_sigterm(run_bridge):
     port = free_port()
     process, notify = run_bridge(port)
-    assert notify.recv(4096) == b"READY=1\nSTATUS=ready: 1 listener(s) bound"
+    assert notify.recv(4096) == b"READY=1\nSTATUS=listening: 1 listener(s)"
     with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
         client.sendall(b"ping\r\n")
         echoed = b""
@@ -211,15 +217,34 @@ def read_until(stream, marker: str, timeout: float = 30) -> str:
     return got.decode()
 
 
-def test_sigusr1_logs_every_modems_traffic_ring_without_secrets(run_bridge):
+def test_sigusr1_saves_every_modems_traffic_ring_to_a_file_without_secrets(run_bridge, tmp_path):
     process, notify = run_bridge(free_port())
     assert notify.recv(4096).startswith(b"READY=1")
     process.send_signal(signal.SIGUSR1)
-    logged = read_until(process.stderr, "+RECEIVE")
-    assert "modem:main: AT traffic ring (SIGUSR1):" in logged
-    assert "> b'AT+CPIN=***\\r'" in logged and "< b'OK'" in logged
-    assert "4711" not in logged and "s3cret" not in logged
+    logged = read_until(process.stderr, ".log\n")
+    (line,) = [line for line in logged.splitlines() if "SIGUSR1" in line]
+    path = line.split("modem:main: SIGUSR1: AT traffic saved to ", 1)[1]
+    assert pathlib.Path(path).parent == tmp_path / "state" / "dumps"
+    saved = pathlib.Path(path).read_text()
+    assert "> b'AT+CPIN=***\\r'" in saved and "< b'OK'" in saved and "+RECEIVE: 0, 6" in saved
+    assert "4711" not in saved and "s3cret" not in saved
+    assert "AT+CPIN" not in logged  # the log names the file, the ring is in it
     process.send_signal(signal.SIGTERM)  # and it keeps running until told to stop
+    process.communicate(timeout=30)
+    assert process.returncode == 0
+
+
+def test_sigusr1_with_an_unwritable_state_dir_logs_the_newest_entries(run_bridge, tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    process, notify = run_bridge(free_port(), state_dir=blocker)
+    assert notify.recv(4096).startswith(b"READY=1")
+    process.send_signal(signal.SIGUSR1)
+    logged = read_until(process.stderr, "+RECEIVE")
+    assert f"cannot write AT traffic dumps to {blocker}/dumps" in logged
+    assert "modem:main: SIGUSR1: last AT traffic:" in logged and "AT+CPIN=***" in logged
+    assert "4711" not in logged and "s3cret" not in logged
+    process.send_signal(signal.SIGTERM)
     process.communicate(timeout=30)
     assert process.returncode == 0
 
@@ -232,6 +257,6 @@ def test_ring_dump_covers_modems_only_and_says_when_a_port_never_opened():
         child.ring = ring
         child.setServiceParent(root)
     with capturedLogs() as events:
-        dump_traffic_rings(root)
+        save_traffic_rings(root)
     assert [event["log_format"].format(**event) for event in events] == [
         "modem:idle: no AT traffic yet (SIGUSR1)"]

@@ -96,9 +96,14 @@ def test_pdp_deact_reactivates_the_context_with_exactly_four_commands(tmp_path):
     waited = []
     with capturedLogs() as events:
         h.recv(b"\r\n+PDP DEACT\r\n")
-    (line,) = [formatEvent(e) for e in events if "context lost" in formatEvent(e)
-               and e["log_level"] == LogLevel.warn and "traffic ring" in formatEvent(e)]
-    assert "< b'+PDP DEACT'" in line  # the ring, with the URC that caused it
+    lines = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+    (line,) = [line for line in lines if "AT traffic saved to " in line]
+    assert line.startswith("modem:main: context lost: PDP context deactivated by the network")
+    assert all("AT+QIACT" not in line for line in lines)  # the ring is in the file only
+    saved = line.split("; AT traffic saved to ")[1]
+    assert saved.startswith(str(tmp_path / "state" / "dumps" / "modem-main-"))
+    assert saved.endswith("-pdp_lost.log")
+    assert "< b'+PDP DEACT'" in open(saved).read()  # the ring, with the URC that caused it
     assert h.states[-1] == ("down", "context lost: PDP context deactivated by the network "
                                     "(+PDP DEACT)")
     h.modem.when_ready().addCallback(waited.append)
@@ -108,6 +113,16 @@ def test_pdp_deact_reactivates_the_context_with_exactly_four_commands(tmp_path):
     assert h.states[-1] == ("ready", "local IP 10.0.0.3") and waited == [None]
     assert h.counter("pdp_lost") == 1 and h.counter("recovered", step="reactivate") == 1
     assert h.take() == b"AT+CSQ\r"  # next: the health poll, nothing else of the recovery
+
+
+def test_a_successful_recovery_is_logged_at_info(tmp_path):
+    h = harness(tmp_path)
+    h.recv(b"\r\n+PDP DEACT\r\n")
+    with capturedLogs() as events:
+        h.play(REACTIVATE)
+    (recovered,) = [e for e in events if "recovered after" in formatEvent(e)]
+    assert recovered["log_level"] == LogLevel.info
+    assert [formatEvent(e) for e in events if e["log_level"] > LogLevel.info] == []
 
 
 def test_a_reactivated_context_gets_the_configured_dns_servers_again(tmp_path):

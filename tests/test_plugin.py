@@ -146,7 +146,7 @@ def test_ready_only_after_every_readiness_deferred(tmp_path, config_path):
     root.startService()
     assert sent == []
     serial_open.callback(None)
-    assert sent == [("READY=1", "STATUS=ready: 3 listener(s) bound")]
+    assert sent == [("READY=1", "STATUS=listening: 3 listener(s)")]
     root.stopService()
     assert sent[-1] == ("STOPPING=1",)
 

@@ -5,7 +5,7 @@ import random
 import pytest
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.task import Clock
-from twisted.logger import capturedLogs
+from twisted.logger import LogLevel, capturedLogs
 
 from bridge.counters import Counters
 from bridge.modem.recovery import Backoff, RecoveryLadder, Step
@@ -81,6 +81,7 @@ def test_each_start_and_result_is_one_log_line_with_its_cause(clock, module, cou
     with capturedLogs() as events:
         ladder.run("AT+CSQ timed out")
     lines = [e["log_format"].format(**e) for e in events]
+    assert [e["log_level"] for e in events] == [LogLevel.warn] * 4 + [LogLevel.info]
     assert lines == [
         "recovery started: AT+CSQ timed out",
         "recovery step resync (1/4, round 1) starting; cause: AT+CSQ timed out",

@@ -114,8 +114,8 @@ def test_no_watchdog_loop_without_watchdog_usec(notify_socket):
     clock = Clock()
     notifier = SystemdNotifier(clock, lambda: True, {"NOTIFY_SOCKET": path})
     notifier.startService()
-    notifier.ready("ready: 1 listener(s) bound")
+    notifier.ready("listening: 1 listener(s)")
     notifier.status("registered, PDP up, 2 links")
     assert clock.getDelayedCalls() == []
-    assert received(sock) == ["READY=1\nSTATUS=ready: 1 listener(s) bound",
+    assert received(sock) == ["READY=1\nSTATUS=listening: 1 listener(s)",
                               "STATUS=registered, PDP up, 2 links"]

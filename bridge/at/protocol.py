@@ -58,7 +58,7 @@ from bridge.at.events import (RESTART_SIGNS, Boot, Resynced, StreamCorrupt, Unso
                               received_from)
 from bridge.at.framing import Data, Framer, Junk, Line, Marker, Payload, Prompt
 from bridge.at.redact import redact
-from bridge.at.ring import TrafficRing
+from bridge.at.ring import TrafficRing, log_event
 from bridge.at.stall import STALL_TIMEOUT, StallWatch
 
 ESC = b"\x1b"
@@ -524,8 +524,8 @@ class ATProtocol(Protocol):
         if isinstance(command, SendCommand):
             # Filler or resync bytes may become this socket's payload: its stream is corrupt.
             self.emit(StreamCorrupt(command.socket))
-        self._log_recovery("{command} timed out on the wire; resynchronising",
-                           command=command.text)
+        log_event(self.log, self.ring, "command-timeout",
+                  "{command} timed out on the wire; resynchronising", command=command.text)
         self._fire(entry, error)
         self._send_resync(probe, filler=_unwritten_payload_filler(command))
 
@@ -576,7 +576,8 @@ class ATProtocol(Protocol):
             return
         self._current = None
         self._desynced = True
-        self._log_recovery("module silent after {n} resync attempts", n=attempt)
+        log_event(self.log, self.ring, "resync-failed", "module silent after {n} resync attempts",
+                  n=attempt)
         abandoned = [entry for queue in self._queues.values() for entry in queue]
         for queue in self._queues.values():
             queue.clear()
@@ -599,13 +600,6 @@ class ATProtocol(Protocol):
         ``escaped``: an escape just went unanswered, so the first attempt needs none."""
         if self._current is None and not self._lost:
             self._start_resync(1, escape=not escaped)
-
-    def _log_recovery(self, fmt: str, **fields) -> None:
-        dump = self.ring.recovery_dump()
-        if dump is not None:
-            fmt += "\ntraffic ring:\n{dump}"
-            fields["dump"] = dump
-        self.log.warn(fmt, **fields)
 
     # -- helpers ----------------------------------------------------------------------------------
 

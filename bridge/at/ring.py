@@ -4,6 +4,10 @@ Entries are recorded per frame, not per read: a payload is shown as its length a
 prefix (never its content), and every text passes through ``redact`` (PIN, bearer credentials,
 registered secrets).  The size budget counts the rendered text, so the dump itself stays bounded.
 
+A dump goes to a file (``DumpFiles``, bridge.at.dumps) and the log only names it; without one (no
+dump directory, or it cannot be written) the log gets the newest :data:`TAIL_ENTRIES` entries,
+never the whole ring.
+
 Observers see each entry as it is recorded (``cellbridge trace``, AT lines at ``log_level =
 debug``): the same redacted text the ring keeps, so nothing shown live could leak more than a dump.
 """
@@ -23,6 +27,8 @@ RING_BYTES = 64 * 1024
 HEX_PREFIX = 16
 #: Minimum seconds between two dumps triggered by recovery events (a flapping line must not flood).
 RECOVERY_DUMP_INTERVAL = 60.0
+#: Entries a log line shows when the dump cannot go to a file.
+TAIL_ENTRIES = 20
 
 
 def describe_payload(data: bytes) -> bytes:
@@ -58,12 +64,15 @@ class TrafficRing:
 
     :param observers: called with each entry's text as it is recorded; a list the caller may
         share between rings (a modem's engines come and go, its observers stay).
+    :param dumps: where :meth:`save` writes (a ``DumpFiles``); None: the log gets a tail.
     """
 
     def __init__(self, clock, size: int = RING_BYTES,
                  dump_interval: float = RECOVERY_DUMP_INTERVAL,
-                 observers: Optional[List[Callable[[str], None]]] = None) -> None:
+                 observers: Optional[List[Callable[[str], None]]] = None,
+                 dumps=None) -> None:
         self._clock = clock
+        self.dumps = dumps
         self.observers = observers if observers is not None else []
         self._size = size
         self._dump_interval = dump_interval
@@ -113,10 +122,30 @@ class TrafficRing:
         """The whole ring as text, oldest first."""
         return b"\n".join(self._entries).decode("ascii", "replace")
 
-    def recovery_dump(self) -> Optional[str]:
-        """``dump()`` unless one was already produced for recovery in the last interval."""
+    def save(self, reason: str) -> str:
+        """Dump the ring to a file -> the words a log line ends with: the file's name, or (no
+        file) the newest entries themselves."""
+        if self.dumps is not None:
+            path = self.dumps.write(self.dump(), reason, self._clock.seconds())
+            if path is not None:
+                return f"AT traffic saved to {path}"
+        tail = list(self._entries)[-TAIL_ENTRIES:]
+        return "last AT traffic:\n" + b"\n".join(tail).decode("ascii", "replace")
+
+    def recovery_dump(self, reason: str) -> Optional[str]:
+        """``save(reason)`` unless the ring was saved for recovery in the last interval."""
         now = self._clock.seconds()
         if self._last_dump is not None and now - self._last_dump < self._dump_interval:
             return None
         self._last_dump = now
-        return self.dump()
+        return self.save(reason)
+
+
+def log_event(log, ring: Optional[TrafficRing], reason: str, fmt: str, **fields) -> None:
+    """A module-level event at warn, its line ending with where the ring went (``reason``
+    names the dump file; rate-limited, see :meth:`TrafficRing.recovery_dump`)."""
+    saved = ring.recovery_dump(reason) if ring is not None else None
+    if saved is not None:
+        fmt += "; {saved}"
+        fields["saved"] = saved
+    log.warn(fmt, **fields)

@@ -18,6 +18,7 @@ finished with: the question waits until it is done.
 """
 
 import dataclasses
+import os
 import random
 from typing import Callable, Dict, NamedTuple, Optional
 
@@ -29,6 +30,7 @@ from twisted.logger import Logger
 from bridge.at import commands
 from bridge.at.errors import ATEngineError
 from bridge.at.commands import DEFAULT_TIMEOUTS, Selection, Timeouts
+from bridge.at.dumps import DumpFiles
 from bridge.at.events import (Boot, Closed, ConnectResult, DataAvailable, PdpDeact, Received,
                               Registration, RemoteIp, Resynced, RESTART_SIGNS, ServerStarted,
                               StreamCorrupt)
@@ -153,6 +155,8 @@ class Modem(Service):
         self._engine: Optional[ATProtocol] = None  # the last one, kept for last_answer
         #: called with each AT traffic ring entry, whichever engine records it
         self.traffic_observers: list = []
+        #: where each engine's ring is saved on module events and on SIGUSR1
+        self.dumps = DumpFiles(os.path.join(state_dir, "dumps"), f"modem-{config.name}")
         self._port = None
 
     # -- service ----------------------------------------------------------------------------------
@@ -253,7 +257,7 @@ class Modem(Service):
 
     def _connect(self) -> Deferred:
         """Open the port with a fresh engine -> Deferred(None) once it is ``self.protocol``."""
-        ring = TrafficRing(self.reactor, observers=self.traffic_observers)
+        ring = TrafficRing(self.reactor, observers=self.traffic_observers, dumps=self.dumps)
         protocol = _ModemProtocol(self.reactor, self._port_lost, sleep=self.sleep, ring=ring,
                                   resync_timeout=self._resync_timeout, baud=self.config.baudrate)
         protocol.transparent = self.config.mode == "transparent"

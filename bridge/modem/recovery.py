@@ -145,7 +145,7 @@ class RecoveryLadder:
         if self._result is None:  # a step whose canceller reported success: stopped all the same
             return
         self._step_call = None
-        self.log.warn("recovery step {step} succeeded after {elapsed:.1f} s: module recovered",
+        self.log.info("recovery step {step} succeeded after {elapsed:.1f} s: module recovered",
                       step=step.name, elapsed=self._clock.seconds() - started)
         self._counters.incr("recovery_step_result", step=step.name, outcome="ok")
         self._counters.incr("recovered", step=step.name)

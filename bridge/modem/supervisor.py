@@ -19,9 +19,10 @@ app note §6.3):
   until the device is back (the opener respawns a ``sim`` child), then the full bring-up.
 
 A procedure that fails without the module going mute (no coverage, SIM busy ...) is retried as a
-full bring-up after a backoff. Every transition is one log line with its cause (plus the AT traffic
-ring, rate-limited) and a count in the modem's :class:`~bridge.counters.Counters`: ``pdp_lost``,
-``module_reset``, ``module_mute``, ``port_lost``, ``recovered{step}`` (the ladder counts its own).
+full bring-up after a backoff. Every transition is one log line with its cause (naming the file
+the AT traffic ring was saved to, rate-limited) and a count in the modem's
+:class:`~bridge.counters.Counters`: ``pdp_lost``, ``module_reset``, ``module_mute``,
+``port_lost``, ``recovered{step}`` (the ladder counts its own).
 """
 
 import random
@@ -35,6 +36,7 @@ from twisted.logger import Logger
 
 from bridge.at import commands
 from bridge.at.errors import ATEngineError, ATError
+from bridge.at.ring import log_event
 from bridge.config_values import shell_words
 from bridge.errors import SimLocked
 from bridge.modem.bringup import BringUpResult
@@ -185,16 +187,13 @@ class Supervisor:
     # -- running one procedure --------------------------------------------------------------------
 
     def _transition(self, counter: str, text: str, context: Optional[int] = None) -> None:
-        """Count, log with the traffic ring, and mark the modem (or only ``context``) down."""
+        """Count, log (naming the saved traffic ring), and mark the modem (or only ``context``)
+        down."""
         self.modem.counters.incr(counter)
         if self._since is None:
             self._since = self.clock.seconds()
-        dump = self._ring_dump()
-        if dump is None:
-            self.log.warn("{name}: {text}", name=self.modem.name, text=text)
-        else:
-            self.log.warn("{name}: {text}\ntraffic ring:\n{dump}", name=self.modem.name,
-                          text=text, dump=dump)
+        log_event(self.log, self.modem.ring, counter, "{name}: {text}", name=self.modem.name,
+                  text=text)
         if context is None:
             self.modem.mark_down(text.split(";")[0])
         else:
@@ -243,7 +242,7 @@ class Supervisor:
         if self._since is not None:
             if counted_as is not None:  # the ladder counted its own success
                 self.modem.counters.incr("recovered", step=counted_as)
-            self.log.warn("{name}: recovered after {elapsed:.1f} s", name=self.modem.name,
+            self.log.info("{name}: recovered after {elapsed:.1f} s", name=self.modem.name,
                           elapsed=self.clock.seconds() - self._since)
             self._since = None
         (came_up or self.modem.came_up)(result)
@@ -285,16 +284,13 @@ class Supervisor:
             job.addErrback(lambda failure: failure.trap(CancelledError))
             job.cancel()
 
-    def _ring_dump(self) -> Optional[str]:
-        """The AT traffic up to now, unless it was dumped for recovery a moment ago."""
-        ring = self.modem.ring
-        return ring.recovery_dump() if ring is not None else None
-
     def _dump_for_step(self, step: str, cause: str) -> None:
-        dump = self._ring_dump()
-        if dump is not None:
-            self.log.warn("{name}: traffic ring before recovery step {step}:\n{dump}",
-                          name=self.modem.name, step=step, dump=dump)
+        """The AT traffic before each step of the ladder, unless it was saved a moment ago."""
+        ring = self.modem.ring
+        saved = ring.recovery_dump(f"step-{step}") if ring is not None else None
+        if saved is not None:
+            self.log.warn("{name}: before recovery step {step}: {saved}", name=self.modem.name,
+                          step=step, saved=saved)
 
     # -- the port ---------------------------------------------------------------------------------
 

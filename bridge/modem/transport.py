@@ -22,9 +22,9 @@ from typing import Optional
 
 import serial
 from twisted.internet import abstract, defer, fdesc
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger
 
 import bridge
@@ -269,6 +269,19 @@ class SimChild(ProcessProtocol):
         return lines[-1] if lines else "(no output)"
 
 
+class _OneProtocol(Factory):
+    """Builds the one ``protocol`` (``connectProtocol``'s factory, without its "Starting
+    factory" log line at every reconnect)."""
+
+    noisy = False
+
+    def __init__(self, protocol) -> None:
+        self._instance = protocol
+
+    def buildProtocol(self, addr):
+        return self._instance
+
+
 @defer.inlineCallbacks
 def open_port(reactor, config, protocol):
     """Connect ``protocol`` to the module named by ``config.port``; -> ModemPort.
@@ -280,7 +293,7 @@ def open_port(reactor, config, protocol):
         host, _, number = port[4:].rpartition(":")
         endpoint = HostnameEndpoint(reactor, host.encode("idna"), int(number))
         try:
-            yield connectProtocol(endpoint, protocol)
+            yield endpoint.connect(_OneProtocol(protocol))
         except Exception as error:
             raise TransportError(f"{port}: cannot connect: {error}") from error
         return ModemPort(port, protocol.transport)
