@@ -2,7 +2,9 @@
 
 import io
 
-from twisted.logger import Logger
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger, globalLogPublisher
+from twisted.python import log as legacy
 
 from bridge.logs import make_observer
 
@@ -28,3 +30,25 @@ def test_terminal_lines_are_filtered_by_level():
     emit(make_observer("warn", out, {}))
     lines = out.getvalue().splitlines()
     assert [line.split("] ", 1)[1] for line in lines] == ["warn 3", "error 4"]
+
+
+def test_twisted_port_and_factory_lines_are_debug_only():
+    """What Twisted logs for every port it opens or closes (legacy ``log.msg`` text) and for a
+    noisy factory: hidden at info, shown at debug; other lines are untouched."""
+    lines = {}
+    for level in ("info", "debug"):
+        out = io.StringIO()
+        observer = make_observer(level, out, {})
+        globalLogPublisher.addObserver(observer)
+        try:
+            for text in ("Admission starting on 8080", "(TCP Port 8080 Closed)",
+                         "(UDP Port 41234 Closed)", "_Side starting on 41234",
+                         "(UNIX Port /run/cellbridge/control.sock Closed)",
+                         "Starting protocol <_Side object>", "port 8080 is open"):
+                legacy.msg(text)
+            Factory.forProtocol(Protocol).doStart()  # a noisy factory: "Starting factory <...>"
+        finally:
+            globalLogPublisher.removeObserver(observer)
+        lines[level] = [line.split("] ", 1)[1] for line in out.getvalue().splitlines()]
+    assert lines["info"] == ["port 8080 is open"]
+    assert len(lines["debug"]) == 8 and lines["debug"][-1].startswith("Starting factory <")

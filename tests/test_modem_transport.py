@@ -18,6 +18,7 @@ import serial
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater
+from twisted.logger import capturedLogs
 
 from bridge.at import commands
 from bridge.at.protocol import ATProtocol
@@ -130,10 +131,12 @@ def test_tcp_port_reaches_a_raw_serial_export():
     listener = reactor.listenTCP(0, Factory.forProtocol(_AnswerOK), interface="127.0.0.1")
     address = f"tcp:127.0.0.1:{listener.getHost().port}"
     protocol = ATProtocol(reactor)
-    port = yield open_port(reactor, ModemConfig(name="t", port=address), protocol)
-    reply = yield protocol.issue(commands.at()).addTimeout(WAIT, reactor)
-    assert reply.lines == () and port.description == address
-    yield port.close()
+    with capturedLogs() as events:
+        port = yield open_port(reactor, ModemConfig(name="t", port=address), protocol)
+        reply = yield protocol.issue(commands.at()).addTimeout(WAIT, reactor)
+        assert reply.lines == () and port.description == address
+        yield port.close()
+    assert not [e for e in events if "factory" in e.get("log_format", "")]  # opened quietly
     yield listener.stopListening()
 
 

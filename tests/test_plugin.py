@@ -3,6 +3,7 @@
 import importlib.metadata
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -227,3 +228,25 @@ def test_twistd_lists_the_plugin_after_a_plain_install(tmp_path):
                              cwd=tmp_path, timeout=60)
     assert listing.returncode == 0, listing.stderr
     assert any(line.split()[:1] == ["cellbridge"] for line in listing.stdout.splitlines())
+
+
+@pytest.mark.parametrize("taken", [False, True])
+def test_under_twistd_sigusr1_saves_the_rings_unless_twistd_rotates_its_log_with_it(
+        config_path, monkeypatch, taken):
+    """twistd takes SIGUSR1 to rotate a --logfile (before the reactor runs); else it is ours."""
+    monkeypatch.setattr(bridge.service, "Components", FakeComponents)
+    options = tap.Options()
+    options.parseOptions(["-c", config_path])
+    reactor = UDPMemoryReactor()
+    tap.makeService(options, reactor)
+
+    def rotate(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGUSR1, rotate if taken else signal.SIG_DFL)
+    try:
+        reactor.run()
+        handler = signal.getsignal(signal.SIGUSR1)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert (handler is rotate) if taken else handler not in (signal.SIG_DFL, rotate)
