@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from twisted.application import internet
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
@@ -17,6 +18,7 @@ from bridge.errors import ConfigError
 from bridge.counters import Counters
 from bridge.metrics import BridgeCollector
 from bridge.proxy.accounting import Ledger, Link
+from tests.test_datagram_relay import A, B, RelayBench
 from tests.socket_bench import (CLOSED_0, PROMPT, QICLOSE_0, QIRD_0, QIRDI_0, QISACK_0,
                                 SEND_OK, LinkBench, qird, sack)
 from tests.test_config import write
@@ -32,10 +34,13 @@ class _Scrape:
         return self.collector.families()
 
 
-def exposition(bench) -> set:
-    """The sample lines a scrape of the bench's modem and profile gives (no HELP/TYPE)."""
-    root = SimpleNamespace(reactor=bench.clock, namedServices={
-        "modem:main": bench.modem, "profile:web": SimpleNamespace(factory=bench.admission)})
+def exposition(bench, profiles=None) -> set:
+    """The sample lines a scrape of the bench's modem and tcp profile (or ``profiles``: the tree's
+    children by name) gives (no HELP/TYPE)."""
+    if profiles is None:
+        profiles = {"profile:web": SimpleNamespace(factory=bench.admission)}
+    root = SimpleNamespace(reactor=bench.clock,
+                           namedServices={"modem:main": bench.modem, **profiles})
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Scrape(root))
     text = generate_latest(registry).decode()
@@ -105,6 +110,23 @@ def test_a_remote_close_and_a_failed_connect_are_their_own_causes(tmp_path):
     assert series(exposition(s), "cellbridge_links_closed_total") == {
         'cellbridge_links_closed_total{cause="remote",modem="main",profile="web"} 1.0',
         'cellbridge_links_closed_total{cause="connect_failed",modem="main",profile="web"} 1.0'}
+
+
+def test_a_udp_profiles_series_come_from_its_relay(tmp_path):
+    s = RelayBench(tmp_path)
+    s.session(A, b"ask")
+    s.pushed(0, b"answer!")
+    s.datagram(b"x" * 1461, B)  # more than one AT+QISEND carries: dropped
+    lines = exposition(s, {"profile:dns": internet.UDPServer(0, s.relay)})
+    labels = 'modem="main",profile="dns"'
+    assert {line for line in lines if 'profile="dns"' in line} == {
+        f'cellbridge_link_bytes_total{{direction="uplink",{labels}}} 3.0',
+        f'cellbridge_link_bytes_total{{direction="downlink",{labels}}} 7.0',
+        f'cellbridge_datagrams_total{{direction="uplink",{labels}}} 1.0',
+        f'cellbridge_datagrams_total{{direction="downlink",{labels}}} 1.0',
+        f"cellbridge_links_open{{{labels}}} 1.0",
+        f"cellbridge_connections_waiting{{{labels}}} 0.0",
+        f'cellbridge_datagrams_dropped_total{{cause="too_large",{labels}}} 1.0'}
 
 
 def test_the_modem_series_come_from_its_state_and_counters(tmp_path):

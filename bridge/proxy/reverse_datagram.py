@@ -123,11 +123,11 @@ class DatagramForwarding(Forwarding):
         self.socket.loseConnection()
         if self.local is not None:
             self.local.stopListening()
-        drops = self.socket.drops + self.drops
-        for cause, count in drops.items():
-            self.server.modem.counters.incr("server_datagrams_dropped", count, server=self.name,
-                                            cause=cause)
         self.server.ledger.closed(self, cause, log=False)
+        drops = self.socket.drops + self.drops
+        for dropped_for, count in drops.items():
+            self.server.modem.counters.incr("server_datagrams_dropped", count, server=self.name,
+                                            cause=dropped_for)
         counts = self.socket.counts
         self.finished(f"{why}; {counts['datagrams_down']} datagrams from it, "
                       f"{counts['datagrams_up']} to it, dropped: {drops_text(drops)}")
