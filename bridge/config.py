@@ -748,10 +748,11 @@ def config_warnings(config):
     """Things that load but will not do what the user probably wants, one line each."""
     warnings = []
     metrics = config.general.metrics
-    if metrics and exposed_interface(metrics):
+    exposed = exposed_interface(metrics) if metrics else None
+    if exposed:
         warnings.append(f"{config.path}: [cellbridge] metrics: warning: {metrics} listens on "
-                        f"{exposed_interface(metrics)}: whoever reaches it reads the modem's state "
-                        "and every link's counts; add interface=127.0.0.1")
+                        f"{exposed}: whoever reaches it reads the modem's state and every link's "
+                        "counts; add interface=127.0.0.1")
     for modem in config.modems.values():
         where = f"{config.path}: [modem:{modem.name}]"
         if modem.sleep and _cannot_drive_dtr(modem):

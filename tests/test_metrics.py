@@ -51,6 +51,11 @@ def series(lines: set, name: str) -> set:
     return {line for line in lines if line.startswith(name + "{") or line.startswith(name + " ")}
 
 
+def carried(labels: str, uplink: int, downlink: int) -> set:
+    return {f'cellbridge_link_bytes_total{{direction="uplink",{labels}}} {uplink:.1f}',
+            f'cellbridge_link_bytes_total{{direction="downlink",{labels}}} {downlink:.1f}'}
+
+
 def test_a_links_bytes_are_counted_while_it_is_open_and_kept_when_it_closes(tmp_path):
     s = LinkBench(tmp_path)
     s.local_data(b"hello")
@@ -65,9 +70,7 @@ def test_a_links_bytes_are_counted_while_it_is_open_and_kept_when_it_closes(tmp_
     s.module(b"\r\nOK\r\n")
     lines = exposition(s)
     labels = 'modem="main",profile="web"'
-    assert series(lines, "cellbridge_link_bytes_total") == {
-        f'cellbridge_link_bytes_total{{direction="uplink",{labels}}} 5.0',
-        f'cellbridge_link_bytes_total{{direction="downlink",{labels}}} 6.0'}
+    assert series(lines, "cellbridge_link_bytes_total") == carried(labels, 5, 6)
     assert series(lines, "cellbridge_links_open") == {f"cellbridge_links_open{{{labels}}} 1.0"}
     assert series(lines, "cellbridge_connections_waiting") == {
         f"cellbridge_connections_waiting{{{labels}}} 0.0"}
@@ -81,12 +84,10 @@ def test_a_links_bytes_are_counted_while_it_is_open_and_kept_when_it_closes(tmp_
         assert s.wire() == QICLOSE_0
         s.module(b"\r\n0, CLOSE OK\r\n")
     closes = [formatEvent(e) for e in events if "closed (" in formatEvent(e)]
-    assert closes == ["[profile:web] link 192.168.1.1:54321 -> 10.1.2.3:80 closed (local) after 2.5 s: "
-                      "5 bytes up, 6 bytes down"]
+    assert closes == ["[profile:web] link 192.168.1.1:54321 -> 10.1.2.3:80 closed (local) after "
+                      "2.5 s: 5 bytes up, 6 bytes down"]
     lines = exposition(s)
-    assert series(lines, "cellbridge_link_bytes_total") == {
-        f'cellbridge_link_bytes_total{{direction="uplink",{labels}}} 5.0',
-        f'cellbridge_link_bytes_total{{direction="downlink",{labels}}} 6.0'}
+    assert series(lines, "cellbridge_link_bytes_total") == carried(labels, 5, 6)
     assert series(lines, "cellbridge_links_open") == {f"cellbridge_links_open{{{labels}}} 0.0"}
     assert series(lines, "cellbridge_links_closed_total") == {
         f'cellbridge_links_closed_total{{cause="local",{labels}}} 1.0'}
@@ -119,9 +120,7 @@ def test_a_udp_profiles_series_come_from_its_relay(tmp_path):
     s.datagram(b"x" * 1461, B)  # more than one AT+QISEND carries: dropped
     lines = exposition(s, {"profile:dns": internet.UDPServer(0, s.relay)})
     labels = 'modem="main",profile="dns"'
-    assert {line for line in lines if 'profile="dns"' in line} == {
-        f'cellbridge_link_bytes_total{{direction="uplink",{labels}}} 3.0',
-        f'cellbridge_link_bytes_total{{direction="downlink",{labels}}} 7.0',
+    assert {line for line in lines if 'profile="dns"' in line} == carried(labels, 3, 7) | {
         f'cellbridge_datagrams_total{{direction="uplink",{labels}}} 1.0',
         f'cellbridge_datagrams_total{{direction="downlink",{labels}}} 1.0',
         f"cellbridge_links_open{{{labels}}} 1.0",

@@ -3,29 +3,15 @@ while a transfer runs through its profile to a loopback echo server."""
 
 import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import reactor
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.client import Agent
 
-from tests.e2e_bed import Bed, Echo, open_link, salted, server, sha, troubles, until, within
+from tests.e2e_bed import Bed, Client, Echo, open_link, salted, server, sha, troubles, until, within
 
 
 class MetricsBed(Bed):
     general_keys = "metrics = tcp:0:interface=127.0.0.1\n"
-
-
-class Body(protocol.Protocol):
-    """Collects a response body; ``done`` fires with it."""
-
-    def __init__(self):
-        self.data = bytearray()
-        self.done = defer.Deferred()
-
-    def dataReceived(self, data):
-        self.data += data
-
-    def connectionLost(self, reason):
-        self.done.callback(bytes(self.data))
 
 
 async def scrape(bed) -> dict:
@@ -34,9 +20,9 @@ async def scrape(bed) -> dict:
     response = await within(Agent(reactor).request(b"GET", url), "the metrics answer")
     assert response.code == 200
     assert response.headers.getRawHeaders(b"content-type")[0].startswith(b"text/plain")
-    body = Body()
+    body = Client()  # collects the body; fires ``closed`` with it at its end
     response.deliverBody(body)
-    text = (await within(body.done, "the metrics body")).decode()
+    text = (await within(body.closed, "the metrics body")).decode()
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
             for family in text_string_to_metric_families(text) for sample in family.samples}
 

@@ -23,7 +23,6 @@ MODEM_DOWN = "modem_down"  #: the modem (or the link's PDP context) went down
 CONNECT_FAILED = "connect_failed"  #: the connection to the far end could not be made
 QUEUE_FULL = "queue_full"  #: refused: too many connections already waited for a module socket
 IDLE = "idle"  #: a udp server's peer, silent both ways for ``udp_idle``
-CAUSES = (REMOTE, LOCAL, DEAD, MODEM_DOWN, CONNECT_FAILED, QUEUE_FULL, IDLE)
 DIRECTIONS = ("uplink", "downlink")
 
 #: The counter series of each kind of ledger: (links closed by cause, bytes by direction).
@@ -102,9 +101,9 @@ class Ledger:
             return  # it never carried (the cause's own code logged why)
         self.open.discard(link)
         if log:
-            self.log.info("[{title}] link {client} -> {remote} closed ({cause}) after {duration:.1f} "
-                          "s: {up} bytes up, {down} bytes down", title=self.title, client=link.client,
-                          remote=self.remote, cause=cause,
+            self.log.info("[{title}] link {client} -> {remote} closed ({cause}) after "
+                          "{duration:.1f} s: {up} bytes up, {down} bytes down", title=self.title,
+                          client=link.client, remote=self.remote, cause=cause,
                           duration=self.clock.seconds() - link.opened, up=link.uplink,
                           down=link.downlink)
 
