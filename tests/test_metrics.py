@@ -7,31 +7,24 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from twisted.application import internet
+from twisted.internet.error import CannotListenError
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import RaisingMemoryReactor, StringTransport
 from twisted.logger import capturedLogs, formatEvent
 
 from bridge.at import commands
 from bridge.at.protocol import ATProtocol
 from bridge.config import config_warnings, load_config
-from bridge.errors import ConfigError
+from bridge.errors import CellbridgeError, ConfigError
 from bridge.counters import Counters
 from bridge.metrics import BridgeCollector
 from bridge.proxy.accounting import Ledger, Link
+from bridge.service import make_service
 from tests.test_datagram_relay import A, B, RelayBench
 from tests.socket_bench import (CLOSED_0, PROMPT, QICLOSE_0, QIRD_0, QIRDI_0, QISACK_0,
                                 SEND_OK, LinkBench, qird, sack)
 from tests.test_config import write
-
-
-class _Scrape:
-    """The collector's families, read on this (the test's) thread."""
-
-    def __init__(self, root):
-        self.collector = BridgeCollector(root)
-
-    def collect(self):
-        return self.collector.families()
+from tests.test_plugin import FakeComponents, UDPMemoryReactor
 
 
 def exposition(bench, profiles=None) -> set:
@@ -42,7 +35,7 @@ def exposition(bench, profiles=None) -> set:
     root = SimpleNamespace(reactor=bench.clock,
                            namedServices={"modem:main": bench.modem, **profiles})
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Scrape(root))
+    registry.register(BridgeCollector(root))
     text = generate_latest(registry).decode()
     return {line for line in text.splitlines() if not line.startswith("#")}
 
@@ -111,6 +104,22 @@ def test_a_remote_close_and_a_failed_connect_are_their_own_causes(tmp_path):
     assert series(exposition(s), "cellbridge_links_closed_total") == {
         'cellbridge_links_closed_total{cause="remote",modem="main",profile="web"} 1.0',
         'cellbridge_links_closed_total{cause="connect_failed",modem="main",profile="web"} 1.0'}
+
+
+def _read_fails(s):
+    s.module(QIRDI_0)
+    assert s.wire() == QIRD_0
+    s.module(b"\r\nERROR\r\n")  # the remote's close never reported: received bytes may be lost
+
+
+@pytest.mark.parametrize("end, cause", [
+    (_read_fails, "dead"), (lambda s: s.modem.mark_down("the module restarted"), "modem_down")])
+def test_a_link_that_fails_is_counted_by_its_cause(tmp_path, end, cause):
+    s = LinkBench(tmp_path)
+    end(s)
+    assert s.local.disconnected  # reset
+    assert series(exposition(s), "cellbridge_links_closed_total") == {
+        f'cellbridge_links_closed_total{{cause="{cause}",modem="main",profile="web"}} 1.0'}
 
 
 def test_a_udp_profiles_series_come_from_its_relay(tmp_path):
@@ -205,3 +214,33 @@ def test_check_refuses_a_bad_metrics_endpoint(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_config(write(tmp_path, "[cellbridge]\nmetrics = tcp:nope\n[modem:m]\nport = sim\n"))
     assert "[cellbridge] metrics: not a valid server endpoint" in str(error.value)
+
+
+METRICS_ONLY = "[cellbridge]\nmetrics = tcp:9464:interface=127.0.0.1\n[modem:m]\nport = sim\n"
+
+
+def test_the_metrics_child_listens_on_its_endpoint_before_systemd_is_told(tmp_path):
+    reactor = UDPMemoryReactor()
+    root = make_service(load_config(write(tmp_path, METRICS_ONLY)), reactor, FakeComponents(),
+                        environ={})
+    assert [child.name for child in root] == ["modem:m", "metrics", "systemd"]
+    root.privilegedStartService()
+    [(port, factory, _, interface)] = reactor.tcpServers
+    assert (port, interface) == (9464, "127.0.0.1")
+    assert factory.resource.children[b"metrics"].registry is not None
+
+
+def test_a_metrics_port_that_cannot_be_bound_stops_start_up_in_one_line(tmp_path):
+    error = CannotListenError("127.0.0.1", 9464, OSError(98, "Address already in use"))
+    root = make_service(load_config(write(tmp_path, METRICS_ONLY)),
+                        RaisingMemoryReactor(listenException=error), FakeComponents(), environ={})
+    with pytest.raises(CellbridgeError) as caught:
+        root.privilegedStartService()
+    assert str(caught.value) == ("[metrics] listen: Couldn't listen on 127.0.0.1:9464: "
+                                 "[Errno 98] Address already in use.")
+
+
+def test_without_the_key_there_is_no_metrics_child(tmp_path):
+    root = make_service(load_config(write(tmp_path, "[modem:m]\nport = sim\n")),
+                        UDPMemoryReactor(), FakeComponents(), environ={})
+    assert "metrics" not in root.namedServices

@@ -6,6 +6,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.client import Agent
+from twisted.web.http_headers import Headers
 
 from tests.e2e_bed import Bed, Client, Echo, open_link, salted, server, sha, troubles, until, within
 
@@ -14,15 +15,22 @@ class MetricsBed(Bed):
     general_keys = "metrics = tcp:0:interface=127.0.0.1\n"
 
 
-async def scrape(bed) -> dict:
-    """``/metrics`` over HTTP -> {(sample name, ((label, value), ...)): value}."""
+async def get(bed, headers=None):
+    """``GET /metrics`` -> (its content type, its body)."""
     url = f"http://127.0.0.1:{bed.metrics_port}/metrics".encode()
-    response = await within(Agent(reactor).request(b"GET", url), "the metrics answer")
+    response = await within(Agent(reactor).request(b"GET", url, Headers(headers or {})),
+                            "the metrics answer")
     assert response.code == 200
-    assert response.headers.getRawHeaders(b"content-type")[0].startswith(b"text/plain")
     body = Client()  # collects the body; fires ``closed`` with it at its end
     response.deliverBody(body)
     text = (await within(body.closed, "the metrics body")).decode()
+    return response.headers.getRawHeaders(b"content-type")[0].decode(), text
+
+
+async def scrape(bed) -> dict:
+    """``/metrics`` over HTTP -> {(sample name, ((label, value), ...)): value}."""
+    content_type, text = await get(bed)
+    assert content_type.startswith("text/plain")
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
             for family in text_string_to_metric_families(text) for sample in family.samples}
 
@@ -87,7 +95,7 @@ async def test_a_scrape_sees_a_transfers_bytes_grow_and_its_close_counted(tmp_pa
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_scrape_writes_nothing_to_the_log(tmp_path):
+async def test_a_scrape_writes_nothing_to_the_log_and_openmetrics_is_served_when_asked(tmp_path):
     async with await MetricsBed.start(tmp_path, server(Echo)) as bed:
         logged = []
         globalLogPublisher.addObserver(logged.append)
@@ -98,3 +106,6 @@ async def test_a_scrape_writes_nothing_to_the_log(tmp_path):
         assert samples[("cellbridge_module_up", (("modem", "main"),))] == 1
         lines = [formatEvent(event) for event in logged]
         assert [line for line in lines if "HTTP11ClientFactory" not in line] == []  # the test's
+        content_type, text = await get(bed, {b"accept": [b"application/openmetrics-text"]})
+        assert content_type.startswith("application/openmetrics-text")
+        assert 'cellbridge_module_up{modem="main"} 1.0' in text and text.endswith("# EOF\n")
