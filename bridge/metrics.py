@@ -117,7 +117,8 @@ class Samples:
     def families(self) -> list:
         families = []
         for name, samples in self._samples.items():
-            kind, text = METRICS.get(name, ("counter", f"times {name[11:-6]} was counted"))
+            counted = name.removeprefix("cellbridge_").removesuffix("_total")
+            kind, text = METRICS.get(name, ("counter", f"times {counted} was counted"))
             names = list(dict.fromkeys(label for labels, _ in samples for label in labels))
             family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
                 name, text, labels=names)

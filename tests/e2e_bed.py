@@ -220,6 +220,7 @@ class Bed:
         self.sim = Simulator(reactor, SimOptions(**{"baud": 0, "act_delay": 0.05, **sim_options}))
         self.port = None  # the bridge's listening port of profile p, once started
         self.ports = {}  # every profile's, by name
+        self.metrics_port = None  # the metrics listener's, with ``metrics = tcp:0...``
 
     def device(self) -> str:
         """The ``port =`` of the modem section."""
@@ -263,7 +264,7 @@ class Bed:
         metrics_port = self.bound_port(metrics) if metrics is not None else lambda: None
         self.root.privilegedStartService()
         self.ports = {name: port() for name, port in bound.items()}
-        self.metrics_port = metrics_port()  # with ``metrics = tcp:0...`` in general_keys
+        self.metrics_port = metrics_port()
         self.port = self.ports.get("p")
         self.root.startService()
         self.modem = self.root.getServiceNamed("modem:main")
