@@ -28,11 +28,11 @@ from bridge.at.commands import DEFAULT_TIMEOUTS, MAX_PACKET_SIZE
 from bridge.config_values import (BAUDRATES, MAX_MODULE_SOCKETS, MAX_SEND_WINDOW,
                                   MAX_WHILE_SERVING, Invalid, Listen, Remote, at_text, baudrate,
                                   boolean, choice, command_line, control_endpoint, count,
-                                  did_you_mean, directory, dns_servers, forward, ip_port, is_ipv4,
-                                  listen, log_level, networks, optional_file, optional_host,
-                                  packet_wait, pin, plain_text, probe_bytes, public_key_pins,
-                                  remote, seconds, seconds_or_zero, serial_port, shell_words,
-                                  timeout_overrides)
+                                  did_you_mean, directory, dns_servers, exposed_interface, forward,
+                                  ip_port, is_ipv4, listen, log_level, networks, optional_file,
+                                  optional_host, packet_wait, pin, plain_text, probe_bytes,
+                                  public_key_pins, remote, seconds, seconds_or_zero, serial_port,
+                                  shell_words, timeout_overrides)
 from bridge.errors import ConfigError
 from bridge.tls.files import TLSFileError, certificates, identity, private_key, readable_by_others
 
@@ -45,6 +45,7 @@ __all__ = [
 @dataclass(frozen=True)
 class General:
     control: Optional[str] = None
+    metrics: Optional[str] = None
     log_level: str = "info"
     state_dir: str = "/var/lib/cellbridge"
 
@@ -190,6 +191,8 @@ SCHEMA = {
     "cellbridge": {
         "control": Key(control_endpoint, "server endpoint for later status tooling, e.g. "
                        "unix:/run/cellbridge/control.sock; empty = none"),
+        "metrics": Key(control_endpoint, "server endpoint serving Prometheus metrics at /metrics, "
+                       "e.g. tcp:9464:interface=127.0.0.1; empty = none"),
         "log_level": Key(log_level, "debug, info, warn, error or critical"),
         "state_dir": Key(directory, "directory for state that must survive restarts (a rejected "
                          "PIN); " + RELATIVE),
@@ -744,6 +747,12 @@ def _cannot_drive_dtr(modem):
 def config_warnings(config):
     """Things that load but will not do what the user probably wants, one line each."""
     warnings = []
+    metrics = config.general.metrics
+    exposed = exposed_interface(metrics) if metrics else None
+    if exposed:
+        warnings.append(f"{config.path}: [cellbridge] metrics: warning: {metrics} listens on "
+                        f"{exposed}: whoever reaches it reads the modem's state and every link's "
+                        "counts; add interface=127.0.0.1")
     for modem in config.modems.values():
         where = f"{config.path}: [modem:{modem.name}]"
         if modem.sleep and _cannot_drive_dtr(modem):

@@ -390,6 +390,22 @@ def control_endpoint(text):
     return text
 
 
+def exposed_interface(text):
+    """Where a tcp/tcp6 server endpoint listens when that is not loopback (``every interface``
+    without ``interface=``: Twisted's default is all of them), else None (other kinds too)."""
+    positional, options = endpoint_fields(text)
+    if positional[0] not in ("tcp", "tcp6"):
+        return None
+    interface = options.get("interface")
+    if interface is None:
+        return "every interface"
+    try:
+        loopback = ipaddress.ip_address(interface).is_loopback
+    except ValueError:
+        loopback = False
+    return None if loopback else interface
+
+
 _ESCAPES = {"n": b"\n", "r": b"\r", "t": b"\t", "0": b"\0", "\\": b"\\"}
 
 

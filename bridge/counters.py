@@ -1,8 +1,8 @@
 """Named event counters for state transitions (link_dead, pdp_lost, module_reset, port_lost, recovered).
 
-Every transition is both logged and counted, so a metrics exporter added later can publish the
-counts without touching the code that detects the transitions. Deliberately tiny: no dependency,
-no metric types other than a monotonically increasing count.
+Every transition is both logged and counted, so the metrics exporter (:mod:`bridge.metrics`)
+publishes the counts without touching the code that detects the transitions. Deliberately tiny:
+no dependency, no metric types other than a monotonically increasing count.
 """
 
 from typing import Dict, Tuple

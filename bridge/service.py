@@ -17,6 +17,7 @@ from twisted.logger import Logger
 
 from bridge.config import config_warnings
 from bridge.errors import EXIT_FAILURE, EXIT_OK, CellbridgeError
+from bridge.metrics import make_metrics_service
 from bridge.modem.modem import make_modem_service
 from bridge.proxy.service import (make_datagram_protocol, make_server_service,
                                   make_stream_factory)
@@ -173,6 +174,7 @@ def make_service(config, reactor, components=None, environ=None):
     modems = add_modem_services(root, components)
     add_profile_services(root, components, modems)
     add_server_services(root, components, modems)
+    make_metrics_service(root)
     root.notifier = SystemdNotifier(reactor, root.healthy, os.environ if environ is None else environ)
     root.notifier.setServiceParent(root)
     set_traffic_logging(root, config.general.log_level == "debug")

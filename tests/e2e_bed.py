@@ -201,11 +201,13 @@ class BoundPort:
 class Bed:
     """Simulator + one bridged profile + one remote server. ``async with await Bed.start(...)``.
 
-    Subclasses add INI lines to the modem and profile sections with ``modem_keys``/``profile_keys``
-    (which may add more ``[profile:NAME]`` sections: ``ports`` has each one's bound port), and may
+    Subclasses add INI lines to the sections with ``general_keys``/``modem_keys``/``profile_keys``
+    (which may add more ``[profile:NAME]`` sections: ``ports`` has each one's bound port;
+    ``metrics_port`` is the bound port of a ``metrics = tcp:0...`` listener), and may
     build the tree with other ``components`` or open the simulator at another ``device``.
     """
 
+    general_keys = ""  #: more ``[cellbridge]`` lines
     modem_keys = ""
     profile_keys = ""
     components = None  #: a ``bridge.service.Components``; None = the real parts
@@ -218,6 +220,7 @@ class Bed:
         self.sim = Simulator(reactor, SimOptions(**{"baud": 0, "act_delay": 0.05, **sim_options}))
         self.port = None  # the bridge's listening port of profile p, once started
         self.ports = {}  # every profile's, by name
+        self.metrics_port = None  # the metrics listener's, with ``metrics = tcp:0...``
 
     def device(self) -> str:
         """The ``port =`` of the modem section."""
@@ -251,14 +254,17 @@ class Bed:
         self.remote = self.start_remote()
         path = self.tmp_path / "bridge.ini"
         path.write_text(
-            "[cellbridge]\nlog_level = warn\nstate_dir = state\n"
+            f"[cellbridge]\nlog_level = warn\nstate_dir = state\n{self.general_keys}"
             f"[modem:main]\nport = {self.device()}\napn = internet\nreceive = {self.receive}\n"
             f"{self.modem_keys}{self.profile_section()}{self.profile_keys}")
         self.root = make_service(load_config(str(path)), reactor, self.components, environ={})
         bound = {name[len("profile:"):]: self.bound_port(self.root.getServiceNamed(name))
                  for name in self.root.namedServices if name.startswith("profile:")}
+        metrics = self.root.namedServices.get("metrics")
+        metrics_port = self.bound_port(metrics) if metrics is not None else lambda: None
         self.root.privilegedStartService()
         self.ports = {name: port() for name, port in bound.items()}
+        self.metrics_port = metrics_port()
         self.port = self.ports.get("p")
         self.root.startService()
         self.modem = self.root.getServiceNamed("modem:main")

@@ -61,9 +61,12 @@ async def test_a_module_side_client_reaches_the_local_service_and_256_kib_round_
         lines = [formatEvent(event) for event in events]
         assert any("client 127.0.0.1 on socket 0 forwarded to tcp:127.0.0.1:" in line
                    for line in lines), lines
-        assert any("closed: 262144 bytes from it, 262144 bytes to it" in line for line in lines)
+        assert any("[server:s] link 127.0.0.1 -> tcp:127.0.0.1:" in line and "closed (remote)"
+                   in line and "262144 bytes up, 262144 bytes down" in line for line in lines)
         assert "AT+QISRVC=2" in bed.commands()[listen:]
         assert bed.modem.counters.get("server_accepted", server="s") == 1
+        assert bed.service.ledger.carried() == {"uplink": 262144, "downlink": 262144}
+        assert bed.modem.counters.get("server_link_closed", server="s", cause="remote") == 1
         assert len(bed.remote_factory.connections) == 1
 
 

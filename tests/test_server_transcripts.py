@@ -406,7 +406,7 @@ def test_a_pushing_client_that_closes_before_the_local_service_answers_still_del
     with capturedLogs() as events:
         local = bench.local.answer()
     assert local.value() == b"report" and local.disconnecting  # its bytes, then EOF
-    lines = [formatEvent(e) for e in events if "client 10.9.8.7" in formatEvent(e)]
+    lines = [formatEvent(e) for e in events if "10.9.8.7" in formatEvent(e)]
     assert [("forwarded" in line, "closed" in line) for line in lines] == [
         (True, False), (False, True)], lines  # in the order they happened to the service
     assert not bench.server.clients

@@ -127,6 +127,8 @@ def test_an_idle_peer_is_forgotten_its_sockets_closed_and_counted(tmp_path):
     bench.module(b"\r\n0, CLOSE OK\r\n")
     assert bench.modem.slots_in_use == frozenset()
     assert bench.counter("server_datagrams_dropped", cause="too_large") == 2
+    assert bench.counter("server_link_closed", cause="idle") == 1
+    assert bench.server.ledger.carried() == {"uplink": 0, "downlink": 1461 + 10}
 
 
 def test_a_peer_whose_module_socket_is_closed_releases_its_local_socket(tmp_path):

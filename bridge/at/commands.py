@@ -159,6 +159,8 @@ class RegistrationState:
 # -- the command object -----------------------------------------------------------------------
 
 _OK = b"OK"
+#: A command's name: ``AT`` then an extended (``+QISEND``) or basic (``E``, ``&D``) command.
+_NAME = re.compile(rb"AT([+^$%#][A-Z0-9]+|&?[A-Z])?", re.IGNORECASE)
 _CME = re.compile(rb"\+(CME|CMS) ERROR:\s*(.*)")
 
 
@@ -244,6 +246,15 @@ class Command:
     def text(self) -> str:
         """The command line with secrets masked, for logs and error messages."""
         return _text(redact(self.line))
+
+    @property
+    def name(self) -> str:
+        """What the command is, never its arguments (``+QISEND``, ``E``, ``AT`` for a bare AT):
+        a bounded label for counting commands."""
+        match = _NAME.match(self.line)
+        if match is None:
+            return "?"
+        return _text(match.group(1)).upper() if match.group(1) else "AT"
 
     def wire_bytes(self) -> bytes:
         return self.line + b"\r"

@@ -40,6 +40,10 @@ restarts silently, docs/at-dialect.md §2), and when its owner says so (``forget
 With a ``sleep`` controller (``bridge.modem.sleep.SleepController``) every command waits for its
 ``wake()`` before it is written (the module's UART listens 20 ms after DTR went LOW), and
 ``idle()`` is called whenever the wire is free and nothing is queued.
+
+With ``counters`` (a :class:`~bridge.counters.Counters`) every command that ends is counted as
+``at_command{command, result}``: its name (``+QISEND``, never its arguments) and how it ended
+(:func:`result_of`); the resync's own ``AT`` probes too.
 """
 
 from collections import deque
@@ -52,8 +56,8 @@ from twisted.logger import Logger
 from bridge.at import commands
 from bridge.at.commands import Command, Priority, ReadCommand, SendCommand
 from bridge.at.datamode import DataMode
-from bridge.at.errors import (CommandTimeout, LinkLost, ModuleRestarted, ResyncFailed,
-                              SelectionFailed)
+from bridge.at.errors import (CommandError, CommandTimeout, LinkLost, ModuleRestarted,
+                              ResyncFailed, SelectionFailed)
 from bridge.at.events import (RESTART_SIGNS, Boot, Resynced, StreamCorrupt, Unsolicited, parse_urc,
                               received_from)
 from bridge.at.framing import Data, Framer, Junk, Line, Marker, Payload, Prompt
@@ -67,6 +71,20 @@ BITS_PER_BYTE = 10
 #: How long each resync ``AT`` may take, and how many tries before giving up.
 RESYNC_TIMEOUT = 2.0
 RESYNC_ATTEMPTS = 3
+#: How a command ended, by its failure's type (the ``result`` label of ``at_command``).
+RESULTS = ((CommandError, "error"), (LinkLost, "lost"), (ModuleRestarted, "restarted"),
+           (ResyncFailed, "abandoned"), (SelectionFailed, "not_sent"))
+
+
+def result_of(error: Optional[Exception]) -> str:
+    """``ok``, ``timeout`` (on the wire), ``queue_timeout`` (never reached it), ``error`` (the
+    module's ERROR/+CME ERROR), ``lost`` (port gone), ``restarted`` (module restarted),
+    ``abandoned`` (module mute after a resync), ``not_sent`` (its selecting command failed)."""
+    if error is None:
+        return "ok"
+    if isinstance(error, CommandTimeout):
+        return "queue_timeout" if error.queued else "timeout"
+    return next((result for kind, result in RESULTS if isinstance(error, kind)), "failed")
 
 
 def _unwritten_payload_filler(command) -> bytes:
@@ -119,7 +137,8 @@ class ATProtocol(Protocol):
     def __init__(self, clock, *, payload_echo: bool = False, ring: Optional[TrafficRing] = None,
                  resync_timeout: float = RESYNC_TIMEOUT, resync_attempts: int = RESYNC_ATTEMPTS,
                  guard_time: float = 1.0, escape_timeout: float = 2.0, sleep=None,
-                 stall_timeout: float = STALL_TIMEOUT, baud: Optional[int] = None) -> None:
+                 stall_timeout: float = STALL_TIMEOUT, baud: Optional[int] = None,
+                 counters=None) -> None:
         """
         :param clock: an ``IReactorTime`` (``task.Clock`` in tests)
         :param payload_echo: the module echoes AT+QISEND payloads (AT+QISDE=1); skip them
@@ -129,8 +148,10 @@ class ATProtocol(Protocol):
         :param stall_timeout: silence in the middle of a payload after which it is dropped
         :param baud: the UART's line rate: a command's limit grows by the time its payload needs
             on the line (``Command.transfer_bytes``); None or 0: unpaced, no extra time
+        :param counters: where each ended command is counted (``at_command``); None: nowhere
         """
         self.clock = clock
+        self.counters = counters
         self.sleep = sleep
         self.payload_echo = payload_echo
         self.ring = ring if ring is not None else TrafficRing(clock)
@@ -466,6 +487,7 @@ class ATProtocol(Protocol):
         self._stop_timer(entry)
         self.last_response = self.clock.seconds()
         if entry.is_resync:
+            self._count(entry, entry.command.error)
             self._resync_answered(entry)
             return
         self._learn_selection(entry, entry.command.error)
@@ -515,6 +537,7 @@ class ATProtocol(Protocol):
         self._current = None
         self._framer.expect()
         if entry.is_resync:
+            self._count(entry, CommandTimeout(entry.command.text, entry.limit, queued=False))
             self._resync_retry(entry.attempt)
             return
         command = entry.command
@@ -618,8 +641,13 @@ class ATProtocol(Protocol):
             entry.timer.cancel()
         entry.timer = None
 
-    @staticmethod
-    def _fire(entry: _Outstanding, error: Optional[Exception]) -> None:
+    def _count(self, entry: _Outstanding, error: Optional[Exception]) -> None:
+        if self.counters is not None:
+            self.counters.incr("at_command", command=entry.command.name, result=result_of(error))
+
+    def _fire(self, entry: _Outstanding, error: Optional[Exception]) -> None:
+        """``entry`` ended: counted, and its caller told (unless it gave up on it)."""
+        self._count(entry, error)
         if entry.deferred is None or entry.abandoned or entry.deferred.called:
             return
         if error is not None:

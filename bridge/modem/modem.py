@@ -259,7 +259,8 @@ class Modem(Service):
         """Open the port with a fresh engine -> Deferred(None) once it is ``self.protocol``."""
         ring = TrafficRing(self.reactor, observers=self.traffic_observers, dumps=self.dumps)
         protocol = _ModemProtocol(self.reactor, self._port_lost, sleep=self.sleep, ring=ring,
-                                  resync_timeout=self._resync_timeout, baud=self.config.baudrate)
+                                  resync_timeout=self._resync_timeout, baud=self.config.baudrate,
+                                  counters=self.counters)
         protocol.transparent = self.config.mode == "transparent"
         for secret in (self.config.pin, self.config.password, self.config.password1):
             if secret:

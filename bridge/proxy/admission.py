@@ -6,6 +6,9 @@ The module's six sockets are the modem's to share out (:class:`~bridge.modem.poo
 a profile holds at most ``max_links`` of them, and its connections wait for one, paused, in a
 FIFO bounded by ``queue`` and in time by ``queue_timeout``. Past either bound the connection is
 reset, not closed: an empty clean close would look like an empty answer to the app.
+
+Its :class:`~bridge.proxy.accounting.Ledger` accounts every connection: a link's bytes and close
+cause, and the connections that never got a link (refused, connect failed, gone while waiting).
 """
 
 import dataclasses
@@ -14,8 +17,11 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
+from bridge.errors import ModemDown
 from bridge.modem.endpoint import ModemEndpoint
 from bridge.modem.persistent import PersistentEndpoint, ReopenTimings
+from bridge.proxy.accounting import (CONNECT_FAILED, LOCAL, MODEM_DOWN, QUEUE_FULL, Ledger,
+                                     address_text)
 from bridge.proxy.splice import LocalSide, ModuleSide
 from bridge.tls.link import SecureEndpoint
 from bridge.tls.policy import client_policy
@@ -44,6 +50,8 @@ class Admission(Factory):
                 maximum=profile.reopen_max_delay, timeout=profile.reopen_timeout), self.name)
         self.endpoint = endpoint
         self.served = 0
+        self.ledger = Ledger(modem.counters, modem.reactor, "profile", profile.name,
+                             f"{profile.remote.host}:{profile.remote.port}")
         self._sockets = set()
 
     def buildProtocol(self, addr) -> LocalSide:
@@ -59,6 +67,7 @@ class Admission(Factory):
             if waiting >= profile.queue:
                 self.log.warn("[{name}] refusing a connection: {n} already waiting for a module "
                               "socket", name=self.name, n=waiting)
+                self.ledger.closed(local.link, QUEUE_FULL)
                 local.reset()
                 return
             self.log.info("[{name}] connection waits for a module socket ({n} waiting)",
@@ -72,14 +81,21 @@ class Admission(Factory):
         self._sockets.add(module.transport)
         local.spliced(module)
 
+    @staticmethod
+    def link_client(local: LocalSide) -> str:
+        """The local app's address, as the link's close line names it."""
+        return address_text(local.transport.getPeer())
+
     def ended(self, socket) -> None:
         """A module socket of this profile stopped carrying (its ModuleSide was told)."""
         self._sockets.discard(socket)
 
     def _failed(self, failure, local: LocalSide) -> None:
         local.connecting = None
-        if failure.check(CancelledError):
-            return  # the local connection went away while it waited
+        if failure.check(CancelledError):  # the local connection went away while it waited
+            self.ledger.closed(local.link, LOCAL)
+            return
+        self.ledger.closed(local.link, MODEM_DOWN if failure.check(ModemDown) else CONNECT_FAILED)
         self.log.warn("[{name}] connect to {host}:{port} failed: {reason}; resetting the local "
                       "connection", name=self.name, host=self.profile.remote.host,
                       port=self.profile.remote.port, reason=failure.getErrorMessage())

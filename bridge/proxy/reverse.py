@@ -32,6 +32,7 @@ from bridge.at import commands
 from bridge.config_values import remote
 from bridge.modem.session import TransparentSession
 from bridge.modem.socket import ModuleAddress, ModuleSocket
+from bridge.proxy.accounting import CONNECT_FAILED, Ledger
 from bridge.proxy.forwarding import Forwarding
 from bridge.proxy.reverse_datagram import DatagramForwarding
 from bridge.proxy.server_desk import ServerDesk
@@ -69,6 +70,8 @@ class ModuleServer(Service):
         self.tls = server_policy(server) if server.tls else None
         self.listening = False
         self.clients: Dict[int, Forwarding] = {}
+        #: the tcp clients' links (their bytes, close causes and close lines)
+        self.ledger = Ledger(modem.counters, reactor, "server", server.name, server.forward)
         self._generation = 0  # one per modem life: a listen attempt from before a "down" is void
         self._attempt: Optional[Deferred] = None
         self._server_ok: Optional[Deferred] = None
@@ -284,6 +287,7 @@ class StreamForwarding(Forwarding):
 
     def __init__(self, server: ModuleServer, index: int, ip: str) -> None:
         super().__init__(server, index, ip)
+        self.ledger = server.ledger
         modem = server.modem
         transport = ModuleSocket if modem.mux else TransparentSession
         self.socket = transport(modem, index, self.peer, modem.socket_settings(),
@@ -326,8 +330,14 @@ class StreamForwarding(Forwarding):
         local.spliced(self.module)
         self.socket.resumeProducing()
 
+    def link_client(self, local: LocalSide) -> str:
+        """The module-side client, as the link's close line names it."""
+        return self.ip
+
     def _local_failed(self, failure) -> None:
         self.local.connecting = None
+        if not failure.check(CancelledError):
+            self.ledger.closed(self.local.link, CONNECT_FAILED)
         if self.module.gone is not None:  # it ended first, its bytes waiting for this connect
             if not failure.check(CancelledError):
                 self.unreachable(failure.getErrorMessage())
@@ -339,9 +349,8 @@ class StreamForwarding(Forwarding):
         self.socket.abortConnection()
 
     def ended(self, socket) -> None:
-        """The module socket stopped carrying (its ModuleSide was told)."""
-        stats = socket.stats()
-        self.finished(f"{stats['received']} bytes from it, {stats['sent']} bytes to it")
+        """The module socket stopped carrying (its ModuleSide was told; the ledger logged it)."""
+        self.server.ended(self)
 
 
 #: The forwarding of a client, by the server's protocol.

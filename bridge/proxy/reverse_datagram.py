@@ -23,6 +23,7 @@ from twisted.internet.error import CannotListenError, MessageLengthError
 from twisted.internet.protocol import DatagramProtocol
 
 from bridge.modem.datagram import TOO_LARGE, DatagramSettings, ModuleDatagramSocket
+from bridge.proxy.accounting import CONNECT_FAILED, IDLE, LOCAL, close_cause
 from bridge.proxy.datagram import LOCAL_SEND_FAILED, drops_text
 from bridge.proxy.forwarding import Forwarding
 
@@ -58,17 +59,29 @@ class DatagramForwarding(Forwarding):
         self.idle = server.server.udp_idle
         self.drops = collections.Counter()  # the local socket's, by cause
         self.local = None
+        self.opened = self.client = self.cause = None  # its server's ledger's: one of its links
         self._idle = server.reactor.callLater(self.idle, self._idle_over)
         self.socket = ModuleDatagramSocket(server.modem, index, self.peer, DatagramSettings(),
                                            context=server.context, server=True)
         self.socket.makeConnection(_Side(self, self.from_peer))
+        server.ledger.opened(self, ip)
         try:
             self.local = server.endpoint.open(_Side(self, self.from_service))
         except (CannotListenError, OSError) as error:
             self.unreachable(f"no local socket: {error}")
-            self.end("no local socket")
+            self.end("no local socket", CONNECT_FAILED)
             return
         self.forwarded()
+
+    @property
+    def uplink(self) -> int:
+        """Bytes to the peer (out through the module)."""
+        return self.socket.counts["bytes_up"]
+
+    @property
+    def downlink(self) -> int:
+        """Bytes from the peer."""
+        return self.socket.counts["bytes_down"]
 
     # -- datagrams --------------------------------------------------------------------------------
 
@@ -94,13 +107,14 @@ class DatagramForwarding(Forwarding):
     # -- ending -----------------------------------------------------------------------------------
 
     def close(self) -> None:
-        self.end("the server stopped")
+        self.end("the server stopped", LOCAL)
 
     def _idle_over(self) -> None:
-        self.end(f"idle {self.idle:g} s")
+        self.end(f"idle {self.idle:g} s", IDLE)
 
-    def end(self, why: str) -> None:
-        """Close the module socket (if it still carries) and the local socket; count, log once."""
+    def end(self, why: str, cause: str) -> None:
+        """Close the module socket (if it still carries) and the local socket; count (``cause``
+        and bytes in the server's ledger), log once."""
         if self.over:
             return
         self.over = True
@@ -109,10 +123,11 @@ class DatagramForwarding(Forwarding):
         self.socket.loseConnection()
         if self.local is not None:
             self.local.stopListening()
+        self.server.ledger.closed(self, cause, log=False)
         drops = self.socket.drops + self.drops
-        for cause, count in drops.items():
+        for dropped_for, count in drops.items():
             self.server.modem.counters.incr("server_datagrams_dropped", count, server=self.name,
-                                            cause=cause)
+                                            cause=dropped_for)
         counts = self.socket.counts
         self.finished(f"{why}; {counts['datagrams_down']} datagrams from it, "
                       f"{counts['datagrams_up']} to it, dropped: {drops_text(drops)}")
@@ -133,7 +148,8 @@ class _Side(DatagramProtocol):
 
     def connectionLost(self, reason) -> None:
         """The module socket's end (a local UDP port has none)."""
-        self.forwarding.end(f"module socket lost: {reason.getErrorMessage()}")
+        self.forwarding.end(f"module socket lost: {reason.getErrorMessage()}",
+                            close_cause(reason, False))
 
     def connectionRefused(self) -> None:
         """The local socket's: ICMP port unreachable from the local service."""

@@ -13,6 +13,9 @@ connection exists (:mod:`bridge.proxy.reverse`). Its module socket is paused mea
 it delivers anyway (push mode cannot be paused; the socket bounds it; a TLS handshake's last
 read) waits for the splice, even if the client has closed cleanly meanwhile: its bytes, then
 EOF.
+
+Each splice counts what it carries on its :class:`~bridge.proxy.accounting.Link` (one int add per
+chunk) and, when its module side ends, hands it to its admission's ledger with the close cause.
 """
 
 from twisted.internet.error import ConnectionDone
@@ -21,11 +24,17 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from bridge.proxy.accounting import REMOTE, Link, close_cause
+
 
 @implementer(IHalfCloseableProtocol)
 class LocalSide(Protocol):
     """The accepted local connection. It is paused from the start: nothing is read until the
-    module socket is connected (its bytes wait in the kernel meanwhile)."""
+    module socket is connected (its bytes wait in the kernel meanwhile).
+
+    ``admission`` (a profile's :class:`~bridge.proxy.admission.Admission` or a server client's
+    forwarding) gives ``name``, ``ledger``, ``link_client(local)``, ``arrived(local)`` and
+    ``ended(socket)``."""
 
     log = Logger()
 
@@ -34,6 +43,8 @@ class LocalSide(Protocol):
         self.module = None  # the ModuleSide, once spliced
         self.connecting = None  # the endpoint's connect Deferred while it runs
         self.ended = False
+        self.half_closed = False  # the local side sent EOF
+        self.link = Link()
         self._fed = False  # the module socket is registered as our transport's producer
 
     def connectionMade(self) -> None:
@@ -43,11 +54,12 @@ class LocalSide(Protocol):
     def spliced(self, module: "ModuleSide") -> None:
         self.connecting = None
         self.module = module
+        self.admission.ledger.opened(self.link, self.admission.link_client(self))
         if module.gone is not None:  # it ended cleanly first: what it delivered, then EOF
             self.transport.write(bytes(module.early))
             module.early.clear()
             self.transport.loseConnection()
-            self.admission.ended(module.gone)
+            self.finish(module.gone, REMOTE)
             return
         module.transport.registerProducer(self.transport, True)
         self.transport.registerProducer(module.transport, True)
@@ -59,6 +71,7 @@ class LocalSide(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self.module is not None and self.module.transport is not None:
+            self.link.uplink += len(data)
             self.module.transport.write(data)
             return
         # Nothing can carry these bytes (not connected yet, or the module side has ended): the
@@ -68,6 +81,7 @@ class LocalSide(Protocol):
         self.reset()
 
     def readConnectionLost(self) -> None:
+        self.half_closed = True
         if self.module is not None and self.module.transport is not None:
             self.module.transport.loseWriteConnection()
 
@@ -81,6 +95,11 @@ class LocalSide(Protocol):
             self.module.transport.loseConnection()
         elif self.connecting is not None:
             self.connecting.cancel()
+
+    def finish(self, socket, cause: str) -> None:
+        """The module side stopped carrying: the link is accounted, the admission told."""
+        self.admission.ledger.closed(self.link, cause)
+        self.admission.ended(socket)
 
     def close(self) -> None:
         """Clean close once everything written is sent (the module side ended cleanly)."""
@@ -107,6 +126,7 @@ class ModuleSide(Protocol):
         self.gone = None  # its transport, if it ended cleanly before the local side came
 
     def dataReceived(self, data: bytes) -> None:
+        self.local.link.downlink += len(data)
         if self.local.transport is None:
             self.early += data
         else:
@@ -114,18 +134,19 @@ class ModuleSide(Protocol):
 
     def connectionLost(self, reason=None) -> None:
         socket, self.transport = self.transport, None
-        if self.local.transport is None:  # the local connection is not made yet
+        local = self.local
+        if local.transport is None:  # the local connection is not made yet
             clean = reason is not None and reason.check(ConnectionDone)
-            if clean and self.early and self.local.connecting is not None:
+            if clean and self.early and local.connecting is not None:
                 # A client that sent its bytes and closed at once: they go to the local service
                 # once it answers (spliced), then EOF; its end is told then.
                 self.gone = socket
                 return
-            self.local.admission.ended(socket)
-            if self.local.connecting is not None:
-                self.local.connecting.cancel()
+            local.finish(socket, close_cause(reason, False))
+            if local.connecting is not None:
+                local.connecting.cancel()
             return
-        self.local.admission.ended(socket)
+        local.finish(socket, close_cause(reason, local.ended or local.half_closed))
         if self.local.ended:
             return
         if reason is not None and reason.check(ConnectionDone):
