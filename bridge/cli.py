@@ -14,7 +14,7 @@ from twisted.logger import Logger
 
 from bridge import __version__
 from bridge.config import config_warnings, load_config
-from bridge.errors import EXIT_OK, CellbridgeError, ConfigError
+from bridge.errors import EXIT_OK, CellbridgeError, error_lines
 
 log = Logger()
 
@@ -22,7 +22,7 @@ EPILOG = """\
 exit status: 0 success, 2 bad command line, 78 bad config, 3 SIM locked or PIN rejected,
 1 anything else.
 
-The same service tree also runs under twistd:  twistd -n cellbridge -c FILE
+The same service tree also runs under twistd:  twistd -n --pidfile= cellbridge -c FILE
 """
 
 # Commands implemented by other packages: (module with main(argv) -> int, one-line help).
@@ -119,11 +119,8 @@ def main(argv=None):
             return command_delegated(argv[0], argv[1:])
         args = build_parser().parse_args(argv)
         return args.handler(args)
-    except ConfigError as error:
-        print(error, file=sys.stderr)
-        return error.exit_status
     except CellbridgeError as error:
-        print(f"cellbridge: {error}", file=sys.stderr)
+        print(error_lines(error), file=sys.stderr)
         return error.exit_status
 
 
