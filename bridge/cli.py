@@ -1,4 +1,4 @@
-"""The ``cellbridge`` command: run, check, sim, probe.
+"""The ``cellbridge`` command: run, check, sim, probe, udev-rule.
 
 Exit statuses (part of the user-facing contract, see bridge.errors): 0 success; 2 bad command
 line; 78 bad config; 3 SIM locked or PIN rejected; 1 anything else. Expected errors are one
@@ -30,6 +30,8 @@ DELEGATED = {
     "sim": ("bridge.sim.cli", "run the built-in module simulator (see: cellbridge sim --help)"),
     "probe": ("bridge.modem.probe", "bring the module up and print what was found, or "
               "resolve a name through it (see: cellbridge probe --help)"),
+    "udev-rule": ("bridge.udev", "print a udev rule that keeps ModemManager off the configured "
+                  "modem ports (see: cellbridge udev-rule --help)"),
 }
 
 
