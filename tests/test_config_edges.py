@@ -5,8 +5,12 @@ import os
 
 import pytest
 
+from twisted.logger import capturedLogs, formatEvent
+
 from bridge.config import NOTHING_CARRIED, ConfigError, config_warnings, load_config
+from bridge.service import make_service
 from tests.test_cli import cellbridge
+from tests.test_plugin import FakeComponents, UDPMemoryReactor
 
 PROFILE = "[profile:web]\nlisten = tcp:18080\nremote = tcp:127.0.0.1:8000\n"
 
@@ -38,6 +42,16 @@ def test_check_warns_when_the_config_carries_nothing(tmp_path):
     assert (result.returncode, result.stderr) == (0, f"{path}: warning: {NOTHING_CARRIED}\n")
     path.write_text("[modem:main]\nport = sim\n" + PROFILE)
     assert cellbridge("check", "-c", str(path)).stderr == ""
+
+
+def test_run_logs_the_warnings_check_prints_when_it_starts(tmp_path):
+    path = tmp_path / "bare.ini"
+    path.write_text("[modem:main]\nport = sim\n")
+    root = make_service(load_config(path), UDPMemoryReactor(), FakeComponents(), environ={})
+    with capturedLogs() as events:
+        root.startService()
+    root.stopService()
+    assert f"{path}: warning: {NOTHING_CARRIED}" in [formatEvent(event) for event in events]
 
 
 @pytest.mark.parametrize("mode, warned", [(0o644, True), (0o604, True), (0o640, False),
