@@ -19,8 +19,8 @@ from bridge.errors import EXIT_OK, CellbridgeError, error_lines
 log = Logger()
 
 EPILOG = """\
-exit status: 0 success, 2 bad command line, 78 bad config, 3 SIM locked or PIN rejected,
-1 anything else.
+exit status: 0 success, 2 bad command line, 78 bad config (anything the file alone decides),
+3 SIM locked or PIN rejected, 1 anything else (a busy port, a missing device ...).
 
 The same service tree also runs under twistd:  twistd -n --pidfile= cellbridge -c FILE
 """
