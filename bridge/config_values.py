@@ -374,6 +374,8 @@ def listen(text):
     if text.startswith("udp:"):
         return _udp_listen(text)
     positional, options = endpoint_fields(text)
+    if not positional:  # "a=b": an option with no kind before it
+        raise Invalid("expected tcp:PORT, udp:PORT or another Twisted server endpoint string")
     kind = positional[0]
     if kind not in _LOOPBACK:
         server_endpoint(text)

@@ -213,6 +213,7 @@ def test_missing_file_names_the_file(tmp_path):
     ("tcp:70000", "port 70000 is out of range"),
     ("tcp6:8080:interface=127.0.0.1", "interface '127.0.0.1' is not an IPv6 address"),
     ("sctp:80", "not a valid server endpoint: Unknown endpoint type: 'sctp'"),
+    ("port=8080", "expected tcp:PORT, udp:PORT or another Twisted server endpoint string"),
     ("udp:53:iface=1", "expected udp:PORT or udp:PORT:interface=ADDR"),
     ("udp:5x", "port '5x' is not a number"),
 ])
