@@ -116,8 +116,8 @@ def timeout_overrides(names):
             if not sep:
                 wrong.append(("not NAME=SECONDS", word))
             elif name not in names:
-                wrong.append((f"unknown timeout {name!r}" + (did_you_mean(name, names) or
-                                                             f" (one of {', '.join(names)})"), word))
+                hint = did_you_mean(name, names) or f" (one of {', '.join(names)})"
+                wrong.append((f"unknown timeout {name!r}{hint}", word))
             elif name in pairs:
                 wrong.append((f"{name} is given twice", word))
             else:

@@ -1,4 +1,4 @@
-"""twistd glue: ``twistd -n --pidfile= cellbridge -c FILE`` builds the same tree as ``cellbridge run``.
+"""twistd glue: ``twistd -n --pidfile= cellbridge -c FILE`` builds the tree ``cellbridge run`` does.
 
 The config is loaded in ``postOptions`` so that a bad file is a usage error: twistd prints the
 problems (one line each, as ``cellbridge check`` does) and exits without a traceback.
