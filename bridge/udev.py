@@ -1,13 +1,13 @@
 """``cellbridge udev-rule -c FILE``: a udev rule that keeps ModemManager off the configured modems.
 
-ModemManager probes every new tty with AT commands and keeps probing a port it believes is a
-modem, which garbles the bridge's AT dialogue. It leaves alone a device whose udev properties
-carry ``ID_MM_DEVICE_IGNORE=1``; this command writes that rule for each modem's ``port``.
+ModemManager probes every new tty with AT commands and, if it takes the port for a modem, keeps
+talking to it, which garbles the bridge's AT dialogue. It leaves alone a device whose udev
+properties carry ``ID_MM_DEVICE_IGNORE=1``; this command writes that rule for each modem's ``port``.
 
 A ``/dev/serial/by-id/...`` path is matched by that symlink (``SYMLINK==``): udev's own
 60-serial rules make it from the adapter's vendor, model, serial number and interface, so the
 rule follows the device to any USB socket, and 77 sorts after 60. A plain ``/dev/ttyUSB0`` is
-matched by its kernel name, which belongs to whichever adapter was plugged in first.
+matched by its kernel name, which follows plug-in order.
 """
 
 import argparse
