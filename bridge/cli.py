@@ -1,4 +1,4 @@
-"""The ``cellbridge`` command: run, check, sim, probe.
+"""The ``cellbridge`` command: run, check, sim, probe, udev-rule.
 
 Exit statuses (part of the user-facing contract, see bridge.errors): 0 success; 2 bad command
 line; 78 bad config; 3 SIM locked or PIN rejected; 1 anything else. Expected errors are one
@@ -11,13 +11,13 @@ import sys
 
 from bridge import __version__
 from bridge.config import config_warnings, load_config
-from bridge.errors import EXIT_OK, CellbridgeError, ConfigError
+from bridge.errors import EXIT_OK, CellbridgeError, error_lines
 
 EPILOG = """\
-exit status: 0 success, 2 bad command line, 78 bad config, 3 SIM locked or PIN rejected,
-1 anything else.
+exit status: 0 success, 2 bad command line, 78 bad config (anything the file alone decides),
+3 SIM locked or PIN rejected, 1 anything else (a busy port, a missing device ...).
 
-The same service tree also runs under twistd:  twistd -n cellbridge -c FILE
+The same service tree also runs under twistd:  twistd -n --pidfile= cellbridge -c FILE
 """
 
 # Commands implemented by other packages: (module with main(argv) -> int, one-line help).
@@ -25,6 +25,8 @@ DELEGATED = {
     "sim": ("bridge.sim.cli", "run the built-in module simulator (see: cellbridge sim --help)"),
     "probe": ("bridge.modem.probe", "bring the module up and print what was found, or "
               "resolve a name through it (see: cellbridge probe --help)"),
+    "udev-rule": ("bridge.udev", "print a udev rule that keeps ModemManager off the configured "
+                  "modem ports (see: cellbridge udev-rule --help)"),
 }
 
 
@@ -94,11 +96,8 @@ def main(argv=None):
             return command_delegated(argv[0], argv[1:])
         args = build_parser().parse_args(argv)
         return args.handler(args)
-    except ConfigError as error:
-        print(error, file=sys.stderr)
-        return error.exit_status
     except CellbridgeError as error:
-        print(f"cellbridge: {error}", file=sys.stderr)
+        print(error_lines(error), file=sys.stderr)
         return error.exit_status
 
 

@@ -16,6 +16,7 @@ The grammar of each value (endpoints, hosts, AT-safe text ...) is in :mod:`bridg
 """
 
 import ast
+import codecs
 import configparser
 import dataclasses
 import difflib
@@ -32,7 +33,7 @@ from bridge.config_values import (BAUDRATES, MAX_MODULE_SOCKETS, MAX_SEND_WINDOW
                                   ip_port, is_ipv4, listen, log_level, networks, optional_file,
                                   optional_host, packet_wait, pin, plain_text, probe_bytes,
                                   public_key_pins, remote, seconds, seconds_or_zero, serial_port,
-                                  shell_words, timeout_overrides)
+                                  simulator_arguments, timeout_overrides)
 from bridge.errors import ConfigError
 from bridge.tls.files import TLSFileError, certificates, identity, private_key, readable_by_others
 
@@ -247,7 +248,8 @@ SCHEMA = {
                              "step of the recovery ladder; empty = none"),
         "send_window": Key(count(0, MAX_SEND_WINDOW), "bytes sent but not yet acked per link "
                            "(AT+QISACK), 0-7300; 0 = stop-and-wait"),
-        "sim_args": Key(shell_words, "extra simulator options when port = sim, e.g. --baud 115200"),
+        "sim_args": Key(simulator_arguments, "extra simulator options when port = sim, e.g. "
+                        "--baud 115200"),
         "registration_timeout": Key(seconds, "seconds to wait for network registration"),
         "timeouts": Key(timeout_overrides([f.name for f in dataclasses.fields(DEFAULT_TIMEOUTS)]),
                         _timeouts_doc()),
@@ -380,13 +382,19 @@ def _read(path, problems):
         interpolation=None, inline_comment_prefixes=None, comment_prefixes=("#", ";"),
         strict=True, empty_lines_in_values=False, default_section=_NO_DEFAULT_SECTION)
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            text = handle.read()
+        with open(path, "rb") as handle:
+            data = handle.read().removeprefix(codecs.BOM_UTF8)  # as Windows editors may write
+        text = data.decode("utf-8")
         # Only LF ends a line: a stray CR inside a value must reach validation (AT injection),
         # not silently start a new line. CRLF files still work: values are stripped.
         parser.read_file((line + "\n" for line in text.split("\n")), source=path)
-    except (OSError, UnicodeDecodeError) as error:
-        problems.add_file(f"cannot read the config file: {getattr(error, 'strerror', None) or error}")
+    except OSError as error:
+        problems.add_file(f"cannot read the config file: {error.strerror or error}")
+    except UnicodeDecodeError as error:
+        lineno = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        problems.add_file(f"line {lineno}: not UTF-8 text (byte 0x{data[error.start]:02x} at "
+                          f"column {column}); save the file as UTF-8")
     except configparser.DuplicateSectionError as error:
         problems.add(error.section, None, f"duplicate section (line {error.lineno})")
     except configparser.DuplicateOptionError as error:
@@ -438,7 +446,8 @@ def _section_values(parser, section, kind, problems):
         try:
             values[key] = spec.parse(raw)
         except Invalid as error:
-            problems.add(section, key, str(error), raw, spec.secret)
+            for what, got in error.faults or [(str(error), raw)]:
+                problems.add(section, key, what, got, spec.secret)
     for key in _required(kind):
         if key not in values and not parser.has_option(section, key):
             problems.add(section, key, "required key is missing")
@@ -747,6 +756,14 @@ def _cannot_drive_dtr(modem):
 def config_warnings(config):
     """Things that load but will not do what the user probably wants, one line each."""
     warnings = []
+    if not config.profiles and not config.servers:
+        warnings.append(f"{config.path}: warning: {NOTHING_CARRIED}")
+    secrets = [f"[modem:{modem.name}] {key}" for modem in config.modems.values()
+               for key in SECRET_MODEM_KEYS if getattr(modem, key)]
+    if secrets and readable_by_others(config.path):
+        warnings.append(f"{config.path}: warning: every local user can read this file, and it "
+                        f"holds secrets ({', '.join(secrets)}); chmod 600 it (or 640 with the "
+                        "service user's group, e.g. dialout, as the README's install step does)")
     metrics = config.general.metrics
     exposed = exposed_interface(metrics) if metrics else None
     if exposed:
@@ -776,6 +793,9 @@ def config_warnings(config):
 
 
 TRANSPARENT_KEYS = ("packet_wait", "packet_size", "dtr_escape", "dcd")
+NOTHING_CARRIED = ("no [profile:NAME] and no [server:NAME]: the modem is brought up but "
+                   "carries nothing")
+SECRET_MODEM_KEYS = tuple(key for key, spec in SCHEMA["modem"].items() if spec.secret)
 
 
 def _transparent_warnings(modem):

@@ -13,6 +13,7 @@ from twisted.internet.endpoints import serverFromString
 
 from bridge.at.commands import PACKET_WAIT_UNIT, PACKET_WAIT_UNITS
 from bridge.modem.pool import WHILE_SERVING as MAX_WHILE_SERVING
+from bridge.sim.cli import build_parser as simulator_parser
 from bridge.tls.files import TLSFileError, parse_pins
 
 DEFAULT_INTERFACE = "127.0.0.1"
@@ -50,7 +51,15 @@ class Remote:
 
 
 class Invalid(ValueError):
-    """Raised by a value parser; its text is the 'what is wrong' part of the problem line."""
+    """Raised by a value parser; its text is the 'what is wrong' part of the problem line.
+
+    :param faults: for a value made of several items (``timeouts``), one ``(what, item)`` per bad
+        item: each becomes a problem line of its own, showing that item rather than the whole value.
+    """
+
+    def __init__(self, what, faults=()):
+        super().__init__(what)
+        self.faults = tuple(faults)
 
 
 # -- value parsers: str -> value, or Invalid ---------------------------------------------------
@@ -105,20 +114,20 @@ def timeout_overrides(names):
         for word in text.split():
             name, sep, value = word.partition("=")
             if not sep:
-                wrong.append(f"{word!r} is not NAME=SECONDS")
+                wrong.append(("not NAME=SECONDS", word))
             elif name not in names:
-                wrong.append(f"unknown timeout {name!r}" + (did_you_mean(name, names) or
-                                                             f" (one of {', '.join(names)})"))
+                hint = did_you_mean(name, names) or f" (one of {', '.join(names)})"
+                wrong.append((f"unknown timeout {name!r}{hint}", word))
             elif name in pairs:
-                wrong.append(f"{name} is given twice")
+                wrong.append((f"{name} is given twice", word))
             else:
                 try:
                     pairs[name] = seconds(value)
                 except Invalid as error:
                     pairs[name] = None
-                    wrong.append(f"{name}: {error}")
+                    wrong.append((f"{name}: {error}", word))
         if wrong:
-            raise Invalid("; ".join(wrong))
+            raise Invalid("; ".join(what for what, _ in wrong), wrong)
         return tuple(sorted(pairs.items()))
     return parse
 
@@ -332,7 +341,31 @@ def server_endpoint(text):
     try:
         serverFromString(_ParseOnlyReactor(), text)
     except Exception as error:  # TypeError/ValueError/IndexError/OSError, depending on the parser
-        raise Invalid(f"not a valid server endpoint ({type(error).__name__}: {error})") from None
+        raise Invalid(f"not a valid server endpoint: {_endpoint_fault(error)}") from None
+
+
+def _endpoint_fault(error):
+    """What a Twisted endpoint parser found wrong, in the config's terms: its exceptions name
+    its own functions and Python's types, which mean nothing to the user."""
+    message = str(error)
+    if isinstance(error, OSError):
+        return f"cannot read {error.filename}: {error.strerror}" if error.filename else message
+    if isinstance(error, TypeError):
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", message)
+        missing = re.search(r"missing \d+ required positional arguments?: (.*)", message)
+        if unknown:
+            return f"unknown option {unknown.group(1)!r}"
+        if missing:
+            return f"missing {missing.group(1)}"
+        return "wrong number of fields"
+    if isinstance(error, (IndexError, KeyError)):
+        return "names an inherited socket this process does not have (systemd socket activation)"
+    number = re.fullmatch(r"invalid literal for int\(\) with base \d+: (.*)", message)
+    if number:
+        return f"{number.group(1)} is not a number"
+    if type(error).__module__.startswith("OpenSSL"):
+        return "a key or certificate file it names holds no usable PEM data"
+    return message
 
 
 def listen(text):
@@ -341,6 +374,8 @@ def listen(text):
     if text.startswith("udp:"):
         return _udp_listen(text)
     positional, options = endpoint_fields(text)
+    if not positional:  # "a=b": an option with no kind before it
+        raise Invalid("expected tcp:PORT, udp:PORT or another Twisted server endpoint string")
     kind = positional[0]
     if kind not in _LOOPBACK:
         server_endpoint(text)
@@ -435,6 +470,24 @@ def shell_words(text):
         return tuple(shlex.split(text))
     except ValueError as error:
         raise Invalid(f"cannot split into words: {error}") from None
+
+
+def simulator_arguments(text):
+    """Words for ``cellbridge sim``, checked by the simulator's own parser (without starting it),
+    so a typo fails ``check`` instead of the simulator at every start."""
+    words = shell_words(text)
+    if "-h" in words or "--help" in words:
+        raise Invalid("--help would print the simulator's help instead of starting it")
+    parser = simulator_parser()
+    parser.prog = "sim_args"
+
+    def refuse(message):
+        raise Invalid(message)
+
+    parser.error = refuse
+    if parser.parse_args(words).exit_with_parent is not None:
+        raise Invalid("--exit-with-parent is cellbridge's to set (its own process id)")
+    return words
 
 
 def command_line(text):

@@ -30,6 +30,12 @@ class ConfigError(CellbridgeError):
         super().__init__("\n".join(self.problems))
 
 
+def error_lines(error):
+    """How an expected failure is reported on stderr: a config's problems as they are (each line
+    names its file), anything else as one ``cellbridge: ...`` line."""
+    return str(error) if isinstance(error, ConfigError) else f"cellbridge: {error}"
+
+
 class SimLocked(CellbridgeError):
     """The SIM wants a PIN we do not have, rejected ours, or wants a PUK: never retry on our own."""
 

@@ -103,6 +103,9 @@ class CellbridgeService(MultiService):
                 child.privilegedStartService()
             except CannotListenError as error:
                 raise CellbridgeError(f"[{child.name}] listen: {error}") from error
+            except OSError as error:  # a unix: socket in a directory that is missing or locked
+                raise CellbridgeError(f"[{child.name}] listen: cannot listen: "
+                                      f"{error.strerror or error}") from error
 
     def startService(self):
         for warning in config_warnings(self.config):  # what `cellbridge check` warns about

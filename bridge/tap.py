@@ -1,13 +1,15 @@
-"""twistd glue: ``twistd -n cellbridge -c FILE`` builds the same tree as ``cellbridge run``.
+"""twistd glue: ``twistd -n --pidfile= cellbridge -c FILE`` builds the tree ``cellbridge run`` does.
 
 The config is loaded in ``postOptions`` so that a bad file is a usage error: twistd prints the
 problems (one line each, as ``cellbridge check`` does) and exits without a traceback.
 """
 
+import sys
+
 from twisted.python import usage
 
 from bridge.config import load_config
-from bridge.errors import ConfigError
+from bridge.errors import CellbridgeError, ConfigError, error_lines
 
 
 class Options(usage.Options):
@@ -31,7 +33,21 @@ def makeService(options, reactor=None):
 
     if reactor is None:
         from twisted.internet import reactor
+        sys.excepthook = report_expected_errors(sys.excepthook)
     root = make_service(options.cellbridge_config, reactor)
     # Once running: by then twistd has taken SIGUSR1 if it rotates a --logfile with it.
     reactor.callWhenRunning(install_ring_dump, reactor, root, only_if_free=True)
     return root
+
+
+def report_expected_errors(fallback):
+    """An exception hook for the twistd process. twistd lets what ``privilegedStartService``
+    raises (a listener that cannot bind) end the process as a traceback in the log; an expected
+    failure gets the line ``cellbridge run`` prints instead, on the stderr twistd was started with
+    (its own stderr is the log by then). The process still exits with status 1."""
+    def hook(kind, error, traceback):
+        if isinstance(error, CellbridgeError):
+            print(error_lines(error), file=sys.__stderr__, flush=True)
+        else:
+            fallback(kind, error, traceback)
+    return hook

@@ -53,7 +53,8 @@ def test_check_missing_file_exits_78(tmp_path):
 
 def test_check_warns_about_sleep_without_dtr_but_passes(tmp_path):
     path = tmp_path / "sleepy.ini"
-    path.write_text("[modem:main]\nport = sim\nsleep = yes\n")
+    path.write_text("[modem:main]\nport = sim\nsleep = yes\n[profile:p]\nlisten = tcp:1\n"
+                    "remote = tcp:h:1\n")
     result = cellbridge("check", "-c", str(path))
     assert result.returncode == 0
     assert result.stderr == (f"{path}: [modem:main] sleep: warning: port = sim cannot drive the "

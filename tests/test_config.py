@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.endpoints import _parse
 
-from bridge.config import (SCHEMA, ConfigError, Listen, ModemConfig, Remote, config_warnings,
-                           load_config, reference_markdown)
+from bridge.config import (NOTHING_CARRIED, SCHEMA, ConfigError, Listen, ModemConfig, Remote,
+                           config_warnings, load_config, reference_markdown)
 from bridge.config_values import Invalid, endpoint_fields
 
 CONFIGS = sorted((pathlib.Path(__file__).parent.parent / "configs").glob("*.ini"))
@@ -94,7 +94,7 @@ def test_every_key_set(tmp_path):
         sleep = on
         reset_command = /usr/local/bin/power-cycle --gpio 17
         send_window = 0
-        sim_args = --baud 115200 --hosts-file "/tmp/my hosts"
+        sim_args = --baud 115200 --hosts "/tmp/my hosts"
         registration_timeout = 2.5
         timeouts = qiopen=75  qiact=240.5
 
@@ -128,7 +128,7 @@ def test_every_key_set(tmp_path):
                                                              True, True)
     assert (a.packet_wait, a.packet_size, a.dtr_escape, a.dcd) == (1.2, 512, True, True)
     assert (a.keepalive_first, a.keepalive_interval, a.keepalive_retries) == (0.5, 1.25, 0)
-    assert a.sim_args == ("--baud", "115200", "--hosts-file", "/tmp/my hosts")
+    assert a.sim_args == ("--baud", "115200", "--hosts", "/tmp/my hosts")
     assert a.reset_command == "/usr/local/bin/power-cycle --gpio 17"
     assert (a.send_window, a.registration_timeout) == (0, 2.5)
     assert a.timeouts == (("qiact", 240.5), ("qiopen", 75.0))  # sorted: one spelling, one value
@@ -204,13 +204,16 @@ def test_missing_file_names_the_file(tmp_path):
     ("tcp:8080:9090", "expected tcp:PORT, then NAME=VALUE options only"),
     ("tcp6", "expected tcp6:PORT"),
     ("tcp:8080\\", "ends in a lone backslash"),
-    ("ssl:8443:privateKey=/nonexistent/key.pem", "not a valid server endpoint (FileNotFoundError: "
-                                                  "[Errno 2] No such file or directory: "
-                                                  "'/nonexistent/key.pem')"),
+    ("ssl:8443:privateKey=/nonexistent/key.pem", "not a valid server endpoint: cannot read "
+                                                  "/nonexistent/key.pem: No such file or directory"),
+    ("unix:/run/x.sock:mod=600", "not a valid server endpoint: unknown option 'mod'"),
+    ("unix", "not a valid server endpoint: missing 'address'"),
+    ("unix:/run/x.sock:backlog=x", "not a valid server endpoint: 'x' is not a number"),
     ("tcp:8080:interface=1.2.3.4.5", "interface '1.2.3.4.5' is not an IP address"),
     ("tcp:70000", "port 70000 is out of range"),
     ("tcp6:8080:interface=127.0.0.1", "interface '127.0.0.1' is not an IPv6 address"),
-    ("sctp:80", "not a valid server endpoint (ValueError: Unknown endpoint type: 'sctp')"),
+    ("sctp:80", "not a valid server endpoint: Unknown endpoint type: 'sctp'"),
+    ("port=8080", "expected tcp:PORT, udp:PORT or another Twisted server endpoint string"),
     ("udp:53:iface=1", "expected udp:PORT or udp:PORT:interface=ADDR"),
     ("udp:5x", "port '5x' is not a number"),
 ])
@@ -349,6 +352,11 @@ PACKET_WAIT_STEPS = "must be 0.2 to 2.0 in steps of 0.2 (the module counts it in
     ("send_window", "7301", "must be at most 7300"),
     ("registration_timeout", "3m", "not a number"),
     ("sim_args", '--hosts "x', "cannot split into words: No closing quotation"),
+    ("sim_args", "--baud 9600 --bogus", "unrecognized arguments: --bogus"),  # the sim's parser
+    ("sim_args", "--baud fast", "argument --baud: invalid int value: 'fast'"),
+    ("sim_args", "--chaos", "argument --chaos: expected one argument"),
+    ("sim_args", "--help", "--help would print the simulator's help instead of starting it"),
+    ("sim_args", "--exit 1", "--exit-with-parent is cellbridge's to set (its own process id)"),
     ("reset_command", "'", "cannot split into words: No closing quotation"),
     ("port", "ttyUSB0", "expected a device path (/dev/...), tcp:HOST:PORT or sim"),
     ("port", "tcp:ser2net.local", "expected tcp:HOST:PORT"),
@@ -365,10 +373,6 @@ PACKET_WAIT_STEPS = "must be 0.2 to 2.0 in steps of 0.2 (the module counts it in
     ("timeouts", "qideact=-40", "qideact: must be more than 0"),
     ("timeouts", "qiact=2m", "qiact: not a number"),
     ("timeouts", "qiact=inf", "qiact: not a finite number"),
-    ("timeouts", "qiact=150 qiact=60", "qiact is given twice"),
-    ("timeouts", "qiact 150", "'qiact' is not NAME=SECONDS; '150' is not NAME=SECONDS"),
-    ("timeouts", "qiact=x qiopen=75 dsn=15 qiact=1", "qiact: not a number; unknown timeout 'dsn' "
-                                                    "(did you mean 'dns'?); qiact is given twice"),
     ("packet_wait", "0.5", PACKET_WAIT_STEPS),
     ("packet_wait", "0.1", PACKET_WAIT_STEPS),
     ("packet_wait", "0", PACKET_WAIT_STEPS),
@@ -386,6 +390,14 @@ def test_bad_modem_values(tmp_path, key, value, message):
     text = MODEM if key != "port" else "[modem:main]\n"
     assert problems(tmp_path, text + f"{key} = {value}\n") == [
         f"[modem:main] {key}: {message} (got {value!r})"]
+
+
+def test_timeouts_report_one_line_per_bad_pair_showing_that_pair(tmp_path):
+    assert problems(tmp_path, MODEM + "timeouts = qiact=x qiopen=75 dsn=15 qiact=1 150\n") == [
+        "[modem:main] timeouts: qiact: not a number (got 'qiact=x')",
+        "[modem:main] timeouts: unknown timeout 'dsn' (did you mean 'dns'?) (got 'dsn=15')",
+        "[modem:main] timeouts: qiact is given twice (got 'qiact=1')",
+        "[modem:main] timeouts: not NAME=SECONDS (got '150')"]
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -543,6 +555,7 @@ def test_sleep_warning_for_transports_without_dtr(tmp_path):
         """))
     path = config.path
     assert config_warnings(config) == [
+        f"{path}: warning: {NOTHING_CARRIED}",
         f"{path}: [modem:pty] sleep: warning: port = sim cannot drive the DTR line (a pty or a "
         "TCP socket has none), so sleep control will not work",
         f"{path}: [modem:net] sleep: warning: port = tcp:127.0.0.1:2000 cannot drive the DTR line "

@@ -3,7 +3,7 @@
 
 import pytest
 
-from bridge.config import ModemConfig, config_warnings, load_config
+from bridge.config import NOTHING_CARRIED, ModemConfig, config_warnings, load_config
 from tests.test_cli import cellbridge
 from tests.test_config import problems, write
 
@@ -39,7 +39,8 @@ def test_one_session_loads_client_profiles_or_one_server(tmp_path, sections):
     config = load_config(write(tmp_path, TRANSPARENT + "dtr_escape = yes\ndcd = yes\n"
                                + sections))
     assert config.modems["main"].mode == "transparent"
-    assert config_warnings(config) == []
+    assert config_warnings(config) == ([] if sections else
+                                       [f"{config.path}: warning: {NOTHING_CARRIED}"])
 
 
 @pytest.mark.parametrize("sections, taken", [
@@ -123,6 +124,7 @@ def test_warnings_rtscts_off_in_transparent_mode_and_transparent_keys_on_a_mux_m
         """))
     path = config.path
     assert config_warnings(config) == [
+        f"{path}: warning: {NOTHING_CARRIED}",
         f"{path}: [modem:uart] rtscts: warning: without RTS/CTS nothing stops the bridge from "
         "overrunning the module's buffer in data mode when the radio is slower than the line",
         f"{path}: [modem:mux] packet_wait: warning: ignored because mode is not transparent",

@@ -204,7 +204,7 @@ def test_a_ledger_adds_only_the_links_it_was_told_of():
 def test_check_warns_of_a_metrics_endpoint_off_loopback(tmp_path, endpoint, warned):
     config = load_config(write(tmp_path, f"[cellbridge]\nmetrics = {endpoint}\n[modem:m]\n"
                                          "port = sim\n"))
-    warnings = [w for w in config_warnings(config) if "metrics" in w]
+    warnings = [w for w in config_warnings(config) if "[cellbridge] metrics:" in w]
     assert bool(warnings) == warned, warnings
     if warned:
         assert warnings[0].startswith(f"{config.path}: [cellbridge] metrics: warning: ")
