@@ -49,7 +49,7 @@ from bridge.modem.socket import SocketSettings
 from bridge.modem.stack import ACTIVE_STATES, StackMachine
 from bridge.modem.supervisor import RecoveryTimings, Supervisor
 from bridge.modem.transport import TransportError, open_port
-from bridge.modem.usage import DataUsage
+from bridge.modem.usage import DataUsage, UsageStore
 
 #: Without an answer for this long (and nothing on the wire) the modem is not healthy.
 ANSWER_STALE = 120.0
@@ -125,6 +125,7 @@ class Modem(Service):
         self.pins = PinStore(reactor, state_dir, config.name)
         self.counters = counters if counters is not None else Counters()
         self.usage = DataUsage()  #: what the module carried for us (metered SIMs)
+        self._usage_store = UsageStore(reactor, state_dir, config.name, self.usage)
         self.persistent = persistent
         self.timeouts = (timeouts if timeouts is not None
                          else dataclasses.replace(DEFAULT_TIMEOUTS, **dict(config.timeouts)))
@@ -159,14 +160,18 @@ class Modem(Service):
 
     def startService(self) -> None:
         super().startService()
+        self._usage_store.load()
         self._connect().addCallbacks(self._opened, self._open_failed)
 
     def stopService(self):
         super().stopService()
         self.supervisor.stop()
-        self._mark_down("stopping", expected=True)
+        self._mark_down("stopping", expected=True)  # writes the data usage too
         for _, waiter in list(self._ready_waiters):
             waiter.cancel()  # it will not be ready again
+        self.log.info("{name}: data carried: {sent} bytes sent, {received} bytes received "
+                      "(kept in {path})", name=self.name, sent=self.usage.sent,
+                      received=self.usage.received, path=self._usage_store.path)
         return self.close_port()
 
     def when_open(self) -> Deferred:
@@ -255,7 +260,8 @@ class Modem(Service):
         """Open the port with a fresh engine -> Deferred(None) once it is ``self.protocol``."""
         ring = TrafficRing(self.reactor, observers=self.traffic_observers)
         protocol = _ModemProtocol(self.reactor, self._port_lost, sleep=self.sleep, ring=ring,
-                                  resync_timeout=self._resync_timeout, baud=self.config.baudrate)
+                                  resync_timeout=self._resync_timeout, baud=self.config.baudrate,
+                                  usage=self.usage)
         protocol.transparent = self.config.mode == "transparent"
         for secret in (self.config.pin, self.config.password, self.config.password1):
             if secret:
@@ -351,6 +357,7 @@ class Modem(Service):
                       name=self.name, ip=self.local_ip, model=self.info.get("model"),
                       registration=self.info.get("registration"), signal=self.info.get("signal"))
         self.health.start()
+        self._usage_store.start_saving()
         self.sleep.module_ready()
         self._notify("ready", f"local IP {self.local_ip}")
         self._wake_ready()
@@ -396,6 +403,7 @@ class Modem(Service):
         if self.protocol is not None:
             self.protocol.forget_selection()
         self.health.stop()
+        self._usage_store.stop_saving()
         self.sleep.module_lost()
         self.sockets.set_ready(False)
         was_ready, self.ready = self.ready, False  # before anyone hears: they may open again
