@@ -78,6 +78,7 @@ class ModemConfig:
     send_window: int = 5840
     sim_args: tuple = ()
     registration_timeout: float = 180.0
+    roaming: bool = True  # no: data only while registered at home (bridge.modem.roaming)
     timeouts: tuple = ()  # ((name, seconds), ...) over DEFAULT_TIMEOUTS
 
     def __post_init__(self):
@@ -246,6 +247,8 @@ SCHEMA = {
                            "(AT+QISACK), 0-7300; 0 = stop-and-wait"),
         "sim_args": Key(shell_words, "extra simulator options when port = sim, e.g. --baud 115200"),
         "registration_timeout": Key(seconds, "seconds to wait for network registration"),
+        "roaming": Key(boolean, "no: data only while registered at home; while roaming, links "
+                       "are refused and data waits (metered SIMs)"),
         "timeouts": Key(timeout_overrides([f.name for f in dataclasses.fields(DEFAULT_TIMEOUTS)]),
                         _timeouts_doc()),
     },

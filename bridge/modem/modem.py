@@ -24,6 +24,7 @@ from typing import Callable, Dict, NamedTuple, Optional
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
+from twisted.internet.error import ConnectError
 from twisted.logger import Logger
 
 from bridge.at import commands
@@ -44,6 +45,7 @@ from bridge.modem.pinstore import PinStore
 from bridge.modem.pool import SLOTS, SocketPool
 from bridge.modem.pump import Pump
 from bridge.modem.recovery import run_reset_command
+from bridge.modem.roaming import REFUSAL as ROAMING_REFUSAL, RoamingGate
 from bridge.modem.sleep import SleepController
 from bridge.modem.socket import SocketSettings
 from bridge.modem.stack import ACTIVE_STATES, StackMachine
@@ -140,8 +142,10 @@ class Modem(Service):
         self._on_fatal = on_fatal or (lambda error: None)
         self._port_opener = port_opener
         self._resync_timeout = resync_timeout
+        #: ``roaming = no``: data held down while the module is roaming
+        self.roaming = RoamingGate(config.roaming, self._roaming_hold)
         self.health = HealthPoll(reactor, self.name, lambda: self.protocol, self.info, self.timeouts,
-                                 health_interval)
+                                 health_interval, self._registration_seen)
         self._opener = SocketOpener(self)
         self._handlers: Dict[int, _Attached] = {}
         self._ready_waiters: list = []
@@ -340,7 +344,7 @@ class Modem(Service):
 
     def new_bring_up(self) -> BringUp:
         return BringUp(self.reactor, self.protocol.issue, self.config, self.pins, self.stack,
-                       self.timeouts, self.pacing, selection=self.selection,
+                       self.timeouts, self.pacing, selection=self.selection, roaming=self.roaming,
                        stacks={context: self.stacks[context] for context in self.contexts_in_use})
 
     def came_up(self, result) -> None:
@@ -481,10 +485,22 @@ class Modem(Service):
                 self.log.warn("{name}: registration lost: {kind} {stat} ({what})", name=self.name,
                               kind=event.kind, stat=event.stat,
                               what=STAT_NAMES.get(event.stat, "?"))
+            self._registration_seen(event.stat)
         elif isinstance(event, Resynced) and not event.ok:
             self._lost_module(self.supervisor.module_mute, "the module does not answer AT")
         elif isinstance(event, Resynced) and self.ready and self.persistent:
             self.supervisor.check_settings("a resync")
+
+    def _registration_seen(self, stat: int) -> None:
+        """A CREG/CGREG stat from a URC or the health poll: roaming with ``roaming = no`` takes
+        data down until home (bridge.modem.roaming)."""
+        if self.ready and self.roaming.blocks(stat):
+            self.roaming.hold()
+            self._lost_module(self.supervisor.roaming, ROAMING_REFUSAL)
+
+    def _roaming_hold(self) -> None:
+        """Data is held down for roaming: connections waiting for a socket are refused."""
+        self.sockets.refuse_waiting(ConnectError(string=ROAMING_REFUSAL))
 
     def _lost_module(self, recover: Callable[[str], None], reason: str) -> None:
         if self.persistent:
