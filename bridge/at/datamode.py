@@ -105,8 +105,8 @@ class DataMode:
         """Attach the session consumer; bytes that came before it are delivered at once."""
         self._sink = sink
         early, self._early = bytes(self._early), bytearray()
-        if early:
-            self._deliver(early)
+        if early:  # counted when they arrived
+            self._call_sink(sink.data_received, early)
 
     @property
     def writable(self) -> bool:
