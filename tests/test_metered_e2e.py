@@ -35,6 +35,9 @@ class RoamingBed(Bed):
 async def test_a_transfer_moves_the_usage_both_ways_and_it_is_kept(tmp_path, receive):
     payload = salted(20000)
     async with await Bed.start(tmp_path, server(Echo), receive=receive) as bed:
+        info = bed.modem.info
+        assert (info["iccid"], info["imsi"], info["operator"]) == (
+            "89860012345678901234", "001010123456789", "CELLBRIDGE HOME")
         usage = bed.modem.usage
         before = (usage.sent, usage.received)
         client = await connect(bed.port)
@@ -53,6 +56,7 @@ async def test_roaming_resets_connections_with_the_reason_and_home_brings_data_b
     async with await RoamingBed.start(tmp_path, server(Echo), act_delay=0.05,
                                       deact_delay=0.05) as bed:
         client = await open_link(bed)
+        seen = len(bed.sim.command_log.entries())
         with capturedLogs() as events:
             bed.sim.set_roaming(True)  # the health poll (0.3 s) sees CREG 5
             await reset_not_eof(client)
@@ -63,8 +67,8 @@ async def test_roaming_resets_connections_with_the_reason_and_home_brings_data_b
         lines = [formatEvent(e) for e in events]
         assert any(REFUSAL in line and "resetting the local connection" in line
                    for line in lines), lines
-        commands = [entry["cmd"] for entry in bed.sim.command_log.entries()]
-        assert "AT+QIDEACT" in commands[commands.index("AT+CREG?"):]
+        after = [entry["cmd"] for entry in bed.sim.command_log.entries()[seen:]]
+        assert after.index("AT+CREG?") < after.index("AT+QIDEACT")  # the poll, then data down
         bed.sim.set_roaming(False)
         await until(lambda: bed.modem.ready, what="data back at home")
         await echo_works(bed, b"home again")
