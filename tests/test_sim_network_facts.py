@@ -3,19 +3,24 @@ IMSI and operator in their reference forms, and a module that registers as roami
 
 from unittest.mock import Mock, call
 
+import pytest
+
 from bridge.sim.control import ControlProtocol
 from sim_harness import Module
 
 OK = b"\r\nOK\r\n"
 
 
-def test_identity_answers_follow_the_reference_forms():
+@pytest.mark.parametrize("command, answer", [
+    ("AT+QCCID", b"89860012345678901234"),
+    ("AT+CCID", b'+CCID: "89860012345678901234"'),
+    ("AT+CIMI", b"001010123456789"),
+    ("AT+COPS?", b'+COPS: 0,0,"CELLBRIDGE HOME"'),
+])
+def test_identity_answers_follow_the_reference_forms(command, answer):
     m = Module()
     m.at("ATE0")
-    assert m.at("AT+QCCID") == b"\r\n89860012345678901234\r\n" + OK
-    assert m.at("AT+CCID") == b'\r\n+CCID: "89860012345678901234"\r\n' + OK
-    assert m.at("AT+CIMI") == b"\r\n001010123456789\r\n" + OK
-    assert m.at("AT+COPS?") == b'\r\n+COPS: 0,0,"CELLBRIDGE HOME"\r\n' + OK
+    assert m.at(command) == b"\r\n" + answer + b"\r\n" + OK
 
 
 def test_identity_waits_for_the_pin_and_cops_for_registration():
