@@ -6,6 +6,7 @@ from twisted.internet.error import ConnectError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import capturedLogs, formatEvent
 
+from bridge.modem.bringup import BringUpFailed
 from bridge.modem.endpoint import ModemEndpoint
 from bridge.modem.roaming import REFUSAL
 from tests.modem_harness import (ACTIVATE, ATTACH, BEARER, IDENTITY, NETWORK_IDENTITY, OK, PLAIN,
@@ -30,7 +31,7 @@ def refused(outcome) -> bool:
 
 
 def test_bring_up_waits_while_roaming_refuses_links_and_goes_on_at_home(tmp_path):
-    h = ModemHarness(tmp_path / "state", roaming=False).start()
+    h = ModemHarness(tmp_path / "state", persistent=True, roaming=False).start()
     h.play(SYNC + IDENTITY + SIM_READY)
     first_poll = len(h.times)
     with capturedLogs() as events:
@@ -48,6 +49,15 @@ def test_bring_up_waits_while_roaming_refuses_links_and_goes_on_at_home(tmp_path
     # One line when it is first seen, then one per 10 minutes: bounded however long it lasts.
     assert held == [f"registration: CREG 5 (roaming), CGREG 5 (roaming): {REFUSAL}; waiting to be "
                     f"registered at home"] * 2
+
+
+def test_a_probe_fails_at_registration_rather_than_wait_for_home(tmp_path):
+    h = ModemHarness(tmp_path / "state", roaming=False).start()  # not persistent: a probe
+    h.play(SYNC + IDENTITY + SIM_READY + ROAMING)
+    (error,) = h.fatal
+    assert isinstance(error, BringUpFailed) and error.step == "registration"
+    assert str(error) == ("bring-up failed at step 'registration': CREG 5 (roaming), CGREG 5 "
+                          f"(roaming): {REFUSAL}")
 
 
 def test_roaming_while_up_takes_data_down_until_home(tmp_path):

@@ -326,6 +326,8 @@ class BringUp:
                 self.log.info("registration: {summary}", summary=summary)
                 return
             now = self.clock.seconds()
+            if held and not self.roaming.waits:
+                raise BringUpFailed("registration", f"{summary}: {REFUSAL}")
             if held:  # no time limit: the wait is for home, however long it takes
                 self.roaming.hold()
                 start, poll, every = now, pacing.roaming_poll, pacing.roaming_progress

@@ -143,7 +143,7 @@ class Modem(Service):
         self._port_opener = port_opener
         self._resync_timeout = resync_timeout
         #: ``roaming = no``: data held down while the module is roaming
-        self.roaming = RoamingGate(config.roaming, self._roaming_hold)
+        self.roaming = RoamingGate(config.roaming, self._roaming_hold, waits=persistent)
         self.health = HealthPoll(reactor, self.name, lambda: self.protocol, self.info, self.timeouts,
                                  health_interval, self._registration_seen)
         self._opener = SocketOpener(self)

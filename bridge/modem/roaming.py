@@ -20,10 +20,14 @@ class RoamingGate:
     """``allowed`` is the ``roaming`` setting; ``holding`` while data is kept down for it.
 
     :param on_hold: called when holding starts (the modem refuses the connections waiting)
+    :param waits: bring-up waits for home; False (``cellbridge probe``, which must end): it
+        fails with the reason instead
     """
 
-    def __init__(self, allowed: bool, on_hold: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, allowed: bool, on_hold: Callable[[], None] = lambda: None,
+                 waits: bool = True) -> None:
         self.allowed = allowed
+        self.waits = waits
         self.holding = False
         self._on_hold = on_hold
 
