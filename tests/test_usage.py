@@ -71,7 +71,7 @@ def test_counts_are_written_and_read_back(tmp_path):
     first = store(tmp_path)
     first.load()
     first.usage.sent, first.usage.received = 1200, 34000
-    first.stop_saving()
+    first.flush()
     assert json.loads((tmp_path / "state" / "main.usage").read_text()) == {
         "sent": 1200, "received": 34000}
     again = store(tmp_path)
@@ -79,25 +79,26 @@ def test_counts_are_written_and_read_back(tmp_path):
     assert (again.usage.sent, again.usage.received) == (1200, 34000)
 
 
-def test_while_counting_the_file_is_written_at_most_once_an_interval_and_only_on_change(tmp_path):
+def test_the_file_is_written_an_interval_after_a_change_and_never_while_idle(tmp_path):
     clock = Clock()
     s = store(tmp_path, clock=clock)
     s.load()
-    s.start_saving()
     path = tmp_path / "state" / "main.usage"
-    s.usage.sent = 10
+    assert not clock.getDelayedCalls()  # nothing runs while the counts stand still
+    s.usage.count_sent(10)
+    s.usage.count_sent(10)
     clock.advance(59)
     assert not path.exists()
     clock.advance(1)
-    assert json.loads(path.read_text()) == {"sent": 10, "received": 0}
-    path.unlink()
-    clock.advance(60)  # unchanged: not written
-    assert not path.exists()
-    s.usage.received = 5
-    clock.advance(60)
-    assert json.loads(path.read_text()) == {"sent": 10, "received": 5}
-    s.stop_saving()
+    assert json.loads(path.read_text()) == {"sent": 20, "received": 0}
     assert not clock.getDelayedCalls()
+    s.usage.count_received(5)
+    s.flush()  # the modem goes down: written at once, the timer gone
+    assert json.loads(path.read_text()) == {"sent": 20, "received": 5}
+    assert not clock.getDelayedCalls()
+    path.unlink()
+    s.flush()  # unchanged since: not written again
+    assert not path.exists()
 
 
 def test_a_corrupt_file_is_a_warning_and_counting_starts_from_zero(tmp_path):
@@ -118,7 +119,7 @@ def test_an_unwritable_state_dir_is_a_warning(tmp_path):
     s = store(tmp_path)
     s.usage.sent = 1
     with capturedLogs() as events:
-        s.stop_saving()
+        s.flush()
     (line,) = [formatEvent(e) for e in events]
     assert line.startswith("cannot write the data usage to")
 

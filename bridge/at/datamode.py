@@ -381,7 +381,7 @@ class DataMode:
         """Every byte the peer sent, however it was held or probed, leaves through here."""
         if not data:
             return
-        self._usage.received += len(data)
+        self._usage.count_received(len(data))
         if self._sink is None:
             room = EARLY_DATA_LIMIT - len(self._early)
             if len(data) > room:

@@ -242,7 +242,7 @@ class ATProtocol(Protocol):
         """Write payload bytes (an AT+QISEND's, its resync filler, data mode's): the ring shows
         only their length and a hex prefix."""
         self.ring.sent_payload(data)
-        self.usage.sent += len(data)
+        self.usage.count_sent(len(data))
         if self.transparent:
             self.data_mode.wrote(len(data))
         self.transport.write(data)
@@ -366,7 +366,7 @@ class ATProtocol(Protocol):
             self._route_line(frame.text)
         elif isinstance(frame, Payload):
             self.ring.received_payload(frame.header, frame.data)
-            self.usage.received += len(frame.data)
+            self.usage.count_received(len(frame.data))
             self._route_payload(frame)
         elif isinstance(frame, Prompt):
             self.ring.received(b"> ")

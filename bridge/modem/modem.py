@@ -361,7 +361,6 @@ class Modem(Service):
                       name=self.name, ip=self.local_ip, model=self.info.get("model"),
                       registration=self.info.get("registration"), signal=self.info.get("signal"))
         self.health.start()
-        self._usage_store.start_saving()
         self.sleep.module_ready()
         self._notify("ready", f"local IP {self.local_ip}")
         self._wake_ready()
@@ -407,7 +406,7 @@ class Modem(Service):
         if self.protocol is not None:
             self.protocol.forget_selection()
         self.health.stop()
-        self._usage_store.stop_saving()
+        self._usage_store.flush()
         self.sleep.module_lost()
         self.sockets.set_ready(False)
         was_ready, self.ready = self.ready, False  # before anyone hears: they may open again

@@ -2,38 +2,54 @@
 volume), as status and metrics show them; UsageStore keeps them in the state directory across
 restarts.
 
-The engine counts at the two places every payload byte passes (``ATProtocol.write_payload``
-and its routing of payload and data-mode frames), so mux, UDP and transparent links are all
-counted the same way, as the module sees them: payload only, no AT framing.
+The engine counts where every payload byte passes: out through ``ATProtocol.write_payload``, in
+through its routing of payload frames (``+RECEIVE``, AT+QIRD, ``IPD``) and data mode's delivery;
+so mux, UDP and transparent links are all counted alike, as the module sees them: payload only,
+no AT framing.
 """
 
 import json
 import os
-from typing import Optional
+from typing import Callable, Optional
 
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-#: Seconds between writes of the counts while they change (and once more at stop).
+#: Seconds from the first change to the write: at most one write this often while data flows.
 SAVE_INTERVAL = 60.0
 
 
 class DataUsage:
-    """Payload bytes written to (``sent``) and read from (``received``) the module's sockets."""
+    """Payload bytes written to (``sent``) and read from (``received``) the module's sockets.
+
+    The engine adds with ``count_sent``/``count_received``; ``on_change`` (if set) hears that
+    the counts moved, so that they are written soon, and nothing runs while they stand still.
+    """
 
     def __init__(self, sent: int = 0, received: int = 0) -> None:
         self.sent = sent
         self.received = received
+        self.on_change: Optional[Callable[[], None]] = None
+
+    def count_sent(self, size: int) -> None:
+        self.sent += size
+        if self.on_change is not None:
+            self.on_change()
+
+    def count_received(self, size: int) -> None:
+        self.received += size
+        if self.on_change is not None:
+            self.on_change()
 
     def as_dict(self) -> dict:
         return {"sent": self.sent, "received": self.received}
 
 
 class UsageStore:
-    """``<state_dir>/<modem>.usage`` (JSON): ``load()`` into ``usage`` at start; written every
-    ``interval`` seconds while they may change, if they did, and when they stop. A file that cannot be read
-    or makes no sense is a warning and the counts start from zero: a lost count must not keep a
-    gateway from carrying data."""
+    """``<state_dir>/<modem>.usage`` (JSON): ``load()`` into ``usage`` at start; written
+    ``interval`` seconds after the counts first move (so at most once an interval while data
+    flows) and by ``flush()`` (the modem down or stopping). A file that cannot be read or makes
+    no sense is a warning and the counts start from zero: a lost count must not keep a gateway
+    from carrying data."""
 
     log = Logger()
 
@@ -41,20 +57,25 @@ class UsageStore:
                  interval: float = SAVE_INTERVAL) -> None:
         self.path = os.path.join(state_dir, f"{modem_name}.usage")
         self.usage = usage
-        self._saved: Optional[dict] = None
-        self._loop = LoopingCall(self.save)
-        self._loop.clock = clock
+        self._clock = clock
         self._interval = interval
+        self._timer = None
+        self._saved: Optional[dict] = None
+        usage.on_change = self._changed
 
-    def start_saving(self) -> None:
-        """The counts may move now (the modem is ready): write them every ``interval``."""
-        if not self._loop.running:
-            self._loop.start(self._interval, now=False)
+    def _changed(self) -> None:
+        if self._timer is None:
+            self._timer = self._clock.callLater(self._interval, self._due)
 
-    def stop_saving(self) -> None:
-        """They no longer move (the modem is down or stopping): write them once more."""
-        if self._loop.running:
-            self._loop.stop()
+    def _due(self) -> None:
+        self._timer = None
+        self.save()
+
+    def flush(self) -> None:
+        """Write now (if anything changed) rather than when the interval is up."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.save()
 
     def load(self) -> None:
