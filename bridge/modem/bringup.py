@@ -6,8 +6,8 @@ needs, and PIN rejection is recognised by code *or* text), payload-echo (AT+QISD
 flow-control (AT+IFC=2,2 with ``rtscts``), identity (ATI, AT+GMR, AT+GSN), sim (AT+CPIN),
 registration (CREG and CGREG, bounded by ``registration_timeout``; with ``roaming = no`` a roaming
 registration waits for home without a limit, bridge.modem.roaming), network identity (AT+QCCID
-or AT+CCID, AT+CIMI, AT+COPS?: for status only, so a failure is a warning), attach (AT+CGATT=1), stack
-(AT+QIMUX? then AT+QISTAT/QISTATE: the module's real state), deactivate (AT+QIDEACT: a known
+or AT+CCID, AT+CIMI, AT+COPS?: for status only, so a failure is a warning), attach (AT+CGATT=1),
+stack (AT+QIMUX? then AT+QISTAT/QISTATE: the module's real state), deactivate (AT+QIDEACT: a known
 state), bearer (QIFGCNT, QICSGP, QIMODE/QIMUX, QINDI; in transparent mode the data-mode step
 comes between QIMODE=1 and QINDI: AT+QITCFG, AT&D1 with ``dtr_escape``, AT&C1 with ``dcd``),
 activate (QIREGAPP, QIACT), local-ip (QILOCIP), dns (AT+QIDNSCFG, only with ``dns`` configured),

@@ -23,7 +23,8 @@ app note §6.3):
 A procedure that fails without the module going mute (no coverage, SIM busy ...) is retried as a
 full bring-up after a backoff. Every transition is one log line with its cause (plus the AT traffic
 ring, rate-limited) and a count in the modem's :class:`~bridge.counters.Counters`: ``pdp_lost``,
-``module_reset``, ``module_mute``, ``port_lost``, ``recovered{step}`` (the ladder counts its own).
+``module_reset``, ``module_mute``, ``port_lost``, ``roaming``, ``recovered{step}`` (the ladder
+counts its own).
 """
 
 import random
@@ -339,14 +340,18 @@ class Supervisor:
         return self.modem.new_bring_up().run()
 
     def _reactivate(self, qideact_timeout: Optional[float] = None) -> Deferred:
-        run = self.modem.new_bring_up()
-        run.info.update(self.modem.info)
+        run = self._run_on_known_module()
         return run.reactivate(self.modem.mux, qideact_timeout).addCallback(self._keep)
 
     def _sit_out_roaming(self) -> Deferred:
+        return self._run_on_known_module().sit_out_roaming(self.modem.mux)
+
+    def _run_on_known_module(self):
+        """A BringUp for a module that kept its settings: it starts from what the modem knows
+        of it (``info``), so status keeps the identity a full bring-up collected."""
         run = self.modem.new_bring_up()
         run.info.update(self.modem.info)
-        return run.sit_out_roaming(self.modem.mux)
+        return run
 
     @inlineCallbacks
     def _reactivate_contexts(self):
