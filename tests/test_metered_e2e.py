@@ -1,5 +1,5 @@
-"""Metered SIMs end to end, through the simulator: a transfer moves the modem's data usage by at
-least its payload both ways and the counts are in the state directory after the bridge stops;
+"""Metered SIMs end to end, through the simulator: a transfer (mux pull and push, transparent)
+moves the modem's data usage by at least its payload both ways and the counts are in the state directory after the bridge stops;
 with ``roaming = no`` a simulator that starts roaming takes data down, a local connection is
 reset with the reason logged, and once it is home again a connection works."""
 
@@ -16,6 +16,7 @@ from bridge.service import Components
 from tests.e2e_bed import (Bed, Echo, connect, echo_works, ended, open_link, reset_not_eof,
                            salted, server, until)
 from tests.test_recovery_e2e import QUICK
+from tests.test_transparent_e2e import TransparentBed
 
 ROAMING_QUICK = dict(QUICK, pacing=dataclasses.replace(QUICK["pacing"], roaming_poll=0.1))
 
@@ -30,11 +31,12 @@ class RoamingBed(Bed):
     components = QuickComponents()
 
 
-@pytest.mark.parametrize("receive", ["pull", "push"])
+@pytest.mark.parametrize("kind, receive", [(Bed, "pull"), (Bed, "push"),
+                                           (TransparentBed, "push")])
 @pytest_twisted.ensureDeferred
-async def test_a_transfer_moves_the_usage_both_ways_and_it_is_kept(tmp_path, receive):
+async def test_a_transfer_moves_the_usage_both_ways_and_it_is_kept(tmp_path, kind, receive):
     payload = salted(20000)
-    async with await Bed.start(tmp_path, server(Echo), receive=receive) as bed:
+    async with await kind.start(tmp_path, server(Echo), receive=receive) as bed:
         info = bed.modem.info
         assert (info["iccid"], info["imsi"], info["operator"]) == (
             "89860012345678901234", "001010123456789", "CELLBRIDGE HOME")
