@@ -80,6 +80,7 @@ class ModemConfig:
     send_window: int = 5840
     sim_args: tuple = ()
     registration_timeout: float = 180.0
+    roaming: bool = True  # no: data only while registered at home (bridge.modem.roaming)
     timeouts: tuple = ()  # ((name, seconds), ...) over DEFAULT_TIMEOUTS
 
     def __post_init__(self):
@@ -251,6 +252,8 @@ SCHEMA = {
         "sim_args": Key(simulator_arguments, "extra simulator options when port = sim, e.g. "
                         "--baud 115200"),
         "registration_timeout": Key(seconds, "seconds to wait for network registration"),
+        "roaming": Key(boolean, "no: data only while registered at home; while roaming, links "
+                       "are refused and data waits (metered SIMs)"),
         "timeouts": Key(timeout_overrides([f.name for f in dataclasses.fields(DEFAULT_TIMEOUTS)]),
                         _timeouts_doc()),
     },

@@ -22,7 +22,12 @@ IDENTITY = [
 ]
 SYNC = [(b"AT", OK), (b"ATE0", OK), (b"AT+CMEE=2", OK), (b"AT+QISDE=0", OK)]
 SIM_READY = [(b"AT+CPIN?", b"\r\n+CPIN: READY\r\n" + OK)]
-REGISTERED = [(b"AT+CREG?", b"\r\n+CREG: 0,1\r\n" + OK), (b"AT+CGREG?", b"\r\n+CGREG: 0,1\r\n" + OK)]
+#: ICCID, IMSI and operator, right after registration (docs/at-dialect.md §13)
+NETWORK_IDENTITY = [(b"AT+QCCID", b"\r\n89860012345678901234\r\n" + OK),
+                    (b"AT+CIMI", b"\r\n001010123456789\r\n" + OK),
+                    (b"AT+COPS?", b'\r\n+COPS: 0,0,"SIM NET"\r\n' + OK)]
+REGISTERED = ([(b"AT+CREG?", b"\r\n+CREG: 0,1\r\n" + OK),
+               (b"AT+CGREG?", b"\r\n+CGREG: 0,1\r\n" + OK)] + NETWORK_IDENTITY)
 ATTACH = [(b"AT+CGATT=1", OK), (b"AT+QIMUX?", b"\r\n+QIMUX: 0\r\n" + OK),
           (b"AT+QISTAT", OK + b"\r\nSTATE: IP INITIAL\r\n"), (b"AT+QIDEACT", b"\r\nDEACT OK\r\n")]
 BEARER = [(b"AT+QIFGCNT=0", OK), (b'AT+QICSGP=1,"internet","",""', OK),

@@ -36,7 +36,8 @@ def test_plain_bring_up_sends_exactly_the_documented_sequence(tmp_path):
     assert h.states == [("ready", "local IP 10.0.0.2")]
     assert modem.info == {"model": "Quectel_Ltd Quectel_M95", "firmware": "M95FAR02A08",
                           "imei": "861234567890125", "sim": "READY", "registration": "home",
-                          "signal": "-63 dBm (CSQ 25,0)", "csq": 25, "signal_dbm": -63,
+                          "iccid": "89860012345678901234", "imsi": "001010123456789",
+                          "operator": "SIM NET", "signal": "-63 dBm (CSQ 25,0)", "csq": 25, "signal_dbm": -63,
                           "local_ip": "10.0.0.2"}
     fired = []
     modem.when_ready().addCallback(fired.append)

@@ -422,6 +422,24 @@ def _sack(lines) -> SackResult:
     return SackResult(*_numbers(lines[-1])[:3])
 
 
+def _identifier(lines) -> str:
+    (line,) = [x for x in lines if x.strip()]
+    text = _text(line).strip()
+    if text.startswith("+"):
+        text = text.split(":", 1)[1]
+    value = text.strip().strip('"')
+    if not value.isalnum():
+        raise ValueError(f"not an identifier: {value!r}")
+    return value
+
+
+def _operator(lines) -> Optional[str]:
+    fields = _text(lines[-1]).split(":", 1)[1].split(",", 2)
+    if len(fields) < 3:  # "+COPS: <mode>": no operator selected
+        return None
+    return fields[2].strip().strip('"') or None
+
+
 def _signal(lines) -> SignalQuality:
     return SignalQuality(*_numbers(lines[-1])[:2])
 
@@ -510,6 +528,17 @@ def gmr(timeout: float = DEFAULT_TIMEOUTS.simple) -> Command:
 
 def gsn(timeout: float = DEFAULT_TIMEOUTS.simple) -> Command:
     return info(b"AT+GSN", timeout)
+
+
+def sim_identifier(line: bytes, timeout: float = DEFAULT_TIMEOUTS.simple) -> Command:
+    """AT+QCCID, AT+CCID (ICCID) or AT+CIMI (IMSI) -> str: one info line, with or without a
+    ``+QCCID:`` / ``+CCID:`` prefix, quoted or not (docs/at-dialect.md §13)."""
+    return basic(line, timeout=timeout, collects_info=True, parse=_identifier)
+
+
+def cops_query(timeout: float = DEFAULT_TIMEOUTS.simple) -> Command:
+    """AT+COPS? -> the operator's name, or None when the answer names none (``+COPS: 0``)."""
+    return basic(b"AT+COPS?", timeout=timeout, own=b"+COPS:", parse=_operator)
 
 
 def cpin_query(timeout: float = DEFAULT_TIMEOUTS.pin) -> Command:

@@ -70,8 +70,9 @@ class DataMode:
     log = Logger()
 
     def __init__(self, protocol, framer, clock, guard_time: float, escape_timeout: float,
-                 line_rate: Optional[float] = None) -> None:
+                 line_rate: Optional[float], usage) -> None:
         self._protocol = protocol
+        self._usage = usage  # its ``received`` counts what data mode delivers
         self._framer = framer
         self._clock = clock
         self._guard_time = guard_time
@@ -104,8 +105,8 @@ class DataMode:
         """Attach the session consumer; bytes that came before it are delivered at once."""
         self._sink = sink
         early, self._early = bytes(self._early), bytearray()
-        if early:
-            self._deliver(early)
+        if early:  # counted when they arrived
+            self._call_sink(sink.data_received, early)
 
     @property
     def writable(self) -> bool:
@@ -377,8 +378,10 @@ class DataMode:
             self._call_sink(sink.data_mode_ended, reason)
 
     def _deliver(self, data: bytes) -> None:
+        """Every byte the peer sent, however it was held or probed, leaves through here."""
         if not data:
             return
+        self._usage.count_received(len(data))
         if self._sink is None:
             room = EARLY_DATA_LIMIT - len(self._early)
             if len(data) > room:

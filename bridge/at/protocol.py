@@ -64,6 +64,7 @@ from bridge.at.framing import Data, Framer, Junk, Line, Marker, Payload, Prompt
 from bridge.at.redact import redact
 from bridge.at.ring import TrafficRing, log_event
 from bridge.at.stall import STALL_TIMEOUT, StallWatch
+from bridge.modem.usage import DataUsage
 
 ESC = b"\x1b"
 #: UART bits per byte: start bit, 8 data bits, stop bit.
@@ -138,7 +139,7 @@ class ATProtocol(Protocol):
                  resync_timeout: float = RESYNC_TIMEOUT, resync_attempts: int = RESYNC_ATTEMPTS,
                  guard_time: float = 1.0, escape_timeout: float = 2.0, sleep=None,
                  stall_timeout: float = STALL_TIMEOUT, baud: Optional[int] = None,
-                 counters=None) -> None:
+                 counters=None, usage: Optional[DataUsage] = None) -> None:
         """
         :param clock: an ``IReactorTime`` (``task.Clock`` in tests)
         :param payload_echo: the module echoes AT+QISEND payloads (AT+QISDE=1); skip them
@@ -149,12 +150,15 @@ class ATProtocol(Protocol):
         :param baud: the UART's line rate: a command's limit grows by the time its payload needs
             on the line (``Command.transfer_bytes``); None or 0: unpaced, no extra time
         :param counters: where each ended command is counted (``at_command``); None: nowhere
+        :param usage: gets every payload byte written (``sent``) and read (``received``), of
+            every socket kind: a modem's ``DataUsage``, which outlives its engines
         """
         self.clock = clock
         self.counters = counters
         self.sleep = sleep
         self.payload_echo = payload_echo
         self.ring = ring if ring is not None else TrafficRing(clock)
+        self.usage = usage if usage is not None else DataUsage()
         self.last_response: Optional[float] = None
         """``clock.seconds()`` when the module last answered a command (for the watchdog)."""
         self._resync_timeout = resync_timeout
@@ -172,7 +176,7 @@ class ATProtocol(Protocol):
         """Set while a transparent-mode server listens: its accepted client arrives as an
         unprompted ``CONNECT`` (app note §4.2, §5.1) that must switch the UART to data mode."""
         self.data_mode = DataMode(self, self._framer, clock, guard_time, escape_timeout,
-                                  baud / BITS_PER_BYTE if baud else None)
+                                  baud / BITS_PER_BYTE if baud else None, self.usage)
         self.transparent = False
         """Set on a transparent modem's engine: its writes are timed for the data mode's
         escapes, and each resync starts with an escape (``DataMode.escape_for_resync``), for a
@@ -255,8 +259,10 @@ class ATProtocol(Protocol):
         self.transport.write(data)
 
     def write_payload(self, data: bytes) -> None:
-        """Write payload bytes; the ring shows only their length and a hex prefix."""
+        """Write payload bytes (an AT+QISEND's, its resync filler, data mode's): the ring shows
+        only their length and a hex prefix."""
         self.ring.sent_payload(data)
+        self.usage.count_sent(len(data))
         if self.transparent:
             self.data_mode.wrote(len(data))
         self.transport.write(data)
@@ -380,6 +386,7 @@ class ATProtocol(Protocol):
             self._route_line(frame.text)
         elif isinstance(frame, Payload):
             self.ring.received_payload(frame.header, frame.data)
+            self.usage.count_received(len(frame.data))
             self._route_payload(frame)
         elif isinstance(frame, Prompt):
             self.ring.received(b"> ")

@@ -4,8 +4,10 @@ Steps, each named in errors so `cellbridge probe` can say where it stopped: sync
 OK: the module may be autobauding), echo, errors (AT+CMEE=2: the text of an error is what a user
 needs, and PIN rejection is recognised by code *or* text), payload-echo (AT+QISDE=0),
 flow-control (AT+IFC=2,2 with ``rtscts``), identity (ATI, AT+GMR, AT+GSN), sim (AT+CPIN),
-registration (CREG and CGREG, bounded by ``registration_timeout``), attach (AT+CGATT=1), stack
-(AT+QIMUX? then AT+QISTAT/QISTATE: the module's real state), deactivate (AT+QIDEACT: a known
+registration (CREG and CGREG, bounded by ``registration_timeout``; with ``roaming = no`` a roaming
+registration waits for home without a limit, bridge.modem.roaming), network identity (AT+QCCID
+or AT+CCID, AT+CIMI, AT+COPS?: for status only, so a failure is a warning), attach (AT+CGATT=1),
+stack (AT+QIMUX? then AT+QISTAT/QISTATE: the module's real state), deactivate (AT+QIDEACT: a known
 state), bearer (QIFGCNT, QICSGP, QIMODE/QIMUX, QINDI; in transparent mode the data-mode step
 comes between QIMODE=1 and QINDI: AT+QITCFG, AT&D1 with ``dtr_escape``, AT&C1 with ``dcd``),
 activate (QIREGAPP, QIACT), local-ip (QILOCIP), dns (AT+QIDNSCFG, only with ``dns`` configured),
@@ -32,6 +34,7 @@ from bridge.at.commands import DEFAULT_TIMEOUTS, NO_SELECTION, Timeouts
 from bridge.at.errors import ATEngineError, ATError, CmeError, CommandTimeout, LinkLost
 from bridge.errors import CellbridgeError, SimLocked
 from bridge.modem.pinstore import REJECTED, UNCONFIRMED
+from bridge.modem.roaming import REFUSAL, RoamingGate
 
 REGISTERED = (1, 5)
 DENIED = 3
@@ -59,6 +62,8 @@ class Pacing:
     sim_busy_pause: float = 1.0
     registration_poll: float = 1.0
     registration_progress: float = 10.0  #: seconds between "still waiting" log lines
+    roaming_poll: float = 10.0  #: registration polls while roaming keeps data down
+    roaming_progress: float = 600.0  #: seconds between "still roaming" log lines
 
 
 @dataclass
@@ -131,13 +136,15 @@ class BringUp:
     :param pins: a PinStore; :param stack: the StackMachine kept in step on the way.
     :param stacks: every PDP context in use -> its StackMachine (default: context 0, ``stack``)
     :param selection: ``selection(context)`` -> the ``Selection`` its stack commands need
+    :param roaming: the modem's RoamingGate (default: roaming allowed)
     """
 
     log = Logger()
 
     def __init__(self, clock, issue, config, pins, stack, timeouts: Timeouts = DEFAULT_TIMEOUTS,
                  pacing: Pacing = Pacing(), *, stacks: Optional[dict] = None,
-                 selection=lambda context: NO_SELECTION) -> None:
+                 selection=lambda context: NO_SELECTION,
+                 roaming: Optional[RoamingGate] = None) -> None:
         self.clock = clock
         self._issue = issue
         self.config = config
@@ -145,6 +152,7 @@ class BringUp:
         self.stack = stack
         self.stacks = stacks or {0: stack}
         self._selection = selection
+        self.roaming = roaming if roaming is not None else RoamingGate(True)
         self.t = timeouts
         self.pacing = pacing
         self.info: dict = {}
@@ -170,6 +178,7 @@ class BringUp:
         yield self._identify()
         yield self._unlock_sim()
         yield self._wait_registered()
+        yield self._network_identity()
         yield self._at("attach", c.cgatt(True, t.attach))
         try:
             local_ips = {0: (yield self._activate())}
@@ -297,10 +306,10 @@ class BringUp:
 
     @inlineCallbacks
     def _wait_registered(self):
-        c, t = commands, self.t
+        c, t, pacing = commands, self.t, self.pacing
         timeout = self.config.registration_timeout
         start = self.clock.seconds()
-        last, next_progress = None, start + self.pacing.registration_progress
+        last, next_progress = None, start
         while True:
             creg = yield self._at("registration", c.creg_query(t.simple))
             cgreg = yield self._at("registration", c.cgreg_query(t.simple))
@@ -309,19 +318,64 @@ class BringUp:
                        f"CGREG {cgreg.stat} ({STAT_NAMES.get(cgreg.stat, '?')})")
             if DENIED in stats:
                 raise BringUpFailed("registration", f"registration denied by the network: {summary}")
-            if creg.stat in REGISTERED and cgreg.stat in REGISTERED:
+            registered = creg.stat in REGISTERED and cgreg.stat in REGISTERED
+            held = registered and self.roaming.blocks(*stats)
+            if registered and not held:
+                self.roaming.release()
                 self.info["registration"] = STAT_NAMES[creg.stat]
                 self.log.info("registration: {summary}", summary=summary)
                 return
-            elapsed = self.clock.seconds() - start
-            if elapsed >= timeout:
+            now = self.clock.seconds()
+            if held and not self.roaming.waits:
+                raise BringUpFailed("registration", f"{summary}: {REFUSAL}")
+            if held:  # no time limit: the wait is for home, however long it takes
+                self.roaming.hold()
+                start, poll, every = now, pacing.roaming_poll, pacing.roaming_progress
+            elif now - start >= timeout:
                 raise BringUpFailed("registration",
                                     f"not registered after {timeout:g} s: {summary}")
-            if stats != last or self.clock.seconds() >= next_progress:
-                self.log.info("registration: waiting, {summary} ({elapsed:.0f} s of {timeout:g} s)",
-                              summary=summary, elapsed=elapsed, timeout=timeout)
-                last, next_progress = stats, self.clock.seconds() + self.pacing.registration_progress
-            yield deferLater(self.clock, self.pacing.registration_poll, lambda: None)
+            else:
+                poll, every = pacing.registration_poll, pacing.registration_progress
+            if stats != last or now >= next_progress:
+                if held:
+                    self.log.warn("registration: {summary}: {refusal}; waiting to be registered "
+                                  "at home", summary=summary, refusal=REFUSAL)
+                else:
+                    self.log.info("registration: waiting, {summary} ({elapsed:.0f} s of "
+                                  "{timeout:g} s)", summary=summary, elapsed=now - start,
+                                  timeout=timeout)
+                last, next_progress = stats, now + every
+            yield deferLater(self.clock, poll, lambda: None)
+
+    @inlineCallbacks
+    def _network_identity(self):
+        """ICCID (AT+QCCID, else AT+CCID), IMSI (AT+CIMI), operator (AT+COPS?) into ``info``
+        (docs/at-dialect.md §13); each failure is a warning and its key stays absent."""
+        queries = [("iccid", (b"AT+QCCID", b"AT+CCID")), ("imsi", (b"AT+CIMI",))]
+        for key, lines in queries:
+            for line in lines:
+                value = yield self._optional(commands.sim_identifier(line, self.t.simple))
+                if value is not None:
+                    self.info[key] = value
+                    break
+        operator = yield self._optional(commands.cops_query(self.t.simple))
+        if operator is not None:
+            self.info["operator"] = operator
+        self.log.info("sim: ICCID {iccid}, IMSI {imsi}, operator {operator}",
+                      iccid=self.info.get("iccid", "unknown"), imsi=self.info.get("imsi", "unknown"),
+                      operator=self.info.get("operator", "unknown"))
+
+    @inlineCallbacks
+    def _optional(self, command):
+        """``command``'s result, or None (logged) if the module would not give it."""
+        try:
+            result = yield self._issue(command)
+        except LinkLost:
+            raise
+        except ATEngineError as error:
+            self.log.warn("network identity: {error}", error=error)
+            return None
+        return result
 
     def _other_contexts(self):
         return sorted(self.stacks)[1:]
@@ -378,6 +432,17 @@ class BringUp:
             local_ips[context] = yield self.bring_up_context(context, timeout)
         self.info["local_ip"] = local_ips[0]
         return BringUpResult(local_ips[0], mux, dict(self.info), local_ips)
+
+    @inlineCallbacks
+    def sit_out_roaming(self, mux: bool):
+        """Registered as roaming while up with ``roaming = no``: every context goes down
+        (AT+QIDEACT), the registration wait holds until the module is home, then the contexts
+        come back as after a lost one -> BringUpResult."""
+        for context in sorted(self.stacks):
+            yield self._deactivate(self.t.qideact, context)
+        yield self._wait_registered()
+        result = yield self.reactivate(mux)
+        return result
 
     def _status_command(self, context: int):
         command = self.stacks[context].status_command(self.mux, self.t.simple)

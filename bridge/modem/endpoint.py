@@ -91,6 +91,10 @@ class ModuleOpening:
 
     def start(self) -> Deferred:
         endpoint = self.endpoint
+        refusal = self.modem.roaming.refusal
+        if refusal is not None:  # data held down for a long while: no point in waiting
+            self.result.errback(ConnectError(string=refusal))
+            return self.result
         waiting = self._waiting = self.modem.sockets.acquire(endpoint.group, endpoint.limit)
         if endpoint.wait is not None and not waiting.called:
             waiting.addTimeout(endpoint.wait, self.modem.reactor)

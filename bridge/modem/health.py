@@ -25,13 +25,16 @@ HEALTH_MAX_SKIPS = 1
 
 class HealthPoll:
     """Polls the engine that ``engine()`` returns (None: no port); results go to ``info``
-    ("signal", "registration"), a registration other than home/roaming is logged as a warning."""
+    ("signal", "registration"), a registration other than home/roaming is logged as a warning,
+    and every CREG stat goes to ``on_registration(stat)`` (the modem's roaming policy)."""
 
     log = Logger()
 
     def __init__(self, clock, name: str, engine: Callable[[], Optional[object]], info: dict,
-                 timeouts: Timeouts = DEFAULT_TIMEOUTS, interval: float = HEALTH_INTERVAL) -> None:
+                 timeouts: Timeouts = DEFAULT_TIMEOUTS, interval: float = HEALTH_INTERVAL,
+                 on_registration: Callable[[int], None] = lambda stat: None) -> None:
         self.name = name
+        self._on_registration = on_registration
         self.info = info
         self._engine = engine
         self._timeouts = timeouts
@@ -79,6 +82,7 @@ class HealthPoll:
             self.log.warn("{name}: not registered: CREG {stat} ({what})", name=self.name,
                           stat=state.stat, what=what)
         self.info["registration"] = what
+        self._on_registration(state.stat)
 
     def _failed(self, failure) -> None:
         self.log.warn("{name}: health poll failed: {why}", name=self.name,

@@ -25,6 +25,7 @@ from typing import Callable, Dict, NamedTuple, Optional
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
+from twisted.internet.error import ConnectError
 from twisted.logger import Logger
 
 from bridge.at import commands
@@ -46,12 +47,13 @@ from bridge.modem.pinstore import PinStore
 from bridge.modem.pool import SLOTS, SocketPool
 from bridge.modem.pump import Pump
 from bridge.modem.recovery import run_reset_command
+from bridge.modem.roaming import REFUSAL as ROAMING_REFUSAL, RoamingGate
 from bridge.modem.sleep import SleepController
 from bridge.modem.socket import SocketSettings
 from bridge.modem.stack import ACTIVE_STATES, StackMachine
 from bridge.modem.supervisor import RecoveryTimings, Supervisor
 from bridge.modem.transport import TransportError, open_port
-from bridge.modem.usage import DataUsage
+from bridge.modem.usage import DataUsage, UsageStore
 
 #: Without an answer for this long (and nothing on the wire) the modem is not healthy.
 ANSWER_STALE = 120.0
@@ -127,6 +129,7 @@ class Modem(Service):
         self.pins = PinStore(reactor, state_dir, config.name)
         self.counters = counters if counters is not None else Counters()
         self.usage = DataUsage()  #: what the module carried for us (metered SIMs)
+        self._usage_store = UsageStore(reactor, state_dir, config.name, self.usage)
         self.persistent = persistent
         self.timeouts = (timeouts if timeouts is not None
                          else dataclasses.replace(DEFAULT_TIMEOUTS, **dict(config.timeouts)))
@@ -141,8 +144,10 @@ class Modem(Service):
         self._on_fatal = on_fatal or (lambda error: None)
         self._port_opener = port_opener
         self._resync_timeout = resync_timeout
+        #: ``roaming = no``: data held down while the module is roaming
+        self.roaming = RoamingGate(config.roaming, self._roaming_hold, waits=persistent)
         self.health = HealthPoll(reactor, self.name, lambda: self.protocol, self.info, self.timeouts,
-                                 health_interval)
+                                 health_interval, self._registration_seen)
         self._opener = SocketOpener(self)
         self._handlers: Dict[int, _Attached] = {}
         self._ready_waiters: list = []
@@ -163,14 +168,18 @@ class Modem(Service):
 
     def startService(self) -> None:
         super().startService()
+        self._usage_store.load()
         self._connect().addCallbacks(self._opened, self._open_failed)
 
     def stopService(self):
         super().stopService()
         self.supervisor.stop()
-        self._mark_down("stopping", expected=True)
+        self._mark_down("stopping", expected=True)  # writes the data usage too
         for _, waiter in list(self._ready_waiters):
             waiter.cancel()  # it will not be ready again
+        self.log.info("{name}: data carried: {sent} bytes sent, {received} bytes received "
+                      "(kept in {path})", name=self.name, sent=self.usage.sent,
+                      received=self.usage.received, path=self._usage_store.path)
         return self.close_port()
 
     def when_open(self) -> Deferred:
@@ -260,7 +269,7 @@ class Modem(Service):
         ring = TrafficRing(self.reactor, observers=self.traffic_observers, dumps=self.dumps)
         protocol = _ModemProtocol(self.reactor, self._port_lost, sleep=self.sleep, ring=ring,
                                   resync_timeout=self._resync_timeout, baud=self.config.baudrate,
-                                  counters=self.counters)
+                                  counters=self.counters, usage=self.usage)
         protocol.transparent = self.config.mode == "transparent"
         for secret in (self.config.pin, self.config.password, self.config.password1):
             if secret:
@@ -339,7 +348,7 @@ class Modem(Service):
 
     def new_bring_up(self) -> BringUp:
         return BringUp(self.reactor, self.protocol.issue, self.config, self.pins, self.stack,
-                       self.timeouts, self.pacing, selection=self.selection,
+                       self.timeouts, self.pacing, selection=self.selection, roaming=self.roaming,
                        stacks={context: self.stacks[context] for context in self.contexts_in_use})
 
     def came_up(self, result) -> None:
@@ -401,6 +410,7 @@ class Modem(Service):
         if self.protocol is not None:
             self.protocol.forget_selection()
         self.health.stop()
+        self._usage_store.flush()
         self.sleep.module_lost()
         self.sockets.set_ready(False)
         was_ready, self.ready = self.ready, False  # before anyone hears: they may open again
@@ -478,10 +488,22 @@ class Modem(Service):
                 self.log.warn("{name}: registration lost: {kind} {stat} ({what})", name=self.name,
                               kind=event.kind, stat=event.stat,
                               what=STAT_NAMES.get(event.stat, "?"))
+            self._registration_seen(event.stat)
         elif isinstance(event, Resynced) and not event.ok:
             self._lost_module(self.supervisor.module_mute, "the module does not answer AT")
         elif isinstance(event, Resynced) and self.ready and self.persistent:
             self.supervisor.check_settings("a resync")
+
+    def _registration_seen(self, stat: int) -> None:
+        """A CREG/CGREG stat from a URC or the health poll: roaming with ``roaming = no`` takes
+        data down until home (bridge.modem.roaming)."""
+        if self.ready and self.roaming.blocks(stat):
+            self.roaming.hold()
+            self._lost_module(self.supervisor.roaming, ROAMING_REFUSAL)
+
+    def _roaming_hold(self) -> None:
+        """Data is held down for roaming: connections waiting for a socket are refused."""
+        self.sockets.refuse_waiting(ConnectError(string=ROAMING_REFUSAL))
 
     def _lost_module(self, recover: Callable[[str], None], reason: str) -> None:
         if self.persistent:

@@ -98,6 +98,12 @@ class SocketPool:
         if ready:
             self._serve()
 
+    def refuse_waiting(self, error: Exception) -> None:
+        """Fail every waiter with ``error``: no index will be handed out for a long while."""
+        waiters, self._waiters = list(self._waiters), deque()
+        for waiter in waiters:
+            waiter.deferred.errback(error)
+
     def reserve_for_servers(self, count: int) -> None:
         """Keep ``count`` connections free for module-side servers' clients (the sum of their
         ``max_clients``): client links get ``WHILE_SERVING - count`` at most."""

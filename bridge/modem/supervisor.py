@@ -16,13 +16,15 @@ app note §6.3):
   resync -> AT+QIDEACT (60 s) and re-activation -> AT+CFUN=1,1 and bring-up -> the modem's
   ``reset_command`` and bring-up -> again after a backoff;
 - the port was lost (read error, EOF, a hangup reported as a clean close): reopen with backoff
-  until the device is back (the opener respawns a ``sim`` child), then the full bring-up.
+  until the device is back (the opener respawns a ``sim`` child), then the full bring-up;
+- the module registered as roaming with ``roaming = no`` (bridge.modem.roaming): AT+QIDEACT, the
+  registration wait until home, then re-activation (``BringUp.sit_out_roaming``).
 
 A procedure that fails without the module going mute (no coverage, SIM busy ...) is retried as a
 full bring-up after a backoff. Every transition is one log line with its cause (naming the file
 the AT traffic ring was saved to, rate-limited) and a count in the modem's
 :class:`~bridge.counters.Counters`: ``pdp_lost``, ``module_reset``, ``module_mute``,
-``port_lost``, ``recovered{step}`` (the ladder counts its own).
+``port_lost``, ``roaming``, ``recovered{step}`` (the ladder counts its own).
 """
 
 import random
@@ -160,6 +162,14 @@ class Supervisor:
             return  # the ladder's own steps go through mute spells
         self._transition("module_mute", f"module mute: {cause}; starting the recovery ladder")
         self._run_ladder(cause)
+
+    def roaming(self, cause: str) -> None:
+        """Registered as roaming while data is up, and ``roaming = no``: data goes down until
+        the module is home (a bring-up under way waits for home by itself)."""
+        if self.job in ("roaming", "bring-up", "reopen"):
+            return
+        self._transition("roaming", f"{cause}; data down until the module is registered at home")
+        self._run("roaming", self._sit_out_roaming)
 
     def port_lost(self, cause: str) -> None:
         self._transition("port_lost", f"port lost: {cause}; reopening it")
@@ -325,9 +335,18 @@ class Supervisor:
         return self.modem.new_bring_up().run()
 
     def _reactivate(self, qideact_timeout: Optional[float] = None) -> Deferred:
+        run = self._run_on_known_module()
+        return run.reactivate(self.modem.mux, qideact_timeout).addCallback(self._keep)
+
+    def _sit_out_roaming(self) -> Deferred:
+        return self._run_on_known_module().sit_out_roaming(self.modem.mux)
+
+    def _run_on_known_module(self):
+        """A BringUp for a module that kept its settings: it starts from what the modem knows
+        of it (``info``), so status keeps the identity a full bring-up collected."""
         run = self.modem.new_bring_up()
         run.info.update(self.modem.info)
-        return run.reactivate(self.modem.mux, qideact_timeout).addCallback(self._keep)
+        return run
 
     @inlineCallbacks
     def _reactivate_contexts(self):

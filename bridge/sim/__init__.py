@@ -163,6 +163,17 @@ Transparent mode: pins and the one link
     is over (CLOSED reported, nothing left to read) is replaced by the next client, as a new
     QIOPEN replaces a single link (choice 21); in transparent mode that client is announced with
     `REMOTE IP: <ip>` and `CONNECT` like the first.
+
+SIM and network identity (docs/at-dialect.md §13)
+43. AT+QCCID answers the ICCID 89860012345678901234 as a bare line (the M95 manual's form),
+    AT+CCID as `+CCID: "89860012345678901234"` (prefixed and quoted, as other firmware does),
+    AT+CIMI the IMSI 001010123456789 bare (TS 27.007); all three answer `+CME ERROR: 11` while
+    the SIM wants its PIN. AT+COPS? is `+COPS: 0,0,"CELLBRIDGE HOME"` while registered at home,
+    `+COPS: 0,0,"CELLBRIDGE ABROAD"` while roaming, `+COPS: 0` while not registered.
+44. Roaming (--roaming, control `roaming on|off`, stats `roaming`; kept across reboots): once
+    registered, CREG and CGREG report stat 5 instead of 1, and a change while registered is
+    reported like any other (`+CREG: <stat>` / `+CGREG: <stat>` when AT+CREG / AT+CGREG is 1
+    or 2). Chaos's `+CREG: 1` is not adjusted: it is noise.
 """
 
 from .options import SimOptions

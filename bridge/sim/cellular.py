@@ -2,7 +2,7 @@
 
 from typing import Callable, Optional
 
-STAT_NOT_REGISTERED, STAT_HOME, STAT_SEARCHING, STAT_DENIED = 0, 1, 2, 3
+STAT_NOT_REGISTERED, STAT_HOME, STAT_SEARCHING, STAT_DENIED, STAT_ROAMING = 0, 1, 2, 3, 5
 
 
 class Cellular:
@@ -13,15 +13,17 @@ class Cellular:
     @param register_delay: seconds from "SIM ready and radio on" until registered.
     @param register_deny: registration is denied forever.
     @param on_change: called with the new registration stat when it changes.
+    @param roaming: registered on a visited network (stat 5) rather than at home (stat 1).
     """
 
     def __init__(self, clock, pin: Optional[str], register_delay: float, register_deny: bool,
-                 on_change: Callable[[int], None]):
+                 on_change: Callable[[int], None], roaming: bool = False):
         self._clock = clock
         self._pin = pin
         self._delay = register_delay
         self._deny = register_deny
         self._on_change = on_change
+        self._roaming = roaming
         self._timer = None
         self.cfun = 1
         self.pin_ok = pin is None
@@ -52,11 +54,19 @@ class Cellular:
             return STAT_DENIED
         if self._clock.seconds() < self._since + self._delay:
             return STAT_SEARCHING
-        return STAT_HOME
+        return STAT_ROAMING if self._roaming else STAT_HOME
 
     @property
     def registered(self) -> bool:
-        return self.stat == STAT_HOME
+        return self.stat in (STAT_HOME, STAT_ROAMING)
+
+    def set_roaming(self, roaming: bool) -> None:
+        """The module moves to a visited network (or back home): stat 5 (or 1) once
+        registered, reported like any other registration change."""
+        before = self.stat
+        self._roaming = roaming
+        if self.stat != before:
+            self._on_change(self.stat)
 
     @property
     def attached(self) -> bool:

@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--register-delay", type=float, default=0.0, metavar="SECONDS",
                    help="time from SIM ready until CREG/CGREG report registered")
     p.add_argument("--register-deny", action="store_true", help="registration denied (stat 3)")
+    p.add_argument("--roaming", action="store_true",
+                   help="registered as roaming (stat 5); control 'roaming on|off' changes it")
     p.add_argument("--act-delay", type=float, default=0.5, metavar="SECONDS", help="AT+QIACT duration")
     p.add_argument("--deact-delay", type=float, default=0.2, metavar="SECONDS", help="AT+QIDEACT duration")
     p.add_argument("--dns-delay", type=float, default=0.05, metavar="SECONDS", help="name lookup duration")
@@ -50,7 +52,7 @@ def options_from(args) -> SimOptions:
     return SimOptions(
         baud=args.baud, up_bps=args.up_bps, down_bps=args.down_bps, rtt_ms=args.rtt_ms,
         hosts_file=args.hosts, chaos_seed=args.chaos, pin=args.pin,
-        register_delay=args.register_delay, register_deny=args.register_deny,
+        register_delay=args.register_delay, register_deny=args.register_deny, roaming=args.roaming,
         act_delay=args.act_delay, deact_delay=args.deact_delay, dns_delay=args.dns_delay,
         connect_timeout=args.connect_timeout, escape_guard=args.escape_guard,
         send_buffer=args.send_buffer, rx_buffer=args.rx_buffer,

@@ -5,6 +5,7 @@ result, or None when they answered themselves.  Extended handlers write their ow
 """
 
 from .atparse import ParseError
+from .cellular import STAT_ROAMING
 
 MANUFACTURER = "Quectel_Ltd"
 MODEL = "Quectel_M95"
@@ -12,6 +13,9 @@ REVISION = "Revision: M95FAR02A08"
 IMEI = "861234567890125"
 RATES = (0, 1200, 2400, 4800, 9600, 14400, 19200, 28800, 38400, 57600, 115200)
 CSQ = "+CSQ: 25,0"
+ICCID = "89860012345678901234"
+IMSI = "001010123456789"
+OPERATORS = {False: "CELLBRIDGE HOME", True: "CELLBRIDGE ABROAD"}  #: by roaming
 
 
 def _flag(cmd, hi=1) -> int:
@@ -168,6 +172,32 @@ def registration(name, attr):
     return setting(attr, name, 2, read=read)
 
 
+def sim_identifier(prefix, value):
+    """AT+QCCID / AT+CCID / AT+CIMI: one line with the SIM's identifier (choice 43), or
+    `+CME ERROR: 11` while the SIM wants its PIN."""
+    def handler(module, cmd):
+        if cmd.kind != "exec":
+            raise ParseError(cmd.name)
+        if not module.cellular.pin_ok:
+            module.r.error(11)
+            return
+        module.r.info(prefix + value)
+        module.r.ok()
+    return handler
+
+
+def cops(module, cmd):
+    """AT+COPS? -> `+COPS: 0,0,"<name>"` while registered, `+COPS: 0` otherwise (choice 43)."""
+    if cmd.kind != "read":
+        raise ParseError(cmd.name)
+    cell = module.cellular
+    if cell.registered:
+        module.r.info(f'+COPS: 0,0,"{OPERATORS[cell.stat == STAT_ROAMING]}"')
+    else:
+        module.r.info("+COPS: 0")
+    module.r.ok()
+
+
 def cgatt(module, cmd):
     cell = module.cellular
     if cmd.kind == "read":
@@ -245,6 +275,10 @@ HANDLERS = {
     "+CREG": registration("+CREG", "creg_n"),
     "+CGREG": registration("+CGREG", "cgreg_n"),
     "+CGATT": cgatt,
+    "+QCCID": sim_identifier("", ICCID),
+    "+CCID": sim_identifier("+CCID: ", f'"{ICCID}"'),
+    "+CIMI": sim_identifier("", IMSI),
+    "+COPS": cops,
     "+CSQ": csq,
     "+CFUN": cfun,
     "+QPOWD": qpowd,

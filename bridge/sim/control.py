@@ -7,8 +7,8 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
 USAGE = ("stats | kill N | heal N | close N | pdp-deact [CONTEXT] | reboot | garbage HEX | mute SECONDS | "
-         "sendfail N [COUNT] | connectfail HOST|- | chaos SEED|off | dtr on|off")
-PIN_LEVELS = {"on": True, "off": False}
+         "sendfail N [COUNT] | connectfail HOST|- | chaos SEED|off | dtr on|off | roaming on|off")
+PIN_LEVELS = {"on": True, "off": False}  #: also roaming on|off
 
 
 class ControlProtocol(LineOnlyReceiver):
@@ -54,6 +54,8 @@ class ControlProtocol(LineOnlyReceiver):
             sim.connect_fail(None if args[0] == "-" else args[0])
         elif verb == "chaos":
             sim.chaos(None if args[0].lower() == "off" else int(args[0]))
+        elif verb == "roaming":
+            sim.set_roaming(PIN_LEVELS[args[0].lower()])
         elif verb == "dtr":  # the host's pin, for a bed whose host cannot drive it on a pty
             sim.module.set_dtr(PIN_LEVELS[args[0].lower()])
         else:

@@ -48,6 +48,7 @@ class ModuleProtocol(protocol.Protocol):
         self.chaos_source = chaos
         self.persisted_ipr = 115200
         self.ipr = self.persisted_ipr
+        self.roaming = options.roaming  # kept across reboots, like a SIM abroad
         self.connect_fail_hosts = set()  # fault: QIOPEN to these hosts ends in CONNECT FAIL
         self.boots = 0
         self.powered = False
@@ -84,7 +85,8 @@ class ModuleProtocol(protocol.Protocol):
         self.contexts = [Context(self.reactor, cid, self.options, self.reports) for cid in (0, 1)]
         self.contexts[0].sibling, self.contexts[1].sibling = self.contexts[1], self.contexts[0]
         self.cellular = Cellular(self.reactor, self.options.pin, self.options.register_delay,
-                                 self.options.register_deny, self.reports.registration_changed)
+                                 self.options.register_deny, self.reports.registration_changed,
+                                 self.roaming)
         if self.persisted_ipr:
             self.r.urc("RDY")
         self.r.urc("+CFUN: 1")

@@ -21,6 +21,7 @@ class SimOptions:
     pin: Optional[str] = None  #: SIM PIN required at boot (None = SIM READY)
     register_delay: float = 0.0  #: seconds from SIM ready until CREG/CGREG report registered
     register_deny: bool = False  #: registration denied (stat 3) forever
+    roaming: bool = False  #: registered on a visited network (stat 5), as a SIM abroad
     act_delay: float = 0.5  #: AT+QIACT (and implicit activation) duration
     deact_delay: float = 0.2  #: AT+QIDEACT duration
     dns_delay: float = 0.05  #: AT+QIDNSGIP / name lookup duration on top of the resolver

@@ -117,6 +117,11 @@ class Simulator:
         """Power-cycle: power-up defaults and the boot URCs."""
         self.module.power_on()
 
+    def set_roaming(self, roaming: bool) -> None:
+        """Register on a visited network (stat 5) or back home (stat 1); kept across reboots."""
+        self.module.roaming = roaming
+        self.module.cellular.set_roaming(roaming)
+
     def garbage(self, data: bytes) -> None:
         self.uart.write(data)
 
@@ -153,6 +158,7 @@ class Simulator:
             "data_mode": module.data_mode is not None,
             "powered": module.powered,
             "registered": module.cellular.registered,
+            "roaming": module.roaming,
             "dtr": module.dtr,
             "carrier": module.carrier,
             "commands": self.command_log.entries(),
