@@ -4,6 +4,8 @@ The config is loaded in ``postOptions`` so that a bad file is a usage error: twi
 problems (one line each, as ``cellbridge check`` does) and exits without a traceback.
 """
 
+import os
+
 from twisted.python import usage
 
 from bridge.config import load_config
@@ -25,9 +27,15 @@ class Options(usage.Options):
 
 
 def makeService(options, reactor=None):
-    """The root service for twistd (which passes only ``options``; tests pass a fake reactor)."""
+    """The root service for twistd (which passes only ``options``; tests pass a fake reactor).
+    Under twistd, SIGHUP reloads the config as under ``cellbridge run`` (twistd leaves it alone)."""
     from bridge.service import make_service
 
-    if reactor is None:
-        from twisted.internet import reactor
-    return make_service(options.cellbridge_config, reactor)
+    if reactor is not None:
+        return make_service(options.cellbridge_config, reactor)
+    from twisted.internet import reactor
+
+    from bridge.reload import install_reload_signal
+    root = make_service(options.cellbridge_config, reactor)
+    install_reload_signal(reactor, root, os.path.abspath(options["config"]))  # twistd may chdir
+    return root

@@ -82,6 +82,16 @@ class LocalSide(Protocol):
         elif self.connecting is not None:
             self.connecting.cancel()
 
+    def finish(self) -> None:
+        """The bridge ends this link (it stops, or its profile went away): nothing more is read
+        from the app, what it sent is delivered and acked, the module socket closes gracefully,
+        and the app reads what came back, then a clean EOF."""
+        if self.module is None or self.module.transport is None:
+            return
+        self.module.transport.unregisterProducer()  # its drained uplink must not resume us
+        self.transport.pauseProducing()
+        self.module.transport.loseConnection()
+
     def close(self) -> None:
         """Clean close once everything written is sent (the module side ended cleanly)."""
         self._unfeed()  # else loseConnection waits for the producer

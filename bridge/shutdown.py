@@ -1,0 +1,117 @@
+"""How the daemon stops (SIGTERM, ``systemctl stop``) without cutting what it carries.
+
+In order: STOPPING=1; the listeners stop accepting and the module-side servers stop; every
+profile's link ends gracefully (the app's bytes are delivered and acked, then AT+QICLOSE, then
+the app reads a clean EOF: :meth:`~bridge.proxy.admission.Admission.finish_links`) within
+:data:`LINK_BUDGET`, and the links still open then are aborted; each modem deactivates its PDP
+contexts (AT+QIDEACT) within :data:`DEACT_BUDGET`; then the modems stop and close their ports.
+One log line says what happened.
+
+The unit's TimeoutStopSec (systemd/cellbridge.service) covers LINK_BUDGET + DEACT_BUDGET and the
+port's close.
+"""
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.logger import Logger
+
+from bridge.at import commands
+
+#: How long the links have to end gracefully before they are aborted.
+LINK_BUDGET = 20.0
+#: How long the modems have to deactivate their contexts: AT+QIDEACT's default limit
+#: (bridge.at.commands.DEFAULT_TIMEOUTS; the app note allows it longer, a stop does not wait so).
+DEACT_BUDGET = 40.0
+#: How often an ending is checked on.
+POLL = 0.05
+
+log = Logger()
+
+
+def settled(clock, done, budget: float) -> Deferred:
+    """Deferred(True) once ``done()`` is true, or (False) after ``budget`` seconds."""
+    waiter = Deferred()
+    deadline = clock.seconds() + budget
+
+    def check():
+        if done():
+            waiter.callback(True)
+        elif clock.seconds() >= deadline:
+            waiter.callback(False)
+        else:
+            clock.callLater(POLL, check)
+    check()
+    return waiter
+
+
+@inlineCallbacks
+def end_links(clock, admissions, budget: float = LINK_BUDGET):
+    """End the links of ``admissions`` gracefully, abort those still open after ``budget``
+    -> (closed, aborted)."""
+    ending = sum(admission.finish_links() for admission in admissions)
+    yield settled(clock, lambda: not any(admission.sockets for admission in admissions), budget)
+    aborted = sum(admission.abort_links() for admission in admissions)
+    return ending - aborted, aborted
+
+
+def admission_of(listener):
+    """The :class:`~bridge.proxy.admission.Admission` behind a ``profile:NAME`` listener, or
+    None (a udp profile: its sessions end when its port closes)."""
+    factory = getattr(listener, "factory", None)
+    return factory if hasattr(factory, "finish_links") else None
+
+
+@inlineCallbacks
+def deactivate(modem, clock):
+    """AT+QIDEACT on each PDP context the modem uses (app note §2.3), within
+    :data:`DEACT_BUDGET` -> True if every context answered DEACT OK, None if the modem had no
+    context up (not ready: nothing to deactivate)."""
+    if not getattr(modem, "ready", False):
+        return None
+    deadline = clock.seconds() + DEACT_BUDGET
+    try:
+        for context in sorted(modem.contexts_in_use):
+            left = deadline - clock.seconds()
+            command = commands.qideact(min(modem.timeouts.qideact, left))
+            answer = Deferred()  # a wait that ends at the deadline, the command or not
+            modem.issue(command.addressing(modem.selection(context))).chainDeferred(answer)
+            yield answer.addTimeout(left, clock)
+    except Exception as error:  # an ERROR, a timeout, the port gone: the stop goes on
+        log.warn("{name}: AT+QIDEACT at stop: {error}", name=modem.name, error=error)
+        return False
+    return True
+
+
+def describe_contexts(outcomes, seconds: float) -> str:
+    """The deactivation part of the stop line."""
+    done = sum(1 for outcome in outcomes if outcome)
+    failed = sum(1 for outcome in outcomes if outcome is False)
+    if not done and not failed:
+        return "no context to deactivate"
+    text = f"{'context' if done == 1 else f'{done} contexts'} deactivated in {seconds:.1f} s"
+    return text + (f", {failed} failed" if failed else "")
+
+
+@inlineCallbacks
+def stop(root):
+    """Stop ``root``'s children in the order this module describes -> Deferred."""
+    clock = root.reactor
+    children = list(root)
+    if root.notifier is not None and root.notifier.running:
+        yield defer.maybeDeferred(root.notifier.stopService)  # STOPPING=1 before anything closes
+    listeners = [child for child in children
+                 if (child.name or "").startswith(("profile:", "server:"))]
+    yield defer.gatherResults([defer.maybeDeferred(child.stopService)
+                               for child in listeners if child.running], consumeErrors=True)
+    admissions = [admission for admission in map(admission_of, listeners) if admission is not None]
+    closed, aborted = yield end_links(clock, admissions)
+    started = clock.seconds()
+    modems = [child for child in children if (child.name or "").startswith("modem:")]
+    outcomes = yield defer.gatherResults([deactivate(modem, clock) for modem in modems],
+                                         consumeErrors=True)
+    contexts = describe_contexts(outcomes, clock.seconds() - started)
+    yield defer.gatherResults([defer.maybeDeferred(child.stopService)
+                               for child in reversed(children) if child.running],
+                              consumeErrors=True)
+    log.info("stopped: {closed} link(s) closed, {aborted} aborted, {contexts}", closed=closed,
+             aborted=aborted, contexts=contexts)
