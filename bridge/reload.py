@@ -121,7 +121,7 @@ class Reload:
                     self.applied(f"[server:{name}] removed")
         for name in sorted(replaced):
             modem = modems.pop(name)
-            root.remove_health_check(modem.healthy)
+            root.remove_health_check(getattr(modem, "healthy", None))  # make_modem_service added it
             yield root.stop_child(modem)
             if name not in new.modems:
                 self.applied(f"[modem:{name}] removed")
@@ -172,16 +172,17 @@ class Reload:
         modem = modems[profile.modem]
         if not rebuilt and before == profile and not modem_replaced:
             return
-        listener = root.namedServices.get(label)
-        admission = admission_of(listener) if listener is not None else None
-        if admission is not None:  # a tcp profile that stays: new links follow the new profile
-            open_links = len(admission.sockets)
-            admission.retarget(profile, modem)
-            if before.listen == profile.listen:
-                if before != profile:
-                    self.applied(f"[{label}] changed: new links follow it, {open_links} open "
-                                 "link(s) keep theirs")
-                return
+        listener, admission = root.namedServices.get(label), None
+        if listener is not None:  # a tcp profile that stays
+            admission = admission_of(listener)
+            if admission is not None:  # new links follow the new profile
+                open_links = len(admission.sockets)
+                admission.retarget(profile, modem)
+                if before.listen == profile.listen:
+                    if before != profile:
+                        self.applied(f"[{label}] changed: new links follow it, {open_links} "
+                                     "open link(s) keep theirs")
+                    return
             yield root.stop_child(listener)
         try:
             root.start_child(build_listener(root, profile, modem, admission))

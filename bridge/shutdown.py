@@ -49,8 +49,9 @@ def end_links(clock, admissions, budget: float = LINK_BUDGET):
     """End the links of ``admissions`` gracefully, abort those still open after ``budget``
     -> (closed, aborted)."""
     ending = sum(admission.finish_links() for admission in admissions)
-    yield settled(clock, lambda: not any(admission.sockets for admission in admissions), budget)
-    aborted = sum(admission.abort_links() for admission in admissions)
+    ended = yield settled(clock, lambda: not any(admission.sockets for admission in admissions),
+                          budget)
+    aborted = 0 if ended else sum(admission.abort_links() for admission in admissions)
     return ending - aborted, aborted
 
 
@@ -76,20 +77,29 @@ def deactivate(modem, clock):
             answer = Deferred()  # a wait that ends at the deadline, the command or not
             modem.issue(command.addressing(modem.selection(context))).chainDeferred(answer)
             yield answer.addTimeout(left, clock)
-    except Exception as error:  # an ERROR, a timeout, the port gone: the stop goes on
+    except defer.TimeoutError:
+        log.warn("{name}: AT+QIDEACT at stop: no answer within {budget:g} s", name=modem.name,
+                 budget=DEACT_BUDGET)
+        return False
+    except Exception as error:  # an ERROR, the port gone: the stop goes on
         log.warn("{name}: AT+QIDEACT at stop: {error}", name=modem.name, error=error)
         return False
     return True
 
 
 def describe_contexts(outcomes, seconds: float) -> str:
-    """The deactivation part of the stop line."""
+    """The deactivation part of the stop line (``outcomes``: :func:`deactivate`'s, per modem)."""
     done = sum(1 for outcome in outcomes if outcome)
     failed = sum(1 for outcome in outcomes if outcome is False)
     if not done and not failed:
         return "no context to deactivate"
-    text = f"{'context' if done == 1 else f'{done} contexts'} deactivated in {seconds:.1f} s"
-    return text + (f", {failed} failed" if failed else "")
+    parts = []
+    if done:
+        parts.append("context deactivated" if done == 1 else f"contexts of {done} modems "
+                     "deactivated")
+    if failed:
+        parts.append(f"{failed} deactivation(s) failed")
+    return f"{' and '.join(parts)} in {seconds:.1f} s"
 
 
 @inlineCallbacks
