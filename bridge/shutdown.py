@@ -3,12 +3,14 @@
 In order: STOPPING=1; the listeners stop accepting and the module-side servers stop; every
 profile's link ends gracefully (the app's bytes are delivered and acked, then AT+QICLOSE, then
 the app reads a clean EOF: :meth:`~bridge.proxy.admission.Admission.finish_links`) within
-:data:`LINK_BUDGET`, and the links still open then are aborted; each modem deactivates its PDP
-contexts (AT+QIDEACT) within :data:`DEACT_BUDGET`; then the modems stop and close their ports.
-One log line says what happened.
+:data:`LINK_BUDGET`, and the links still open then are aborted; once the module holds no socket
+of ours (every AT+QICLOSE answered, within :data:`RELEASE_BUDGET`: a link's protocol hears of its
+end before the command is on the wire, and AT+QIDEACT first would reset what the close ends
+cleanly), each modem deactivates its PDP contexts (AT+QIDEACT) within :data:`DEACT_BUDGET`; then
+the modems stop and close their ports. One log line says what happened.
 
-The unit's TimeoutStopSec (systemd/cellbridge.service) covers LINK_BUDGET + DEACT_BUDGET and the
-port's close.
+The unit's TimeoutStopSec (systemd/cellbridge.service) covers LINK_BUDGET + RELEASE_BUDGET +
+DEACT_BUDGET and the port's close.
 """
 
 from twisted.internet import defer
@@ -19,6 +21,8 @@ from bridge.at import commands
 
 #: How long the links have to end gracefully before they are aborted.
 LINK_BUDGET = 20.0
+#: How long the module sockets have to be released after that: AT+QICLOSE's default limit.
+RELEASE_BUDGET = 10.0
 #: How long the modems have to deactivate their contexts: AT+QIDEACT's default limit
 #: (bridge.at.commands.DEFAULT_TIMEOUTS; the app note allows it longer, a stop does not wait so).
 DEACT_BUDGET = 40.0
@@ -115,8 +119,10 @@ def stop(root):
                                for child in listeners if child.running], consumeErrors=True)
     admissions = [admission for admission in map(admission_of, listeners) if admission is not None]
     closed, aborted = yield end_links(clock, admissions)
-    started = clock.seconds()
     modems = [child for child in children if (child.name or "").startswith("modem:")]
+    yield settled(clock, lambda: not any(getattr(modem, "slots_in_use", ()) for modem in modems),
+                  RELEASE_BUDGET)
+    started = clock.seconds()
     outcomes = yield defer.gatherResults([deactivate(modem, clock) for modem in modems],
                                          consumeErrors=True)
     contexts = describe_contexts(outcomes, clock.seconds() - started)

@@ -72,11 +72,11 @@ class Gateway:
                      f"remote = tcp:127.0.0.1:{self.remote.getHost().port}\nlinger = 0.2\n")
         return text
 
-    async def start(self, profiles):
+    async def start(self, profiles, modem_keys=""):
         for sim in self.sims.values():
             sim.start()
         self.remote = reactor.listenTCP(0, self.echo, interface="127.0.0.1")
-        self.config.write_text(self.ini(profiles))
+        self.config.write_text(self.ini(profiles, modem_keys))
         self.bridge = BridgeProcess()
         env = dict(os.environ, PYTHONPATH=REPO, NOTIFY_SOCKET=str(self.tmp_path / "notify"))
         env.pop("WATCHDOG_USEC", None)
@@ -236,12 +236,17 @@ async def test_a_changed_modem_restarts_that_modem_only(gateway):
     assert not bed.bridge.lines("[modem:a] restarted")
 
 
+@pytest.mark.parametrize("mode", [
+    "",
+    # The simulator is unpaced: the bridge is told the fastest line, as in test_transparent_e2e.
+    "mode = transparent\nbaudrate = 460800\n",
+], ids=["mux", "transparent"])
 @pytest_twisted.ensureDeferred
-async def test_sigterm_closes_an_open_link_gracefully_and_deactivates_the_context(gateway):
+async def test_sigterm_closes_an_open_link_gracefully_and_deactivates_the_context(gateway, mode):
     bed = gateway()
     p1 = free_port()
-    await bed.start({"p1": (p1, "main")})
-    client = await connect(p1)
+    await bed.start({"p1": (p1, "main")}, modem_keys=mode)
+    client = await connect(p1, ResetSeen())
     client.transport.write(b"open at the stop")
     await until(lambda: bytes(client.received) == b"open at the stop", what="the echo")
     sim = bed.sims["main"]
@@ -249,8 +254,10 @@ async def test_sigterm_closes_an_open_link_gracefully_and_deactivates_the_contex
     bed.transport.signalProcess("TERM")
     assert await within(bed.bridge.exited, "the bridge to exit", timeout=60) == 0
     assert await within(client.closed, "the link to end") == b"open at the stop"
+    assert client.reason.check(ConnectionDone), "a graceful end is a clean EOF"
+    assert bed.echo.connections[0].reason.check(ConnectionDone)  # the module closed, not reset
     commands = [entry["cmd"] for entry in sim.command_log.entries()[before:]]
-    close = next(i for i, cmd in enumerate(commands) if cmd.startswith("AT+QICLOSE="))
+    close = next(i for i, cmd in enumerate(commands) if cmd.startswith("AT+QICLOSE"))
     assert "AT+QIDEACT" in commands[close:]
     stopped = bed.bridge.lines("stopped: ")
     assert len(stopped) == 1

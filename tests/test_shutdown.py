@@ -48,6 +48,7 @@ class Modem(Child):
 
     ready = True
     contexts_in_use = {0}
+    slots_in_use = frozenset()
     timeouts = type("Timeouts", (), {"qideact": 40.0})
 
     def __init__(self, name, events, clock, answer_after):
@@ -127,6 +128,19 @@ def test_an_unanswered_qideact_holds_the_stop_for_its_budget_only(logged):
     warning, summary = lines(logged)[-2:]
     assert warning == "modem:main: AT+QIDEACT at stop: no answer within 40 s"
     assert summary == "stopped: 0 link(s) closed, 0 aborted, 1 deactivation(s) failed in 40.0 s"
+
+
+def test_qideact_waits_until_the_module_holds_no_socket_of_ours(logged):
+    """A link's protocol hears of its end before its AT+QICLOSE is on the wire (a transparent
+    session escapes first): AT+QIDEACT before it would reset what the close ends cleanly."""
+    root, clock, events = tree(ends_after=[], answer_after=0.0)
+    modem = root.getServiceNamed("modem:main")
+    modem.slots_in_use = frozenset({0})
+    clock.callLater(0.3, setattr, modem, "slots_in_use", frozenset())
+    root.stopService()
+    clock.pump([0.05] * 10)
+    [(_, _, _, at)] = [event for event in events if event[0] == "issue"]
+    assert 0.3 <= at < 0.3 + 2 * shutdown.POLL
 
 
 def test_a_modem_not_ready_is_not_asked(monkeypatch, logged):
