@@ -68,6 +68,8 @@ class Reload:
     @inlineCallbacks
     def _run(self, path):
         root = self.root
+        if not root.running:
+            return  # stopping: nothing to reload into
         if root.notifier is not None:
             root.notifier.reloading()
         try:
@@ -187,7 +189,7 @@ class Reload:
         try:
             root.start_child(build_listener(root, profile, modem, admission))
         except CellbridgeError as error:
-            self.applied(f"{error}; not listening", level=log.error)
+            self.applied(f"{error} (not listening; the rest applies)", level=log.error)
             return
         what = "added" if before is None else "changed" if before != profile else "restarted"
         self.applied(f"[{label}] {what}: listening on {profile.listen.endpoint}")

@@ -61,15 +61,16 @@ class Gateway:
         self.transport = None
 
     def ini(self, profiles, modem_keys=""):
-        """The config text: ``profiles`` {name: (port, modem)}; ``modem_keys`` go to the last
-        modem's section."""
+        """The config text: ``profiles`` {name: (port, modem[, remote port])} (the remote is the
+        echo server unless given); ``modem_keys`` go to the last modem's section."""
         text = f"[cellbridge]\nlog_level = info\nstate_dir = {self.tmp_path}\n"
         for name, sim in self.sims.items():
             text += f"[modem:{name}]\nport = {sim.device}\napn = internet\nreceive = pull\n"
         text += modem_keys
-        for name, (port, modem) in profiles.items():
+        for name, (port, modem, *remote) in profiles.items():
+            remote = remote[0] if remote else self.remote.getHost().port
             text += (f"[profile:{name}]\nmodem = {modem}\nlisten = tcp:{port}:interface=127.0.0.1\n"
-                     f"remote = tcp:127.0.0.1:{self.remote.getHost().port}\nlinger = 0.2\n")
+                     f"remote = tcp:127.0.0.1:{remote}\nlinger = 0.2\n")
         return text
 
     async def start(self, profiles, modem_keys=""):
@@ -210,6 +211,29 @@ async def test_removing_a_profile_closes_its_listener_and_ends_its_links_gracefu
     await echoed(p1, b"p1 untouched")
     await until(lambda: bed.bridge.lines("[profile:p2] removed: 1 link(s) closed, 0 aborted"),
                 what="the removed profile's links to be counted")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_changed_profile_applies_to_new_links_and_open_ones_keep_their_remote(gateway):
+    bed = gateway()
+    p1 = free_port()
+    other = server(Echo)
+    other_port = reactor.listenTCP(0, other, interface="127.0.0.1")
+    try:
+        await bed.start({"p1": (p1, "main")})
+        client = await connect(p1)
+        client.transport.write(b"old remote")
+        await until(lambda: bytes(client.received) == b"old remote", what="the first echo")
+        await bed.reload(bed.ini({"p1": (p1, "main", other_port.getHost().port)}))
+        client.transport.write(b", still")
+        await until(lambda: bytes(client.received) == b"old remote, still", what="the old link")
+        await echoed(p1, b"new remote")
+        assert [bytes(c.received) for c in bed.echo.connections] == [b"old remote, still"]
+        assert [bytes(c.received) for c in other.connections] == [b"new remote"]
+        assert bed.bridge.lines("reload: [profile:p1] changed: new links follow it, 1 open "
+                                "link(s) keep theirs")
+    finally:
+        await other_port.stopListening()
 
 
 @pytest_twisted.ensureDeferred

@@ -1,8 +1,14 @@
 """Reload (bridge.reload) on the service tree with stand-in parts, and what systemd hears: the
 exact datagrams on a real AF_UNIX socket, the tree before and after, one log line per change."""
 
+import signal
+import socket
+import subprocess
+import sys
+
 import pytest
 from twisted.application.service import Service
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
@@ -10,6 +16,8 @@ from twisted.logger import capturedLogs
 from bridge.config import load_config
 from bridge.reload import modems_to_restart
 from bridge.service import make_service
+from tests.e2e_bed import free_port
+from tests.test_cli import ENV, RUN_WITH_FAKE_PARTS
 from tests.test_systemd import notify_socket, received  # noqa: F401 (a fixture)
 
 BASE = """\
@@ -37,8 +45,15 @@ def ini(general="", modem="", profiles=""):
 class Reactor(MemoryReactorClock):
     """Memory reactor with a listenUDP (MemoryReactorClock has none)."""
 
+    taken = ()  #: ports that cannot be bound
+
     def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
         return self.listenTCP(port, Factory(), interface=interface)
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        if port in self.taken:
+            raise CannotListenError(interface, port, OSError(98, "Address already in use"))
+        return super().listenTCP(port, factory, backlog, interface)
 
 
 class Admission(Factory):
@@ -175,6 +190,30 @@ def test_a_changed_modem_restarts_it_alone_and_its_profile_keeps_its_listener(tr
     assert lines[0] == "reload: [modem:main] restarted: its links reset"
 
 
+def test_a_profile_with_a_new_listen_address_is_bound_anew_with_its_factory(tree):
+    root = tree(ini())
+    web = root.getServiceNamed("profile:web")
+    lines, _ = root.test.reload(ini().replace("listen = tcp:8080", "listen = tcp:8088"))
+    moved = root.getServiceNamed("profile:web")
+    assert not web.running and moved.running and moved.factory is web.factory  # links stay
+    assert listeners(root.test.reactor)[-1] == (8088, "127.0.0.1")
+    assert root.test.events == [("retarget", "web", "modem:main")]
+    assert lines[0] == "reload: [profile:web] changed: listening on tcp:8088:interface=127.0.0.1"
+
+
+def test_a_port_that_cannot_be_bound_is_logged_and_the_rest_applies(tree):
+    root = tree(ini())
+    root.test.reactor.taken = (2525,)
+    lines, notices = root.test.reload(ini(profiles="".join(
+        f"[profile:{name}]\nmodem = main\nlisten = tcp:{port}\nremote = tcp:10.0.0.1:25\n"
+        for name, port in (("mail", 2525), ("news", 2626)))))
+    assert "profile:mail" not in root.namedServices and root.getServiceNamed("profile:news").running
+    assert notices[-1] == "READY=1\nSTATUS=ready: 2 listener(s) bound"
+    assert lines[:2] == ["reload: [profile:mail] listen: Couldn't listen on 127.0.0.1:2525: "
+                         "[Errno 98] Address already in use. (not listening; the rest applies)",
+                         "reload: [profile:news] added: listening on tcp:2626:interface=127.0.0.1"]
+
+
 def test_a_removed_profile_stops_listening(tree):
     root = tree(ini(profiles="[profile:mail]\nmodem = main\nlisten = tcp:2525\n"
                              "remote = tcp:10.0.0.1:25\n"))
@@ -211,3 +250,36 @@ def test_which_modems_restart(tmp_path, change, restarted):
     old.write_text(ini())
     new.write_text(ini(profiles=change))
     assert modems_to_restart(load_config(str(old)), load_config(str(new))) == restarted
+
+
+def test_sighup_under_twistd_reloads_too(tmp_path):
+    """twistd leaves SIGHUP alone: the plugin's tree installs the same reload as ``run``."""
+    first, second = free_port(), free_port()
+    config = tmp_path / "twistd.ini"
+    profile = "[profile:{0}]\nlisten = tcp:{1}\nremote = tcp:127.0.0.1:7\n"
+    config.write_text("[modem:main]\nport = sim\n" + profile.format("one", first))
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(30)
+    script = RUN_WITH_FAKE_PARTS.split("from bridge.cli import main")[0] + (
+        "from twisted.scripts.twistd import run\nsys.argv[0] = 'twistd'\nrun()\n")
+    env = dict(ENV, NOTIFY_SOCKET=str(tmp_path / "notify"))
+    env.pop("WATCHDOG_USEC", None)
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, "-n", "--pidfile=", "--logfile=-", "cellbridge", "-c",
+         str(config)], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    try:
+        assert notify.recv(4096).startswith(b"READY=1")
+        config.write_text(config.read_text() + profile.format("two", second))
+        process.send_signal(signal.SIGHUP)
+        assert notify.recv(4096).startswith(b"RELOADING=1\nMONOTONIC_USEC=")
+        assert notify.recv(4096) == b"READY=1\nSTATUS=ready: 2 listener(s) bound"
+        with socket.create_connection(("127.0.0.1", second), timeout=30) as client:
+            client.sendall(b"echo")
+            assert client.recv(4) == b"echo"
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+        notify.close()
+    assert "reload: [profile:two] added: listening on tcp:" in output
