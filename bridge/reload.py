@@ -159,9 +159,12 @@ class Reload:
         admission = admission_of(listener)
         if not gone:
             return
-        links = len(admission.sockets) if admission is not None else 0
+        if admission is None:  # a udp profile: its sessions ended with its port
+            self.applied(f"[profile:{name}] removed: port closed, its sessions ended")
+            return
+        links = len(admission.sockets)
         self.applied(f"[profile:{name}] removed: listener closed, {links} link(s) ending")
-        if admission is not None and links:
+        if links:
             end_links(self.root.reactor, [admission]).addCallback(
                 lambda counts: log.info("[profile:{name}] removed: {closed} link(s) closed, "
                                         "{aborted} aborted", name=name, closed=counts[0],

@@ -214,6 +214,19 @@ def test_a_port_that_cannot_be_bound_is_logged_and_the_rest_applies(tree):
                          "reload: [profile:news] added: listening on tcp:2626:interface=127.0.0.1"]
 
 
+def test_a_changed_udp_profile_is_replaced_and_a_removed_one_closes_its_port(tree):
+    dns = "[profile:dns]\nmodem = main\nlisten = udp:5353\nremote = udp:10.0.0.1:{0}\n"
+    root = tree(ini(profiles=dns.format(53)))
+    old = root.getServiceNamed("profile:dns")
+    lines, _ = root.test.reload(ini(profiles=dns.format(5300)))
+    new = root.getServiceNamed("profile:dns")
+    assert new is not old and new.running and not old.running
+    assert lines[0] == "reload: [profile:dns] changed: listening on udp:5353"
+    lines, _ = root.test.reload(ini())
+    assert "profile:dns" not in root.namedServices and not new.running
+    assert lines[0] == "reload: [profile:dns] removed: port closed, its sessions ended"
+
+
 def test_a_removed_profile_stops_listening(tree):
     root = tree(ini(profiles="[profile:mail]\nmodem = main\nlisten = tcp:2525\n"
                              "remote = tcp:10.0.0.1:25\n"))
