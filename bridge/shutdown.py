@@ -1,9 +1,10 @@
 """How the daemon stops (SIGTERM, ``systemctl stop``) without cutting what it carries.
 
-In order: STOPPING=1; the listeners stop accepting and the module-side servers stop; every
-profile's link ends gracefully (the app's bytes are delivered and acked, then AT+QICLOSE, then
-the app reads a clean EOF: :meth:`~bridge.proxy.admission.Admission.finish_links`) within
-:data:`LINK_BUDGET`, and the links still open then are aborted; once the module holds no socket
+In order: STOPPING=1; the listeners stop accepting; every link, a profile's or a module-side
+server's tcp client, ends gracefully (the app's bytes are delivered and acked, then AT+QICLOSE,
+then the app reads a clean EOF: :meth:`~bridge.proxy.admission.Admission.finish_links`) within
+:data:`LINK_BUDGET`, and the links still open then are aborted; the servers stop (their
+listeners closed); once the module holds no socket
 of ours (every AT+QICLOSE answered, within :data:`RELEASE_BUDGET`: a link's protocol hears of its
 end before the command is on the wire, and AT+QIDEACT first would reset what the close ends
 cleanly), each modem deactivates its PDP contexts (AT+QIDEACT) within :data:`DEACT_BUDGET`; then
@@ -49,13 +50,12 @@ def settled(clock, done, budget: float) -> Deferred:
 
 
 @inlineCallbacks
-def end_links(clock, admissions, budget: float = LINK_BUDGET):
-    """End the links of ``admissions`` gracefully, abort those still open after ``budget``
-    -> (closed, aborted)."""
-    ending = sum(admission.finish_links() for admission in admissions)
-    ended = yield settled(clock, lambda: not any(admission.sockets for admission in admissions),
-                          budget)
-    aborted = 0 if ended else sum(admission.abort_links() for admission in admissions)
+def end_links(clock, holders, budget: float = LINK_BUDGET):
+    """End the links of ``holders`` (:func:`link_holder`) gracefully, abort those still open
+    after ``budget`` -> (closed, aborted)."""
+    ending = sum(holder.finish_links() for holder in holders)
+    ended = yield settled(clock, lambda: not any(holder.sockets for holder in holders), budget)
+    aborted = 0 if ended else sum(holder.abort_links() for holder in holders)
     return ending - aborted, aborted
 
 
@@ -64,6 +64,12 @@ def admission_of(listener):
     None (a udp profile: its sessions end when its port closes)."""
     factory = getattr(listener, "factory", None)
     return factory if hasattr(factory, "finish_links") else None
+
+
+def link_holder(child):
+    """What ends the links of a child of the tree (``finish_links``, ``abort_links``,
+    ``sockets``): a tcp profile's Admission, a module-side server itself; else None."""
+    return child if hasattr(child, "finish_links") else admission_of(child)
 
 
 @inlineCallbacks
@@ -106,28 +112,29 @@ def describe_contexts(outcomes, seconds: float) -> str:
     return f"{' and '.join(parts)} in {seconds:.1f} s"
 
 
+def stop_children(children) -> Deferred:
+    """Stop those of ``children`` still running, together."""
+    return defer.gatherResults([defer.maybeDeferred(child.stopService)
+                                for child in children if child.running], consumeErrors=True)
+
+
 @inlineCallbacks
 def stop(root):
     """Stop ``root``'s children in the order this module describes -> Deferred."""
     clock = root.reactor
-    children = list(root)
     if root.notifier is not None and root.notifier.running:
         yield defer.maybeDeferred(root.notifier.stopService)  # STOPPING=1 before anything closes
-    listeners = [child for child in children
-                 if (child.name or "").startswith(("profile:", "server:"))]
-    yield defer.gatherResults([defer.maybeDeferred(child.stopService)
-                               for child in listeners if child.running], consumeErrors=True)
-    admissions = [admission for admission in map(admission_of, listeners) if admission is not None]
-    closed, aborted = yield end_links(clock, admissions)
-    modems = [child for child in children if (child.name or "").startswith("modem:")]
+    yield stop_children(root.children_named("profile:"))
+    holders = [holder for holder in map(link_holder, root) if holder is not None]
+    closed, aborted = yield end_links(clock, holders)
+    yield stop_children(root.children_named("server:"))
+    modems = root.children_named("modem:")
     yield settled(clock, lambda: not any(getattr(modem, "slots_in_use", ()) for modem in modems),
                   RELEASE_BUDGET)
     started = clock.seconds()
     outcomes = yield defer.gatherResults([deactivate(modem, clock) for modem in modems],
                                          consumeErrors=True)
     contexts = describe_contexts(outcomes, clock.seconds() - started)
-    yield defer.gatherResults([defer.maybeDeferred(child.stopService)
-                               for child in reversed(children) if child.running],
-                              consumeErrors=True)
+    yield stop_children(reversed(list(root)))
     log.info("stopped: {closed} link(s) closed, {aborted} aborted, {contexts}", closed=closed,
              aborted=aborted, contexts=contexts)

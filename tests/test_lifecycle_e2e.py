@@ -14,12 +14,14 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.logger import capturedLogs, formatEvent
 
 from bridge.config import load_config
 from bridge.errors import ConfigError
 from bridge.sim import SimOptions, Simulator
 from tests.e2e_bed import (Echo, ResetSeen, connect, free_port, salted, server, sha, until,
                            within)
+from tests.test_server_e2e import start as start_server_bed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -287,3 +289,28 @@ async def test_sigterm_closes_an_open_link_gracefully_and_deactivates_the_contex
     assert len(stopped) == 1
     assert "stopped: 1 link(s) closed, 0 aborted, context deactivated in " in stopped[0]
     assert await bed.notified("STOPPING=1") == "STOPPING=1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stop_ends_a_module_side_servers_client_gracefully_too(tmp_path):
+    """In process (a module-side client needs the bed's simulator listener): the server's tcp
+    client is a link like a profile's."""
+    bed = await start_server_bed(tmp_path)
+    try:
+        client = await connect(bed.server_port, ResetSeen())
+        client.transport.write(b"through the module-side server")
+        await until(lambda: bytes(client.received) == b"through the module-side server",
+                    what="the echo through the server")
+        before = len(bed.commands())
+        with capturedLogs() as events:
+            await within(defer.maybeDeferred(bed.root.stopService), "the stop")
+        assert await within(client.closed, "the client to end") == b"through the module-side server"
+        assert client.reason.check(ConnectionDone), "a graceful end is a clean EOF"
+        [local_service] = bed.remote_factory.connections
+        assert local_service.reason.check(ConnectionDone), "the local service is not reset"
+        commands = bed.commands()[before:]
+        assert commands.index("AT+QICLOSE=0") < commands.index("AT+QIDEACT")
+        [stopped] = [formatEvent(event) for event in events if "stopped:" in event["log_format"]]
+        assert stopped.startswith("stopped: 1 link(s) closed, 0 aborted, context deactivated in ")
+    finally:
+        await bed.stop()
