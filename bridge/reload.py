@@ -96,6 +96,10 @@ class Reload:
         (level or log.info)("reload: {what}", what=what)
         self._applied.append(what)
 
+    def not_listening(self, error) -> None:
+        """A child that could not bind: logged at error, and the reload goes on."""
+        self.applied(f"{error} (not listening; the rest applies)", level=log.error)
+
     @inlineCallbacks
     def _apply(self, old, new):
         root = self.root
@@ -192,7 +196,7 @@ class Reload:
         try:
             root.start_child(build_listener(root, profile, modem, admission))
         except CellbridgeError as error:
-            self.applied(f"{error} (not listening; the rest applies)", level=log.error)
+            self.not_listening(error)
             return
         what = "added" if before is None else "changed" if before != profile else "restarted"
         self.applied(f"[{label}] {what}: listening on {profile.listen.endpoint}")
@@ -210,8 +214,12 @@ class Reload:
                 root.set_log_level(value)
                 self.applied(f"log_level {old_value} -> {value}")
             elif key in root.general_children:
-                what = yield root.rebuild_general_child(key)
-                self.applied(f"{key}: {what}")
+                try:
+                    what = yield root.rebuild_general_child(key)
+                except CellbridgeError as error:
+                    self.not_listening(error)
+                else:
+                    self.applied(f"{key}: {what}")
             else:
                 self.applied(f"[cellbridge] {key} changed: applies at the next start",
                              level=log.warn)

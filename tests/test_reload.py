@@ -108,10 +108,17 @@ class Parts:
         return self._service(f"server:{server.name}")
 
     def control(self, root):
-        """A test double of a ``[cellbridge]`` key's child (the control socket's)."""
-        if not root.config.general.control:
+        """A test double of a ``[cellbridge]`` key's child (the control socket's); ``tcp:...``
+        cannot be bound."""
+        address = root.config.general.control
+        if not address:
             return None
-        return self._service(f"control at {root.config.general.control}")
+        child = self._service(f"control at {address}")
+        if address.startswith("tcp:"):
+            def refuse():
+                raise CannotListenError("127.0.0.1", 1, OSError(98, "Address already in use"))
+            child.privilegedStartService = refuse
+        return child
 
 
 @pytest.fixture
@@ -249,6 +256,16 @@ def test_log_level_applies_at_once_and_a_key_with_a_child_replaces_it(tree):
     lines, _ = root.test.reload(ini(general="log_level = debug\nstate_dir = /var/lib/other"))
     assert "control" not in root.namedServices
     assert lines[0] == "reload: control: stopped"
+
+
+def test_a_keys_child_that_cannot_bind_is_logged_and_the_rest_applies(tree):
+    root = tree(ini(general="control = unix:/run/a.sock"))
+    lines, notices = root.test.reload(ini(general="control = tcp:1\nlog_level = warn"))
+    assert "control" not in root.namedServices and root.test.levels == ["warn"]
+    assert notices[-1].startswith("READY=1")
+    assert lines[:2] == ["reload: [control] listen: Couldn't listen on 127.0.0.1:1: [Errno 98] "
+                         "Address already in use. (not listening; the rest applies)",
+                         "reload: log_level info -> warn"]
 
 
 @pytest.mark.parametrize("change, restarted", [
