@@ -117,10 +117,7 @@ class CellbridgeService(MultiService):
         """Bind every listener; a port that cannot be bound stops start-up, naming its profile."""
         Service.privilegedStartService(self)
         for child in self:
-            try:
-                child.privilegedStartService()
-            except CannotListenError as error:
-                raise CellbridgeError(f"[{child.name}] listen: {error}") from error
+            bind(child)
 
     def startService(self):
         for warning in config_warnings(self.config):  # what `cellbridge check` warns about
@@ -147,9 +144,10 @@ class CellbridgeService(MultiService):
         return f"ready: {len(listeners)} listener(s) bound"
 
     def _ready(self, _):
-        self.log.info("{status}", status=self.ready_status())
+        status = self.ready_status()
+        self.log.info("{status}", status=status)
         if self.notifier is not None:
-            self.notifier.ready(self.ready_status())
+            self.notifier.ready(status)
 
     def children_named(self, prefix):
         """The children whose name starts with ``prefix`` (``"profile:"`` ...), in tree order."""
@@ -158,10 +156,7 @@ class CellbridgeService(MultiService):
     def start_child(self, child):
         """Add ``child`` to a running tree and start it (bind, then start): a listener that
         cannot bind raises CellbridgeError naming it, and is not added."""
-        try:
-            child.privilegedStartService()
-        except CannotListenError as error:
-            raise CellbridgeError(f"[{child.name}] listen: {error}") from error
+        bind(child)
         # What addService does, without binding a second time (its privilegedStartService).
         child.parent = self
         self.namedServices[child.name] = child
@@ -191,6 +186,15 @@ class CellbridgeService(MultiService):
         """Re-read ``path`` and apply what changed (:mod:`bridge.reload`) -> Deferred."""
         from bridge.reload import Reload
         return Reload.of(self).run(path)
+
+
+def bind(child):
+    """``child.privilegedStartService()`` (a listener binds there); a port that cannot be bound
+    raises CellbridgeError naming the child."""
+    try:
+        child.privilegedStartService()
+    except CannotListenError as error:
+        raise CellbridgeError(f"[{child.name}] listen: {error}") from error
 
 
 def contexts_in_use(config, modem_name):
