@@ -25,7 +25,8 @@ LINK_BUDGET = 20.0
 #: How long the module sockets have to be released after that: AT+QICLOSE's default limit.
 RELEASE_BUDGET = 10.0
 #: How long the modems have to deactivate their contexts: AT+QIDEACT's default limit
-#: (bridge.at.commands.DEFAULT_TIMEOUTS; the app note allows it longer, a stop does not wait so).
+#: (bridge.at.commands.DEFAULT_TIMEOUTS). It can take 2.5 min on a bad network; the app note
+#: recommends giving up within a minute (app note §5.5, docs/at-dialect.md §4.1).
 DEACT_BUDGET = 40.0
 #: How often an ending is checked on.
 POLL = 0.05
@@ -74,7 +75,8 @@ def link_holder(child):
 
 @inlineCallbacks
 def deactivate(modem, clock):
-    """AT+QIDEACT on each PDP context the modem uses (app note §2.3), within
+    """AT+QIDEACT on each PDP context the modem uses (app note §5.5: a context not used for long
+    should be deactivated), within
     :data:`DEACT_BUDGET` -> True if every context answered DEACT OK, None if the modem had no
     context up (not ready: nothing to deactivate)."""
     if not getattr(modem, "ready", False):
