@@ -35,13 +35,15 @@ def command_run(args):
     from twisted.internet import reactor
 
     from bridge.logs import start_logging
+    from bridge.reload import install_reload_signal
     from bridge.service import make_service
     from bridge.traffic import install_ring_dump
 
     config = load_config(args.config)
     root = make_service(config, reactor)
-    start_logging(config.general.log_level)
+    root.set_log_level = start_logging(config.general.log_level)
     install_ring_dump(reactor, root)
+    install_reload_signal(reactor, root, args.config)
     root.privilegedStartService()
     root.startService()
     reactor.addSystemEventTrigger("before", "shutdown", root.stopService)
@@ -74,7 +76,8 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"cellbridge {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, handler, summary in (
-            ("run", command_run, "run the bridge in the foreground (SIGTERM stops it cleanly)"),
+            ("run", command_run, "run the bridge in the foreground (SIGTERM stops it cleanly, "
+                                 "SIGHUP reloads the config)"),
             ("check", command_check, "validate a config file: exit 0, or 78 with one line per "
                                      "problem on stderr")):
         command = commands.add_parser(name, help=summary, description=summary, epilog=EPILOG,

@@ -62,25 +62,44 @@ def listen_address(listen) -> str:
     return listen.endpoint
 
 
-def listening(config) -> Tuple[str, str]:
-    """The daemon's words once every listener is bound: systemd's STATUS (``listening: 2
-    listener(s)``), and the log line, which adds where (``[profile:web] tcp:8080:...``)."""
-    where = [f"[profile:{p.name}] {listen_address(p.listen)}" for p in config.profiles.values()]
+def listening(profiles) -> Tuple[str, str]:
+    """The daemon's words once the listeners of ``profiles`` are bound: systemd's STATUS
+    (``listening: 2 listener(s)``), and the log line, which adds where (``[profile:web]
+    tcp:8080:...``)."""
+    where = [f"[profile:{p.name}] {listen_address(p.listen)}" for p in profiles]
     status = f"listening: {len(where)} listener(s)"
     return status, f"{status}: {', '.join(where)}" if where else status
 
 
 def make_observer(level_name, stream=None, environ=None):
-    """A log observer writing events at ``level_name`` or above to ``stream`` (default stderr)."""
+    """A log observer writing events at ``level_name`` or above to ``stream`` (default stderr);
+    its ``level`` attribute is the :class:`LevelSwitch` that changes that level (a reload)."""
     stream = sys.stderr if stream is None else stream
     environ = os.environ if environ is None else environ
     if environ.get("JOURNAL_STREAM"):
         observer = FileLogObserver(stream, journal_line)
     else:
         observer = textFileLogObserver(stream)
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level_name))
-    return quieted(FilteringLogObserver(observer, [predicate]))
+    level = LevelSwitch(level_name)
+    quiet = quieted(FilteringLogObserver(observer, [level.predicate]))
+    quiet.level = level
+    return quiet
 
 
-def start_logging(level_name):
-    globalLogBeginner.beginLoggingTo([make_observer(level_name)], redirectStandardIO=False)
+class LevelSwitch:
+    """The minimum level of one observer, changeable while it runs (a reload applies
+    ``log_level`` at once)."""
+
+    def __init__(self, level_name) -> None:
+        self.predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level_name))
+
+    def __call__(self, level_name) -> None:
+        self.predicate.defaultLogLevel = LogLevel.levelWithName(level_name)
+        self.predicate.clearLogLevels()
+
+
+def start_logging(level_name) -> LevelSwitch:
+    """Log to stderr at ``level_name``; returns what changes the level later."""
+    observer = make_observer(level_name)
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    return observer.level

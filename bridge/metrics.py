@@ -27,7 +27,6 @@ from bridge.proxy.admission import Admission
 from bridge.proxy.datagram import DatagramRelay
 
 #: The service tree's child that serves /metrics.
-SERVICE_NAME = "metrics"
 
 #: Every metric: name -> (type, help). Counters end in ``_total``, sizes are in bytes.
 METRICS = {
@@ -247,13 +246,11 @@ def metrics_site(root) -> Site:
 
 
 def make_metrics_service(root):
-    """The ``metrics`` child of the tree (added to ``root``), or None when the key is empty.
+    """The ``metrics`` child of the tree (not yet added), or None when the key is empty.
     Like the tcp listeners, a ``strports.service``: a port that cannot be bound stops start-up
     with one line."""
     endpoint = root.config.general.metrics
     if not endpoint:
         return None
     service = strports.service(endpoint, metrics_site(root), reactor=root.reactor)
-    service.setName(SERVICE_NAME)
-    service.setServiceParent(root)
     return service

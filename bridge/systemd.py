@@ -8,6 +8,7 @@ a no-op, so the daemon behaves the same in a terminal.
 
 import os
 import socket
+import time
 
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
@@ -36,6 +37,11 @@ def sd_notify(message, environ=os.environ):
     return True
 
 
+def monotonic_usec() -> int:
+    """CLOCK_MONOTONIC in microseconds: what ``MONOTONIC_USEC=`` carries (sd_notify(3))."""
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+
+
 def watchdog_interval(environ=os.environ, pid=None):
     """Seconds between watchdog pings (half of ``WATCHDOG_USEC``), or None when not asked for.
 
@@ -51,18 +57,20 @@ def watchdog_interval(environ=os.environ, pid=None):
 
 
 class SystemdNotifier(Service):
-    """READY=1 / STATUS= / STOPPING=1, and WATCHDOG=1 while ``healthy()`` says so.
+    """READY=1 / STATUS= / RELOADING=1 / STOPPING=1, and WATCHDOG=1 while ``healthy()`` says so.
 
     :param clock: an ``IReactorTime`` for the watchdog loop.
     :param healthy: called before each ping; a wedged engine stops the pings and systemd restarts
         the daemon (a module out of coverage should still count as healthy).
     :param environ: where ``NOTIFY_SOCKET`` and ``WATCHDOG_USEC`` come from.
+    :param monotonic: ``monotonic_usec``'s stand-in for tests.
     """
 
     name = "systemd"
 
-    def __init__(self, clock, healthy, environ=os.environ):
+    def __init__(self, clock, healthy, environ=os.environ, monotonic=monotonic_usec):
         self._clock = clock
+        self._monotonic = monotonic
         self._healthy = healthy
         self._environ = environ
         self._watchdog = None
@@ -77,6 +85,11 @@ class SystemdNotifier(Service):
 
     def status(self, text):
         self.notify(f"STATUS={text}")
+
+    def reloading(self):
+        """A reload begins: systemd keeps ``systemctl reload`` waiting until the next READY=1
+        (sd_notify(3): RELOADING=1 must carry the time it was sent, on CLOCK_MONOTONIC)."""
+        self.notify("RELOADING=1", f"MONOTONIC_USEC={self._monotonic()}")
 
     def startService(self):
         super().startService()

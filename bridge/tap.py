@@ -4,6 +4,7 @@ The config is loaded in ``postOptions`` so that a bad file is a usage error: twi
 problems (one line each, as ``cellbridge check`` does) and exits without a traceback.
 """
 
+import os
 import sys
 
 from twisted.python import usage
@@ -27,14 +28,20 @@ class Options(usage.Options):
 
 
 def makeService(options, reactor=None):
-    """The root service for twistd (which passes only ``options``; tests pass a fake reactor)."""
+    """The root service for twistd (which passes only ``options``; tests pass a fake reactor).
+    Under twistd, SIGHUP reloads the config as under ``cellbridge run`` (twistd leaves it alone)."""
     from bridge.service import make_service
     from bridge.traffic import install_ring_dump
 
-    if reactor is None:
+    if reactor is not None:  # tests
+        root = make_service(options.cellbridge_config, reactor)
+    else:
         from twisted.internet import reactor
+
+        from bridge.reload import install_reload_signal
         sys.excepthook = report_expected_errors(sys.excepthook)
-    root = make_service(options.cellbridge_config, reactor)
+        root = make_service(options.cellbridge_config, reactor)
+        install_reload_signal(reactor, root, os.path.abspath(options["config"]))  # twistd may chdir
     # Once running: by then twistd has taken SIGUSR1 if it rotates a --logfile with it.
     reactor.callWhenRunning(install_ring_dump, reactor, root, only_if_free=True)
     return root

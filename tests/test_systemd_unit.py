@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 
+from bridge import shutdown
 from bridge.errors import EXIT_CONFIG, EXIT_SIM_LOCKED
 
 UNIT = pathlib.Path(__file__).parent.parent / "systemd" / "cellbridge.service"
@@ -23,6 +24,7 @@ def unit_values(key):
 def test_unit_matches_the_daemon():
     assert unit_values("Type") == ["notify"]
     assert unit_values("ExecStart")[0].endswith(" run -c /etc/cellbridge/cellbridge.ini")
+    assert unit_values("ExecReload") == ["/bin/kill -HUP $MAINPID"]  # SIGHUP reloads
     assert set(unit_values("RestartPreventExitStatus")[0].split()) == {
         str(EXIT_SIM_LOCKED), str(EXIT_CONFIG)}
     assert unit_values("StateDirectory") == ["cellbridge"]  # the default state_dir
@@ -31,6 +33,12 @@ def test_unit_matches_the_daemon():
     assert "AF_UNIX" in unit_values("RestrictAddressFamilies")[0]  # NOTIFY_SOCKET
     for forbidden in ("MemoryDenyWriteExecute", "PrivateDevices", "PrivateUsers"):
         assert unit_values(forbidden) == []
+
+
+def test_stop_timeout_covers_the_stop_budget():
+    port_close = 1.0
+    worst = shutdown.LINK_BUDGET + shutdown.RELEASE_BUDGET + shutdown.DEACT_BUDGET + port_close
+    assert worst < int(unit_values("TimeoutStopSec")[0])
 
 
 @pytest.fixture

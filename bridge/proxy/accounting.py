@@ -52,13 +52,14 @@ class Link:
     """One link's tally: bytes each way, and once opened, when and who connected it. (Anything
     with these attributes can be a ledger's link: a udp server's peer reads its socket's.)"""
 
-    __slots__ = ("uplink", "downlink", "opened", "client", "cause")
+    __slots__ = ("uplink", "downlink", "opened", "client", "remote", "cause")
 
     def __init__(self) -> None:
         self.uplink = 0
         self.downlink = 0
         self.opened = None  # clock time once spliced
         self.client = ""
+        self.remote = ""  # the ledger's when opened (a reload may retarget the ledger later)
         self.cause = None  # once closed
 
 
@@ -83,6 +84,7 @@ class Ledger:
         client)."""
         link.opened = self.clock.seconds()
         link.client = client
+        link.remote = self.remote
         self.open.add(link)
 
     def closed(self, link: Link, cause: str, log: bool = True) -> None:
@@ -103,7 +105,7 @@ class Ledger:
         if log:
             self.log.info("[{title}] link {client} -> {remote} closed ({cause}) after "
                           "{duration:.1f} s: {up} bytes up, {down} bytes down", title=self.title,
-                          client=link.client, remote=self.remote, cause=cause,
+                          client=link.client, remote=link.remote, cause=cause,
                           duration=self.clock.seconds() - link.opened, up=link.uplink,
                           down=link.downlink)
 

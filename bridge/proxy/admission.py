@@ -34,9 +34,17 @@ class Admission(Factory):
     noisy = False  # the service logs its listeners; "Starting factory <...>" adds nothing
 
     def __init__(self, profile, modem) -> None:
+        self.name = f"profile:{profile.name}"
+        self.ledger = Ledger(modem.counters, modem.reactor, "profile", profile.name, "")
+        self.retarget(profile, modem)
+        self.served = 0
+        self._links = {}  # module transport -> its LocalSide, while it carries
+
+    def retarget(self, profile, modem) -> None:
+        """Connections from now on follow ``profile`` on ``modem`` (a reload changed them); links
+        already open keep the module socket, and the remote, they have."""
         self.profile = profile
         self.modem = modem
-        self.name = f"profile:{profile.name}"
         settings = dataclasses.replace(modem.socket_settings(), linger=profile.linger,
                                        probe=profile.probe)
         endpoint = ModemEndpoint(modem, profile.remote.host, profile.remote.port, settings,
@@ -49,10 +57,7 @@ class Admission(Factory):
             endpoint = PersistentEndpoint(endpoint, ReopenTimings(
                 maximum=profile.reopen_max_delay, timeout=profile.reopen_timeout), self.name)
         self.endpoint = endpoint
-        self.served = 0
-        self.ledger = Ledger(modem.counters, modem.reactor, "profile", profile.name,
-                             f"{profile.remote.host}:{profile.remote.port}")
-        self._sockets = set()
+        self.ledger.remote = f"{profile.remote.host}:{profile.remote.port}"  # for links from now on
 
     def buildProtocol(self, addr) -> LocalSide:
         local = LocalSide(self)
@@ -78,7 +83,7 @@ class Admission(Factory):
 
     def _connected(self, module: ModuleSide, local: LocalSide) -> None:
         self.served += 1
-        self._sockets.add(module.transport)
+        self._links[module.transport] = local
         local.spliced(module)
 
     @staticmethod
@@ -88,7 +93,7 @@ class Admission(Factory):
 
     def ended(self, socket) -> None:
         """A module socket of this profile stopped carrying (its ModuleSide was told)."""
-        self._sockets.discard(socket)
+        self._links.pop(socket, None)
 
     def _failed(self, failure, local: LocalSide) -> None:
         local.connecting = None
@@ -105,7 +110,21 @@ class Admission(Factory):
     def sockets(self) -> list:
         """This profile's links that still carry, lowest module socket index first (a link that
         reopens, holding none, last)."""
-        return sorted(self._sockets, key=lambda socket: (socket.slot is None, socket.slot or 0))
+        return sorted(self._links, key=lambda socket: (socket.slot is None, socket.slot or 0))
+
+    def finish_links(self) -> int:
+        """End every link gracefully (:meth:`LocalSide.finish`) -> how many."""
+        links = list(self._links.values())
+        for local in links:
+            local.finish()
+        return len(links)
+
+    def abort_links(self) -> int:
+        """Abort the links still open (a graceful end took too long) -> how many."""
+        sockets = list(self._links)
+        for socket in sockets:
+            socket.abortConnection()
+        return len(sockets)
 
     def stats(self) -> dict:
         """Sockets, waiting connections and the bytes the bridge holds for them."""

@@ -263,6 +263,31 @@ class ModuleServer(Service):
     def ended(self, forwarding: Forwarding) -> None:
         self.clients.pop(forwarding.index, None)
 
+    # -- ending links at a stop (bridge.shutdown) -------------------------------------------------
+
+    def _spliced(self) -> list:
+        return [forwarding for forwarding in self.clients.values()
+                if isinstance(forwarding, StreamForwarding) and forwarding.local.module is not None]
+
+    @property
+    def sockets(self) -> list:
+        """The module sockets of tcp clients spliced with their local service."""
+        return [forwarding.socket for forwarding in self._spliced()]
+
+    def finish_links(self) -> int:
+        """End every spliced tcp client gracefully (:meth:`LocalSide.finish`) -> how many."""
+        links = self._spliced()
+        for forwarding in links:
+            forwarding.local.finish()
+        return len(links)
+
+    def abort_links(self) -> int:
+        """Close the spliced tcp clients still open -> how many."""
+        links = self._spliced()
+        for forwarding in links:
+            forwarding.close()
+        return len(links)
+
 
 class _Refused:
     """The handler of a refused client's socket until its AT+QICLOSE is answered: what the

@@ -59,7 +59,7 @@ class LocalSide(Protocol):
             self.transport.write(bytes(module.early))
             module.early.clear()
             self.transport.loseConnection()
-            self.finish(module.gone, REMOTE)
+            self.link_ended(module.gone, REMOTE)
             return
         module.transport.registerProducer(self.transport, True)
         self.transport.registerProducer(module.transport, True)
@@ -96,10 +96,20 @@ class LocalSide(Protocol):
         elif self.connecting is not None:
             self.connecting.cancel()
 
-    def finish(self, socket, cause: str) -> None:
+    def link_ended(self, socket, cause: str) -> None:
         """The module side stopped carrying: the link is accounted, the admission told."""
         self.admission.ledger.closed(self.link, cause)
         self.admission.ended(socket)
+
+    def finish(self) -> None:
+        """The bridge ends this link (it stops, or its profile went away): nothing more is read
+        from the app, what it sent is delivered and acked, the module socket closes gracefully,
+        and the app reads what came back, then a clean EOF."""
+        if self.module is None or self.module.transport is None:
+            return
+        self.module.transport.unregisterProducer()  # its drained uplink must not resume us
+        self.transport.pauseProducing()
+        self.module.transport.loseConnection()
 
     def close(self) -> None:
         """Clean close once everything written is sent (the module side ended cleanly)."""
@@ -142,11 +152,11 @@ class ModuleSide(Protocol):
                 # once it answers (spliced), then EOF; its end is told then.
                 self.gone = socket
                 return
-            local.finish(socket, close_cause(reason, False))
+            local.link_ended(socket, close_cause(reason, False))
             if local.connecting is not None:
                 local.connecting.cancel()
             return
-        local.finish(socket, close_cause(reason, local.ended or local.half_closed))
+        local.link_ended(socket, close_cause(reason, local.ended or local.half_closed))
         if self.local.ended:
             return
         if reason is not None and reason.check(ConnectionDone):
