@@ -16,6 +16,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from bridge.config import config_warnings
+from bridge.control.service import make_control_service
 from bridge.errors import EXIT_FAILURE, EXIT_OK, CellbridgeError
 from bridge.modem.modem import make_modem_service
 from bridge.proxy.service import (make_datagram_protocol, make_server_service,
@@ -170,6 +171,7 @@ def make_service(config, reactor, components=None, environ=None):
     modems = add_modem_services(root, components)
     add_profile_services(root, components, modems)
     add_server_services(root, components, modems)
+    make_control_service(root)
     root.notifier = SystemdNotifier(reactor, root.healthy, os.environ if environ is None else environ)
     root.notifier.setServiceParent(root)
     return root

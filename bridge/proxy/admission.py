@@ -44,7 +44,7 @@ class Admission(Factory):
                 maximum=profile.reopen_max_delay, timeout=profile.reopen_timeout), self.name)
         self.endpoint = endpoint
         self.served = 0
-        self._sockets = set()
+        self._sockets = {}  # module socket (or link) -> the LocalSide spliced to it
 
     def buildProtocol(self, addr) -> LocalSide:
         local = LocalSide(self)
@@ -69,12 +69,12 @@ class Admission(Factory):
 
     def _connected(self, module: ModuleSide, local: LocalSide) -> None:
         self.served += 1
-        self._sockets.add(module.transport)
+        self._sockets[module.transport] = local
         local.spliced(module)
 
     def ended(self, socket) -> None:
         """A module socket of this profile stopped carrying (its ModuleSide was told)."""
-        self._sockets.discard(socket)
+        self._sockets.pop(socket, None)
 
     def _failed(self, failure, local: LocalSide) -> None:
         local.connecting = None
@@ -90,6 +90,10 @@ class Admission(Factory):
         """This profile's links that still carry, lowest module socket index first (a link that
         reopens, holding none, last)."""
         return sorted(self._sockets, key=lambda socket: (socket.slot is None, socket.slot or 0))
+
+    def local_of(self, socket):
+        """The local connection (``LocalSide``) spliced to one of :attr:`sockets`."""
+        return self._sockets.get(socket)
 
     def stats(self) -> dict:
         """Sockets, waiting connections and the bytes the bridge holds for them."""
