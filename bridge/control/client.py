@@ -66,8 +66,9 @@ def control_address(args) -> ControlAddress:
         if host in ("", "0.0.0.0", "::"):
             host = LOOPBACK[kind]
         port = int(options.get("port") or positional[1])
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        return ControlAddress(family, (host, port), f"{host}:{port}")
+        if ":" in host:
+            return ControlAddress(socket.AF_INET6, (host, port), f"[{host}]:{port}")
+        return ControlAddress(socket.AF_INET, (host, port), f"{host}:{port}")
     raise ControlUnavailable(f"cannot reach a {kind}: control endpoint from here; give "
                              "--control unix:PATH or tcp:PORT")
 
