@@ -12,6 +12,7 @@ as its PID 1) would look held by a live process; it is cleared first: we are not
 """
 
 import os
+import stat
 from typing import Optional
 
 from twisted.application import strports
@@ -55,13 +56,17 @@ class ControlService(MultiService):
 
 
 def clear_own_lock(path: str) -> None:
-    """Remove ``PATH.lock`` if it names this process (see the module docstring)."""
+    """Remove ``PATH.lock`` if it names this process, and the socket it guarded (see the module
+    docstring): a fresh lock would not be taken for a stale one, and the old socket left."""
     lock = f"{path}.lock"
     try:
-        if os.readlink(lock) == str(os.getpid()):
-            os.remove(lock)
+        if os.readlink(lock) != str(os.getpid()):
+            return  # not ours to judge: Twisted's lock decides
+        os.remove(lock)
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.remove(path)
     except OSError:
-        pass  # no lock, or not ours to judge: Twisted's lock decides
+        pass  # no lock, or no socket left
 
 
 def give_to_group(path: str, group: str) -> None:
