@@ -14,46 +14,16 @@ import threading
 import pytest
 
 from benchmarks.bridge_process import ROOT, BridgeProcess, free_port, sim_config
+from tests.sim_loopback import Peer
 
 PIN = "4321"
 CLI = [sys.executable, "-m", "bridge.cli"]
 ENV = dict(os.environ, PYTHONPATH=ROOT)
 
 
-class EchoServer:
-    """A loopback TCP echo server on a thread: the remote every link reaches."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._echo, args=(client,), daemon=True).start()
-
-    @staticmethod
-    def _echo(client):
-        with client:
-            try:
-                while data := client.recv(65536):
-                    client.sendall(data)
-            except OSError:
-                pass  # reset: the module rebooted under it
-
-    def close(self):
-        self.sock.close()
-
-
 class Daemon:
     def __init__(self, tmp):
-        self.echo = EchoServer()
+        self.echo = Peer("echo")  # the remote every link reaches
         self.port = free_port()
         self.control = os.path.join(tmp, "control.sock")
         self.sim_control = os.path.join(tmp, "sim.sock")
@@ -71,7 +41,7 @@ class Daemon:
 
     def stop(self):
         self.process.stop()
-        self.echo.close()
+        self.echo.listener.close()
 
 
 @pytest.fixture(scope="module")
