@@ -1,6 +1,7 @@
 """Control socket transcripts: exact bytes in and out of ControlProtocol on a StringTransport; the
 snapshot and the trace against the real Modem of the transcript bench."""
 
+import collections
 import json
 from types import SimpleNamespace
 
@@ -8,7 +9,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
 from bridge.control.protocol import MAX_LINE, ControlProtocol
-from bridge.control.snapshot import status_snapshot
+from bridge.control.snapshot import server_status, session_link, status_snapshot
 from tests.socket_bench import PROFILE, LinkBench, qird, sack
 
 
@@ -171,3 +172,46 @@ def test_status_through_the_protocol_is_the_snapshot_on_one_line(tmp_path):
     line = exchange(protocol, transport, b'{"command": "status"}\n')
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     assert json.loads(line) == json.loads(json.dumps(status_snapshot(root)))
+
+
+class ClosedPort:
+    """A UDP port after its connectionLost: Twisted's has no socket to ask its address of."""
+
+    def getHost(self):
+        raise AttributeError("'Port' object has no attribute 'socket'")
+
+
+def test_a_servers_links_stream_and_datagram_and_one_whose_local_port_closed():
+    stream = SimpleNamespace(ip="10.9.8.7", local=SimpleNamespace(transport=StringTransport(
+        hostAddress=IPv4Address("TCP", "127.0.0.1", 40001))), socket=SimpleNamespace(stats=lambda: {
+            "slot": 2, "state": "lingering", "sent": 5, "received": 7, "unacked": 1, "age": 3.04,
+            "idle": 1.0}))
+    datagram = SimpleNamespace(ip="10.9.8.6", local=ClosedPort(), socket=SimpleNamespace(
+        stats=lambda: {"slot": 3, "open": True, "bytes_down": 12, "drops": {}}))
+    config = SimpleNamespace(name="back", modem="main", protocol="tcp", port=2020,
+                             forward="tcp:127.0.0.1:22")
+    service = SimpleNamespace(server=config, listening=True, clients={3: datagram, 2: stream})
+    assert server_status(service) == {
+        "name": "back", "modem": "main", "protocol": "tcp", "port": 2020,
+        "forward": "tcp:127.0.0.1:22", "listening": True,
+        "links": [{"slot": 2, "local": "127.0.0.1:40001", "remote": "10.9.8.7",
+                   "state": "lingering", "sent": 5, "received": 7, "unacked": 1, "age": 3.0,
+                   "idle": 1.0},
+                  {"slot": 3, "local": None, "remote": "10.9.8.6", "state": "open", "sent": 0,
+                   "received": 12, "unacked": None, "age": None, "idle": None}]}
+
+
+def test_a_udp_session_is_a_link_from_its_source_waiting_until_it_has_a_socket():
+    remote = SimpleNamespace(host="10.1.2.3", port=53)
+    waiting = SimpleNamespace(source=("127.0.0.1", 5000), socket=None,
+                              profile=SimpleNamespace(remote=remote),
+                              tally=lambda: (collections.Counter(), collections.Counter()))
+    assert session_link(waiting) == {
+        "slot": None, "local": "127.0.0.1:5000", "remote": "10.1.2.3:53", "state": "waiting",
+        "sent": 0, "received": 0, "unacked": None, "age": None, "idle": None}
+    carrying = SimpleNamespace(source=waiting.source, profile=waiting.profile,
+                               socket=SimpleNamespace(slot=4, open=True),
+                               tally=lambda: (collections.Counter(bytes_up=30, bytes_down=90),
+                                              collections.Counter()))
+    link = session_link(carrying)
+    assert (link["slot"], link["state"], link["sent"], link["received"]) == (4, "open", 30, 90)

@@ -48,6 +48,14 @@ def address_text(address) -> str:
     return str(getattr(address, "name", address))
 
 
+def host_text(transport):
+    """Our end of ``transport``; None once it is closed (a closed UDP port has no address)."""
+    try:
+        return address_text(transport.getHost())
+    except (AttributeError, OSError):
+        return None
+
+
 def rounded(seconds):
     return None if seconds is None else round(seconds, 1)
 
@@ -129,7 +137,7 @@ def forwarded_link(forwarding) -> dict:
     """A module-side server's client; ``local`` is our end of its connection to the local
     service."""
     transport = getattr(forwarding.local, "transport", forwarding.local)  # udp: the port itself
-    local = None if transport is None else address_text(transport.getHost())
+    local = None if transport is None else host_text(transport)
     stats = forwarding.socket.stats()
     if "open" not in stats:  # a stream socket
         return socket_link(stats, local, forwarding.ip)
