@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bridge.control.client import ControlUnavailable, control_address
+from bridge.control.client import ControlConnection, ControlUnavailable, control_address
 from bridge.control.render import duration, render
 
 MODEM = {
@@ -118,3 +118,14 @@ def test_no_way_to_the_control_socket_is_one_line(tmp_path):
     with pytest.raises(ControlUnavailable) as raised:
         control_address(args(config=str(tmp_path / "missing.ini")))
     assert "\n" not in str(raised.value) and "--control" in str(raised.value)
+
+
+def test_a_socket_the_user_may_not_open_says_how_to_get_access(monkeypatch):
+    def refuse(self, address):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    with pytest.raises(ControlUnavailable) as raised:
+        ControlConnection(control_address(args("unix:/run/cellbridge/control.sock")))
+    assert str(raised.value) == ("control socket /run/cellbridge/control.sock: permission denied "
+                                 "(it is mode 0660: join its group, see README, Status and trace)")
