@@ -87,7 +87,8 @@ def command_check(args):
 
 
 def command_delegated(name, argv):
-    """``cellbridge sim|probe|status|trace``: the other package's ``main``, imported only when used."""
+    """``cellbridge sim|probe|status|trace``: the other package's ``main``, imported only when
+    used."""
     module, _ = DELEGATED[name]
     status = importlib.import_module(module).main(argv)
     return EXIT_OK if status is None else status

@@ -30,9 +30,9 @@ from bridge.config_values import (BAUDRATES, MAX_MODULE_SOCKETS, MAX_SEND_WINDOW
                                   boolean, choice, command_line, control_endpoint, count,
                                   did_you_mean, directory, dns_servers, endpoint_fields, forward,
                                   group, group_id, ip_port, is_ipv4, listen, log_level, networks,
-                                  optional_file, optional_host, packet_wait, pin, plain_text, probe_bytes, public_key_pins,
-                                  remote, seconds, seconds_or_zero, serial_port, shell_words,
-                                  timeout_overrides)
+                                  optional_file, optional_host, packet_wait, pin, plain_text,
+                                  probe_bytes, public_key_pins, remote, seconds, seconds_or_zero,
+                                  serial_port, shell_words, timeout_overrides)
 from bridge.errors import ConfigError
 from bridge.tls.files import TLSFileError, certificates, identity, private_key, readable_by_others
 

@@ -2,7 +2,9 @@
 
 Children of the root, by name: ``modem:NAME`` (one per modem), ``profile:NAME`` (the listener of
 each profile), ``server:NAME`` (one per module-side server), and ``systemd`` last (so it starts after
-every listener is bound and, stopping first, says STOPPING=1 before anything closes).
+every listener is bound and, stopping first, says STOPPING=1 before anything closes). With
+``[cellbridge] control`` set, ``control`` (the control socket, :mod:`bridge.control`) comes before
+``systemd``.
 
 The modem, the bridging and the servers come from other packages through :class:`Components`.
 """

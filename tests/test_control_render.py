@@ -14,7 +14,8 @@ MODEM = {
     "model": "Quectel_Ltd Quectel_M95", "firmware": "M95FAR02A08", "imei": "861234567890125",
     "iccid": "89490200001234567890", "imsi": None, "operator": "Telekom.de",
     "registration": "roaming", "signal_dbm": -71, "csq": 21, "local_ips": {"0": "10.0.0.5"},
-    "last_recovery": {"cause": "context lost: +PDP DEACT", "started": "2026-12-05T04:39:50.000+0000",
+    "last_recovery": {"cause": "context lost: +PDP DEACT",
+                      "started": "2026-12-05T04:39:50.000+0000",
                       "recovered": "2026-12-05T04:40:01.123+0000", "seconds": 11.1},
     "data_sent": 1200, "data_received": 34000,
     "counters": [{"name": "pdp_lost", "labels": {}, "value": 1},
@@ -98,7 +99,8 @@ def args(control=None, config="/nonexistent.ini"):
 def test_the_control_endpoint_is_reached_as_the_config_names_it(tmp_path):
     assert control_address(args("unix:/run/cellbridge/control.sock")) == (
         socket.AF_UNIX, "/run/cellbridge/control.sock", "/run/cellbridge/control.sock")
-    assert control_address(args("unix:address=/tmp/a\\:b.sock:mode=600")).address == "/tmp/a:b.sock"
+    assert control_address(args("unix:address=/tmp/a\\:b.sock:mode=600")).address == (
+        "/tmp/a:b.sock")
     assert control_address(args("/run/x.sock")).address == "/run/x.sock"
     assert control_address(args("tcp:7070")).address == ("127.0.0.1", 7070)
     assert control_address(args("tcp:port=7070:interface=10.0.0.1")).address == ("10.0.0.1", 7070)
@@ -109,7 +111,8 @@ def test_the_control_endpoint_is_reached_as_the_config_names_it(tmp_path):
 
 
 def test_no_way_to_the_control_socket_is_one_line(tmp_path):
-    with pytest.raises(ControlUnavailable, match=r"^cannot reach a systemd: control endpoint from here; give --control unix:PATH"):
+    with pytest.raises(ControlUnavailable, match=r"^cannot reach a systemd: control endpoint from "
+                                                 r"here; give --control unix:PATH"):
         control_address(args("systemd:domain=INET:index=0"))
     config = tmp_path / "c.ini"
     config.write_text("[modem:m]\nport = sim\n")

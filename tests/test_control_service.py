@@ -75,7 +75,8 @@ def test_control_group_is_given_the_socket(tmp_path, started):
 def test_an_unknown_control_group_stops_start_up_with_one_line(tmp_path, started):
     with pytest.raises(CellbridgeError) as raised:
         started(root_with(f"unix:{tmp_path}/control.sock", group="no-such-group-here"))
-    assert str(raised.value) == "[cellbridge] control_group: no group no-such-group-here on this machine"
+    assert str(raised.value) == ("[cellbridge] control_group: no group no-such-group-here on this "
+                                 "machine")
 
 
 def stale_socket(path):

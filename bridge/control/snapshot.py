@@ -19,7 +19,8 @@ INFO_KEYS = ("model", "firmware", "imei", "iccid", "imsi", "operator", "registra
 
 
 def status_snapshot(root) -> dict:
-    """The whole snapshot of the tree under ``root`` (a :class:`~bridge.service.CellbridgeService`)."""
+    """The whole snapshot of the tree under ``root`` (the
+    :class:`~bridge.service.CellbridgeService`)."""
     now = root.reactor.seconds()
     return {"version": VERSION, "time": timestamp(now),
             "modems": [modem_status(modem, now) for _, modem in children(root, "modem")],
@@ -70,13 +71,18 @@ def modem_status(modem, now: float) -> dict:
             "state": modem.state, "state_reason": modem.state_reason,
             "state_since": timestamp(modem.state_since),
             "state_seconds": rounded(now - modem.state_since),
-            "recovering": modem.supervisor.job,
+            "recovering": recovering(modem.supervisor),
             **{key: modem.info.get(key) for key in INFO_KEYS},
             "local_ips": {str(context): ip for context, ip in sorted(modem.local_ips.items())},
             "last_recovery": last,
             "data_sent": modem.usage.sent, "data_received": modem.usage.received,
             "counters": [{"name": name, "labels": dict(labels), "value": value}
                          for (name, labels), value in sorted(modem.counters.snapshot().items())]}
+
+
+def recovering(supervisor):
+    """The procedure running, ``backoff`` while the next attempt waits, else None."""
+    return supervisor.job or ("backoff" if supervisor.recovering else None)
 
 
 def profile_status(profile, listener, now: float) -> dict:
