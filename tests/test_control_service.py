@@ -10,6 +10,8 @@ import textwrap
 from types import SimpleNamespace
 
 import pytest
+import pytest_twisted
+from twisted.application.service import MultiService
 from twisted.internet import reactor
 
 from bridge.config import config_warnings, load_config
@@ -138,3 +140,25 @@ def test_a_control_group_that_is_not_a_group_name_is_a_config_error(tmp_path):
     assert raised.value.problems == [
         f"{tmp_path / 'c.ini'}: [cellbridge] control_group: not a group name or number "
         "(got 'ops;rm')"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_added_to_a_running_tree_it_binds_with_its_rules_and_stopping_frees_the_path(
+        tmp_path):
+    """How a reload brings a changed ``control``: a new child in the running tree."""
+    root = MultiService()
+    root.config = SimpleNamespace(general=SimpleNamespace(
+        control=f"unix:{tmp_path}/control.sock", control_group=None))
+    root.reactor = reactor
+    root.startService()
+    umask = os.umask(0o077)
+    try:
+        service = make_control_service(root)
+    finally:
+        os.umask(umask)
+    assert service.running and service.bound
+    assert stat.S_IMODE(os.stat(tmp_path / "control.sock").st_mode) == 0o660
+    await service.disownServiceParent()
+    assert not os.path.exists(tmp_path / "control.sock")  # the next one binds it afresh
+    assert make_control_service(root).bound
+    await root.stopService()

@@ -36,10 +36,12 @@ def unix_path(description: str) -> Optional[str]:
 
 class ControlService(MultiService):
     """The listener (a ``strports`` service: a failed bind raises at start, naming it), and on a
-    unix socket the group and stale-lock handling."""
+    unix socket the group and stale-lock handling. Added to a tree that already runs (a new one
+    after a reload), it binds when it starts."""
 
     def __init__(self, root, description: str, group: Optional[str]) -> None:
         super().__init__()
+        self.bound = False
         self.path = unix_path(description)
         self.group = group if self.path is not None else None
         if self.path is not None:
@@ -51,8 +53,18 @@ class ControlService(MultiService):
         if self.path is not None:
             clear_own_lock(self.path)
         super().privilegedStartService()
+        self.bound = True
         if self.group is not None:
             give_to_group(self.path, self.group)
+
+    def startService(self) -> None:
+        if not self.bound:
+            self.privilegedStartService()
+        super().startService()
+
+    def stopService(self):
+        self.bound = False
+        return super().stopService()
 
 
 def clear_own_lock(path: str) -> None:
