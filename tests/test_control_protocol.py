@@ -3,6 +3,7 @@ snapshot and the trace against the real Modem of the transcript bench."""
 
 import collections
 import json
+import pathlib
 from types import SimpleNamespace
 
 from twisted.internet.address import IPv4Address
@@ -215,3 +216,17 @@ def test_a_udp_session_is_a_link_from_its_source_waiting_until_it_has_a_socket()
                                               collections.Counter()))
     link = session_link(carrying)
     assert (link["slot"], link["state"], link["sent"], link["received"]) == (4, "open", 30, 90)
+
+
+def test_every_snapshot_field_is_documented_in_the_readme(tmp_path):
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("### `cellbridge status --json`", 1)[1].split("\n## ", 1)[0]
+    snapshot = status_snapshot(Root(LinkBench(tmp_path)))
+    modem, profile = snapshot["modems"][0], snapshot["profiles"][0]
+    fields = ([f"`{key}`" for key in snapshot] + [f"`.{key}`" for key in modem]
+              + [f"`.{key}`" for key in profile] + [f"`.{key}`" for key in profile["links"][0]]
+              + [f"`.{key}`" for key in server_status(SimpleNamespace(
+                  server=SimpleNamespace(name="s", modem="m", protocol="tcp", port=1, forward="f"),
+                  listening=False, clients={}))])
+    listed = [field for field in fields if field in table or field[:-1] + "[]`" in table]
+    assert fields == listed
