@@ -1,4 +1,4 @@
-"""The ``cellbridge`` command: run, check, sim, probe, udev-rule.
+"""The ``cellbridge`` command: run, check, sim, probe, status, trace, udev-rule.
 
 Exit statuses (part of the user-facing contract, see bridge.errors): 0 success; 2 bad command
 line; 78 bad config; 3 SIM locked or PIN rejected; 1 anything else. Expected errors are one
@@ -25,6 +25,10 @@ DELEGATED = {
     "sim": ("bridge.sim.cli", "run the built-in module simulator (see: cellbridge sim --help)"),
     "probe": ("bridge.modem.probe", "bring the module up and print what was found, or "
               "resolve a name through it (see: cellbridge probe --help)"),
+    "status": ("bridge.control.status", "show the running daemon's modems, profiles and links "
+               "(see: cellbridge status --help)"),
+    "trace": ("bridge.control.trace", "stream the running daemon's AT traffic, redacted, until "
+              "Ctrl-C (see: cellbridge trace --help)"),
     "udev-rule": ("bridge.udev", "print a udev rule that keeps ModemManager off the configured "
                   "modem ports (see: cellbridge udev-rule --help)"),
 }
@@ -62,7 +66,8 @@ def command_check(args):
 
 
 def command_delegated(name, argv):
-    """``cellbridge sim|probe``: the other package's ``main``, imported only when used."""
+    """``cellbridge sim|probe|status|trace``: the other package's ``main``, imported only when
+    used."""
     module, _ = DELEGATED[name]
     status = importlib.import_module(module).main(argv)
     return EXIT_OK if status is None else status

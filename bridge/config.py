@@ -29,11 +29,12 @@ from bridge.at.commands import DEFAULT_TIMEOUTS, MAX_PACKET_SIZE
 from bridge.config_values import (BAUDRATES, MAX_MODULE_SOCKETS, MAX_SEND_WINDOW,
                                   MAX_WHILE_SERVING, Invalid, Listen, Remote, at_text, baudrate,
                                   boolean, choice, command_line, control_endpoint, count,
-                                  did_you_mean, directory, dns_servers, exposed_interface, forward,
-                                  ip_port, is_ipv4, listen, log_level, networks, optional_file,
-                                  optional_host, packet_wait, pin, plain_text, probe_bytes,
-                                  public_key_pins, remote, seconds, seconds_or_zero, serial_port,
-                                  simulator_arguments, timeout_overrides)
+                                  did_you_mean, directory, dns_servers, endpoint_fields,
+                                  exposed_interface, forward, group, group_id, ip_port, is_ipv4,
+                                  listen, log_level, networks, optional_file, optional_host,
+                                  packet_wait, pin, plain_text, probe_bytes, public_key_pins, remote,
+                                  seconds, seconds_or_zero, serial_port, simulator_arguments,
+                                  timeout_overrides)
 from bridge.errors import ConfigError
 from bridge.tls.files import TLSFileError, certificates, identity, private_key, readable_by_others
 
@@ -46,6 +47,7 @@ __all__ = [
 @dataclass(frozen=True)
 class General:
     control: Optional[str] = None
+    control_group: Optional[str] = None
     metrics: Optional[str] = None
     log_level: str = "info"
     state_dir: str = "/var/lib/cellbridge"
@@ -191,8 +193,12 @@ SECTION_TYPES = {"cellbridge": General, "modem": ModemConfig, "profile": Profile
 
 SCHEMA = {
     "cellbridge": {
-        "control": Key(control_endpoint, "server endpoint for later status tooling, e.g. "
-                       "unix:/run/cellbridge/control.sock; empty = none"),
+        "control": Key(control_endpoint, "server endpoint of the control socket (cellbridge "
+                       "status, cellbridge trace), e.g. unix:/run/cellbridge/control.sock (made "
+                       "mode 0660); empty = none"),
+        "control_group": Key(group, "group given the unix control socket (the daemon must be in "
+                             "it: SupplementaryGroups=); its members may use status and trace; "
+                             "empty = the daemon's own group"),
         "metrics": Key(control_endpoint, "server endpoint serving Prometheus metrics at /metrics, "
                        "e.g. tcp:9464:interface=127.0.0.1; empty = none"),
         "log_level": Key(log_level, "debug, info, warn, error or critical"),
@@ -781,6 +787,7 @@ def config_warnings(config):
         if modem.sim_args and modem.port != "sim":
             warnings.append(f"{where} sim_args: warning: ignored because port is not sim")
         warnings += [f"{where} {line}" for line in _transparent_warnings(modem)]
+    warnings += control_warnings(config)
     for server in config.servers.values():
         if not server.allow:
             warnings.append(f"{config.path}: [server:{server.name}] allow: warning: "
@@ -792,6 +799,26 @@ def config_warnings(config):
                                 f"{section.tls_key} is readable by every local user; chmod 0640 "
                                 "it (group of the service user) or use systemd's "
                                 "LoadCredential=")
+    return warnings
+
+
+def control_warnings(config):
+    """A control socket anyone local can use, and a group that cannot apply."""
+    general, where = config.general, f"{config.path}: [cellbridge]"
+    if not general.control:
+        return []
+    kind = endpoint_fields(general.control)[0][0]
+    warnings = []
+    if kind != "unix":
+        warnings.append(f"{where} control: warning: every local user can connect to a {kind} "
+                        "endpoint and read the status and the AT trace (no file permissions "
+                        "apply); prefer unix:/run/cellbridge/control.sock")
+    if general.control_group and kind != "unix":
+        warnings.append(f"{where} control_group: warning: ignored because control is not a unix "
+                        "socket")
+    elif general.control_group and group_id(general.control_group) is None:
+        warnings.append(f"{where} control_group: warning: no group {general.control_group} on "
+                        "this machine (the daemon will not start)")
     return warnings
 
 

@@ -4,6 +4,7 @@ what is wrong. No INI here (bridge.config reads the file); each parser sees one 
 
 import configparser
 import difflib
+import grp
 import ipaddress
 import re
 import shlex
@@ -521,6 +522,25 @@ def public_key_pins(text):
 
 def log_level(text):
     return choice("debug", "info", "warn", "error", "critical")(text)
+
+
+def group(text):
+    """A group name or number (POSIX portable characters, or a Samba-style trailing ``$``)."""
+    if not text:
+        return None
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*\$?|\d+", text):
+        raise Invalid("not a group name or number")
+    return text
+
+
+def group_id(name):
+    """The id of group ``name`` (a name or a number) on this machine, or None."""
+    if name.isdigit():
+        return int(name)
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
 
 
 def plain_text(text):

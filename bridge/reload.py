@@ -33,6 +33,8 @@ from bridge.shutdown import admission_of, end_links
 from bridge.traffic import set_traffic_logging
 
 log = Logger()
+#: ``[cellbridge]`` keys that configure another key's child (the control socket's group).
+CHILD_OF_KEY = {"control_group": "control"}
 
 
 def servers_of(config, modem_name):
@@ -206,23 +208,26 @@ class Reload:
 
     @inlineCallbacks
     def _general(self, before, general):
-        """``[cellbridge]``: the level at once, a child's key replaces its child, the rest waits
-        for the next start."""
+        """``[cellbridge]``: the level at once, a child's keys replace its child (once), the rest
+        waits for the next start."""
         root = self.root
+        rebuilt = set()
         for key in sorted(vars(general)):
             old_value, value = getattr(before, key), getattr(general, key)
-            if old_value == value:
+            child = CHILD_OF_KEY.get(key, key)
+            if old_value == value or child in rebuilt:
                 continue
             if key == "log_level" and root.set_log_level is not None:
                 root.set_log_level(value)
                 self.applied(f"log_level {old_value} -> {value}")
-            elif key in root.general_children:
+            elif child in root.general_children:
+                rebuilt.add(child)
                 try:
-                    what = yield root.rebuild_general_child(key)
+                    what = yield root.rebuild_general_child(child)
                 except CellbridgeError as error:
                     self.not_listening(error)
                 else:
-                    self.applied(f"{key}: {what}")
+                    self.applied(f"{child}: {what}")
             else:
                 self.applied(f"[cellbridge] {key} changed: applies at the next start",
                              level=log.warn)

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 
 from bridge import shutdown
 from bridge.config import config_warnings
+from bridge.control.service import make_control_service
 from bridge.errors import EXIT_FAILURE, EXIT_OK, CellbridgeError
 from bridge.metrics import make_metrics_service
 from bridge.modem.modem import make_modem_service
@@ -32,7 +33,7 @@ from bridge.traffic import set_traffic_logging
 #: The children built from one ``[cellbridge]`` key each: key -> ``build(root)``, which returns
 #: the child (an ``IService``, named after the key) or None when the key is empty. A reload that
 #: changes the key replaces the child (:meth:`CellbridgeService.rebuild_general_child`).
-GENERAL_CHILDREN = {"metrics": make_metrics_service}
+GENERAL_CHILDREN = {"control": make_control_service, "metrics": make_metrics_service}
 
 
 class Components:

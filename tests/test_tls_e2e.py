@@ -90,6 +90,8 @@ async def test_256_kib_echo_through_a_verified_link_is_tls_below_and_closes_with
         raw = bytes(remote.raw)  # what the server's TCP received: TLS records, no plaintext
         assert raw[:1] == b"\x16" and len(raw) > len(payload)
         assert all(payload[i:i + 64] not in raw for i in range(0, len(payload), 4096))
+        [link] = bed.admission.stats()["links"]  # a TLS link answers as a module socket does
+        assert link["slot"] == 0 and link["tls"] and link["received"] > len(payload)
         # The local client closes: close_notify reaches the server (a bare FIN would be a
         # truncation there, not ConnectionDone), then the module socket closes.
         client.transport.loseConnection()

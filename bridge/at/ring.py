@@ -52,9 +52,8 @@ def repr_without_payload(obj) -> str:
 def iso_timestamp(seconds: float) -> bytes:
     """Local time with milliseconds and offset, like the daemon's log lines:
     ``2026-12-05T04:40:01.123+0000``."""
-    whole = int(seconds // 1)
+    whole, millis = divmod(int(round(seconds * 1000)), 1000)  # 0.9996 s rounds up to 1.000
     local = time.localtime(whole)
-    millis = int(round((seconds - whole) * 1000)) % 1000
     return (time.strftime("%Y-%m-%dT%H:%M:%S", local) + ".%03d" % millis
             + time.strftime("%z", local)).encode()
 

@@ -118,6 +118,11 @@ class Modem(Service):
         self.serves = False
         self.protocol: Optional[ATProtocol] = None
         self.ready = False
+        #: "stopped", "starting", "ready" or "down" (``state_reason`` says why), since
+        #: ``state_since`` (clock time): what ``cellbridge status`` shows
+        self.state = "stopped"
+        self.state_reason = ""
+        self.state_since = reactor.seconds()
         self.local_ip: Optional[str] = None  #: the first context's
         self.local_ips: dict = {}  #: every context in use -> its local IP
         self._ups = 0  # how often the modem came up: answers from before the last one are stale
@@ -169,12 +174,14 @@ class Modem(Service):
     def startService(self) -> None:
         super().startService()
         self._usage_store.load()
+        self._enter("starting", "opening the port and bringing the module up")
         self._connect().addCallbacks(self._opened, self._open_failed)
 
     def stopService(self):
         super().stopService()
         self.supervisor.stop()
         self._mark_down("stopping", expected=True)  # writes the data usage too
+        self._enter("stopped")
         for _, waiter in list(self._ready_waiters):
             waiter.cancel()  # it will not be ready again
         self.log.info("{name}: data carried: {sent} bytes sent, {received} bytes received "
@@ -360,6 +367,7 @@ class Modem(Service):
         self.contexts_down.clear()
         self.mux = result.mux
         self.ready = True
+        self._enter("ready", f"local IP {self.local_ip}")
         self._ups += 1
         self.log.info("{name}: ready, local IP {ip} ({model}, {registration}, signal {signal})",
                       name=self.name, ip=self.local_ip, model=self.info.get("model"),
@@ -417,10 +425,17 @@ class Modem(Service):
         self._opener.fail_waiting(ModemDown(f"{self.name}: {reason}"))
         if not was_ready:
             return
+        self._enter("down", reason)
         self._tell_sockets_down(reason)
         (self.log.info if expected else self.log.warn)("{name}: down: {reason}", name=self.name,
                                                        reason=reason)
         self._notify("down", reason)
+
+    def _enter(self, state: str, reason: str = "") -> None:
+        """The modem's state for status; ``state_since`` moves only when the state changes."""
+        if state != self.state:
+            self.state_since = self.reactor.seconds()
+        self.state, self.state_reason = state, reason
 
     def _tell_sockets_down(self, reason: str, context: Optional[int] = None) -> None:
         """``modem_down(reason)`` to every socket, or to those of ``context``."""

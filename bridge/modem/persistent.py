@@ -150,6 +150,7 @@ class PersistentLink:
         self.leg: Optional[_Leg] = None  # the protocol on the socket carrying now
         self.socket = None  # that socket
         self.reopens = 0
+        self.opened_at = self.clock.seconds()
         #: Since when nothing has been carried, through the reopens since (None: it carries).
         #: ``timeout`` counts from there, so a remote that accepts every new connection but
         #: never acknowledges a byte does not keep the link reopening for ever.
@@ -459,11 +460,15 @@ class PersistentLink:
     # -- diagnostics ------------------------------------------------------------------------------
 
     def stats(self) -> dict:
-        """The carrying socket's figures (or a reopening link's), with the reopens so far and
-        the bytes kept for a resend."""
+        """The carrying socket's figures (or a reopening link's, idle since its loss), with
+        the link's age, the reopens so far and the bytes kept for a resend."""
+        now = self.clock.seconds()
         if self.socket is not None:
             figures = self.socket.stats()
         else:
+            since = self._lost.since if self._lost is not None else self.opened_at
             figures = {"slot": None, "state": "reopening", "uplink_buffered": 0,
-                       "downlink_held": 0, "sent": 0, "unacked": 0, "received": 0}
-        return {**figures, "reopens": self.reopens, "kept": len(self._kept)}
+                       "downlink_held": 0, "sent": 0, "unacked": 0, "received": 0,
+                       "idle": now - since}
+        return {**figures, "age": now - self.opened_at, "reopens": self.reopens,
+                "kept": len(self._kept)}

@@ -514,4 +514,4 @@ class TransparentSession(StreamSocket):
         return {"slot": self.slot, "state": self.phase.value, "uplink_buffered": len(self._outbox),
                 "downlink_held": self._held, "sent": self.bytes_up, "received": self.bytes_down,
                 "checks": self.checks, "local_paused": self._paused,
-                "reading_paused": self._producer_paused}
+                "reading_paused": self._producer_paused, **self.ages()}

@@ -195,7 +195,7 @@ class StreamSocket(AddressedSocket):
         self.clock = modem.reactor
         self.settings = settings
         self.protocol = None
-        self._last_traffic = self.clock.seconds()
+        self.opened_at = self._last_traffic = self.clock.seconds()
         self._reclaim = None
 
     @property
@@ -229,6 +229,11 @@ class StreamSocket(AddressedSocket):
     def _module_holds_bytes(self) -> bool:
         """The module holds bytes for us that are on their way (a read in flight or due)."""
         return False
+
+    def ages(self) -> dict:
+        """Seconds since it opened (``age``) and since it last carried a byte (``idle``)."""
+        now = self.clock.seconds()
+        return {"age": now - self.opened_at, "idle": now - self._last_traffic}
 
     def _close_gracefully(self) -> None:
         raise NotImplementedError
@@ -828,4 +833,4 @@ class ModuleSocket(StreamSocket):
                 "downlink_held": self._held, "sent": self.acks.sent,
                 "unacked": self.acks.unacked, "received": self.bytes_down,
                 "local_paused": self._paused, "reading_paused": self._producer_paused,
-                "peak_held": self.peak_held, "local_pauses": self.consumer_pauses}
+                "peak_held": self.peak_held, "local_pauses": self.consumer_pauses, **self.ages()}

@@ -66,6 +66,16 @@ class RecoveryTimings:
     ladder_maximum: float = 600.0
 
 
+@dataclass
+class RecoveryRecord:
+    """The last time the module was lost (what ``cellbridge status`` shows): the first cause
+    of the outage, when it began and when the module was back (None while it is not)."""
+
+    cause: str
+    started: float
+    recovered: Optional[float] = None
+
+
 def cmee_value(reply) -> Optional[int]:
     """``+CMEE: 2`` -> 2 (None if the reply has no such line)."""
     for line in reply.lines:
@@ -111,6 +121,7 @@ class Supervisor:
         self._expect_boot = False  # AT+CFUN=1,1 or the reset command: boot URCs are ours
         self._result = None  # what the ladder's successful step brought up
         self._pdp_deact_seen = False  # during the job, with two contexts: ask which once done
+        self.last_recovery: Optional[RecoveryRecord] = None
 
     @property
     def recovering(self) -> bool:
@@ -202,6 +213,7 @@ class Supervisor:
         self.modem.counters.incr(counter)
         if self._since is None:
             self._since = self.clock.seconds()
+            self.last_recovery = RecoveryRecord(text.split(";")[0], self._since)
         log_event(self.log, self.modem.ring, counter, "{name}: {text}", name=self.modem.name,
                   text=text)
         if context is None:
@@ -254,6 +266,7 @@ class Supervisor:
                 self.modem.counters.incr("recovered", step=counted_as)
             self.log.info("{name}: recovered after {elapsed:.1f} s", name=self.modem.name,
                           elapsed=self.clock.seconds() - self._since)
+            self.last_recovery.recovered = self.clock.seconds()
             self._since = None
         (came_up or self.modem.came_up)(result)
         self._ask_about_pdp_deact()

@@ -126,6 +126,10 @@ class Admission(Factory):
             socket.abortConnection()
         return len(sockets)
 
+    def local_of(self, socket):
+        """The local connection (``LocalSide``) spliced to one of :attr:`sockets`."""
+        return self._links.get(socket)
+
     def stats(self) -> dict:
         """Sockets, waiting connections and the bytes the bridge holds for them."""
         sockets = [s.stats() for s in self.sockets]

@@ -98,6 +98,15 @@ class TLSLink(TLSMemoryBIOProtocol):
         self._transport_reason = None  # how the socket ended, for a cut handshake
         self._said_goodbye = False  # our close_notify is out: the stream's end is ours
 
+    @property
+    def slot(self):
+        """The index of the module socket under the TLS, as a module socket answers it."""
+        return self.transport.slot
+
+    def stats(self) -> dict:
+        """The module socket's figures: its bytes are TLS records, what the module carries."""
+        return {**self.transport.stats(), "tls": True}
+
     def refuse(self, why: str) -> None:
         """The policy refuses the peer (called during the handshake); the first reason wins."""
         if self.refusal is None:
