@@ -1,11 +1,12 @@
-"""Named event counters for state transitions (link_dead, pdp_lost, module_reset, port_lost, recovered).
+"""Named event counters for state transitions (link_dead, pdp_lost, module_reset, port_lost, recovered),
+and the bytes the module carried for us (:class:`DataUsage`).
 
 Every transition is both logged and counted, so the metrics exporter (:mod:`bridge.metrics`)
 publishes the counts without touching the code that detects the transitions. Deliberately tiny:
 no dependency, no metric types other than a monotonically increasing count.
 """
 
-from typing import Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 LabelSet = Tuple[Tuple[str, str], ...]
 CounterKey = Tuple[str, LabelSet]
@@ -34,3 +35,29 @@ class Counters:
     def snapshot(self) -> Dict[CounterKey, int]:
         """A copy of every series: ``{(name, ((label, value), ...)): count}``."""
         return dict(self._counts)
+
+
+class DataUsage:
+    """Payload bytes written to (``sent``) and read from (``received``) the module's sockets.
+
+    The engine adds with ``count_sent``/``count_received``; ``on_change`` (if set) hears that
+    the counts moved, so that they are written soon, and nothing runs while they stand still.
+    """
+
+    def __init__(self, sent: int = 0, received: int = 0) -> None:
+        self.sent = sent
+        self.received = received
+        self.on_change: Optional[Callable[[], None]] = None
+
+    def count_sent(self, size: int) -> None:
+        self.sent += size
+        if self.on_change is not None:
+            self.on_change()
+
+    def count_received(self, size: int) -> None:
+        self.received += size
+        if self.on_change is not None:
+            self.on_change()
+
+    def as_dict(self) -> dict:
+        return {"sent": self.sent, "received": self.received}

@@ -26,8 +26,6 @@ from bridge.proxy.accounting import DIRECTIONS, SERIES
 from bridge.proxy.admission import Admission
 from bridge.proxy.datagram import DatagramRelay
 
-#: The service tree's child that serves /metrics.
-
 #: Every metric: name -> (type, help). Counters end in ``_total``, sizes are in bytes.
 METRICS = {
     "cellbridge_module_up": ("gauge", "1 while the modem is ready (brought up, data on), else 0"),

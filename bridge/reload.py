@@ -21,6 +21,7 @@ alone.
 systemd hears RELOADING=1 first and READY=1 last, whatever happened in between.
 """
 
+import dataclasses
 import signal
 
 from twisted.internet.defer import DeferredLock, inlineCallbacks
@@ -58,6 +59,10 @@ class Reload:
         self._lock = DeferredLock()
         self._applied = []
 
+    def settled(self):
+        """Fires once the reload under way (if any) is done."""
+        return self._lock.acquire().addCallback(lambda lock: lock.release())
+
     @classmethod
     def of(cls, root):
         if getattr(root, "reloads", None) is None:
@@ -87,8 +92,7 @@ class Reload:
                 return
             self._applied = []
             yield self._apply(root.config, new)
-            # the level may have changed, and a restarted modem's observers start empty
-            set_traffic_logging(root, new.general.log_level == "debug")
+            set_traffic_logging(root, new.general.log_level == "debug")  # the level may change
             log.info("reloaded {path}: {changes}", path=path,
                      changes="; ".join(self._applied) or "nothing changed")
         except Exception:
@@ -130,8 +134,10 @@ class Reload:
                 yield root.stop_child(root.getServiceNamed(f"server:{name}"))
                 if name not in new.servers:
                     self.applied(f"[server:{name}] removed")
+        counts = {}  # a restarted modem keeps its counts: Prometheus counters only go up
         for name in sorted(replaced):
             modem = modems.pop(name)
+            counts[name] = getattr(modem, "counters", None)
             root.remove_health_check(getattr(modem, "healthy", None))  # make_modem_service added it
             yield root.stop_child(modem)
             if name not in new.modems:
@@ -144,6 +150,8 @@ class Reload:
         starting = [name for name in new.modems if name not in modems]
         for name in starting:
             modems[name] = build_modem(root, new.modems[name])
+            if counts.get(name) is not None:
+                modems[name].counters = counts[name]
             servers += [build_server(root, server, modems[name])
                         for server in servers_of(new, name).values()]
         for name in starting:
@@ -161,23 +169,31 @@ class Reload:
 
     @inlineCallbacks
     def _stop_profile(self, name, gone):
-        """Stop accepting; a removed profile's links end as at a stop, without holding up the
-        reload."""
+        """Stop accepting; the links of a tcp profile removed (or turned udp) end as at a stop,
+        without holding up the reload (a stop meanwhile still ends or aborts them)."""
         listener = self.root.getServiceNamed(f"profile:{name}")
         yield self.root.stop_child(listener)
         admission = admission_of(listener)
-        if not gone:
-            return
+        what = "removed" if gone else "replaced"
         if admission is None:  # a udp profile: its sessions ended with its port
-            self.applied(f"[profile:{name}] removed: port closed, its sessions ended")
+            if gone:
+                self.applied(f"[profile:{name}] removed: port closed, its sessions ended")
             return
         links = len(admission.sockets)
-        self.applied(f"[profile:{name}] removed: listener closed, {links} link(s) ending")
+        self.applied(f"[profile:{name}] {what}: listener closed, {links} link(s) ending")
         if links:
-            end_links(self.root.reactor, [admission]).addCallback(
-                lambda counts: log.info("[profile:{name}] removed: {closed} link(s) closed, "
-                                        "{aborted} aborted", name=name, closed=counts[0],
-                                        aborted=counts[1]))
+            self.retire(f"[profile:{name}] {what}", admission)
+
+    def retire(self, label, admission) -> None:
+        """End the links of ``admission``, which has left the tree, in the background."""
+        root = self.root
+        root.retiring.append(admission)
+
+        def ended(counts):
+            root.retiring.remove(admission)
+            log.info("{label}: {closed} link(s) closed, {aborted} aborted", label=label,
+                     closed=counts[0], aborted=counts[1])
+        end_links(root.reactor, [admission]).addCallback(ended)
 
     @inlineCallbacks
     def _profile(self, name, before, profile, modems, rebuilt, modem_replaced):
@@ -202,6 +218,14 @@ class Reload:
             root.start_child(build_listener(root, profile, modem, admission))
         except CellbridgeError as error:
             self.not_listening(error)
+            if listener is not None:  # back where it was, links and all, as the config it runs
+                modem = modems.get(before.modem, modem)
+                admission.retarget(before, modem)
+                root.start_child(build_listener(root, before, modem, admission))
+                root.config = dataclasses.replace(root.config,
+                                                  profiles={**root.config.profiles, name: before})
+                self.applied(f"[{label}] unchanged: still listening on {before.listen.endpoint}",
+                             level=log.warn)
             return
         what = "added" if before is None else "changed" if before != profile else "restarted"
         self.applied(f"[{label}] {what}: listening on {profile.listen.endpoint}")

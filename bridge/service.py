@@ -28,7 +28,7 @@ from bridge.proxy.service import (make_datagram_protocol, make_server_service,
                                   make_stream_factory)
 from bridge.logs import listening
 from bridge.systemd import SystemdNotifier
-from bridge.traffic import set_traffic_logging
+from bridge.traffic import TrafficTap, set_traffic_logging
 
 #: The children built from one ``[cellbridge]`` key each: key -> ``build(root)``, which returns
 #: the child (an ``IService``, named after the key) or None when the key is empty. A reload that
@@ -81,6 +81,10 @@ class CellbridgeService(MultiService):
         self.notifier = None
         #: ``set_log_level(name)``, given by whoever started the logging (``cellbridge run``)
         self.set_log_level = None
+        #: every modem's AT traffic, live (cellbridge trace, the debug log)
+        self.traffic = TrafficTap()
+        #: link holders out of the tree whose links still end (a reload removed their profile)
+        self.retiring: list = []
         self._health_checks = []
         self._readiness = []
 
@@ -189,6 +193,12 @@ class CellbridgeService(MultiService):
         from bridge.reload import Reload
         return Reload.of(self).run(path)
 
+    def reloads_settled(self):
+        """Fires once no reload runs: a stop waits for one, which would otherwise start what
+        the stop has ended."""
+        from bridge.reload import Reload
+        return Reload.of(self).settled()
+
 
 def bind(child):
     """``child.privilegedStartService()`` (a listener binds there); a port that cannot be bound
@@ -214,6 +224,7 @@ def build_modem(root, modem):
     child = root.components.modem_service(modem, root)
     child.contexts_in_use = contexts_in_use(root.config, modem.name)
     child.setName(f"modem:{modem.name}")
+    root.traffic.watch(child)
     return child
 
 

@@ -126,8 +126,10 @@ def stop(root):
     clock = root.reactor
     if root.notifier is not None and root.notifier.running:
         yield defer.maybeDeferred(root.notifier.stopService)  # STOPPING=1 before anything closes
+    yield root.reloads_settled()
     yield stop_children(root.children_named("profile:"))
     holders = [holder for holder in map(link_holder, root) if holder is not None]
+    holders += root.retiring
     closed, aborted = yield end_links(clock, holders)
     yield stop_children(root.children_named("server:"))
     modems = root.children_named("modem:")

@@ -1,11 +1,13 @@
-"""What an operator sees of the modems' AT traffic in the log: every line at ``log_level =
-debug``, and the rings saved to files on ``kill -USR1``.
+"""What an operator sees of the modems' AT traffic: every line live (the tree's
+:class:`TrafficTap`, which ``cellbridge trace`` and the log at ``log_level = debug`` watch), and
+the rings saved to files on ``kill -USR1``.
 
 Both show the ring's text (bridge.at.ring): PIN and passwords masked, payloads as length and a
 short hex prefix, so nothing here leaks more than a dump that is safe to paste into a bug report.
 """
 
 import signal
+from functools import partial
 
 from twisted.logger import Logger
 
@@ -19,27 +21,36 @@ def modem_services(root):
     return [service for service in root if (service.name or "").startswith("modem:")]
 
 
-class DebugTrafficLog:
-    """A modem's traffic observer that logs each ring entry at debug."""
+class TrafficTap:
+    """The AT traffic of every modem of the tree, including those a reload adds or restarts: a
+    watcher joins once and hears ``watcher(modem name, ring entry)`` until it leaves."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self) -> None:
+        self.watchers: list = []
 
-    def __call__(self, entry: str) -> None:
-        traffic_log.debug("{modem}: {entry}", modem=self.name, entry=entry)
+    def watch(self, modem) -> None:
+        """Hear ``modem``'s ring entries from now on (each modem child, as it is built)."""
+        observers = getattr(modem, "traffic_observers", None)
+        if observers is not None:  # a stand-in without an AT engine has none
+            observers.append(partial(self._heard, modem.name))
+
+    def _heard(self, name: str, entry: str) -> None:
+        for watcher in list(self.watchers):
+            watcher(name, entry)
+
+
+def log_traffic_line(name: str, entry: str) -> None:
+    """The debug log's watcher: one line per ring entry."""
+    traffic_log.debug("{modem}: {entry}", modem=name, entry=entry)
 
 
 def set_traffic_logging(root, enabled: bool) -> None:
-    """Log every AT line of every modem at debug, or stop. Off, nothing watches the traffic (an
-    observer would cost every line a log event only to be filtered out). Call it again when
-    ``log_level`` changes, and for a modem added to the tree."""
-    for modem in modem_services(root):
-        observers = getattr(modem, "traffic_observers", None)
-        if observers is None:
-            continue  # a stand-in without an AT engine
-        observers[:] = [o for o in observers if not isinstance(o, DebugTrafficLog)]
-        if enabled:
-            observers.append(DebugTrafficLog(modem.name))
+    """Log every AT line of every modem at debug, or stop (when ``log_level`` changes)."""
+    watchers = root.traffic.watchers
+    if log_traffic_line in watchers:
+        watchers.remove(log_traffic_line)
+    if enabled:
+        watchers.append(log_traffic_line)
 
 
 def save_traffic_rings(root) -> None:

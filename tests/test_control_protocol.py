@@ -10,12 +10,14 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
 from bridge.control.protocol import MAX_LINE, ControlProtocol
+from bridge.traffic import TrafficTap
 from bridge.control.snapshot import server_status, session_link, status_snapshot
 from tests.socket_bench import PROFILE, LinkBench, qird, sack
 
 
 class FakeModem:
-    def __init__(self):
+    def __init__(self, name):
+        self.name = f"modem:{name}"
         self.traffic_observers = []
 
     def says(self, entry):
@@ -24,7 +26,12 @@ class FakeModem:
 
 
 def connected(snapshot=None, modems=()):
-    protocol = ControlProtocol(lambda: snapshot, lambda: list(modems))
+    """A protocol on a StringTransport, tracing ``modems`` through a TrafficTap of its own."""
+    traffic = TrafficTap()
+    for modem in modems:
+        traffic.watch(modem)
+    protocol = ControlProtocol(lambda: snapshot, traffic,
+                               lambda: [modem.name.partition(":")[2] for modem in modems])
     transport = StringTransport()
     protocol.makeConnection(transport)
     return protocol, transport
@@ -71,7 +78,7 @@ def test_a_failing_snapshot_is_an_error_answer_not_a_dropped_connection():
     def broken():
         raise RuntimeError("boom")
 
-    protocol = ControlProtocol(broken, lambda: [])
+    protocol = ControlProtocol(broken, TrafficTap(), lambda: [])
     transport = StringTransport()
     protocol.makeConnection(transport)
     assert exchange(protocol, transport, b'{"command": "status"}\n') == (
@@ -80,8 +87,8 @@ def test_a_failing_snapshot_is_an_error_answer_not_a_dropped_connection():
 
 
 def test_trace_streams_each_entry_of_every_modem_until_the_client_goes():
-    main, spare = FakeModem(), FakeModem()
-    protocol, transport = connected(modems=[("main", main), ("spare", spare)])
+    main, spare = FakeModem("main"), FakeModem("spare")
+    protocol, transport = connected(modems=[main, spare])
     assert exchange(protocol, transport, b'{"command": "trace"}\n') == (
         b'{"trace": ["main", "spare"]}\n')
     transport.clear()
@@ -92,12 +99,12 @@ def test_trace_streams_each_entry_of_every_modem_until_the_client_goes():
         b'{"modem": "spare", "entry": "2026-12-05T04:40:01.124+0000 < b\'OK\'"}\n')
     assert exchange(protocol, transport, b'{"command": "status"}\n') == b""  # tracing: ignored
     protocol.connectionLost(None)
-    assert main.traffic_observers == [] and spare.traffic_observers == []
+    assert protocol._traffic.watchers == []
 
 
 def test_a_slow_trace_client_gets_a_count_of_the_entries_dropped_while_its_buffer_was_full():
-    main = FakeModem()
-    protocol, transport = connected(modems=[("main", main)])
+    main = FakeModem("main")
+    protocol, transport = connected(modems=[main])
     exchange(protocol, transport, b'{"command": "trace"}\n')
     assert transport.producer is protocol and transport.streaming
     transport.clear()
@@ -113,7 +120,7 @@ def test_a_slow_trace_client_gets_a_count_of_the_entries_dropped_while_its_buffe
 
 def test_trace_of_a_real_modem_shows_the_open_as_the_ring_records_it(tmp_path):
     bench = LinkBench(tmp_path)
-    protocol, transport = connected(modems=[("main", bench.modem)])
+    protocol, transport = connected(modems=[bench.modem])
     exchange(protocol, transport, b'{"command": "trace"}\n')
     transport.clear()
     bench.accept()  # a second local connection: module socket 1

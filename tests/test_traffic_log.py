@@ -1,10 +1,10 @@
 """AT lines in the log at debug (``set_traffic_logging``): each ring entry, redacted as the ring
 keeps it; switched off, nothing watches the traffic at all."""
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import MultiService
 from twisted.logger import LogLevel, capturedLogs
 
-from bridge.traffic import DebugTrafficLog, set_traffic_logging
+from bridge.traffic import TrafficTap, log_traffic_line, set_traffic_logging
 from tests.modem_harness import AFTER_SIM, IDENTITY, OK, SIM_READY, SYNC, ModemHarness
 from tests.test_modem_bringup import SIM_PIN
 
@@ -14,10 +14,9 @@ PIN_UP = SYNC + IDENTITY + SIM_PIN + [(b'AT+CPIN="1234"', OK)] + SIM_READY + AFT
 def tree(tmp_path):
     h = ModemHarness(tmp_path / "state", pin="1234")
     root = MultiService()
+    root.traffic = TrafficTap()
+    root.traffic.watch(h.modem)
     h.modem.setServiceParent(root)
-    other = Service()  # not a modem: left alone
-    other.setName("profile:web")
-    other.setServiceParent(root)
     return h, root
 
 
@@ -43,7 +42,7 @@ def test_off_nothing_watches_and_nothing_is_logged(tmp_path):
     h, root = tree(tmp_path)
     set_traffic_logging(root, True)
     set_traffic_logging(root, False)  # log_level back to info
-    assert not any(isinstance(o, DebugTrafficLog) for o in h.modem.traffic_observers)
+    assert log_traffic_line not in root.traffic.watchers
     with capturedLogs() as events:
         h.up(PIN_UP)
     assert traffic(events) == []
@@ -52,8 +51,9 @@ def test_off_nothing_watches_and_nothing_is_logged(tmp_path):
 def test_other_watchers_stay_when_it_is_switched(tmp_path):
     h, root = tree(tmp_path)
     seen = []
-    h.modem.traffic_observers.append(seen.append)  # e.g. a live trace
+    watcher = lambda name, entry: seen.append(entry)  # noqa: E731 (e.g. a live trace)
+    root.traffic.watchers.append(watcher)
     set_traffic_logging(root, True)
     set_traffic_logging(root, False)
     h.up(PIN_UP)
-    assert h.modem.traffic_observers == [seen.append] and seen
+    assert root.traffic.watchers == [watcher] and seen

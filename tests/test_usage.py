@@ -8,7 +8,8 @@ from twisted.logger import capturedLogs, formatEvent
 
 from bridge.at import commands as c
 from bridge.at.commands import ReadResult
-from bridge.modem.usage import DataUsage, UsageStore
+from bridge.counters import DataUsage
+from bridge.modem.usage import UsageStore
 from tests.modem_harness import ModemHarness
 from tests.test_at_datamode import connected
 from tests.test_at_harness import Harness, value_of

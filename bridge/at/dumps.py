@@ -26,10 +26,14 @@ def file_word(text: str) -> str:
     return _UNSAFE.sub("-", text).strip("-.") or "-"
 
 
+def to_millisecond(seconds: float) -> tuple:
+    """``(whole seconds, milliseconds)``, rounded as a whole: 0.9996 s is (1, 0), not (0, 0)."""
+    return divmod(int(round(seconds * 1000)), 1000)
+
+
 def utc_stamp(seconds: float) -> str:
     """``20261205T044001.123Z``: sorts as it happened, and needs no quoting in a shell."""
-    whole = int(seconds // 1)
-    millis = int(round((seconds - whole) * 1000)) % 1000
+    whole, millis = to_millisecond(seconds)
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime(whole)) + ".%03dZ" % millis
 
 

@@ -64,7 +64,7 @@ from bridge.at.framing import Data, Framer, Junk, Line, Marker, Payload, Prompt
 from bridge.at.redact import redact
 from bridge.at.ring import TrafficRing, log_event
 from bridge.at.stall import STALL_TIMEOUT, StallWatch
-from bridge.modem.usage import DataUsage
+from bridge.counters import DataUsage
 
 ESC = b"\x1b"
 #: UART bits per byte: start bit, 8 data bits, stop bit.

@@ -19,6 +19,7 @@ from typing import Callable, Iterable, List, Optional
 
 from twisted.logger import Logger
 
+from bridge.at.dumps import to_millisecond
 from bridge.at.redact import redact
 
 log = Logger()
@@ -52,7 +53,7 @@ def repr_without_payload(obj) -> str:
 def iso_timestamp(seconds: float) -> bytes:
     """Local time with milliseconds and offset, like the daemon's log lines:
     ``2026-12-05T04:40:01.123+0000``."""
-    whole, millis = divmod(int(round(seconds * 1000)), 1000)  # 0.9996 s rounds up to 1.000
+    whole, millis = to_millisecond(seconds)
     local = time.localtime(whole)
     return (time.strftime("%Y-%m-%dT%H:%M:%S", local) + ".%03d" % millis
             + time.strftime("%z", local)).encode()

@@ -40,18 +40,18 @@ class ControlProtocol(LineReceiver):
     """One client of the control socket.
 
     :param snapshot: ``snapshot()`` -> the status dict
-    :param modems: ``modems()`` -> ``[(name, modem), ...]``, whose ``traffic_observers`` a trace
-        joins
+    :param traffic: the tree's :class:`~bridge.traffic.TrafficTap`, which a trace watches
+    :param modem_names: ``modem_names()`` -> the modems a trace starts with
     """
 
     log = Logger()
     delimiter = b"\n"
     MAX_LENGTH = MAX_LINE
 
-    def __init__(self, snapshot, modems) -> None:
+    def __init__(self, snapshot, traffic, modem_names) -> None:
         self._snapshot = snapshot
-        self._modems = modems
-        self._watching = []  # (modem, observer) while tracing
+        self._traffic = traffic
+        self._modem_names = modem_names
         self._tracing = False
         self._paused = False
         self._dropped = 0
@@ -95,19 +95,14 @@ class ControlProtocol(LineReceiver):
     def _trace(self) -> None:
         self._tracing = True
         self.transport.registerProducer(self, True)
-        names = []
-        for name, modem in self._modems():
-            observer = partial(self._entry, name)
-            modem.traffic_observers.append(observer)
-            self._watching.append((modem, observer))
-            names.append(name)
-        self.send({"trace": names})
+        self._traffic.watchers.append(self._entry)
+        self.send({"trace": self._modem_names()})
 
-    def _entry(self, name: str, entry: str) -> None:
+    def _entry(self, service_name: str, entry: str) -> None:
         if self._paused:
             self._dropped += 1
             return
-        self.send({"modem": name, "entry": entry})
+        self.send({"modem": service_name.partition(":")[2], "entry": entry})
 
     def pauseProducing(self) -> None:
         self._paused = True
@@ -125,10 +120,13 @@ class ControlProtocol(LineReceiver):
         self._stop_watching()
 
     def _stop_watching(self) -> None:
-        watching, self._watching = self._watching, []
-        for modem, observer in watching:
-            if observer in modem.traffic_observers:
-                modem.traffic_observers.remove(observer)
+        if self._entry in self._traffic.watchers:
+            self._traffic.watchers.remove(self._entry)
+
+
+def modem_names(root) -> list:
+    """The names of the modems in the tree now (``main``, not ``modem:main``)."""
+    return [name for name, _ in children(root, "modem")]
 
 
 class ControlFactory(Factory):
@@ -140,7 +138,7 @@ class ControlFactory(Factory):
         self.root = root
 
     def buildProtocol(self, addr) -> ControlProtocol:
-        protocol = ControlProtocol(partial(status_snapshot, self.root),
-                                   partial(children, self.root, "modem"))
+        protocol = ControlProtocol(partial(status_snapshot, self.root), self.root.traffic,
+                                   partial(modem_names, self.root))
         protocol.factory = self
         return protocol

@@ -11,6 +11,7 @@ profile's :class:`~bridge.proxy.admission.Admission`; a udp ``UDPServer``'s prot
 """
 
 from bridge.at.ring import iso_timestamp
+from bridge.proxy.accounting import address_text
 
 VERSION = 1
 #: ``modem.info`` keys shown as they are (None until bring-up, or a module that does not say)
@@ -39,14 +40,6 @@ def children(root, kind: str) -> list:
 def timestamp(seconds):
     """ISO local time with offset, like the log and the AT trace (None stays None)."""
     return None if seconds is None else iso_timestamp(seconds).decode()
-
-
-def address_text(address) -> str:
-    """``host:port`` of an IP (or module) address, the path of a unix one."""
-    host = getattr(address, "host", None)
-    if host is not None:
-        return f"{host}:{address.port}"
-    return str(getattr(address, "name", address))
 
 
 def host_text(transport):

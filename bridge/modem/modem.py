@@ -37,7 +37,7 @@ from bridge.at.events import (Boot, Closed, ConnectResult, DataAvailable, PdpDea
                               StreamCorrupt)
 from bridge.at.protocol import RESYNC_ATTEMPTS, RESYNC_TIMEOUT, ATProtocol
 from bridge.at.ring import TrafficRing, describe_payload
-from bridge.counters import Counters
+from bridge.counters import Counters, DataUsage
 from bridge.errors import CellbridgeError, ModemDown
 from bridge.modem.bringup import REGISTERED, STAT_NAMES, BringUp, Pacing
 from bridge.modem.health import HEALTH_INTERVAL, HealthPoll
@@ -53,7 +53,7 @@ from bridge.modem.socket import SocketSettings
 from bridge.modem.stack import ACTIVE_STATES, StackMachine
 from bridge.modem.supervisor import RecoveryTimings, Supervisor
 from bridge.modem.transport import TransportError, open_port
-from bridge.modem.usage import DataUsage, UsageStore
+from bridge.modem.usage import UsageStore
 
 #: Without an answer for this long (and nothing on the wire) the modem is not healthy.
 ANSWER_STALE = 120.0
@@ -180,7 +180,8 @@ class Modem(Service):
     def stopService(self):
         super().stopService()
         self.supervisor.stop()
-        self._mark_down("stopping", expected=True)  # writes the data usage too
+        self._mark_down("stopping", expected=True)
+        self._usage_store.close()
         self._enter("stopped")
         for _, waiter in list(self._ready_waiters):
             waiter.cancel()  # it will not be ready again

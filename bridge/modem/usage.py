@@ -10,38 +10,14 @@ no AT framing.
 
 import json
 import os
-from typing import Callable, Optional
+from typing import Optional
 
 from twisted.logger import Logger
 
+from bridge.counters import DataUsage
+
 #: Seconds from the first change to the write: at most one write this often while data flows.
 SAVE_INTERVAL = 60.0
-
-
-class DataUsage:
-    """Payload bytes written to (``sent``) and read from (``received``) the module's sockets.
-
-    The engine adds with ``count_sent``/``count_received``; ``on_change`` (if set) hears that
-    the counts moved, so that they are written soon, and nothing runs while they stand still.
-    """
-
-    def __init__(self, sent: int = 0, received: int = 0) -> None:
-        self.sent = sent
-        self.received = received
-        self.on_change: Optional[Callable[[], None]] = None
-
-    def count_sent(self, size: int) -> None:
-        self.sent += size
-        if self.on_change is not None:
-            self.on_change()
-
-    def count_received(self, size: int) -> None:
-        self.received += size
-        if self.on_change is not None:
-            self.on_change()
-
-    def as_dict(self) -> dict:
-        return {"sent": self.sent, "received": self.received}
 
 
 class UsageStore:
@@ -61,7 +37,6 @@ class UsageStore:
         self._interval = interval
         self._timer = None
         self._saved: Optional[dict] = None
-        usage.on_change = self._changed
 
     def _changed(self) -> None:
         if self._timer is None:
@@ -78,6 +53,12 @@ class UsageStore:
             self._timer = None
         self.save()
 
+    def close(self) -> None:
+        """The modem stops: write, and hear no more counts (a byte its engine reads before the
+        port is closed must not arm a write over the file of a modem that replaced it)."""
+        self.usage.on_change = None
+        self.flush()
+
     def load(self) -> None:
         try:
             with open(self.path, encoding="ascii") as handle:
@@ -93,6 +74,7 @@ class UsageStore:
             sent = received = 0
         self.usage.sent, self.usage.received = sent, received
         self._saved = self.usage.as_dict()
+        self.usage.on_change = self._changed
 
     def save(self) -> None:
         """Write the counts atomically if they changed since the last write."""

@@ -43,9 +43,11 @@ def close_cause(reason, local_first: bool) -> str:
 
 
 def address_text(address) -> str:
-    """``host:port`` of an IP address, else its own text (a unix socket's peer)."""
-    host, port = getattr(address, "host", None), getattr(address, "port", None)
-    return f"{host}:{port}" if host is not None else str(address)
+    """``host:port`` of an IP (or module) address, the path of a unix one."""
+    host = getattr(address, "host", None)
+    if host is not None:
+        return f"{host}:{address.port}"
+    return str(getattr(address, "name", address))
 
 
 class Link:

@@ -57,7 +57,9 @@ class Admission(Factory):
             endpoint = PersistentEndpoint(endpoint, ReopenTimings(
                 maximum=profile.reopen_max_delay, timeout=profile.reopen_timeout), self.name)
         self.endpoint = endpoint
-        self.ledger.remote = f"{profile.remote.host}:{profile.remote.port}"  # for links from now on
+        # links from now on: their remote, and the counters of the modem that carries them
+        self.ledger.remote = f"{profile.remote.host}:{profile.remote.port}"
+        self.ledger.counters = modem.counters
 
     def buildProtocol(self, addr) -> LocalSide:
         local = LocalSide(self)

@@ -1,5 +1,5 @@
-"""Review of the operations change: each test shows one defect found at a seam between its parts
-(reload, stop, control, accounting, usage, dumps). They fail until the defect is fixed."""
+"""Where reload, stop, trace, link accounting, data usage and dump files meet: each part kept
+its promise alone; these check that they keep it together."""
 
 import ast
 import json
@@ -16,9 +16,9 @@ from twisted.python.failure import Failure
 from bridge.at.dumps import DumpFiles
 from bridge.config import load_config
 from bridge.control.protocol import ControlFactory
-from bridge.counters import Counters
+from bridge.counters import Counters, DataUsage
 from bridge.modem.socket import SocketSettings
-from bridge.modem.usage import DataUsage, UsageStore
+from bridge.modem.usage import UsageStore
 from bridge.proxy.admission import Admission
 from bridge.proxy.splice import LocalSide
 from bridge.service import make_service
@@ -98,9 +98,8 @@ def reload(root, config, text):
 # -- reload x control trace ---------------------------------------------------------------------
 
 def test_a_trace_keeps_following_a_modem_that_a_reload_restarted(tmp_path):
-    """The trace joins the Modem objects there are when it starts; a reload that restarts
-    ``[modem:main]`` puts a new Modem (new ``traffic_observers``) in the tree, and the trace
-    goes silent for it (and keeps the stopped Modem alive) until the client reconnects."""
+    """A live trace watches the tree's TrafficTap, not the Modem objects of its start: a reload
+    that restarts ``[modem:main]`` leaves it hearing the new Modem, and leaving keeps nothing."""
     root, _, config = started(tmp_path, ini())
     protocol = ControlFactory(root).buildProtocol(None)
     transport = StringTransport()
@@ -116,48 +115,46 @@ def test_a_trace_keeps_following_a_modem_that_a_reload_restarted(tmp_path):
         observer("2026-12-05T05:00:00.000+0000 > AT+QISTAT")
     assert transport.value() == (b'{"modem": "main", "entry": '
                                  b'"2026-12-05T05:00:00.000+0000 > AT+QISTAT"}\n')
-    assert old.traffic_observers == []  # nothing keeps the stopped modem
+    protocol.connectionLost(None)
+    assert root.traffic.watchers == []  # the trace leaves nothing behind
 
 
 # -- reload x stop ------------------------------------------------------------------------------
 
 def test_a_stop_during_a_reload_leaves_nothing_running(tmp_path):
-    """SIGTERM while a SIGHUP's reload waits for a modem to stop: the stop runs at once
-    (bridge.shutdown does not wait for the reload), then the reload resumes and starts the new
-    modem and its profile's pieces in a tree that has stopped."""
+    """SIGTERM while a SIGHUP's reload waits for a modem to stop: the stop waits for the reload,
+    then stops what it started, so nothing runs after the stop."""
     root, parts, config = started(tmp_path, ini())
     parts.hold_stop = True
     reloaded = []
     reload(root, config, ini(modem="send_window = 2920")).addBoth(reloaded.append)
     assert reloaded == [] and len(parts.held) == 1  # waits for modem:main's stop
     stopping = root.stopService()
-    assert stopping.called
+    assert not stopping.called  # the stop waits for the reload
+    parts.hold_stop = False
     parts.held[0].callback(None)
-    assert reloaded == [None]
+    assert reloaded == [None] and stopping.called
     assert [child.name for child in root if child.running] == []
 
 
 # -- reload x links ------------------------------------------------------------------------------
 
 def test_a_tcp_profile_made_udp_by_a_reload_still_ends_its_links_at_stop(tmp_path):
-    """``[profile:web]`` turned udp: its tcp listener is stopped and replaced, and nothing ends
-    the old admission's open link: it is out of the tree, so status does not show it and the
-    stop neither finishes nor aborts it (it is cut when the process exits)."""
+    """``[profile:web]`` turned udp: the tcp listener's open link ends as a removed profile's
+    would, and no modem restarts for it."""
     dns = "[profile:dns]\nmodem = main\nlisten = udp:5353\nremote = udp:10.0.0.1:53\n"
     root, parts, config = started(tmp_path, ini(profiles=dns))  # its modem already takes udp
     udp = ini(profiles=dns).replace("listen = tcp:8080", "listen = udp:8080").replace(
         "remote = tcp:10.0.0.1:80", "remote = udp:10.0.0.1:80")
     assert reload(root, config, udp).called
     assert root.config.profiles["web"].listen.kind == "udp"
-    assert parts.events == []  # no modem restarted: the link's module socket lives on
-    assert root.stopService().called
-    assert ("finish", "web") in parts.events
+    assert ("finish", "web") in parts.events  # its links end, as a removed profile's
+    assert [event for event in parts.events if event[0] == "modem"] == []  # no modem restarted
 
 
 def test_a_tcp_profile_whose_new_address_cannot_be_bound_keeps_its_links_in_the_tree(tmp_path):
-    """``listen`` moved to a busy port: the old listener is stopped first, the new one cannot
-    bind, and the profile leaves the tree with its admission: the old port is gone too, and its
-    open links are neither shown by status nor ended at stop."""
+    """``listen`` moved to a busy port: the profile keeps its old listener (and its links), so a
+    stop still ends them."""
     root, parts, config = started(tmp_path, ini())
     root.reactor.taken = (8088,)
     assert reload(root, config, ini().replace("listen = tcp:8080", "listen = tcp:8088")).called
@@ -167,9 +164,8 @@ def test_a_tcp_profile_whose_new_address_cannot_be_bound_keeps_its_links_in_the_
 
 
 def test_the_link_accounting_follows_the_modem_a_reload_retargets_a_profile_to(tmp_path):
-    """A restarted (or another) modem brings its own Counters; ``Admission.retarget`` moves the
-    endpoint but the Ledger still counts in the old modem's, which status and metrics no longer
-    read: ``cellbridge_links_closed_total`` loses every link closed after the reload."""
+    """Links opened after a reload retargets a profile are counted in the counters of the modem
+    that carries them, which status and metrics read."""
     (tmp_path / "cellbridge.ini").write_text(ini())
     config = load_config(str(tmp_path / "cellbridge.ini"))
     profile = config.profiles["web"]
@@ -191,16 +187,14 @@ def fake_modem(name):
 # -- data usage across a modem restart ----------------------------------------------------------
 
 def test_a_stopped_modems_usage_store_never_writes_over_its_successors_file(tmp_path):
-    """Modem.stopService flushes its UsageStore and then closes the port, but leaves
-    ``usage.on_change`` armed: a payload counted on the old engine after the flush (the port
-    still open) starts a 60 s timer on a modem that has stopped. A reload's new Modem has loaded
-    the file meanwhile and saved more; the old timer then writes its smaller figure over it."""
+    """A stopped modem's store hears no more counts: a byte its engine reads before the port
+    closes must not arm a write over the file of the modem that replaced it."""
     clock = Clock()
     old_usage = DataUsage()
     old = UsageStore(clock, str(tmp_path), "main", old_usage, interval=60.0)
     old.load()
     old_usage.count_sent(100)
-    old.flush()  # the old modem stops: 100 written
+    old.close()  # the old modem stops: 100 written
     old_usage.count_received(10)  # a +RECEIVE read before its port closed
     new_usage = DataUsage()
     new = UsageStore(clock, str(tmp_path), "main", new_usage, interval=60.0)
@@ -217,9 +211,8 @@ def test_a_stopped_modems_usage_store_never_writes_over_its_successors_file(tmp_
 
 def test_a_dump_in_the_last_half_millisecond_of_a_second_is_named_after_the_earlier_ones(
         tmp_path):
-    """``utc_stamp`` rounds the milliseconds (999.6 ms -> 1000) and wraps them to 000 without
-    carrying into the second (the fix ``iso_timestamp`` got in ring.py, not copied here): the
-    newer dump's name sorts before the older one's, and pruning removes the newer."""
+    """A dump 999.6 ms into a second is named after the next second (rounded as a whole), so
+    names sort as the dumps happened and pruning keeps the newest."""
     dumps = DumpFiles(str(tmp_path), "modem-main", keep=1)
     dumps.write("older", "pdp_lost", 1_000_000.5)
     newest = dumps.write("newer", "pdp_lost", 1_000_000.9996)
@@ -230,8 +223,7 @@ def test_a_dump_in_the_last_half_millisecond_of_a_second_is_named_after_the_earl
 # -- layering ------------------------------------------------------------------------------------
 
 def test_the_at_engine_does_not_import_the_modem_package():
-    """bridge.at is the AT engine under bridge.modem; bridge/at/protocol.py now imports
-    bridge.modem.usage for a default DataUsage."""
+    """bridge.at is the AT engine under bridge.modem: it imports nothing of bridge.modem."""
     offenders = []
     for path in sorted((BRIDGE / "at").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
