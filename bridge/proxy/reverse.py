@@ -374,7 +374,7 @@ class StreamForwarding(Forwarding):
         self.socket.abortConnection()
 
     def ended(self, socket) -> None:
-        """The module socket stopped carrying (its ModuleSide was told; the ledger logged it)."""
+        """The module socket stopped carrying (its ModuleSide was told, the ledger counted it)."""
         self.server.ended(self)
 
 
