@@ -34,7 +34,7 @@ from bridge.config_values import (BAUDRATES, MAX_MODULE_SOCKETS, MAX_SEND_WINDOW
                                   listen, log_level, networks, optional_file, optional_host,
                                   packet_wait, pin, plain_text, probe_bytes, public_key_pins, remote,
                                   seconds, seconds_or_zero, serial_port, simulator_arguments,
-                                  timeout_overrides)
+                                  timeout_overrides, unix_address_from)
 from bridge.errors import ConfigError
 from bridge.tls.files import TLSFileError, certificates, identity, private_key, readable_by_others
 
@@ -195,15 +195,15 @@ SCHEMA = {
     "cellbridge": {
         "control": Key(control_endpoint, "server endpoint of the control socket (cellbridge "
                        "status, cellbridge trace), e.g. unix:/run/cellbridge/control.sock (made "
-                       "mode 0660); empty = none"),
+                       "mode 0660; " + RELATIVE + "); empty = none"),
         "control_group": Key(group, "group given the unix control socket (the daemon must be in "
                              "it: SupplementaryGroups=); its members may use status and trace; "
                              "empty = the daemon's own group"),
         "metrics": Key(control_endpoint, "server endpoint serving Prometheus metrics at /metrics, "
-                       "e.g. tcp:9464:interface=127.0.0.1; empty = none"),
+                       "e.g. tcp:9464:interface=127.0.0.1; empty = none; " + RELATIVE),
         "log_level": Key(log_level, "debug, info, warn, error or critical"),
         "state_dir": Key(directory, "directory for state that must survive restarts (a rejected "
-                         "PIN); " + RELATIVE),
+                         "PIN, data usage, AT traffic dumps); " + RELATIVE),
     },
     "modem": {
         "port": Key(serial_port, "device path (prefer /dev/serial/by-id/...), tcp:HOST:PORT for a "
@@ -680,7 +680,10 @@ def load_config(path):
             parsed[kind].append((section, name, _section_values(parser, section, kind, problems)))
 
     general = General(**parsed["cellbridge"][0][2]) if parsed["cellbridge"] else General()
-    general = dataclasses.replace(general, state_dir=_absolute(path, general.state_dir))
+    here = os.path.dirname(os.path.abspath(path))
+    general = dataclasses.replace(general, state_dir=_absolute(path, general.state_dir),
+                                  control=unix_address_from(here, general.control),
+                                  metrics=unix_address_from(here, general.metrics))
 
     modem_values, modem_names = {}, [name for _, name, _ in parsed["modem"]]
     for section, name, values in parsed["modem"]:

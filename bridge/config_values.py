@@ -3,6 +3,7 @@ what is wrong. No INI here (bridge.config reads the file); each parser sees one 
 """
 
 import configparser
+import os
 import difflib
 import grp
 import ipaddress
@@ -329,6 +330,22 @@ def endpoint_fields(text):
 
 def _escaped(value):
     return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def unix_address_from(base_dir, endpoint):
+    """``endpoint`` with a ``unix:`` socket's relative path taken from ``base_dir`` (the config
+    file's directory: the daemon and ``cellbridge status`` may run in different directories);
+    any other endpoint unchanged."""
+    if not endpoint or not endpoint.startswith("unix:"):
+        return endpoint
+    positional, named = endpoint_fields(endpoint)
+    address = named.get("address") or (positional[1] if len(positional) > 1 else None)
+    if not address or os.path.isabs(address):
+        return endpoint
+    written = ("address=" if "address" in named else "") + _escaped(address)
+    absolute = ("address=" if "address" in named else "") + _escaped(
+        os.path.normpath(os.path.join(base_dir, address)))
+    return "unix:" + endpoint[len("unix:"):].replace(written, absolute, 1)
 
 
 class _ParseOnlyReactor:

@@ -120,6 +120,8 @@ class Reload:
             profile, before = new.profiles.get(name), old.profiles.get(name)
             if profile is None or before is None:
                 return True
+            if f"profile:{name}" not in root.namedServices:
+                return True  # it could not bind before: try again
             if profile.listen.kind == "udp" or before.listen.kind == "udp":
                 return profile != before or profile.modem in replaced
             return False
@@ -171,7 +173,9 @@ class Reload:
     def _stop_profile(self, name, gone):
         """Stop accepting; the links of a tcp profile removed (or turned udp) end as at a stop,
         without holding up the reload (a stop meanwhile still ends or aborts them)."""
-        listener = self.root.getServiceNamed(f"profile:{name}")
+        listener = self.root.namedServices.get(f"profile:{name}")
+        if listener is None:  # it could not bind: nothing listens, nothing to end
+            return
         yield self.root.stop_child(listener)
         admission = admission_of(listener)
         what = "removed" if gone else "replaced"
@@ -239,7 +243,9 @@ class Reload:
         for key in sorted(vars(general)):
             old_value, value = getattr(before, key), getattr(general, key)
             child = CHILD_OF_KEY.get(key, key)
-            if old_value == value or child in rebuilt:
+            unbound = (child in root.general_children and getattr(general, child)
+                       and child not in root.namedServices)  # it could not bind: try again
+            if (old_value == value and not unbound) or child in rebuilt:
                 continue
             if key == "log_level" and root.set_log_level is not None:
                 root.set_log_level(value)

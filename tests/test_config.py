@@ -611,3 +611,19 @@ def test_udp_idle_is_a_profile_duration(tmp_path):
     assert load_config(write(tmp_path, MODEM + UDP_PROFILE)).profiles["u"].udp_idle == 60.0
     assert problems(tmp_path, MODEM + UDP_PROFILE + "udp_idle = 0\n") == [
         "[profile:u] udp_idle: must be more than 0 (got '0')"]
+
+
+@pytest.mark.parametrize("written, loaded", [
+    ("unix:c.sock", "unix:{dir}/c.sock"),
+    ("unix:run/c.sock:mode=660", "unix:{dir}/run/c.sock:mode=660"),
+    ("unix:address=c.sock:lockfile=1", "unix:address={dir}/c.sock:lockfile=1"),
+    ("unix:/run/cellbridge/control.sock", "unix:/run/cellbridge/control.sock"),
+    ("tcp:9464:interface=127.0.0.1", "tcp:9464:interface=127.0.0.1")])
+def test_a_relative_unix_control_or_metrics_path_is_taken_from_the_config_files_directory(
+        tmp_path, written, loaded):
+    """The daemon and ``cellbridge status`` may run in different working directories."""
+    path = tmp_path / "c.ini"
+    path.write_text(f"[cellbridge]\ncontrol = {written}\nmetrics = {written}\n"
+                    "[modem:m]\nport = sim\n")
+    general = load_config(str(path)).general
+    assert general.control == general.metrics == loaded.format(dir=tmp_path)

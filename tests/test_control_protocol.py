@@ -145,6 +145,7 @@ class Root(list):
                                                 running=1)])
         self.reactor = bench.clock
         self.config = SimpleNamespace(profiles={"web": PROFILE})
+        self.namedServices = {child.name: child for child in self}
 
 
 def test_the_snapshot_shows_a_live_link_with_its_bytes_age_and_idle(tmp_path):

@@ -25,8 +25,8 @@ def status_snapshot(root) -> dict:
     now = root.reactor.seconds()
     return {"version": VERSION, "time": timestamp(now),
             "modems": [modem_status(modem, now) for _, modem in children(root, "modem")],
-            "profiles": [profile_status(root.config.profiles[name], listener, now)
-                         for name, listener in children(root, "profile")],
+            "profiles": [profile_status(profile, root.namedServices.get(f"profile:{name}"), now)
+                         for name, profile in root.config.profiles.items()],
             "servers": [server_status(server) for _, server in children(root, "server")]}
 
 
@@ -79,7 +79,10 @@ def recovering(supervisor):
 
 
 def profile_status(profile, listener, now: float) -> dict:
-    if profile.listen.kind == "udp":
+    """One profile; ``listener`` None: its port could not be bound (a reload retries it)."""
+    if listener is None:
+        links, waiting = [], 0
+    elif profile.listen.kind == "udp":
         relay = listener.args[1]  # UDPServer(port, protocol)
         links, waiting = [session_link(session) for session in relay.sessions.values()], \
             relay.waiting()
@@ -88,7 +91,8 @@ def profile_status(profile, listener, now: float) -> dict:
         links = [stream_link(socket, admission.local_of(socket)) for socket in admission.sockets]
         waiting = admission.modem.sockets.waiting(profile.name)
     return {"name": profile.name, "modem": profile.modem, "protocol": profile.listen.kind,
-            "listen": profile.listen.endpoint, "listening": bool(listener.running),
+            "listen": profile.listen.endpoint,
+            "listening": listener is not None and bool(listener.running),
             "remote": f"{profile.remote.host}:{profile.remote.port}",
             "links": links, "waiting": waiting}
 
