@@ -312,5 +312,7 @@ async def test_a_stop_ends_a_module_side_servers_client_gracefully_too(tmp_path)
         assert commands.index("AT+QICLOSE=0") < commands.index("AT+QIDEACT")
         [stopped] = [formatEvent(event) for event in events if "stopped:" in event["log_format"]]
         assert stopped.startswith("stopped: 1 link(s) closed, 0 aborted, context deactivated in ")
+        assert bed.modem.counters.get("server_link_closed", cause="local", server="s") == 1, \
+            "the bridge ended it: not the module-side client (remote)"
     finally:
         await bed.stop()

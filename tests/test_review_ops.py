@@ -15,19 +15,16 @@ from argparse import Namespace
 from pathlib import Path
 
 import pytest_twisted
-from twisted.internet import defer, protocol, reactor, threads
-from twisted.logger import capturedLogs, formatEvent
+from twisted.internet import protocol, reactor, threads
 from twisted.protocols.basic import LineReceiver
 
 from bridge.control.client import ControlConnection, control_address
 from bridge.control.render import render
 from bridge.control.snapshot import modem_status, status_snapshot
 from bridge.modem.roaming import REFUSAL
-from tests.e2e_bed import (Bed, Client, Echo, connect, free_port, open_link, server, until,
-                            within)
+from tests.e2e_bed import Bed, Echo, open_link, server, until, within
 from tests.modem_harness import ModemHarness
 from tests.test_metrics_e2e import MetricsBed, link, scrape
-from tests.test_server_e2e import ServerBed
 
 
 class TraceClient(LineReceiver):
@@ -128,48 +125,6 @@ async def test_a_running_trace_still_shows_the_at_lines_after_a_reload_restarted
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_link_the_bridge_ends_at_a_stop_is_not_counted_as_closed_by_the_remote(
-        tmp_path):
-    """SIGTERM ends an open link gracefully (README, Stopping). Neither end closed it; the
-    accounting's own definition (bridge/proxy/accounting.py: ``local`` = "the local side closed
-    first, or the bridge ended it") makes it ``local``; it is counted and logged as ``remote``,
-    "the remote closed", which sends an operator looking at the far end."""
-    bed = await Bed.start(tmp_path, server(Echo))
-    try:
-        await open_link(bed)  # stays open: neither the app nor the remote closes it
-        counters = bed.modem.counters
-        await within(defer.maybeDeferred(bed.root.stopService), "the bridge to stop")
-        causes = {cause: counters.get("link_closed", cause=cause, profile="p")
-                  for cause in ("local", "remote")}
-        assert causes == {"local": 1, "remote": 0}
-    finally:
-        await within(defer.maybeDeferred(bed.remote.stopListening), "the remote to stop")
-        bed.sim.stop()
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_link_the_bridge_ends_when_its_profile_is_removed_is_not_closed_by_the_remote(
-        tmp_path):
-    """The same on a reload that removes the profile (README, Reloading: "its links end as at a
-    stop")."""
-    class TwoProfiles(Bed):
-        profile_keys = ("[profile:other]\nlisten = tcp:0:interface=127.0.0.1\n"
-                        "remote = tcp:127.0.0.1:9\n")
-
-    async with await TwoProfiles.start(tmp_path, server(Echo)) as bed:
-        client = await open_link(bed)
-        path = tmp_path / "bridge.ini"
-        text = path.read_text()
-        start = text.index("[profile:p]")
-        path.write_text(text[:start] + text[text.index("[profile:other]"):])
-        await within(bed.root.reload(str(path)), "the reload")
-        await within(client.closed, "the removed profile's link to end")
-        causes = {cause: bed.modem.counters.get("link_closed", cause=cause, profile="p")
-                  for cause in ("local", "remote")}
-        assert causes == {"local": 1, "remote": 0}
-
-
-@pytest_twisted.ensureDeferred
 async def test_the_human_status_of_a_fresh_daemon_is_short(tmp_path):
     """The issue asks for a short human form "like mmcli"; the README's example modem block is
     16 lines with ``counters: module_reset 1``. Every AT command the bring-up sent is a counter
@@ -200,49 +155,6 @@ async def test_status_shows_a_udp_listen_with_the_interface_it_is_bound_to(tmp_p
         assert "interface=127.0.0.1" in profiles["u"]["listen"]
 
 
-class Answers(protocol.Protocol):
-    """An HTTP/1.0 server: answers the first bytes it gets with ``factory.payload``, closes."""
-
-    def dataReceived(self, data):
-        self.transport.write(self.factory.payload)
-        self.transport.loseConnection()
-
-
-class ClosesOnceComplete(Client):
-    """An HTTP client with a Content-Length: closes as soon as it has the whole answer, without
-    waiting for the server's EOF (curl does)."""
-
-    length = 0
-
-    def dataReceived(self, data):
-        super().dataReceived(data)
-        if len(self.received) >= self.length:
-            self.transport.loseConnection()
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_remote_that_closes_first_is_counted_remote_though_the_app_then_closes(tmp_path):
-    """The remote sends its answer and closes ("socket N: remote closed" in the log); the app
-    has all it wanted and closes too, while the bridge still closes the module socket
-    (AT+QICLOSE). The link is counted and logged ``local``, though the remote closed first
-    (README, Metrics: ``remote`` (the remote closed), ``local`` (the local app closed or
-    half-closed first)). Seen with ``curl`` through configs/sim.ini: 4 of 10 fetches of a small
-    file said ``closed (local)`` right after ``socket 5: remote closed``."""
-    answer = b"HTTP/1.0 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000
-    async with await Bed.start(tmp_path, server(Answers, answer), receive="push",
-                               linger=2) as bed:
-        for _ in range(3):
-            client = ClosesOnceComplete()
-            client.length = len(answer)
-            await connect(bed.port, client)
-            client.transport.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            await within(client.closed, "the app's connection to end")
-            await until(bed.idle, what="the module socket to be freed")
-        causes = {cause: bed.modem.counters.get("link_closed", cause=cause, profile="p")
-                  for cause in ("local", "remote")}
-        assert causes == {"local": 0, "remote": 3}
-
-
 def test_status_shows_no_local_ip_while_data_is_down(tmp_path):
     """``roaming = no`` and the module roams: data goes down (AT+QIDEACT) and the modem waits for
     home, for hours maybe. Status says ``state: down`` but still ``local IP: 10.0.0.2 (context
@@ -269,33 +181,6 @@ def test_the_recovering_value_status_shows_while_roaming_is_in_the_readme(tmp_pa
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     [row] = [line for line in readme.splitlines() if line.startswith("| `.recovering` |")]
     assert value is None or f"`{value}`" in row, f"{value!r} is not in: {row}"
-
-
-class TwoServers(ServerBed):
-    """The shape of configs/sim.ini: a tcp and a udp module-side server on one modem."""
-
-    @property
-    def profile_keys(self):
-        self.server_port, self.udp_port = free_port(), free_port()
-        return (f"max_links = 2\n[server:s]\nport = {self.server_port}\n"
-                f"forward = tcp:127.0.0.1:{self.remote.getHost().port}\nmax_clients = 2\n"
-                f"allow = {self.allow}\n[server:u]\nprotocol = udp\nport = {self.udp_port}\n"
-                f"forward = udp:127.0.0.1:9\nmax_clients = 1\nallow = {self.allow}\n")
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_stop_with_two_module_side_servers_logs_no_at_error(tmp_path):
-    """Every stop of configs/sim.ini logs ``[server:echo-back] closing the listener: AT+QICLOSE:
-    ERROR``: the first server's AT+QICLOSE (no index) closes every listener of the module (app
-    note §3.4), so the second one's is answered ERROR, and the operator reads an AT error in a
-    clean stop."""
-    bed = await TwoServers.start(tmp_path, server(Echo), receive="push", act_delay=0.05,
-                                 deact_delay=0.05)
-    await until(bed.listening, what="the module to listen")
-    with capturedLogs() as events:
-        await bed.stop()
-    lines = [formatEvent(event) for event in events]
-    assert not [line for line in lines if "ERROR" in line], lines
 
 
 def ask_status(address):
@@ -328,45 +213,6 @@ async def test_a_relative_control_path_is_one_socket_for_the_daemon_and_for_stat
         address = control_address(Namespace(control=None, config=str(tmp_path / "bridge.ini")))
         snapshot = await within(threads.deferToThread(ask_status, address), "the status")
         assert snapshot["version"] == 1
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_unix_socket_profiles_link_shows_no_python_repr(tmp_path):
-    """``listen = unix:PATH`` (any Twisted server endpoint is allowed): a client's unix socket
-    has no name, and status shows its link's local peer as the string ``"None"`` (not null, not
-    ``--``), and its close line says ``link UNIXAddress(None) -> ...``: an internal name in a
-    message (the issue: "Messages carry no internal symbol names")."""
-    directory = tempfile.mkdtemp(prefix="cbrv")
-
-    class UnixProfile(Bed):
-        @property
-        def profile_keys(self):
-            return (f"[profile:x]\nlisten = unix:{directory}/p.sock\n"
-                    f"remote = tcp:127.0.0.1:{self.remote.getHost().port}\nlinger = 0.2\n")
-
-        def bound_port(self, listener):
-            if listener.name == "profile:x":  # a unix socket has no port
-                return lambda: None
-            return super().bound_port(listener)
-
-    try:
-        async with await UnixProfile.start(tmp_path, server(Echo)) as bed:
-            client = Client()
-            await protocol.ClientCreator(reactor, lambda: client).connectUNIX(
-                f"{directory}/p.sock", timeout=10)
-            client.transport.write(b"hello")
-            await until(lambda: bytes(client.received) == b"hello", what="the echo")
-            profiles = {p["name"]: p for p in status_snapshot(bed.root)["profiles"]}
-            [link_status] = profiles["x"]["links"]
-            assert link_status["local"] != "None", "a unix peer with no name is null"
-            with capturedLogs() as events:
-                client.transport.loseConnection()
-                admission = bed.root.getServiceNamed("profile:x").factory
-                await until(lambda: not admission.sockets, what="the link to close")
-            lines = [formatEvent(event) for event in events]
-            assert not [line for line in lines if "UNIXAddress" in line], lines
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 async def reload_adding_a_profile_on_a_taken_port(bed, tmp_path):

@@ -119,3 +119,28 @@ async def test_after_a_mute_spell_the_resync_closes_the_kept_listener_and_the_mo
         listen = after_mute.index(f'AT+QILPORT="TCP",{bed.server_port}')
         assert after_mute[listen - 2:listen] == ["AT+QISRVC=2", "AT+QICLOSE"]
         await echo_through_the_module(bed, b"after a mute")
+
+
+class TwoServers(ServerBed):
+    """The shape of configs/sim.ini: a tcp and a udp module-side server on one modem."""
+
+    @property
+    def profile_keys(self):
+        self.server_port, self.udp_port = free_port(), free_port()
+        return (f"max_links = 2\n[server:s]\nport = {self.server_port}\n"
+                f"forward = tcp:127.0.0.1:{self.remote.getHost().port}\nmax_clients = 2\n"
+                f"allow = {self.allow}\n[server:u]\nprotocol = udp\nport = {self.udp_port}\n"
+                f"forward = udp:127.0.0.1:9\nmax_clients = 1\nallow = {self.allow}\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stop_with_two_module_side_servers_closes_their_listeners_with_no_at_error(
+        tmp_path):
+    """AT+QICLOSE without an index closes every listener of the module (app note §3.4): the two
+    servers stopping together send it once, and a clean stop logs no AT error (a second one
+    would be answered ERROR)."""
+    bed = await start(tmp_path, TwoServers, receive="push")
+    with capturedLogs() as events:
+        await bed.stop()
+    lines = [formatEvent(event) for event in events]
+    assert not [line for line in lines if "ERROR" in line], lines

@@ -178,6 +178,12 @@ class PersistentLink:
         """The module socket index carrying the link; None while it reopens."""
         return self.socket.slot if self.socket is not None else None
 
+    @property
+    def remote_closed(self) -> bool:
+        """The socket carrying now heard the remote close: the link ends with it (who closed
+        a link first, :mod:`bridge.proxy.splice`)."""
+        return self.socket is not None and self.socket.remote_closed
+
     # -- opening ----------------------------------------------------------------------------------
 
     def open(self) -> Deferred:

@@ -10,6 +10,9 @@ Directions are the module's: ``uplink`` goes out through the module (from the lo
 profile, or from the local service of a module-side server), ``downlink`` comes in from it.
 """
 
+import os
+
+from twisted.internet.address import UNIXAddress
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.logger import Logger
 
@@ -32,7 +35,8 @@ SERIES = {"profile": ("link_closed", "link_bytes"),
 
 def close_cause(reason, local_first: bool) -> str:
     """The cause of a link whose module side ended with ``reason`` (a Failure or None);
-    ``local_first``: the local side had closed or half-closed before."""
+    ``local_first``: the local side closed or half-closed, or the bridge ended the link, before
+    the remote closed."""
     if reason is not None and reason.check(SocketLost):
         return MODEM_DOWN if reason.value.cause == "modem_down" else DEAD
     if local_first or (reason is not None and reason.check(ConnectionAborted)):
@@ -43,11 +47,14 @@ def close_cause(reason, local_first: bool) -> str:
 
 
 def address_text(address) -> str:
-    """``host:port`` of an IP (or module) address, the path of a unix one."""
+    """``host:port`` of an IP (or module) address, the path of a unix one (``unix`` for the
+    client end of a unix socket, which has no name)."""
     host = getattr(address, "host", None)
     if host is not None:
         return f"{host}:{address.port}"
-    return str(getattr(address, "name", address))
+    if isinstance(address, UNIXAddress):
+        return "unix" if address.name is None else os.fsdecode(address.name)
+    return str(address)
 
 
 class Link:

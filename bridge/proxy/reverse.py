@@ -94,7 +94,8 @@ class ModuleServer(Service):
         AT+QISERVER may be answered yet (a listen still waiting for its turn stops there).
 
         AT+QICLOSE without an index closes every listener of the module (app note §3.4), the
-        other server's on this modem too: right at daemon stop, not for stopping one server
+        other server's on this modem too: right at daemon stop (where the servers stopping
+        together send it once: the desk's ``close_listeners``), not for stopping one server
         alone."""
         on_wire = self.desk.on_wire is self
         super().stopService()
@@ -103,11 +104,11 @@ class ModuleServer(Service):
             forwarding.close()
         if self.listening or on_wire:
             self._not_listening()
-            close = commands.qiclose(None, self.modem.timeouts.qiclose)
-            closing = self.modem.issue(close.addressing(self._server_side()))
-            closing.addErrback(lambda failure: self.log.info(
-                "[{label}] closing the listener: {why}", label=self.label,
-                why=failure.getErrorMessage()))
+            closing = self.desk.close_listeners(self.context)
+            if closing is not None:
+                closing.addErrback(lambda failure: self.log.info(
+                    "[{label}] closing the listener: {why}", label=self.label,
+                    why=failure.getErrorMessage()))
 
     # -- listening --------------------------------------------------------------------------------
 

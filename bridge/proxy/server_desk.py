@@ -10,14 +10,18 @@ to the one whose protocol the module names on that socket's AT+QISTATE line (doc
 §4.7). What the socket receives meanwhile is held for it (push mode: a UDP peer's first datagram
 follows its REMOTE IP at once). An answer that names neither server, or none: the socket is closed
 on the server side. A client announced while the modem, or the context of every server, is down is
-not taken: the recovery's AT+QIDEACT closes it.
+not taken: the recovery's AT+QIDEACT closes it. AT+QICLOSE without an index closes every listener
+of the module (app note §3.4): servers that stop together send it once, since a second one would
+find nothing to close and be answered ERROR.
 """
 
 import weakref
+from typing import Dict, Optional
 
-from twisted.internet.defer import DeferredLock, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredLock, inlineCallbacks
 from twisted.logger import Logger
 
+from bridge.at import commands
 from bridge.at.errors import ATEngineError
 from bridge.at.events import ServerStarted
 from bridge.errors import ModemDown
@@ -47,11 +51,28 @@ class ServerDesk:
         self.turns = DeferredLock()
         #: the server whose listen is on the wire: it gets the ``SERVER OK``
         self.on_wire = None
+        #: the AT+QICLOSE without an index on its way, by context (see the module docstring)
+        self._closing: Dict[int, Deferred] = {}
         modem.add_server_listener(self._server_event)
 
     def add(self, server) -> None:
         self.servers.append(server)
         self.servers.sort(key=lambda s: s.server.protocol)  # tcp first: it speaks for the desk
+
+    def close_listeners(self, context: int) -> Optional[Deferred]:
+        """AT+QICLOSE without an index on ``context``: every listener of the module closes (app
+        note §3.4) -> its answer, or None if one is on its way already (it closes this one's)."""
+        if context in self._closing:
+            return None
+        close = commands.qiclose(None, self.modem.timeouts.qiclose)
+        closing = self._closing[context] = self.modem.issue(
+            close.addressing(self.modem.selection(context, server=True)))
+        closing.addBoth(self._listeners_closed, context)
+        return closing
+
+    def _listeners_closed(self, result, context: int):
+        del self._closing[context]
+        return result
 
     def _server_event(self, event) -> None:
         if isinstance(event, ServerStarted):

@@ -16,6 +16,9 @@ EOF.
 
 Each splice counts what it carries on its :class:`~bridge.proxy.accounting.Link` (one int add per
 chunk) and, when its module side ends, hands it to its admission's ledger with the close cause.
+Who closed first is noted when the local side closes (or the bridge ends the link): the module
+socket's own close completes later (its bytes drained and acked, AT+QICLOSE), and the other end
+may have closed meanwhile.
 """
 
 from twisted.internet.error import ConnectionDone
@@ -43,7 +46,8 @@ class LocalSide(Protocol):
         self.module = None  # the ModuleSide, once spliced
         self.connecting = None  # the endpoint's connect Deferred while it runs
         self.ended = False
-        self.half_closed = False  # the local side sent EOF
+        self.local_first = False  # the app closed or half-closed, or the bridge ended the
+        # link, before the remote closed (the close cause, bridge.proxy.accounting)
         self.link = Link()
         self._fed = False  # the module socket is registered as our transport's producer
 
@@ -80,8 +84,15 @@ class LocalSide(Protocol):
                       "them; resetting it", name=self.admission.name, n=len(data))
         self.reset()
 
+    def _closing(self) -> None:
+        """The local side closes or half-closes, or the bridge ends the link: first, unless the
+        module socket has already heard the remote close."""
+        module = self.module.transport if self.module is not None else None
+        if not getattr(module, "remote_closed", False):
+            self.local_first = True
+
     def readConnectionLost(self) -> None:
-        self.half_closed = True
+        self._closing()
         if self.module is not None and self.module.transport is not None:
             self.module.transport.loseWriteConnection()
 
@@ -90,6 +101,7 @@ class LocalSide(Protocol):
 
     def connectionLost(self, reason=None) -> None:
         self.ended = True
+        self._closing()
         if self.module is not None and self.module.transport is not None:
             self.module.transport.unregisterProducer()  # a TLS close waits for its producer
             self.module.transport.loseConnection()
@@ -107,6 +119,7 @@ class LocalSide(Protocol):
         and the app reads what came back, then a clean EOF."""
         if self.module is None or self.module.transport is None:
             return
+        self._closing()
         self.module.transport.unregisterProducer()  # its drained uplink must not resume us
         self.transport.pauseProducing()
         self.module.transport.loseConnection()
@@ -156,7 +169,7 @@ class ModuleSide(Protocol):
             if local.connecting is not None:
                 local.connecting.cancel()
             return
-        local.link_ended(socket, close_cause(reason, local.ended or local.half_closed))
+        local.link_ended(socket, close_cause(reason, local.local_first))
         if self.local.ended:
             return
         if reason is not None and reason.check(ConnectionDone):

@@ -103,6 +103,12 @@ class TLSLink(TLSMemoryBIOProtocol):
         """The index of the module socket under the TLS, as a module socket answers it."""
         return self.transport.slot
 
+    @property
+    def remote_closed(self) -> bool:
+        """The peer ended the stream: its close_notify, or its module socket's remote close
+        (who closed a link first, :mod:`bridge.proxy.splice`)."""
+        return self._peer_closed or getattr(self.transport, "remote_closed", False)
+
     def stats(self) -> dict:
         """The module socket's figures: its bytes are TLS records, what the module carries."""
         return {**self.transport.stats(), "tls": True}
