@@ -12,7 +12,6 @@ import shutil
 import socket
 import tempfile
 from argparse import Namespace
-from pathlib import Path
 
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor, threads
@@ -20,12 +19,9 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.protocols.basic import LineReceiver
 
 from bridge.control.client import ControlConnection, control_address
-from bridge.control.render import render
-from bridge.control.snapshot import modem_status, status_snapshot
-from bridge.modem.roaming import REFUSAL
+from bridge.control.snapshot import status_snapshot
 from tests.e2e_bed import (Bed, Client, Echo, connect, free_port, open_link, server, until,
                             within)
-from tests.modem_harness import ModemHarness
 from tests.test_metrics_e2e import MetricsBed, link, scrape
 from tests.test_server_e2e import ServerBed
 
@@ -169,37 +165,6 @@ async def test_a_link_the_bridge_ends_when_its_profile_is_removed_is_not_closed_
         assert causes == {"local": 1, "remote": 0}
 
 
-@pytest_twisted.ensureDeferred
-async def test_the_human_status_of_a_fresh_daemon_is_short(tmp_path):
-    """The issue asks for a short human form "like mmcli"; the README's example modem block is
-    16 lines with ``counters: module_reset 1``. Every AT command the bring-up sent is a counter
-    (``at_command{command=...,result=ok}``, for /metrics), and status lists each: ~27 counter
-    lines for a modem that has done nothing yet, more with every new command and result."""
-    async with await Bed.start(tmp_path, server(Echo)) as bed:
-        text = render(status_snapshot(bed.root))
-        block = text.split("  profile p")[0].splitlines()
-        assert len(block) <= 20, f"the modem block is {len(block)} lines:\n" + "\n".join(block)
-
-
-@pytest_twisted.ensureDeferred
-async def test_status_shows_a_udp_listen_with_the_interface_it_is_bound_to(tmp_path):
-    """A udp profile without ``interface=`` is bound to 127.0.0.1 (and the "listening" log line
-    says ``udp:PORT:interface=127.0.0.1``), but status shows ``udp:PORT``, which reads as every
-    interface; a tcp profile's listen shows its interface."""
-    class WithUdp(Bed):
-        profile_keys = "[profile:u]\nlisten = udp:0\nremote = udp:127.0.0.1:9\n"
-
-        def bound_port(self, listener):
-            if not hasattr(listener, "endpoint"):  # a udp listener
-                return lambda: None
-            return super().bound_port(listener)
-
-    async with await WithUdp.start(tmp_path, server(Echo), receive="push") as bed:
-        profiles = {p["name"]: p for p in status_snapshot(bed.root)["profiles"]}
-        assert profiles["p"]["listen"].endswith(":interface=127.0.0.1")
-        assert "interface=127.0.0.1" in profiles["u"]["listen"]
-
-
 class Answers(protocol.Protocol):
     """An HTTP/1.0 server: answers the first bytes it gets with ``factory.payload``, closes."""
 
@@ -241,34 +206,6 @@ async def test_a_remote_that_closes_first_is_counted_remote_though_the_app_then_
         causes = {cause: bed.modem.counters.get("link_closed", cause=cause, profile="p")
                   for cause in ("local", "remote")}
         assert causes == {"local": 0, "remote": 3}
-
-
-def test_status_shows_no_local_ip_while_data_is_down(tmp_path):
-    """``roaming = no`` and the module roams: data goes down (AT+QIDEACT) and the modem waits for
-    home, for hours maybe. Status says ``state: down`` but still ``local IP: 10.0.0.2 (context
-    0)``: ``modem.local_ips`` is only ever set (bring-up), never cleared when the context goes.
-    (Live on configs/sim.ini with the simulator's ``roaming on``: ``state: down ... (roaming,
-    data disabled (roaming = no))`` above ``local IP: 10.100.0.2 (context 0)``.)"""
-    h = ModemHarness(tmp_path / "state", persistent=True, roaming=False).up()
-    assert modem_status(h.modem, h.clock.seconds())["local_ips"] == {"0": "10.0.0.2"}
-    h.recv(b"\r\n+CREG: 5\r\n")
-    h.expect(b"AT+QIDEACT", b"\r\nDEACT OK\r\n")
-    status = modem_status(h.modem, h.clock.seconds())
-    assert (status["state"], status["state_reason"]) == ("down", REFUSAL)
-    assert status["local_ips"] == {}, "the context is deactivated: it has no local IP"
-
-
-def test_the_recovering_value_status_shows_while_roaming_is_in_the_readme(tmp_path):
-    """The README's --json table lists ``.recovering``'s values (``bring-up``, ``reactivate``,
-    ``reactivate-context``, ``ladder``, ``reopen``, ``backoff``); while ``roaming = no`` holds data
-    down, status shows ``running: roaming``, a value the table does not have."""
-    h = ModemHarness(tmp_path / "state", persistent=True, roaming=False).up()
-    h.recv(b"\r\n+CREG: 5\r\n")
-    h.expect(b"AT+QIDEACT", b"\r\nDEACT OK\r\n")
-    value = modem_status(h.modem, h.clock.seconds())["recovering"]
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    [row] = [line for line in readme.splitlines() if line.startswith("| `.recovering` |")]
-    assert value is None or f"`{value}`" in row, f"{value!r} is not in: {row}"
 
 
 class TwoServers(ServerBed):
