@@ -32,9 +32,10 @@ MAX_SEND_WINDOW = 7300  # the module's per-socket send buffer (docs/at-dialect.m
 class Listen:
     """Where a profile accepts local clients.
 
-    ``endpoint`` is a Twisted server endpoint string for ``tcp`` (stream) listeners, with
-    ``interface=`` filled in; for ``udp`` it is the original text. ``port`` is 0 and ``interface``
-    empty for stream endpoints that have neither (``unix:``, ``systemd:``).
+    ``endpoint`` is the listen text with ``interface=`` filled in (a Twisted server endpoint
+    string for ``tcp`` (stream) listeners, ``udp:PORT:interface=ADDR`` for ``udp``): where it is
+    bound, for status and the log. ``port`` is 0 and ``interface`` empty for stream endpoints that
+    have neither (``unix:``, ``systemd:``).
     """
 
     kind: str  # "tcp" | "udp"
@@ -431,6 +432,8 @@ def _udp_listen(text):
     positional, options = endpoint_fields(text)
     if len(positional) != 2 or set(options) - {"interface"}:
         raise Invalid("expected udp:PORT or udp:PORT:interface=ADDR")
+    if "interface" not in options:
+        text = f"{text}:interface={_escaped(DEFAULT_INTERFACE)}"
     interface = options.get("interface", DEFAULT_INTERFACE)
     _interface("udp", interface)
     return Listen("udp", text, _port_number(positional[1], allow_zero=True), interface)

@@ -55,18 +55,11 @@ def quieted(observer):
     return observe
 
 
-def listen_address(listen) -> str:
-    """Where a profile listens, as an endpoint string with its interface."""
-    if listen.kind == "udp":
-        return f"udp:{listen.port}:interface={listen.interface}"
-    return listen.endpoint
-
-
 def listening(profiles) -> Tuple[str, str]:
     """The daemon's words once the listeners of ``profiles`` are bound: systemd's STATUS
     (``listening: 2 listener(s)``), and the log line, which adds where (``[profile:web]
     tcp:8080:...``)."""
-    where = [f"[profile:{p.name}] {listen_address(p.listen)}" for p in profiles]
+    where = [f"[profile:{p.name}] {p.listen.endpoint}" for p in profiles]
     status = f"listening: {len(where)} listener(s)"
     return status, f"{status}: {', '.join(where)}" if where else status
 

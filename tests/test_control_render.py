@@ -1,12 +1,16 @@
-"""``cellbridge status``'s human form of a snapshot, and where the client connects."""
+"""``cellbridge status``'s human form of a snapshot, and where the client connects; the status
+of a running service tree end to end through the in-process bed (tests/e2e_bed.py)."""
 
 import socket
 from types import SimpleNamespace
 
 import pytest
+import pytest_twisted
 
 from bridge.control.client import ControlConnection, ControlUnavailable, control_address
 from bridge.control.render import duration, render
+from bridge.control.snapshot import status_snapshot
+from tests.e2e_bed import Bed, Echo, server
 
 MODEM = {
     "name": "main", "port": "/dev/ttyUSB0", "state": "ready", "state_reason": "local IP 10.0.0.5",
@@ -18,7 +22,12 @@ MODEM = {
                       "started": "2026-12-05T04:39:50.000+0000",
                       "recovered": "2026-12-05T04:40:01.123+0000", "seconds": 11.1},
     "data_sent": 1200, "data_received": 34000,
-    "counters": [{"name": "pdp_lost", "labels": {}, "value": 1},
+    "counters": [{"name": "at_command", "labels": {"command": "+CSQ", "result": "ok"}, "value": 9},
+                 {"name": "at_command", "labels": {"command": "+CSQ", "result": "timeout"},
+                  "value": 1},
+                 {"name": "at_command", "labels": {"command": "+QIACT", "result": "ok"},
+                  "value": 2},
+                 {"name": "pdp_lost", "labels": {}, "value": 1},
                  {"name": "recovered", "labels": {"step": "reactivate"}, "value": 1}]}
 PROFILE = {
     "name": "web", "modem": "main", "protocol": "tcp", "listen": "tcp:8080:interface=127.0.0.1",
@@ -53,6 +62,7 @@ def test_the_human_form_is_aligned_blocks_like_mmcli():
         "              | last recovery: context lost: +PDP DEACT, at 2026-12-05T04:39:50.000+0000, "
         "back after 11.1s",
         "              |     data used: 1200 bytes sent, 34000 received",
+        "              |   AT commands: 11 ok, 1 timeout",
         "              |      counters: pdp_lost 1",
         "              |                recovered{step=reactivate} 1",
         rule,
@@ -84,7 +94,39 @@ def test_a_modem_not_up_yet_shows_what_is_unknown_as_dashes():
     assert "             |        signal: --" in lines
     assert "             |      local IP: --" in lines
     assert "             | last recovery: none" in lines
+    assert "             |   AT commands: none" in lines
     assert "             |      counters: none" in lines
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_human_status_of_a_fresh_daemon_is_short(tmp_path):
+    """Every AT command the bring-up sent is an ``at_command{command,result}`` series (for
+    /metrics and --json); the human form sums them into one ``AT commands`` line, so a modem
+    that has done nothing yet is a short block, like ``mmcli -m 0``."""
+    async with await Bed.start(tmp_path, server(Echo)) as bed:
+        text = render(status_snapshot(bed.root))
+        block = text.split("  profile p")[0].splitlines()
+        assert len(block) <= 20, f"the modem block is {len(block)} lines:\n" + "\n".join(block)
+        [at_commands] = [line for line in block if "AT commands:" in line]
+        assert at_commands.endswith(" ok") and "at_command{" not in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_shows_a_udp_listen_with_the_interface_it_is_bound_to(tmp_path):
+    """A udp profile without ``interface=`` is bound to 127.0.0.1; its listen in status says so,
+    as a tcp profile's does (a bare ``udp:PORT`` would read as every interface)."""
+    class WithUdp(Bed):
+        profile_keys = "[profile:u]\nlisten = udp:0\nremote = udp:127.0.0.1:9\n"
+
+        def bound_port(self, listener):
+            if not hasattr(listener, "endpoint"):  # a udp listener
+                return lambda: None
+            return super().bound_port(listener)
+
+    async with await WithUdp.start(tmp_path, server(Echo), receive="push") as bed:
+        profiles = {p["name"]: p for p in status_snapshot(bed.root)["profiles"]}
+        assert profiles["p"]["listen"].endswith(":interface=127.0.0.1")
+        assert profiles["u"]["listen"] == "udp:0:interface=127.0.0.1"
 
 
 def test_durations_are_short():

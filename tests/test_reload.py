@@ -229,7 +229,7 @@ def test_a_changed_udp_profile_is_replaced_and_a_removed_one_closes_its_port(tre
     lines, _ = root.test.reload(ini(profiles=dns.format(5300)))
     new = root.getServiceNamed("profile:dns")
     assert new is not old and new.running and not old.running
-    assert lines[0] == "reload: [profile:dns] changed: listening on udp:5353"
+    assert lines[0] == "reload: [profile:dns] changed: listening on udp:5353:interface=127.0.0.1"
     lines, _ = root.test.reload(ini())
     assert "profile:dns" not in root.namedServices and not new.running
     assert lines[0] == "reload: [profile:dns] removed: port closed, its sessions ended"

@@ -1,14 +1,19 @@
 """What only ``cellbridge status`` needs from the modem and its links: the modem's state and
-since when, its last recovery and cause, a link's age and idle time (also while it reopens)."""
+since when, its last recovery and cause, a link's age and idle time (also while it reopens), and
+what it shows while ``roaming = no`` holds data down."""
 
 import time
+from pathlib import Path
 
 from twisted.internet.task import Clock
 
 from bridge.at.ring import TrafficRing
-from tests.modem_harness import PLAIN
+from bridge.control.snapshot import modem_status
+from bridge.modem.roaming import REFUSAL
+from tests.modem_harness import PLAIN, ModemHarness
 from tests.test_modem_recovery import REACTIVATE, RecoveryHarness
 from tests.test_persistent_link import ReopenBench
+from tests.test_roaming import HOME
 from tests.socket_bench import sack
 
 PDP_LOST = "context lost: PDP context deactivated by the network (+PDP DEACT)"
@@ -64,3 +69,36 @@ def test_ring_timestamps_carry_a_rounded_up_millisecond_into_the_second():
     ring.sent(b"AT\r")
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000%z", time.localtime(13))
     assert ring.dump() == stamp + " > b'AT\\r'"
+
+
+def data_down_while_roaming(tmp_path) -> ModemHarness:
+    """A ready modem with ``roaming = no`` whose module registers as roaming: data goes down
+    (AT+QIDEACT) until the module is registered at home again."""
+    h = ModemHarness(tmp_path / "state", persistent=True, roaming=False).up()
+    assert modem_status(h.modem, h.clock.seconds())["local_ips"] == {"0": "10.0.0.2"}
+    h.recv(b"\r\n+CREG: 5\r\n")
+    h.expect(b"AT+QIDEACT", b"\r\nDEACT OK\r\n")
+    return h
+
+
+def test_status_shows_no_local_ip_while_data_is_down(tmp_path):
+    """A deactivated context has no local IP: status shows none while the modem is down (the
+    modem itself keeps the last ones, for a resync that finds its contexts still up), and the
+    context's new address once data is back."""
+    h = data_down_while_roaming(tmp_path)
+    status = modem_status(h.modem, h.clock.seconds())
+    assert (status["state"], status["state_reason"]) == ("down", REFUSAL)
+    assert status["local_ips"] == {}
+    h.play(HOME + REACTIVATE)  # the context comes back with a new address
+    assert modem_status(h.modem, h.clock.seconds())["local_ips"] == {"0": "10.0.0.3"}
+
+
+def test_the_recovering_value_status_shows_while_roaming_is_in_the_readme(tmp_path):
+    """While ``roaming = no`` holds data down, ``.recovering`` is ``roaming``: the README's
+    ``--json`` table lists it with the other values."""
+    h = data_down_while_roaming(tmp_path)
+    value = modem_status(h.modem, h.clock.seconds())["recovering"]
+    assert value == "roaming"
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    [row] = [line for line in readme.splitlines() if line.startswith("| `.recovering` |")]
+    assert f"`{value}`" in row, f"{value!r} is not in: {row}"

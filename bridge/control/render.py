@@ -1,9 +1,12 @@
 """The human form of a status snapshot, laid out like ``mmcli -m 0``: one block per modem,
 profile and server, a title on the left, right-aligned keys, ``--`` for what is not known."""
 
+from collections import Counter
 from typing import List, Tuple
 
 UNKNOWN = "--"
+#: the counter of every AT command that ended (bridge.at.protocol): summed by result here
+AT_COMMAND = "at_command"
 LINK_COLUMNS = ("slot", "local", "remote", "state", "sent", "received", "unacked", "age", "idle")
 
 
@@ -54,7 +57,7 @@ def modem_block(modem: dict) -> List[Tuple[str, List[str]]]:
     else:
         recovery = f"{last['cause']}, at {last['started']}, back after {duration(last['seconds'])}"
     counters = [f"{counter['name']}{labels_text(counter['labels'])} {counter['value']}"
-                for counter in modem["counters"]]
+                for counter in modem["counters"] if counter["name"] != AT_COMMAND]
     return [("state", [state]), ("since", [shown(modem["state_since"])]),
             ("port", [shown(modem["port"])]), ("model", [shown(modem["model"])]),
             ("firmware", [shown(modem["firmware"])]), ("IMEI", [shown(modem["imei"])]),
@@ -64,7 +67,20 @@ def modem_block(modem: dict) -> List[Tuple[str, List[str]]]:
             ("local IP", ips or [UNKNOWN]), ("last recovery", [recovery]),
             ("data used", [f"{modem['data_sent']} bytes sent, {modem['data_received']} "
                            "received"]),
+            ("AT commands", [at_commands(modem["counters"])]),
             ("counters", counters or ["none"])]
+
+
+def at_commands(counters: list) -> str:
+    """The ``at_command{command,result}`` series (one per command name and result, for
+    /metrics and --json) as one line of totals by result, the most frequent first:
+    ``212 ok, 1 timeout``."""
+    totals = Counter()
+    for counter in counters:
+        if counter["name"] == AT_COMMAND:
+            totals[counter["labels"].get("result")] += counter["value"]
+    ranked = sorted(totals.items(), key=lambda item: (-item[1], str(item[0])))
+    return ", ".join(f"{total} {result}" for result, total in ranked) or "none"
 
 
 def labels_text(labels: dict) -> str:

@@ -66,11 +66,19 @@ def modem_status(modem, now: float) -> dict:
             "state_seconds": rounded(now - modem.state_since),
             "recovering": recovering(modem.supervisor),
             **{key: modem.info.get(key) for key in INFO_KEYS},
-            "local_ips": {str(context): ip for context, ip in sorted(modem.local_ips.items())},
+            "local_ips": local_ips(modem),
             "last_recovery": last,
             "data_sent": modem.usage.sent, "data_received": modem.usage.received,
             "counters": [{"name": name, "labels": dict(labels), "value": value}
                          for (name, labels), value in sorted(modem.counters.snapshot().items())]}
+
+
+def local_ips(modem) -> dict:
+    """The local IP of each context that carries data now. The modem keeps the last ones while
+    data is down (a resync that finds the contexts still up carries on with them), but a
+    context that is down has no address to show."""
+    return {str(context): ip for context, ip in sorted(modem.local_ips.items())
+            if modem.context_ready(context)}
 
 
 def recovering(supervisor):

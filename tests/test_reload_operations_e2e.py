@@ -1,29 +1,21 @@
-"""Review of the operations features (status, trace, metrics, reload, stop) as an operator uses
-them: each test is a finding, written so that it fails while the finding stands (REVIEW.md).
-
-End to end through the in-process bed (tests/e2e_bed.py): real loopback sockets -> the service
-tree -> pty -> the simulator -> a loopback echo; the control socket is a real unix socket and
-/metrics is scraped over HTTP. A reload is what SIGHUP runs (``root.reload(path)``). What the
-modem alone decides is a transcript on tests/modem_harness.py (StringTransport + task.Clock).
-"""
+"""Reload as an operator meets it, end to end through the in-process bed (tests/e2e_bed.py):
+real loopback sockets -> the service tree -> pty -> the simulator -> a loopback echo; the control
+socket is a real unix socket and /metrics is scraped over HTTP. A reload is what SIGHUP runs
+(``root.reload(path)``)."""
 
 import json
 import shutil
 import socket
 import tempfile
 from argparse import Namespace
-from pathlib import Path
 
 import pytest_twisted
 from twisted.internet import protocol, reactor, threads
 from twisted.protocols.basic import LineReceiver
 
 from bridge.control.client import ControlConnection, control_address
-from bridge.control.render import render
-from bridge.control.snapshot import modem_status, status_snapshot
-from bridge.modem.roaming import REFUSAL
+from bridge.control.snapshot import status_snapshot
 from tests.e2e_bed import Bed, Echo, open_link, server, until, within
-from tests.modem_harness import ModemHarness
 from tests.test_metrics_e2e import MetricsBed, link, scrape
 
 
@@ -82,9 +74,8 @@ def closed_counters(snapshot):
 
 @pytest_twisted.ensureDeferred
 async def test_links_closed_after_a_reload_restarted_the_modem_are_still_counted(tmp_path):
-    """After a reload restarts a modem, a tcp profile that kept its listener still counts its
-    link closes into the OLD modem's counters (its Ledger is not retargeted): the series leaves
-    /metrics and status, and every close from then on is lost."""
+    """A restarted modem keeps its counters and the profile that kept its listener counts in
+    them: closes after a reload restarted the modem show in /metrics and in status."""
     async with await MetricsBed.start(tmp_path, server(Echo)) as bed:
         await one_link(bed)
         assert link(await scrape(bed), "cellbridge_links_closed_total", cause="local") == 1
@@ -100,9 +91,8 @@ async def test_links_closed_after_a_reload_restarted_the_modem_are_still_counted
 @pytest_twisted.ensureDeferred
 async def test_a_running_trace_still_shows_the_at_lines_after_a_reload_restarted_the_modem(
         tmp_path):
-    """``cellbridge trace`` joins the modem objects there are when it starts; a reload that
-    restarts a modem replaces the object, and the trace goes silent for good (the client keeps
-    waiting, printing nothing) though the README says it streams until Ctrl-C."""
+    """A running ``cellbridge trace`` goes on showing the AT lines of a modem a reload restarted
+    (it watches the tree's traffic, not one Modem object)."""
     directory = tempfile.mkdtemp(prefix="cbrv")
     try:
         async with await control_bed(directory).start(tmp_path, server(Echo)) as bed:
@@ -124,65 +114,6 @@ async def test_a_running_trace_still_shows_the_at_lines_after_a_reload_restarted
         shutil.rmtree(directory, ignore_errors=True)
 
 
-@pytest_twisted.ensureDeferred
-async def test_the_human_status_of_a_fresh_daemon_is_short(tmp_path):
-    """The issue asks for a short human form "like mmcli"; the README's example modem block is
-    16 lines with ``counters: module_reset 1``. Every AT command the bring-up sent is a counter
-    (``at_command{command=...,result=ok}``, for /metrics), and status lists each: ~27 counter
-    lines for a modem that has done nothing yet, more with every new command and result."""
-    async with await Bed.start(tmp_path, server(Echo)) as bed:
-        text = render(status_snapshot(bed.root))
-        block = text.split("  profile p")[0].splitlines()
-        assert len(block) <= 20, f"the modem block is {len(block)} lines:\n" + "\n".join(block)
-
-
-@pytest_twisted.ensureDeferred
-async def test_status_shows_a_udp_listen_with_the_interface_it_is_bound_to(tmp_path):
-    """A udp profile without ``interface=`` is bound to 127.0.0.1 (and the "listening" log line
-    says ``udp:PORT:interface=127.0.0.1``), but status shows ``udp:PORT``, which reads as every
-    interface; a tcp profile's listen shows its interface."""
-    class WithUdp(Bed):
-        profile_keys = "[profile:u]\nlisten = udp:0\nremote = udp:127.0.0.1:9\n"
-
-        def bound_port(self, listener):
-            if not hasattr(listener, "endpoint"):  # a udp listener
-                return lambda: None
-            return super().bound_port(listener)
-
-    async with await WithUdp.start(tmp_path, server(Echo), receive="push") as bed:
-        profiles = {p["name"]: p for p in status_snapshot(bed.root)["profiles"]}
-        assert profiles["p"]["listen"].endswith(":interface=127.0.0.1")
-        assert "interface=127.0.0.1" in profiles["u"]["listen"]
-
-
-def test_status_shows_no_local_ip_while_data_is_down(tmp_path):
-    """``roaming = no`` and the module roams: data goes down (AT+QIDEACT) and the modem waits for
-    home, for hours maybe. Status says ``state: down`` but still ``local IP: 10.0.0.2 (context
-    0)``: ``modem.local_ips`` is only ever set (bring-up), never cleared when the context goes.
-    (Live on configs/sim.ini with the simulator's ``roaming on``: ``state: down ... (roaming,
-    data disabled (roaming = no))`` above ``local IP: 10.100.0.2 (context 0)``.)"""
-    h = ModemHarness(tmp_path / "state", persistent=True, roaming=False).up()
-    assert modem_status(h.modem, h.clock.seconds())["local_ips"] == {"0": "10.0.0.2"}
-    h.recv(b"\r\n+CREG: 5\r\n")
-    h.expect(b"AT+QIDEACT", b"\r\nDEACT OK\r\n")
-    status = modem_status(h.modem, h.clock.seconds())
-    assert (status["state"], status["state_reason"]) == ("down", REFUSAL)
-    assert status["local_ips"] == {}, "the context is deactivated: it has no local IP"
-
-
-def test_the_recovering_value_status_shows_while_roaming_is_in_the_readme(tmp_path):
-    """The README's --json table lists ``.recovering``'s values (``bring-up``, ``reactivate``,
-    ``reactivate-context``, ``ladder``, ``reopen``, ``backoff``); while ``roaming = no`` holds data
-    down, status shows ``running: roaming``, a value the table does not have."""
-    h = ModemHarness(tmp_path / "state", persistent=True, roaming=False).up()
-    h.recv(b"\r\n+CREG: 5\r\n")
-    h.expect(b"AT+QIDEACT", b"\r\nDEACT OK\r\n")
-    value = modem_status(h.modem, h.clock.seconds())["recovering"]
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    [row] = [line for line in readme.splitlines() if line.startswith("| `.recovering` |")]
-    assert value is None or f"`{value}`" in row, f"{value!r} is not in: {row}"
-
-
 def ask_status(address):
     """``cellbridge status --json``'s request, blocking (run it in a thread) -> the snapshot."""
     connection = ControlConnection(address)
@@ -196,11 +127,8 @@ def ask_status(address):
 @pytest_twisted.ensureDeferred
 async def test_a_relative_control_path_is_one_socket_for_the_daemon_and_for_status(
         tmp_path, monkeypatch):
-    """``control = unix:c.sock``: ``check`` passes it; the daemon binds it relative to its own
-    working directory (/ under systemd), ``cellbridge status -c FILE`` looks for it relative to
-    the operator's, and says "no such socket (is the daemon running?)" about a running daemon.
-    (``state_dir`` is relative to the config file's directory; ``control`` should be too, or be
-    refused.)"""
+    """``control = unix:c.sock`` is relative to the config file's directory: the daemon and
+    ``cellbridge status -c FILE``, started in different directories, meet at one socket."""
     class RelativeControl(Bed):
         general_keys = "control = unix:c.sock\n"
 
@@ -231,11 +159,8 @@ async def reload_adding_a_profile_on_a_taken_port(bed, tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_a_profile_that_could_not_bind_at_a_reload_binds_at_the_next_one(tmp_path):
-    """README, Reloading: an added profile whose port cannot be bound "is logged at error; the
-    rest applies". The operator frees the port and reloads again (``systemctl reload``): the
-    log says ``reloaded FILE: nothing changed`` and the profile never listens, until its section
-    is edited or the daemon restarts: the reload compares the new config with the one it
-    recorded, which already has the profile."""
+    """An added profile whose port cannot be bound is logged and left out; once the port is free,
+    the next reload binds it (README, Reloading)."""
     async with await Bed.start(tmp_path, server(Echo)) as bed:
         port, holder = await reload_adding_a_profile_on_a_taken_port(bed, tmp_path)
         holder.close()  # the port is free now
@@ -245,8 +170,7 @@ async def test_a_profile_that_could_not_bind_at_a_reload_binds_at_the_next_one(t
 
 @pytest_twisted.ensureDeferred
 async def test_status_shows_a_profile_that_is_not_listening(tmp_path):
-    """The same profile, while its port is taken: it is in the running config, but status (and
-    /metrics) do not show it at all, although ``.listening`` exists to say "not bound"."""
+    """While its port is taken, status shows the profile with ``listening: false``."""
     async with await Bed.start(tmp_path, server(Echo)) as bed:
         port, holder = await reload_adding_a_profile_on_a_taken_port(bed, tmp_path)
         try:
@@ -260,8 +184,8 @@ async def test_status_shows_a_profile_that_is_not_listening(tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_a_metrics_listener_that_could_not_bind_at_a_reload_binds_at_the_next_one(
         tmp_path):
-    """The same for ``metrics =`` added on a taken port: logged at error, and the next reload,
-    after the port is freed, says "nothing changed" and /metrics stays off."""
+    """The same for ``metrics =`` added on a taken port: the next reload, after the port is freed,
+    serves /metrics."""
     async with await Bed.start(tmp_path, server(Echo)) as bed:
         holder = socket.socket()
         holder.bind(("127.0.0.1", 0))
