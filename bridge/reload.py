@@ -98,7 +98,7 @@ class Reload:
         except Exception:
             log.failure("reload of {path} failed part way", path=path)
         finally:
-            root.when_ready().addCallbacks(root._ready, root._not_ready)
+            root.announce_ready()
 
     def applied(self, what: str, level=None) -> None:
         """One line per applied change, and a part of the summary."""
@@ -126,10 +126,12 @@ class Reload:
                 return profile != before or profile.modem in replaced
             return False
 
+        rebuild = {name for name in old.profiles.keys() | new.profiles.keys() if rebuilt(name)}
+
         # 1. What goes: removed profiles (their links end in the background), listeners to be
         # built anew, servers of the modems that go, removed servers, then those modems.
         for name in old.profiles:
-            if rebuilt(name):
+            if name in rebuild:
                 yield self._stop_profile(name, gone=name not in new.profiles)
         for name, server in old.servers.items():
             if name not in new.servers or server.modem in replaced:
@@ -161,7 +163,7 @@ class Reload:
             what = "restarted: its links reset" if name in restart else "added"
             self.applied(f"[modem:{name}] {what}")
         for name, profile in new.profiles.items():
-            yield self._profile(name, old.profiles.get(name), profile, modems, rebuilt(name),
+            yield self._profile(name, old.profiles.get(name), profile, modems, name in rebuild,
                                 profile.modem in replaced)
         for server in servers:  # a server changes only with its modem (modems_to_restart)
             root.start_child(server)

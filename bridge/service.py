@@ -131,7 +131,7 @@ class CellbridgeService(MultiService):
         for warning in config_warnings(self.config):  # what `cellbridge check` warns about
             self.log.warn("{warning}", warning=warning)
         super().startService()
-        self.when_ready().addCallbacks(self._ready, self._not_ready)
+        self.announce_ready()
 
     def stopService(self):
         """Listeners first, links within their budget, contexts deactivated, ports closed:
@@ -143,6 +143,11 @@ class CellbridgeService(MultiService):
         """Fires once every readiness Deferred added so far has (and forgets them)."""
         waiting, self._readiness = self._readiness, []
         return defer.gatherResults(waiting, consumeErrors=True)
+
+    def announce_ready(self):
+        """The listening line and READY=1 once every readiness Deferred added so far has fired
+        (at start, and at the end of each reload)."""
+        self.when_ready().addCallbacks(self._ready, self._not_ready)
 
     def _not_ready(self, failure):
         self.fail(failure.value.subFailure.value)

@@ -12,6 +12,7 @@ Observers see each entry as it is recorded (``cellbridge trace``, AT lines at ``
 debug``): the same redacted text the ring keeps, so nothing shown live could leak more than a dump.
 """
 
+import functools
 import time
 from collections import deque
 from dataclasses import fields
@@ -54,9 +55,17 @@ def iso_timestamp(seconds: float) -> bytes:
     """Local time with milliseconds and offset, like the daemon's log lines:
     ``2026-12-05T04:40:01.123+0000``."""
     whole, millis = to_millisecond(seconds)
+    second, offset = _local_second(whole)
+    return b"%s.%03d%s" % (second, millis, offset)
+
+
+@functools.lru_cache(maxsize=4)
+def _local_second(whole: int) -> tuple:
+    """``(b"2026-12-05T04:40:01", b"+0000")``: every AT line and payload frame is stamped, and
+    most share their second with the one before."""
     local = time.localtime(whole)
-    return (time.strftime("%Y-%m-%dT%H:%M:%S", local) + ".%03d" % millis
-            + time.strftime("%z", local)).encode()
+    return (time.strftime("%Y-%m-%dT%H:%M:%S", local).encode(),
+            time.strftime("%z", local).encode())
 
 
 class TrafficRing:
