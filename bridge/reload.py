@@ -148,8 +148,10 @@ class Reload:
                 self.applied(f"[modem:{name}] removed")
 
         # 2. What comes: the new config, modems (their servers built before they start: a server
-        # sets what its modem keeps free), profiles, servers.
-        root.config = new
+        # sets what its modem keeps free), profiles, servers. state_dir waits for the next start
+        # (_general says so): a restarted modem keeps its PIN record, usage and dumps.
+        root.config = dataclasses.replace(new, general=dataclasses.replace(
+            new.general, state_dir=old.general.state_dir))
         servers = []
         starting = [name for name in new.modems if name not in modems]
         for name in starting:

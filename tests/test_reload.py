@@ -259,6 +259,21 @@ def test_log_level_applies_at_once_and_a_key_with_a_child_replaces_it(tree):
     assert lines[0] == "reload: control: stopped"
 
 
+def test_a_modem_restarted_with_state_dir_changed_keeps_the_running_state_dir(tree):
+    """state_dir applies at the next start, for a modem a reload restarts too: its PIN record,
+    data usage and dumps stay where they are (a PIN the SIM rejected is never sent again)."""
+    root = tree(ini())
+    before = root.config.general.state_dir
+    seen = []
+    service = root.components.modem_service
+    root.components.modem_service = lambda modem, root: (
+        seen.append(root.config.general.state_dir) or service(modem, root))
+    lines, _ = root.test.reload(ini(general="state_dir = /var/lib/other",
+                                    modem="send_window = 2920"))
+    assert seen == [before] and root.config.general.state_dir == before
+    assert "reload: [cellbridge] state_dir changed: applies at the next start" in lines
+
+
 def test_a_keys_child_that_cannot_bind_is_logged_and_the_rest_applies(tree):
     root = tree(ini(general="control = unix:/run/a.sock"))
     lines, notices = root.test.reload(ini(general="control = tcp:1\nlog_level = warn"))
