@@ -75,9 +75,10 @@ class DumpFiles:
         return path
 
     def _create(self, base: str, content: str) -> str:
-        """A new file (never one already there: two dumps in the same millisecond both stay)."""
+        """A new file (never one already there: two dumps in the same millisecond both stay, the
+        later one named ``_02``, which sorts after the plain name as ``_`` sorts after ``.``)."""
         for attempt in range(1, 100):
-            path = os.path.join(self.directory, base + (f"-{attempt}" if attempt > 1 else "")
+            path = os.path.join(self.directory, base + (f"_{attempt:02d}" if attempt > 1 else "")
                                 + ".log")
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
