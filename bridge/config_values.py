@@ -333,16 +333,22 @@ def _escaped(value):
     return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
+def unix_socket_path(endpoint):
+    """The socket path of a ``unix:`` endpoint string; None for other kinds (or none given)."""
+    positional, named = endpoint_fields(endpoint)
+    if positional[0] != "unix":
+        return None
+    return named.get("address") or (positional[1] if len(positional) > 1 else None)
+
+
 def unix_address_from(base_dir, endpoint):
     """``endpoint`` with a ``unix:`` socket's relative path taken from ``base_dir`` (the config
     file's directory: the daemon and ``cellbridge status`` may run in different directories);
     any other endpoint unchanged."""
-    if not endpoint or not endpoint.startswith("unix:"):
-        return endpoint
-    positional, named = endpoint_fields(endpoint)
-    address = named.get("address") or (positional[1] if len(positional) > 1 else None)
+    address = unix_socket_path(endpoint) if endpoint else None
     if not address or os.path.isabs(address):
         return endpoint
+    named = endpoint_fields(endpoint)[1]
     written = ("address=" if "address" in named else "") + _escaped(address)
     absolute = ("address=" if "address" in named else "") + _escaped(
         os.path.normpath(os.path.join(base_dir, address)))

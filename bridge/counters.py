@@ -1,9 +1,10 @@
-"""Named event counters for state transitions (link_dead, pdp_lost, module_reset, port_lost, recovered),
-and the bytes the module carried for us (:class:`DataUsage`).
+"""A modem's named counters, and the bytes the module carried for us (:class:`DataUsage`).
 
-Every transition is both logged and counted, so the metrics exporter (:mod:`bridge.metrics`)
-publishes the counts without touching the code that detects the transitions. Deliberately tiny:
-no dependency, no metric types other than a monotonically increasing count.
+The counters hold state transitions (link_dead, pdp_lost, module_reset, port_lost, recovered,
+each also logged), every AT command by name and result, and what links carried and why they
+ended (link_closed, link_bytes, server_*). The metrics exporter (:mod:`bridge.metrics`) and
+status publish them without touching the code that counts. Deliberately tiny: no dependency, no
+metric types other than a monotonically increasing count.
 """
 
 from typing import Callable, Dict, Optional, Tuple

@@ -11,8 +11,8 @@ A scrape is answered on the reactor thread, where that state changes: not throug
 ``prometheus_client.twisted.MetricsResource``, whose WSGI app runs the collector in the global
 reactor's thread pool. Reading Twisted's state from a thread would need a hop back to the reactor
 (``blockingCallFromThread``), and a scrape caught by the reactor's shutdown would then hang the
-thread pool's join; building the few hundred lines at once costs the reactor well under a
-millisecond.
+thread pool's join. Building the exposition costs the reactor about 10 us a line (0.5 ms for one
+modem and one profile, about 4 ms for 350 lines).
 """
 
 from prometheus_client import CollectorRegistry

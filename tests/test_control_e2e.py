@@ -125,6 +125,7 @@ def test_trace_prints_the_at_lines_of_a_new_connection_and_redacts_the_pin(daemo
             echoed(app, b"hello")
         wait_for("AT+QIOPEN=")
         with socket.socket(socket.AF_UNIX) as sim:  # the module reboots: bring-up, PIN again
+            sim.settimeout(30)
             sim.connect(daemon.sim_control)
             sim.sendall(b"reboot\n")
             assert sim.recv(100) == b"ok\n"

@@ -16,7 +16,7 @@ import functools
 import time
 from collections import deque
 from dataclasses import fields
-from typing import Callable, Iterable, List, Optional
+from typing import Callable, List, Optional
 
 from twisted.logger import Logger
 
@@ -123,9 +123,6 @@ class TrafficRing:
                     observer(shown)
                 except Exception:  # a watcher's fault must never reach the engine
                     log.failure("traffic observer {observer!r} failed", observer=observer)
-
-    def lines(self) -> Iterable[bytes]:
-        return tuple(self._entries)
 
     def dump(self) -> str:
         """The whole ring as text, oldest first."""

@@ -11,7 +11,7 @@ import socket
 from typing import Iterator, NamedTuple
 
 from bridge.config import load_config
-from bridge.config_values import endpoint_fields
+from bridge.config_values import endpoint_fields, unix_socket_path
 from bridge.control.protocol import encode
 from bridge.errors import CellbridgeError, ConfigError
 
@@ -59,7 +59,7 @@ def control_address(args) -> ControlAddress:
     positional, options = endpoint_fields(description)
     kind = positional[0]
     if kind == "unix":
-        path = options.get("address") or positional[1]
+        path = unix_socket_path(description)
         return ControlAddress(socket.AF_UNIX, path, path)
     if kind in LOOPBACK:
         host = options.get("interface", "")

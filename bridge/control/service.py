@@ -18,20 +18,12 @@ from typing import Optional
 from twisted.application import strports
 from twisted.application.service import MultiService
 
-from bridge.config_values import endpoint_fields, group_id
+from bridge.config_values import group_id, unix_socket_path
 from bridge.control.protocol import ControlFactory
 from bridge.errors import CellbridgeError
 
 #: What the unix control socket's endpoint string always gets.
 UNIX_OPTIONS = ":mode=660:lockfile=1"
-
-
-def unix_path(description: str) -> Optional[str]:
-    """The socket path of a ``unix:`` endpoint string, None for other kinds."""
-    positional, options = endpoint_fields(description)
-    if positional[0] != "unix":
-        return None
-    return options.get("address") or positional[1]
 
 
 class ControlService(MultiService):
@@ -42,7 +34,7 @@ class ControlService(MultiService):
     def __init__(self, root, description: str, group: Optional[str]) -> None:
         super().__init__()
         self.bound = False
-        self.path = unix_path(description)
+        self.path = unix_socket_path(description)
         self.group = group if self.path is not None else None
         if self.path is not None:
             description += UNIX_OPTIONS

@@ -70,7 +70,7 @@ class ModuleServer(Service):
         self.tls = server_policy(server) if server.tls else None
         self.listening = False
         self.clients: Dict[int, Forwarding] = {}
-        #: the tcp clients' links (their bytes, close causes and close lines)
+        #: the clients' links: bytes and close causes (tcp clients also get their close lines)
         self.ledger = Ledger(modem.counters, reactor, "server", server.name, server.forward)
         self._generation = 0  # one per modem life: a listen attempt from before a "down" is void
         self._attempt: Optional[Deferred] = None
