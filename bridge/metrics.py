@@ -18,13 +18,14 @@ modem and one profile, about 4 ms for 350 lines).
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
-from twisted.application import internet, strports
+from twisted.application import strports
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from bridge.proxy.accounting import DIRECTIONS, SERIES
 from bridge.proxy.admission import Admission
 from bridge.proxy.datagram import DatagramRelay
+from bridge.proxy.service import behind
 
 #: Every metric: name -> (type, help). Counters end in ``_total``, sizes are in bytes.
 METRICS = {
@@ -144,7 +145,7 @@ def add_modem(samples: Samples, name: str, modem) -> None:
 def add_profile(samples: Samples, name: str, listener) -> None:
     """A ``profile:NAME`` child: a tcp profile's :class:`~bridge.proxy.admission.Admission` or a
     udp profile's :class:`~bridge.proxy.datagram.DatagramRelay` behind its listener."""
-    protocol = _behind(listener)
+    protocol = behind(listener)
     if isinstance(protocol, Admission):
         labels = {"modem": protocol.profile.modem, "profile": name}
         for direction, carried in protocol.ledger.carried().items():
@@ -164,13 +165,6 @@ def add_profile(samples: Samples, name: str, listener) -> None:
         samples.add("cellbridge_connections_waiting", stats["waiting"], **labels)
         for cause, count in stats["drops"].items():
             samples.add("cellbridge_datagrams_dropped_total", count, cause=cause, **labels)
-
-
-def _behind(listener):
-    """The factory (tcp) or protocol (udp) a profile's listener serves."""
-    if isinstance(listener, internet.UDPServer):
-        return listener.args[1]
-    return getattr(listener, "factory", None)
 
 
 def add_server(samples: Samples, name: str, server) -> None:

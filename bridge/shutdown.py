@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
 from bridge.at import commands
+from bridge.proxy.service import behind
 
 #: How long the links have to end gracefully before they are aborted.
 LINK_BUDGET = 20.0
@@ -63,8 +64,8 @@ def end_links(clock, holders, budget: float = LINK_BUDGET):
 def admission_of(listener):
     """The :class:`~bridge.proxy.admission.Admission` behind a ``profile:NAME`` listener, or
     None (a udp profile: its sessions end when its port closes)."""
-    factory = getattr(listener, "factory", None)
-    return factory if hasattr(factory, "finish_links") else None
+    served = behind(listener)
+    return served if hasattr(served, "finish_links") else None
 
 
 def link_holder(child):

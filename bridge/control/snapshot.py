@@ -12,6 +12,7 @@ profile's :class:`~bridge.proxy.admission.Admission`; a udp ``UDPServer``'s prot
 
 from bridge.at.ring import iso_timestamp
 from bridge.proxy.accounting import address_text
+from bridge.proxy.service import behind
 
 VERSION = 1
 #: ``modem.info`` keys shown as they are (None until bring-up, or a module that does not say)
@@ -91,11 +92,11 @@ def profile_status(profile, listener, now: float) -> dict:
     if listener is None:
         links, waiting = [], 0
     elif profile.listen.kind == "udp":
-        relay = listener.args[1]  # UDPServer(port, protocol)
+        relay = behind(listener)
         links, waiting = [session_link(session) for session in relay.sessions.values()], \
             relay.waiting()
     else:
-        admission = listener.factory
+        admission = behind(listener)
         links = [stream_link(socket, admission.local_of(socket)) for socket in admission.sockets]
         waiting = admission.modem.sockets.waiting(profile.name)
     return {"name": profile.name, "modem": profile.modem, "protocol": profile.listen.kind,

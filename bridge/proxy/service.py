@@ -1,6 +1,8 @@
 """What ``bridge.service.Components`` asks of this package: the factory behind a tcp profile,
 the protocol behind a udp profile and the service behind a module-side server."""
 
+from twisted.application import internet
+
 from bridge.proxy.admission import Admission
 from bridge.proxy.datagram import DatagramRelay
 from bridge.proxy.reverse import ModuleServer
@@ -26,3 +28,11 @@ def make_server_service(server, modem_service, root) -> ModuleServer:
             other.max_clients for other in root.config.servers.values()
             if other.modem == server.modem))
     return ModuleServer(server, modem_service, root.reactor, server.context)
+
+
+def behind(listener):
+    """What a profile's listener serves: the Admission (tcp) or the DatagramRelay (udp) the
+    functions above made (status, metrics and the stop look there)."""
+    if isinstance(listener, internet.UDPServer):
+        return listener.args[1]  # UDPServer(port, protocol)
+    return getattr(listener, "factory", None)
